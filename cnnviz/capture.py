@@ -1,0 +1,251 @@
+"""Forward hooks in a context manager: only the requested layers, early stop, always removed.
+
+Two stages per conv layer:
+
+* ``conv``: exactly the Conv2d's output, cloned in the hook (VGG's ``ReLU(inplace=True)`` would
+  otherwise overwrite it before anyone reads it);
+* ``act``: what the network passes on after the activation that follows the conv in the forward
+  pass, found on the model's torch.fx graph by walking from the conv through normalisation,
+  residual adds and dropout to the first activation: ``relu(conv)`` in VGG, ``relu(bn(conv))`` for
+  a ResNet block's conv1/conv2, the block output (after add and ReLU) for conv3 and downsample.0.
+
+The forward pass is cut short (a private exception) once every requested output has been seen, so
+later layers are never computed.
+"""
+from __future__ import annotations
+
+import operator
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import CnnvizError, UsageError
+from .layers import ConvLayer
+
+Stage = Literal["conv", "act"]
+STAGES = ("conv", "act")
+
+_ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Mish, nn.PReLU, nn.CELU, nn.SELU)
+_ACT_FUNCS = {F.relu, F.relu_, torch.relu, torch.relu_, F.relu6, F.silu, F.gelu, F.hardswish, F.leaky_relu, F.elu, F.mish}
+_ACT_METHODS = {"relu", "relu_"}
+_PASS_MODULES = (nn.BatchNorm2d, nn.GroupNorm, nn.Identity, nn.Dropout, nn.Dropout2d, nn.InstanceNorm2d, nn.LayerNorm)
+_PASS_FUNCS = {operator.add, operator.iadd, torch.add, F.batch_norm, F.dropout}
+_PASS_METHODS = {"add", "add_"}
+
+
+class _StopForward(Exception):
+    """Raised inside a hook once every requested output is stored: ends the forward pass early."""
+
+
+@dataclass(frozen=True)
+class HookPoint:
+    """Where a stage of a conv layer is read: the output of ``module`` on its ``call``-th call
+    (0-based) during one forward pass."""
+
+    module: str
+    call: int = 0
+
+
+def _node_act(node: Any, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules.get(node.target), _ACT_MODULES)
+    if node.op == "call_function":
+        return node.target in _ACT_FUNCS
+    if node.op == "call_method":
+        return node.target in _ACT_METHODS
+    return False
+
+
+def _node_pass(node: Any, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules.get(node.target), _PASS_MODULES)
+    if node.op == "call_function":
+        return node.target in _PASS_FUNCS
+    if node.op == "call_method":
+        return node.target in _PASS_METHODS
+    return False
+
+
+_ACT_PLANS: "weakref.WeakKeyDictionary[nn.Module, dict[str, HookPoint | str]]" = weakref.WeakKeyDictionary()
+
+
+def _act_plan(model: nn.Module) -> dict[str, HookPoint | str]:
+    """conv name -> HookPoint of its activation, or a string saying why there is none."""
+    if model in _ACT_PLANS:
+        return _ACT_PLANS[model]
+    import torch.fx
+
+    try:
+        graph = torch.fx.Tracer().trace(model)
+    except Exception as exc:  # data-dependent control flow etc.
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise CnnvizError(f"--stage act needs a torch.fx trace of the model, which failed ({first}); use --stage conv") from None
+    modules = dict(model.named_modules())
+    nodes = list(graph.nodes)
+    calls: dict[Any, int] = {}
+    counter: dict[str, int] = {}
+    for n in nodes:
+        if n.op == "call_module":
+            calls[n] = counter.get(n.target, 0)
+            counter[n.target] = calls[n] + 1
+    plan: dict[str, HookPoint | str] = {}
+    for n in nodes:
+        if n.op != "call_module" or not isinstance(modules.get(n.target), nn.Conv2d) or n.target in plan:
+            continue
+        cur, found = n, None
+        for _ in range(16):
+            users = list(cur.users)
+            if len(users) != 1:
+                break
+            user = users[0]
+            if _node_act(user, modules):
+                found = user
+                break
+            if not _node_pass(user, modules):
+                break
+            cur = user
+        if found is None:
+            plan[n.target] = f"no activation directly follows {n.target}"
+        elif found.op == "call_module":
+            plan[n.target] = HookPoint(found.target, calls[found])
+        else:
+            # A functional activation (F.relu in a block's forward): readable as that block's output
+            # when it is the block's last operation.
+            stack = list((found.meta.get("nn_module_stack") or {}).keys())
+            owner = stack[-1] if stack else None
+            last = owner is not None and all(
+                owner not in list((u.meta.get("nn_module_stack") or {}).keys()) for u in found.users
+            )
+            if owner and last and counter.get(owner, 0) == 0:
+                plan[n.target] = HookPoint(owner, 0)
+            else:
+                plan[n.target] = f"the activation after {n.target} is a function call that cannot be hooked"
+    _ACT_PLANS[model] = plan
+    return plan
+
+
+def hook_points(model: nn.Module, layers: Sequence[ConvLayer | str], stage: Stage = "conv") -> list[HookPoint]:
+    """The HookPoint to read for each layer at ``stage`` (same order as ``layers``)."""
+    if stage not in STAGES:
+        raise UsageError(f"unknown stage {stage!r}; choose 'conv' or 'act'")
+    names = [layer.name if isinstance(layer, ConvLayer) else str(layer) for layer in layers]
+    if stage == "conv":
+        return [HookPoint(n, 0) for n in names]
+    plan = _act_plan(model)
+    points = []
+    for n in names:
+        p = plan.get(n, f"{n} is not a Conv2d of this model")
+        if isinstance(p, str):
+            raise UsageError(f"--stage act is not available for layer {n}: {p}; use --stage conv")
+        points.append(p)
+    return points
+
+
+class Capture:
+    """Forward hooks on the requested points; use as a context manager (hooks removed on exit).
+
+    ``run(x)`` returns {point: tensor} for one forward pass, stopped after the last point fired.
+    Tensors are clones; detached (and computed under inference_mode) unless ``grad=True``.
+    """
+
+    def __init__(self, model: nn.Module, points: Sequence[HookPoint], *, grad: bool = False, stop_early: bool = True):
+        self.model = model
+        self.points = list(dict.fromkeys(points))
+        self.grad = grad
+        self.stop_early = stop_early
+        self._handles: list[Any] = []
+        self._calls: dict[str, int] = {}
+        self._out: dict[HookPoint, torch.Tensor] = {}
+        modules = dict(model.named_modules())
+        missing = [p.module for p in self.points if p.module not in modules]
+        if missing:
+            raise UsageError(f"model has no module {missing[0]!r}")
+        self._modules = {p.module: modules[p.module] for p in self.points}
+        self._wanted: dict[str, set[int]] = {}
+        for p in self.points:
+            self._wanted.setdefault(p.module, set()).add(p.call)
+
+    def __enter__(self) -> "Capture":
+        for name, module in self._modules.items():
+            self._handles.append(module.register_forward_hook(self._make_hook(name)))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def _make_hook(self, name: str) -> Any:
+        def hook(_mod: nn.Module, _inp: Any, out: Any) -> None:
+            call = self._calls.get(name, 0)
+            self._calls[name] = call + 1
+            if call not in self._wanted[name]:
+                return
+            if isinstance(out, (tuple, list)):
+                out = out[0]
+            self._out[HookPoint(name, call)] = out.clone() if self.grad else out.detach().clone()
+            if self.stop_early and len(self._out) == len(self.points):
+                raise _StopForward
+
+        return hook
+
+    def run(self, x: torch.Tensor) -> dict[HookPoint, torch.Tensor]:
+        """One forward pass of ``x`` (N, 3, H, W); returns the outputs at every point."""
+        if not self._handles:
+            raise RuntimeError("Capture.run() called outside its 'with' block")
+        self._calls.clear()
+        self._out = {}
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            ctx = torch.enable_grad() if self.grad else torch.inference_mode()
+            with ctx:
+                self.model(x)
+        except _StopForward:
+            pass
+        finally:
+            self.model.train(was_training)
+        missing = [p for p in self.points if p not in self._out]
+        if missing:
+            raise CnnvizError(f"layer {missing[0].module} did not run in the forward pass")
+        out, self._out = self._out, {}
+        return out
+
+
+@contextmanager
+def hooked(model: nn.Module, points: Sequence[HookPoint], **kwargs: Any) -> Iterator[Capture]:
+    """``with hooked(model, points) as cap: cap.run(x)``; see Capture."""
+    with Capture(model, points, **kwargs) as cap:
+        yield cap
+
+
+def capture(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: Sequence[ConvLayer | str],
+    *,
+    stage: Stage = "conv",
+) -> dict[str, torch.Tensor]:
+    """Feature maps of ``layers`` for input batch ``x`` (N, 3, H, W): {layer name: (N, C, h, w) float32}.
+
+    Hooks only the requested layers and stops the forward pass after the last of them.
+    """
+    names = [layer.name if isinstance(layer, ConvLayer) else str(layer) for layer in layers]
+    points = hook_points(model, names, stage)
+    with Capture(model, points) as cap:
+        out = cap.run(x)
+    return {n: out[p] for n, p in zip(names, points)}
+
+
+def has_hooks(model: nn.Module) -> bool:
+    """True if any module of ``model`` carries a forward hook (used by tests and sanity checks)."""
+    return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())

@@ -1,0 +1,44 @@
+"""The cnnviz command line: a thin click layer over the library (no torch import at start-up)."""
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from .common import CONTEXT_SETTINGS, CnnvizGroup
+
+
+@click.group(cls=CnnvizGroup, context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "-V", "--version", prog_name="cnnviz")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Look inside convolutional neural networks: layers, filters, feature maps.
+
+    \b
+    Examples:
+      cnnviz layers --model resnet50
+      cnnviz filters --model vgg16 --layer 0
+      cnnviz maps --sample --layer 10
+
+    Written paths (or JSON with --json) go to stdout, messages to stderr.
+    Exit codes: 0 success, 1 runtime error, 2 usage error, 130 interrupted.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+# Each module registers its commands on `cli` when imported (none of them imports torch at import).
+from importlib import import_module as _import  # noqa: E402
+
+for _name in ("layers", "filters", "maps", "rf", "maximize"):
+    try:
+        _import(f".{_name}", __name__)
+    except ModuleNotFoundError as _exc:  # a command module not present in this build
+        if _exc.name != f"{__name__}.{_name}":
+            raise
+
+__all__ = ["cli", "main"]
+
+
+def main() -> None:
+    cli(prog_name="cnnviz")

@@ -1,0 +1,116 @@
+"""`cnnviz layers` and `cnnviz models`: the conv-layer catalog and the model list."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from . import cli
+from .common import emit, info
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return "x".join(str(x) for x in v) if len(set(v)) > 1 or len(v) > 2 else str(v[0])
+    return str(v)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str], headers: dict[str, str] | None = None) -> str:
+    headers = headers or {}
+    cells = [[headers.get(c, c) for c in columns]] + [[_fmt(r[c]) for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    right = {i for i, c in enumerate(columns) if rows and isinstance(rows[0][c], (int, float)) and not isinstance(rows[0][c], bool)}
+    lines = []
+    for row in cells:
+        lines.append("  ".join(s.rjust(w) if i in right else s.ljust(w) for i, (s, w) in enumerate(zip(row, widths))).rstrip())
+    return "\n".join(lines)
+
+
+def _tsv_cell(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return ",".join(str(x) for x in v)
+    return str(v)
+
+
+def print_rows(rows: list[dict[str, Any]], fmt: str, columns: list[str], headers: dict[str, str] | None = None) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=None))
+    elif fmt == "tsv":
+        click.echo("\t".join(columns))
+        for r in rows:
+            click.echo("\t".join(_tsv_cell(r[c]) for c in columns))
+    else:
+        click.echo(_table(rows, columns, headers))
+
+
+LAYER_COLUMNS = ["index", "name", "alias", "in_channels", "out_channels", "kernel_size", "stride", "padding",
+                 "dilation", "groups", "params", "output_shape"]
+LAYER_HEADERS = {"in_channels": "in", "out_channels": "out", "kernel_size": "kernel", "padding": "pad",
+                 "dilation": "dil", "output_shape": "output"}
+
+
+@cli.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-m", "--model", default="resnet50", show_default=True, metavar="NAME",
+              help="Any torchvision classification model ('cnnviz models' lists them).")
+@click.option("-s", "--size", default="224", show_default=True, metavar="S",
+              help="Input size for output shapes: 224, or HxW such as 224x320.")
+@click.option("-f", "--format", "fmt", type=click.Choice(["table", "tsv", "json"]), default="table", show_default=True)
+def layers(model: str, size: str, fmt: str) -> None:
+    """List every Conv2d of a model: index, name, alias, shapes, parameters.
+
+    Indices are 0-based in named_modules() order and are what --layer takes. Needs no weights
+    (never downloads): the output shapes come from a forward pass on the 'meta' device.
+
+    \b
+    Examples:
+      cnnviz layers --model resnet50
+      cnnviz layers --model vgg16 --size 224x320 --format tsv | cut -f2,12
+      cnnviz layers --model resnet50 --format json | jq '.[10]'
+    """
+    from ..layers import catalog, parse_size
+    from ..models import build_meta_model
+
+    hw = parse_size(size)
+    net = build_meta_model(model)
+    rows = [layer.as_dict() for layer in catalog(net, size=hw)]
+    print_rows(rows, fmt, LAYER_COLUMNS, LAYER_HEADERS)
+    if fmt == "table":
+        total = sum(r["params"] for r in rows)
+        info(f"{model}: {len(rows)} conv layers, {total:,} conv parameters, input {hw[0]}x{hw[1]}")
+
+
+@cli.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-f", "--format", "fmt", type=click.Choice(["table", "tsv", "json"]), default="table", show_default=True)
+@click.option("--names-only", is_flag=True, help="Print just the model names, one per line (fast).")
+def models(fmt: str, names_only: bool) -> None:
+    """List torchvision's classification models with their conv count and default weights.
+
+    \b
+    Examples:
+      cnnviz models
+      cnnviz models --names-only | grep resnet
+      cnnviz models --format json
+    """
+    from ..layers import conv_layers
+    from ..models import build_meta_model, list_models, weight_members, weights_enum
+
+    names = list_models()
+    if names_only:
+        for n in names:
+            click.echo(n)
+        return
+    rows = []
+    for n in names:
+        enum = weights_enum(n)
+        default = ""
+        if enum is not None and "DEFAULT" in enum.__members__:
+            default = enum.DEFAULT.name
+        rows.append({
+            "name": n,
+            "convs": len(conv_layers(build_meta_model(n))),
+            "default_weights": default,
+            "weights": [w for w in weight_members(n) if w != "DEFAULT"],
+        })
+    print_rows(rows, fmt, ["name", "convs", "default_weights", "weights"],
+               {"default_weights": "default weights", "weights": "all weights"})

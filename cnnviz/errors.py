@@ -1,0 +1,39 @@
+"""One exception family. The CLI turns every CnnvizError into one line on stderr and its exit code.
+
+Exit codes: 1 = something failed while running (unreadable image, bad checkpoint, weights not
+cached, output not writable); 2 = the command line asked for something that does not exist
+(unknown model, layer, channel, class, weights name, malformed selector).
+"""
+from __future__ import annotations
+
+
+class CnnvizError(Exception):
+    """Base class: a problem the user can fix, reported as one line."""
+
+    exit_code = 1
+
+
+class UsageError(CnnvizError):
+    """The request names something that does not exist or is malformed (exit code 2)."""
+
+    exit_code = 2
+
+
+class SelectionError(UsageError):
+    """A layer, channel, filter or class selector is malformed, out of range or empty."""
+
+
+class ModelError(UsageError):
+    """Unknown model name, or a model this command cannot analyse."""
+
+
+class WeightsError(CnnvizError):
+    """Weights cannot be loaded: not cached offline, bad checkpoint, key/shape mismatch."""
+
+
+class ImageError(CnnvizError):
+    """An input image is missing, unreadable, corrupt or too large."""
+
+
+class OutputError(CnnvizError):
+    """An output cannot be written."""

@@ -1,0 +1,306 @@
+"""Model and weights loading: torchvision's registry, its weights API and hub cache, local checkpoints.
+
+``load_model("resnet50")`` gives torchvision's recommended pretrained weights (downloaded once into
+``$TORCH_HOME/hub/checkpoints`` with a progress bar on stderr, then read from there);
+``weights="IMAGENET1K_V1"`` picks an enum member, ``weights="none"`` a seeded random init, and a
+path loads a local checkpoint with ``torch.load(..., weights_only=True)``.
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+import pickle
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+from torchvision import models as tvm
+
+from .errors import ModelError, WeightsError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode plus what is needed to feed it and to name its outputs."""
+
+    model: nn.Module
+    name: str
+    weights: str  # "IMAGENET1K_V2", "none", or the checkpoint path
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    crop_size: int = 224
+    resize_size: int = 256
+    categories: list[str] = field(default_factory=list)
+
+    @property
+    def pretrained(self) -> bool:
+        return self.weights.lower() != "none"
+
+
+def list_models() -> list[str]:
+    """Names of torchvision's image classification models, sorted."""
+    return sorted(tvm.list_models(module=tvm))
+
+
+def check_model_name(name: str) -> str:
+    """Return ``name`` if torchvision has that classification model, else raise with suggestions."""
+    names = list_models()
+    if name in names:
+        return name
+    low = name.lower().replace("-", "_")
+    if low in names:
+        return low
+    close = difflib.get_close_matches(low, names, n=3, cutoff=0.5)
+    sugg = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+    raise ModelError(f"unknown model {name!r}{sugg}; 'cnnviz models' lists the {len(names)} torchvision classification models")
+
+
+def weights_enum(name: str) -> Any | None:
+    """torchvision's weights enum class for a model, or None when it has no pretrained weights."""
+    try:
+        return tvm.get_model_weights(check_model_name(name))
+    except ValueError:
+        return None
+
+
+def weight_members(name: str) -> list[str]:
+    """Member names of the model's weights enum, DEFAULT first, e.g. ['DEFAULT', 'IMAGENET1K_V1', ...]."""
+    enum = weights_enum(name)
+    if enum is None:
+        return []
+    members = [m for m in enum.__members__ if m != "DEFAULT"]
+    return ["DEFAULT", *members] if "DEFAULT" in enum.__members__ else members
+
+
+def resolve_weights(model: str, weights: str) -> Any:
+    """The enum member for ``weights`` ('DEFAULT', 'IMAGENET1K_V1', 'ResNet50_Weights.IMAGENET1K_V1')."""
+    enum = weights_enum(model)
+    if enum is None:
+        raise WeightsError(f"model {model!r} has no pretrained weights in torchvision; use --weights none or --weights PATH")
+    key = weights.split(".")[-1]
+    for member in enum.__members__:
+        if member.upper() == key.upper():
+            return enum[member]
+    raise ModelError(
+        f"unknown weights {weights!r} for {model}; choose one of {', '.join(weight_members(model))}, 'none' or a checkpoint path"
+    )
+
+
+def checkpoint_path(member: Any) -> str:
+    """Where torchvision looks for (and saves) the file of a weights enum member."""
+    filename = os.path.basename(member.url)
+    return os.path.join(torch.hub.get_dir(), "checkpoints", filename)
+
+
+def is_cached(member: Any) -> bool:
+    return os.path.isfile(checkpoint_path(member))
+
+
+def offline() -> bool:
+    """True when downloads are disabled (CNNVIZ_OFFLINE=1 or the generic HF/TORCH offline flags)."""
+    return any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("CNNVIZ_OFFLINE", "TORCH_HUB_OFFLINE"))
+
+
+def _not_cached_message(model: str, member: Any, cause: str) -> str:
+    path = checkpoint_path(member)
+    return (
+        f"cannot get pretrained weights {type(member).__name__}.{member.name} for {model} ({cause}): "
+        f"put {os.path.basename(path)} into {os.path.dirname(path)} (from {member.url}), "
+        f"or use --weights PATH for a local checkpoint, or --weights none for random weights"
+    )
+
+
+def _meta_from(member: Any | None) -> dict[str, Any]:
+    if member is None:
+        return {}
+    meta: dict[str, Any] = {"categories": list(member.meta.get("categories") or [])}
+    try:
+        t = member.transforms()
+        meta.update(
+            mean=tuple(t.mean), std=tuple(t.std), crop_size=int(t.crop_size[0]), resize_size=int(t.resize_size[0])
+        )
+    except Exception:  # transforms without the usual attributes: keep ImageNet defaults
+        pass
+    return meta
+
+
+def _build(name: str, *, seed: int, **kwargs: Any) -> nn.Module:
+    # Builders differ in defaults that matter without pretrained weights (aux heads, init_weights);
+    # torchvision's own choices are kept, only randomness is fixed.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return tvm.get_model(name, weights=None, **kwargs)
+
+
+def build_model(name: str, *, seed: int = 0, device: str | torch.device = "cpu") -> nn.Module:
+    """A randomly initialised model (same seed, same weights), in eval mode."""
+    name = check_model_name(name)
+    kwargs: dict[str, Any] = {}
+    if name in ("inception_v3", "googlenet"):
+        kwargs["aux_logits"] = False
+        kwargs["init_weights"] = True
+    model = _build(name, seed=seed, **kwargs)
+    return model.to(device).eval()
+
+
+@contextlib.contextmanager
+def _params_on_meta() -> Iterator[None]:
+    """Every parameter and buffer a module registers goes to the 'meta' device (no storage, no
+    init cost), while plain tensor arithmetic in builders (RegNet's width rules) still runs on CPU."""
+    reg_param, reg_buffer = nn.Module.register_parameter, nn.Module.register_buffer
+
+    def param(self: nn.Module, name: str, p: Any) -> None:
+        if p is not None:
+            p = nn.Parameter(p.to("meta"), requires_grad=p.requires_grad)
+        reg_param(self, name, p)
+
+    def buffer(self: nn.Module, name: str, b: Any, persistent: bool = True) -> None:
+        reg_buffer(self, name, None if b is None else b.to("meta"), persistent=persistent)
+
+    nn.Module.register_parameter, nn.Module.register_buffer = param, buffer  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter, nn.Module.register_buffer = reg_param, reg_buffer  # type: ignore[method-assign]
+
+
+def build_meta_model(name: str) -> nn.Module:
+    """The model's structure with no storage (device 'meta'): for shapes and catalogs, instant."""
+    name = check_model_name(name)
+    kwargs: dict[str, Any] = {}
+    if name in ("inception_v3", "googlenet"):
+        kwargs["aux_logits"] = False
+        kwargs["init_weights"] = False
+    import warnings
+
+    with _params_on_meta(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return tvm.get_model(name, weights=None, **kwargs).eval()
+
+
+def load_checkpoint(path: str) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``path`` with ``weights_only=True``; unwrap {'state_dict'|'model': ...}
+    and strip a DataParallel ``module.`` prefix. Raises WeightsError with the reason."""
+    if not os.path.exists(path):
+        raise WeightsError(f"checkpoint {path!r} does not exist")
+    if os.path.isdir(path):
+        raise WeightsError(f"checkpoint {path!r} is a directory, not a file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
+            raise WeightsError(
+                f"refused checkpoint {path!r}: it holds Python objects other than tensors, and unpickling them "
+                f"could run code (cnnviz loads with weights_only=True); re-save it with torch.save(model.state_dict(), path)"
+            ) from None
+        raise WeightsError(f"{path!r} is not a PyTorch checkpoint ({first})") from None
+    except PermissionError:
+        raise WeightsError(f"cannot read checkpoint {path!r}: permission denied") from None
+    except Exception as exc:  # zip errors, EOF, garbage bytes: all mean "not a checkpoint"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise WeightsError(f"{path!r} is not a PyTorch checkpoint ({first})") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+            break
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(
+            f"{path!r} does not hold a state dict (a mapping of parameter names to tensors, "
+            f"optionally under 'state_dict' or 'model')"
+        )
+    sd = dict(obj)
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def _few(items: list[str], n: int = 5) -> str:
+    shown = ", ".join(items[:n])
+    return shown + (f" (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def apply_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], *, source: str) -> None:
+    """Load ``sd`` into ``model`` strictly, with an error listing the first mismatches."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_few(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_few(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatch (checkpoint vs model): {_few(shapes, 3)}")
+    if problems:
+        raise WeightsError(f"checkpoint {source!r} does not fit this model: " + "; ".join(problems))
+    model.load_state_dict(sd, strict=True)
+
+
+def load_model(
+    name: str,
+    *,
+    weights: str | None = "DEFAULT",
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> LoadedModel:
+    """Build torchvision model ``name`` with ``weights``: 'DEFAULT', an enum member name, 'none'
+    (random, seeded) or a checkpoint path. Returns the model in eval mode with its preprocessing
+    metadata. Never downloads when ``offline()``. Raises ModelError / WeightsError."""
+    name = check_model_name(name)
+    weights = "none" if weights is None else str(weights)
+    enum = weights_enum(name)
+    default_member = enum.DEFAULT if enum is not None and "DEFAULT" in enum.__members__ else None
+
+    looks_like_path = os.sep in weights or weights.endswith((".pth", ".pt", ".ckpt", ".bin")) or os.path.exists(weights)
+    if weights.lower() == "none":
+        model = build_model(name, seed=seed, device="cpu")
+        label, meta = "none", _meta_from(default_member)
+    elif looks_like_path:
+        sd = load_checkpoint(weights)
+        model = build_model(name, seed=seed, device="cpu")
+        apply_state_dict(model, sd, source=weights)
+        label, meta = weights, _meta_from(default_member)
+    else:
+        member = resolve_weights(name, weights)
+        if not is_cached(member) and offline():
+            raise WeightsError(_not_cached_message(name, member, "not in the cache and downloads are off"))
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = tvm.get_model(name, weights=member, progress=progress)
+        except (OSError, ConnectionError) as exc:  # URLError is an OSError: no network, DNS, refused
+            raise WeightsError(_not_cached_message(name, member, f"download failed: {_reason(exc)}")) from None
+        except RuntimeError as exc:
+            cached = checkpoint_path(member)
+            raise WeightsError(f"cached weights file {cached} is broken ({_reason(exc)}); delete it and retry") from None
+        except pickle.UnpicklingError as exc:
+            cached = checkpoint_path(member)
+            raise WeightsError(f"cached weights file {cached} is not a valid checkpoint ({_reason(exc)}); delete it and retry") from None
+        label, meta = member.name, _meta_from(member)
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return LoadedModel(model=model, name=name, weights=label, **meta)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(getattr(exc, "reason", "") or exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def version_info() -> str:
+    return f"torch {torch.__version__}, torchvision {torchvision.__version__}"

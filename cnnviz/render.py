@@ -1,0 +1,175 @@
+"""Pure array work for pictures: normalise, colourise, upscale, tile. No file I/O, no torch.
+
+Every function returns a new array and never modifies its input. Images are uint8 (H, W, 3).
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from functools import lru_cache
+
+import numpy as np
+
+from .errors import UsageError
+
+GAP_VALUE = 255  # white gaps between tiles
+
+
+def grid_shape(n: int, *, cols: int | None = None) -> tuple[int, int]:
+    """(rows, cols) of a near-square grid for ``n`` tiles: 64 -> (8, 8), 10 -> (3, 4)."""
+    if n < 1:
+        return (0, 0)
+    if cols is None:
+        cols = math.ceil(math.sqrt(n))
+    cols = max(1, min(cols, n))
+    return (math.ceil(n / cols), cols)
+
+
+def normalize(a: np.ndarray, *, per: str = "map", symmetric: bool = False) -> np.ndarray:
+    """Scale ``a`` (N, ...) to float32 [0, 1].
+
+    per='map': each ``a[i]`` on its own; per='all': one scale for the whole array.
+    symmetric=False: min -> 0, max -> 1 (a constant slice -> 0, never NaN).
+    symmetric=True: zero -> 0.5, +-max|a| -> 1/0 (a zero slice -> 0.5).
+    """
+    if per not in ("map", "all"):
+        raise ValueError(f"per must be 'map' or 'all', not {per!r}")
+    x = np.asarray(a, dtype=np.float32)
+    axes = tuple(range(1, x.ndim)) if per == "map" and x.ndim > 1 else None
+    keep = axes is not None
+    if symmetric:
+        m = np.abs(x).max(axis=axes, keepdims=keep) if x.size else np.float32(0)
+        m = np.where(m > 0, m, 1.0).astype(np.float32)
+        return np.clip(x / (2 * m) + 0.5, 0.0, 1.0)
+    if not x.size:
+        return x.copy()
+    lo = x.min(axis=axes, keepdims=keep)
+    hi = x.max(axis=axes, keepdims=keep)
+    span = hi - lo
+    ok = span > 0
+    out = (x - lo) / np.where(ok, span, 1.0)
+    out = np.where(ok, out, 0.0)
+    return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def check_cmap(name: str) -> str:
+    """Return ``name`` if matplotlib knows the colormap, else raise UsageError with suggestions."""
+    import matplotlib
+
+    if name in matplotlib.colormaps:
+        return name
+    names = sorted(matplotlib.colormaps)
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    sugg = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+    raise UsageError(f"unknown colormap {name!r}{sugg}; any matplotlib colormap works, e.g. viridis, gray, RdBu_r")
+
+
+@lru_cache(maxsize=64)
+def colormap_lut(name: str) -> np.ndarray:
+    """(256, 3) uint8 lookup table of matplotlib colormap ``name``."""
+    import matplotlib
+
+    check_cmap(name)
+    rgba = matplotlib.colormaps[name](np.linspace(0.0, 1.0, 256))
+    lut = np.rint(rgba[:, :3] * 255.0).astype(np.uint8)
+    lut.setflags(write=False)
+    return lut
+
+
+def to_uint8(x01: np.ndarray) -> np.ndarray:
+    """[0, 1] floats -> 0..255 uint8 (rounded)."""
+    return np.rint(np.clip(np.asarray(x01, dtype=np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def colorize(x01: np.ndarray, cmap: str = "viridis") -> np.ndarray:
+    """Map [0, 1] values of any shape to RGB uint8 (..., 3) through a 256-entry colormap LUT."""
+    return colormap_lut(cmap)[to_uint8(x01)]
+
+
+def upscale(tiles: np.ndarray, factor: int | tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour upscale of (N, h, w[, 3]) or (h, w[, 3]) by an integer factor (fy, fx)."""
+    fy, fx = (factor, factor) if isinstance(factor, int) else factor
+    t = np.asarray(tiles)
+    lead = 1 if (t.ndim == 4 or (t.ndim == 3 and t.shape[-1] not in (3, 4))) else 0
+    if fy == 1 and fx == 1:
+        return t.copy()
+    return np.repeat(np.repeat(t, fy, axis=lead), fx, axis=lead + 1)
+
+
+def tile_factor(h: int, w: int, min_px: int) -> int:
+    """Smallest integer factor that makes the smaller side of an (h, w) tile at least ``min_px``."""
+    return max(1, math.ceil(min_px / max(1, min(h, w))))
+
+
+def tile_grid(
+    tiles: np.ndarray,
+    *,
+    cols: int | None = None,
+    gap: int = 2,
+    scale: int = 1,
+    fill: int = GAP_VALUE,
+) -> np.ndarray:
+    """Arrange N tiles (N, h, w, 3) uint8 in a near-square grid (or ``cols`` wide), each upscaled
+    ``scale`` times (nearest), separated by ``gap`` px of ``fill``; no outer border.
+    Returns (rows*(h*s+gap)-gap, cols*(w*s+gap)-gap, 3) uint8; one vectorised copy, no per-tile loop."""
+    t = np.asarray(tiles)
+    if t.ndim == 3:
+        t = t[..., None].repeat(3, axis=-1)
+    if t.ndim != 4:
+        raise ValueError(f"tiles must be (N, h, w, 3), got shape {t.shape}")
+    n, h, w, c = t.shape
+    rows, cols = grid_shape(n, cols=cols)
+    if scale > 1:
+        t = upscale(t, scale)
+    th, tw = h * scale, w * scale
+    canvas = np.full((rows * cols, th + gap, tw + gap, c), fill, dtype=np.uint8)
+    canvas[:n, :th, :tw] = t
+    grid = canvas.reshape(rows, cols, th + gap, tw + gap, c).transpose(0, 2, 1, 3, 4)
+    grid = grid.reshape(rows * (th + gap), cols * (tw + gap), c)
+    return np.ascontiguousarray(grid[: grid.shape[0] - gap or None, : grid.shape[1] - gap or None])
+
+
+@lru_cache(maxsize=8)
+def _font(size: int):  # type: ignore[no-untyped-def]
+    from PIL import ImageFont
+
+    try:
+        import matplotlib
+
+        path = f"{matplotlib.get_data_path()}/fonts/ttf/DejaVuSans.ttf"
+        return ImageFont.truetype(path, size)
+    except Exception:  # no matplotlib font: Pillow's built-in bitmap font
+        return ImageFont.load_default()
+
+
+def text_size(text: str, *, size: int = 12) -> tuple[int, int]:
+    """(width, height) in px of ``text`` drawn with draw_text at font ``size``."""
+    left, top, right, bottom = _font(size).getbbox(text or " ")
+    return (int(right - min(left, 0)), int(bottom - min(top, 0)))
+
+
+def draw_text(
+    image: np.ndarray,
+    xy: tuple[int, int],
+    text: str,
+    *,
+    size: int = 12,
+    color: tuple[int, int, int] = (0, 0, 0),
+    background: tuple[int, int, int] | None = None,
+) -> np.ndarray:
+    """A copy of ``image`` (H, W, 3) uint8 with ``text`` drawn at (x, y) (top-left), in DejaVu Sans."""
+    from PIL import Image, ImageDraw
+
+    pil = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    draw = ImageDraw.Draw(pil)
+    font = _font(size)
+    if background is not None:
+        w, h = text_size(text, size=size)
+        draw.rectangle([xy[0] - 1, xy[1] - 1, xy[0] + w + 1, xy[1] + h + 1], fill=background)
+    draw.text(xy, text, fill=color, font=font)
+    return np.asarray(pil).copy()
+
+
+def pad(image: np.ndarray, *, top: int = 0, bottom: int = 0, left: int = 0, right: int = 0, fill: int = GAP_VALUE) -> np.ndarray:
+    """A copy of ``image`` (H, W, 3) with ``fill`` borders added (room for titles and legends)."""
+    return np.pad(np.asarray(image), ((top, bottom), (left, right), (0, 0)), constant_values=fill)

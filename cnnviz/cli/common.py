@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import click
@@ -139,3 +139,124 @@ def load(model: str, weights: str = "DEFAULT", seed: int = 0, device: str = "cpu
 
     lm = load_model(model, weights=weights, seed=seed, device=device)
     return lm
+
+
+# ---------------------------------------------------------------- image input (maps, rf, ...)
+
+# Literal so that `--help` needs no numpy/PIL import; tests check it equals io.DEFAULT_MAX_PIXELS.
+_MAX_PIXELS_HELP = 64_000_000
+
+
+def image_options(f: F) -> F:
+    """IMAGE... arguments ('-' = stdin), --sample, --size, --crop, --max-pixels.
+
+    The command receives ``images``, ``sample``, ``size``, ``crop``, ``max_pixels``; pass them on
+    to :func:`read_images` together with the LoadedModel.
+    """
+    opts = [
+        click.argument("images", nargs=-1, metavar="[IMAGE]..."),
+        click.option("--sample", is_flag=True,
+                     help="Use the bundled sample photo (matplotlib's grace_hopper.jpg) as an input image."),
+        click.option("-s", "--size", default=None, metavar="S",
+                     help="Resize so the shorter side is S px, keeping the aspect ratio (or exactly HxW, e.g. "
+                          "224x320).  [default: the weights' crop size, 224]"),
+        click.option("--crop", is_flag=True,
+                     help="Centre-crop a square S x S like the classifier's own transforms "
+                          "(shorter side to S*256/224, then crop S)."),
+        click.option("--max-pixels", default=None, type=click.IntRange(min=1), metavar="N",
+                     help=f"Refuse larger images (checked before decoding).  [default: {_MAX_PIXELS_HELP}]"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+class InputImage:
+    """One preprocessed input: ``x`` (3, H, W) float32 normalised with the weights' mean/std,
+    ``display`` (H, W, 3) uint8 (the same pixels before normalisation), ``source`` (path, '-' or the
+    sample path) and ``label`` (the stem used in output names, unique within one run)."""
+
+    __slots__ = ("source", "label", "x", "display")
+
+    def __init__(self, source: str, label: str, x: Any, display: Any):
+        self.source, self.label, self.x, self.display = source, label, x, display
+
+
+def parse_image_size(size: str | int | None, default: int) -> int | tuple[int, int]:
+    """--size: None -> ``default``; '300' -> 300 (shorter side); '224x320' -> (224, 320) exact (H, W)."""
+    from ..errors import UsageError
+    from ..layers import parse_size
+
+    if size is None:
+        return int(default)
+    text = str(size).strip()
+    if text.isdigit():
+        s = int(text)
+        if not 1 <= s <= 8192:
+            raise UsageError(f"--size {s} out of range; use 1..8192 pixels")
+        return s
+    return parse_size(text)
+
+
+def read_images(
+    images: tuple[str, ...] | list[str],
+    *,
+    sample: bool,
+    size: str | int | None,
+    crop: bool,
+    max_pixels: int | None,
+    lm: Any,
+) -> Iterator[InputImage]:
+    """Check every input up front (existence, at most one '-'), then load and preprocess them one
+    by one with ``lm``'s mean/std and crop/resize sizes. Raises UsageError / ImageError."""
+    from ..errors import UsageError
+    from ..io import DEFAULT_MAX_PIXELS, sample_image_path
+
+    sources = list(images) + ([sample_image_path()] if sample else [])
+    if not sources:
+        raise UsageError("no input image: pass IMAGE files, '-' to read one from stdin, or --sample")
+    if sources.count("-") > 1:
+        raise UsageError("'-' (stdin) can be given only once")
+    target = parse_image_size(size, lm.crop_size)
+    if crop and isinstance(target, tuple):
+        raise UsageError("--crop takes a single --size (the square's side), not HxW")
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    for s in sources:  # fail before any work if a later file is missing
+        if s != "-":
+            _check_exists(s)
+    return _iter_images(sources, target, crop, limit, lm)
+
+
+def _check_exists(path: str) -> None:
+    from ..errors import ImageError
+
+    if not os.path.exists(path):
+        raise ImageError(f"image {path!r} does not exist")
+    if os.path.isdir(path):
+        raise ImageError(f"image {path!r} is a directory; pass image files")
+
+
+def _iter_images(sources: list[str], target: Any, crop: bool, limit: int, lm: Any) -> Iterator[InputImage]:
+    from PIL import Image
+
+    from ..io import image_label, load_image, preprocess
+
+    seen: dict[str, int] = {}
+    for s in sources:
+        src: Any = click.get_binary_stream("stdin").read() if s == "-" else s
+        img = load_image(src, max_pixels=limit)
+        if crop:
+            # torchvision's classifier transforms: Resize(resize_size) then CenterCrop(crop_size), scaled to S.
+            side = max(target, round(target * lm.resize_size / lm.crop_size))
+            w, h = img.size
+            tw, th = (max(1, round(w * side / h)), side) if h <= w else (side, max(1, round(h * side / w)))
+            img = img.resize((tw, th), Image.Resampling.BILINEAR, reducing_gap=None)
+            left, top = (tw - target) // 2, (th - target) // 2
+            img = img.crop((left, top, left + target, top + target))
+            x, disp = preprocess(img, size=(target, target), mean=lm.mean, std=lm.std)
+        else:
+            x, disp = preprocess(img, size=target, mean=lm.mean, std=lm.std)
+        label = image_label(src)
+        n = seen.get(label, 0) + 1
+        seen[label] = n
+        yield InputImage(s, label if n == 1 else f"{label}_{n}", x, disp)

@@ -11,6 +11,7 @@ import contextlib
 import difflib
 import os
 import pickle
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,8 +137,6 @@ def _build(name: str, *, seed: int, **kwargs: Any) -> nn.Module:
     # torchvision's own choices are kept, only randomness is fixed.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return tvm.get_model(name, weights=None, **kwargs)
@@ -182,8 +181,6 @@ def build_meta_model(name: str) -> nn.Module:
     if name in ("inception_v3", "googlenet"):
         kwargs["aux_logits"] = False
         kwargs["init_weights"] = False
-    import warnings
-
     with _params_on_meta(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return tvm.get_model(name, weights=None, **kwargs).eval()
@@ -197,7 +194,9 @@ def load_checkpoint(path: str) -> dict[str, torch.Tensor]:
     if os.path.isdir(path):
         raise WeightsError(f"checkpoint {path!r} is a directory, not a file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols: noise for users
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "GLOBAL" in str(exc):

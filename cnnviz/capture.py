@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import operator
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -152,16 +152,31 @@ class Capture:
 
     ``run(x)`` returns {point: tensor} for one forward pass, stopped after the last point fired.
     Tensors are clones; detached (and computed under inference_mode) unless ``grad=True``.
+
+    With ``on_output(point, tensor)`` each output is handed over from inside the hook, as soon as it
+    is computed, and not stored (``run`` then returns {}): a caller that renders and drops it keeps
+    peak memory at one layer's output however many layers are hooked. An exception raised by the
+    callback ends the forward pass and propagates out of ``run``.
     """
 
-    def __init__(self, model: nn.Module, points: Sequence[HookPoint], *, grad: bool = False, stop_early: bool = True):
+    def __init__(
+        self,
+        model: nn.Module,
+        points: Sequence[HookPoint],
+        *,
+        grad: bool = False,
+        stop_early: bool = True,
+        on_output: Callable[[HookPoint, torch.Tensor], None] | None = None,
+    ):
         self.model = model
         self.points = list(dict.fromkeys(points))
         self.grad = grad
         self.stop_early = stop_early
+        self.on_output = on_output
         self._handles: list[Any] = []
         self._calls: dict[str, int] = {}
         self._out: dict[HookPoint, torch.Tensor] = {}
+        self._seen: set[HookPoint] = set()
         modules = dict(model.named_modules())
         missing = [p.module for p in self.points if p.module not in modules]
         if missing:
@@ -183,6 +198,7 @@ class Capture:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        self._out = {}  # partial results of an interrupted run
 
     def _make_hook(self, name: str) -> Any:
         def hook(_mod: nn.Module, _inp: Any, out: Any) -> None:
@@ -192,8 +208,16 @@ class Capture:
                 return
             if isinstance(out, (tuple, list)):
                 out = out[0]
-            self._out[HookPoint(name, call)] = out.clone() if self.grad else out.detach().clone()
-            if self.stop_early and len(self._out) == len(self.points):
+            point = HookPoint(name, call)
+            # A clone even for the callback: an in-place op after this module would change `out`.
+            kept = out.clone() if self.grad else out.detach().clone()
+            self._seen.add(point)
+            if self.on_output is not None:
+                self.on_output(point, kept)
+                del kept
+            else:
+                self._out[point] = kept
+            if self.stop_early and len(self._seen) == len(self.points):
                 raise _StopForward
 
         return hook
@@ -204,6 +228,7 @@ class Capture:
             raise RuntimeError("Capture.run() called outside its 'with' block")
         self._calls.clear()
         self._out = {}
+        self._seen = set()
         was_training = self.model.training
         self.model.eval()
         try:
@@ -214,8 +239,10 @@ class Capture:
             pass
         finally:
             self.model.train(was_training)
-        missing = [p for p in self.points if p not in self._out]
+        missing = [p for p in self.points if p not in self._seen]
+        self._seen = set()
         if missing:
+            self._out = {}
             raise CnnvizError(f"layer {missing[0].module} did not run in the forward pass")
         out, self._out = self._out, {}
         return out

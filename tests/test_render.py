@@ -1,0 +1,82 @@
+"""Pure array functions: geometry and value mapping on tiny arrays, and that inputs are never modified."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cnnviz.errors import UsageError
+from cnnviz.render import check_cmap, colorize, grid_shape, normalize, tile_factor, tile_grid, upscale
+
+
+@pytest.mark.parametrize("n, shape", [(1, (1, 1)), (64, (8, 8)), (10, (3, 4)), (2048, (45, 46)), (3, (2, 2))])
+def test_grid_shape_near_square(n, shape):
+    assert grid_shape(n) == shape
+    rows, cols = grid_shape(n)
+    assert rows * cols >= n > (rows - 1) * cols
+
+
+def test_tile_grid_geometry_and_placement():
+    tiles = np.zeros((5, 2, 3, 3), np.uint8)
+    for i in range(5):
+        tiles[i] = i * 10 + 1
+    g = tile_grid(tiles, gap=1, scale=2)
+    rows, cols = grid_shape(5)  # (2, 3)
+    assert g.shape == (rows * 4 + (rows - 1), cols * 6 + (cols - 1), 3)
+    for i in range(5):
+        r, c = divmod(i, cols)
+        block = g[r * 5 : r * 5 + 4, c * 7 : c * 7 + 6]
+        assert (block == i * 10 + 1).all()
+    assert (g[4, :] == 255).all()  # the gap row
+    assert (g[5:, 14:] == 255).all()  # the empty 6th cell
+
+
+def test_tile_grid_no_gap_and_explicit_cols():
+    g = tile_grid(np.ones((4, 3, 3, 3), np.uint8), cols=4, gap=0)
+    assert g.shape == (3, 12, 3)
+
+
+def test_normalize_per_map_and_all():
+    a = np.stack([np.array([[0.0, 2.0]]), np.array([[-1.0, 1.0]]), np.full((1, 2), 5.0)])
+    out = normalize(a, per="map")
+    assert out[0].tolist() == [[0.0, 1.0]] and out[1].tolist() == [[0.0, 1.0]]
+    assert out[2].tolist() == [[0.0, 0.0]] and not np.isnan(out).any()  # constant map: flat, not NaN
+    out = normalize(a, per="all")
+    assert out.min() == 0.0 and out.max() == 1.0 and out[1, 0, 0] == 0.0
+
+
+def test_normalize_symmetric_puts_zero_in_the_middle():
+    a = np.array([[[-2.0, 0.0, 1.0]]])
+    out = normalize(a, per="all", symmetric=True)
+    assert out.tolist() == [[[0.0, 0.5, 0.75]]]
+    assert normalize(np.zeros((1, 2, 2)), symmetric=True).tolist() == np.full((1, 2, 2), 0.5).tolist()
+
+
+def test_colorize_uses_the_colormap_ends():
+    out = colorize(np.array([[0.0, 1.0]]), "gray")
+    assert out.dtype == np.uint8 and out.tolist() == [[[0, 0, 0], [255, 255, 255]]]
+    mid = colorize(np.array([0.5]), "RdBu_r")[0]
+    assert abs(int(mid[0]) - int(mid[2])) < 40 and mid.min() > 200  # diverging map: near-white middle
+
+
+def test_array_functions_do_not_modify_inputs():
+    a = np.random.default_rng(0).random((3, 4, 5)).astype(np.float32)
+    keep = a.copy()
+    normalize(a)
+    normalize(a, per="all", symmetric=True)
+    colorize(a, "viridis")
+    t = (a * 255).astype(np.uint8)
+    tk = t.copy()
+    tile_grid(t, scale=3)
+    upscale(t, 2)
+    assert np.array_equal(a, keep) and np.array_equal(t, tk)
+
+
+def test_upscale_nearest_and_tile_factor():
+    t = np.array([[[1, 2], [3, 4]]], np.uint8)
+    assert upscale(t, 2)[0].tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
+    assert tile_factor(7, 7, 48) == 7 and tile_factor(56, 56, 48) == 1 and tile_factor(3, 3, 48) == 16
+
+
+def test_unknown_colormap_suggests():
+    with pytest.raises(UsageError, match="did you mean 'viridis'"):
+        check_cmap("viridi")

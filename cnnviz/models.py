@@ -142,10 +142,10 @@ def _build(name: str, *, seed: int, **kwargs: Any) -> nn.Module:
             return tvm.get_model(name, weights=None, **kwargs)
 
 
-def build_model(name: str, *, seed: int = 0, device: str | torch.device = "cpu") -> nn.Module:
+def build_model(name: str, *, seed: int = 0, device: str | torch.device = "cpu", num_classes: int | None = None) -> nn.Module:
     """A randomly initialised model (same seed, same weights), in eval mode."""
     name = check_model_name(name)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
     if name in ("inception_v3", "googlenet"):
         kwargs["aux_logits"] = False
         kwargs["init_weights"] = True
@@ -230,6 +230,25 @@ def _few(items: list[str], n: int = 5) -> str:
     return shown + (f" (+{len(items) - n} more)" if len(items) > n else "")
 
 
+def _finetuned_classes(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> int | None:
+    """If ``sd`` differs from ``model`` only in the output size of the final classifier layer
+    (Linear, or SqueezeNet's 1x1 conv), that size; else None."""
+    own = model.state_dict()
+    if set(own) != set(sd):
+        return None
+    diff = [k for k in own if own[k].shape != sd[k].shape]
+    if not diff:
+        return None
+    heads = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    head = heads[-1] if heads else None
+    if head is None or set(diff) - {f"{head}.weight", f"{head}.bias"}:
+        return None
+    w = sd.get(f"{head}.weight")
+    if w is None or w.shape[1:] != own[f"{head}.weight"].shape[1:]:
+        return None
+    return int(w.shape[0])
+
+
 def apply_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], *, source: str) -> None:
     """Load ``sd`` into ``model`` strictly, with an error listing the first mismatches."""
     own = model.state_dict()
@@ -271,8 +290,14 @@ def load_model(
     elif looks_like_path:
         sd = load_checkpoint(weights)
         model = build_model(name, seed=seed, device="cpu")
+        meta = _meta_from(default_member)
+        classes = _finetuned_classes(model, sd)
+        if classes is not None:
+            # A fine-tuned checkpoint (e.g. 10 classes): same backbone, its own head size.
+            model = build_model(name, seed=seed, device="cpu", num_classes=classes)
+            meta["categories"] = [f"class {i}" for i in range(classes)]
         apply_state_dict(model, sd, source=weights)
-        label, meta = weights, _meta_from(default_member)
+        label = weights
     else:
         member = resolve_weights(name, weights)
         if not is_cached(member) and offline():

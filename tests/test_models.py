@@ -69,10 +69,10 @@ def test_checkpoint_with_wrong_keys_lists_them(tmp_path):
 
 def test_checkpoint_with_wrong_shapes_lists_them(tmp_path):
     sd = build_model(SMALL).state_dict()
-    sd["classifier.1.weight"] = torch.zeros(10, 512, 1, 1)
+    sd["features.0.weight"] = torch.zeros(64, 1, 3, 3)  # e.g. a grayscale variant
     path = tmp_path / "shape.pth"
     torch.save(sd, path)
-    with pytest.raises(WeightsError, match=r"shape mismatch.*classifier.1.weight \(10, 512, 1, 1\) vs \(1000, 512, 1, 1\)"):
+    with pytest.raises(WeightsError, match=r"shape mismatch.*features.0.weight \(64, 1, 3, 3\) vs \(64, 3, 3, 3\)"):
         load_model(SMALL, weights=str(path))
 
 
@@ -176,3 +176,12 @@ def test_enum_member_names_and_errors():
 def test_unknown_model_suggests():
     with pytest.raises(ModelError, match=r"did you mean 'resnet50'"):
         load_model("resnet5O", weights="none")
+
+
+def test_finetuned_checkpoint_with_its_own_class_count(tmp_path):
+    src = build_model("resnet18", seed=2, num_classes=10)
+    path = tmp_path / "finetuned.pth"
+    torch.save({"model": src.state_dict()}, path)
+    lm = load_model("resnet18", weights=str(path))
+    assert _same(lm.model, src)
+    assert lm.model.fc.out_features == 10 and lm.categories[:2] == ["class 0", "class 1"]

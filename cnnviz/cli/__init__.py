@@ -40,5 +40,13 @@ for _name in ("layers", "filters", "maps", "rf", "maximize"):
 __all__ = ["cli", "main"]
 
 
+def _terminate(signum: int, frame: object) -> None:
+    # SIGTERM takes the same path as Ctrl-C: `finally` blocks remove temp files, exit code 130.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     cli(prog_name="cnnviz")

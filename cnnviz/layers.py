@@ -34,6 +34,11 @@ class ConvLayer:
     groups: int
     params: int
     output_shape: tuple[int, int, int] | None = None
+    # Receptive field (cnnviz.rf): an int when both axes agree, else [h, w]; None when it cannot
+    # be computed. center0 is a float only when not integral (e.g. 0.5 after a 2x2 pool).
+    receptive_field: int | list[int] | None = None
+    jump: int | list[int] | None = None
+    center0: int | float | list[int | float] | None = None
     module: nn.Conv2d | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -175,10 +180,24 @@ def output_shapes(model: nn.Module, layers: Sequence[ConvLayer], *, size: tuple[
 
 
 def catalog(model: nn.Module, *, size: str | int | Sequence[int] = 224) -> list[ConvLayer]:
-    """Conv layers with ``output_shape`` filled in for an input of ``size`` (see parse_size)."""
+    """Conv layers with ``output_shape`` and the receptive field (``receptive_field``, ``jump``,
+    ``center0``; see cnnviz.rf) filled in for an input of ``size`` (see parse_size). Layers whose
+    field cannot be computed keep None there (cnnviz.rf.layer_fields says why)."""
+    from .rf import RFError, layer_fields
+
+    hw = parse_size(size)
     layers = conv_layers(model)
-    for layer, shape in zip(layers, output_shapes(model, layers, size=parse_size(size))):
+    for layer, shape in zip(layers, output_shapes(model, layers, size=hw)):
         layer.output_shape = shape
+    try:
+        fields = layer_fields(model, size=hw)
+    except RFError:
+        fields = {}
+    for layer in layers:
+        f = fields.get(layer.name)
+        if f is not None and not isinstance(f, str):
+            d = f.as_dict()
+            layer.receptive_field, layer.jump, layer.center0 = d["receptive_field"], d["jump"], d["center0"]
     return layers
 
 

@@ -11,6 +11,8 @@ from .common import emit, info
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
     if isinstance(v, (list, tuple)):
         return "x".join(str(x) for x in v) if len(set(v)) > 1 or len(v) > 2 else str(v[0])
     return str(v)
@@ -20,7 +22,10 @@ def _table(rows: list[dict[str, Any]], columns: list[str], headers: dict[str, st
     headers = headers or {}
     cells = [[headers.get(c, c) for c in columns]] + [[_fmt(r[c]) for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    right = {i for i, c in enumerate(columns) if rows and isinstance(rows[0][c], (int, float)) and not isinstance(rows[0][c], bool)}
+    right = {i for i, c in enumerate(columns)
+             if any(isinstance(r[c], (int, float)) and not isinstance(r[c], bool) for r in rows[:1] or rows)
+             or (rows and all(r[c] is None or isinstance(r[c], (int, float)) for r in rows)
+                 and any(r[c] is not None for r in rows))}
     lines = []
     for row in cells:
         lines.append("  ".join(s.rjust(w) if i in right else s.ljust(w) for i, (s, w) in enumerate(zip(row, widths))).rstrip())
@@ -28,6 +33,8 @@ def _table(rows: list[dict[str, Any]], columns: list[str], headers: dict[str, st
 
 
 def _tsv_cell(v: Any) -> str:
+    if v is None:
+        return ""
     if isinstance(v, (list, tuple)):
         return ",".join(str(x) for x in v)
     return str(v)
@@ -45,9 +52,9 @@ def print_rows(rows: list[dict[str, Any]], fmt: str, columns: list[str], headers
 
 
 LAYER_COLUMNS = ["index", "name", "alias", "in_channels", "out_channels", "kernel_size", "stride", "padding",
-                 "dilation", "groups", "params", "output_shape"]
+                 "dilation", "groups", "params", "output_shape", "receptive_field", "jump", "center0"]
 LAYER_HEADERS = {"in_channels": "in", "out_channels": "out", "kernel_size": "kernel", "padding": "pad",
-                 "dilation": "dil", "output_shape": "output"}
+                 "dilation": "dil", "output_shape": "output", "receptive_field": "rf"}
 
 
 @cli.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -57,10 +64,13 @@ LAYER_HEADERS = {"in_channels": "in", "out_channels": "out", "kernel_size": "ker
               help="Input size for output shapes: 224, or HxW such as 224x320.")
 @click.option("-f", "--format", "fmt", type=click.Choice(["table", "tsv", "json"]), default="table", show_default=True)
 def layers(model: str, size: str, fmt: str) -> None:
-    """List every Conv2d of a model: index, name, alias, shapes, parameters.
+    """List every Conv2d of a model: index, name, alias, shapes, parameters, receptive field.
 
     Indices are 0-based in named_modules() order and are what --layer takes. Needs no weights
     (never downloads): the output shapes come from a forward pass on the 'meta' device.
+    rf is the theoretical receptive field in input pixels, jump the input pixels between
+    neighbouring units, center0 the input pixel at the centre of unit 0's field (unit i at
+    center0 + i*jump); a pair HxW where the axes differ, '-' where it cannot be computed.
 
     \b
     Examples:
@@ -78,6 +88,20 @@ def layers(model: str, size: str, fmt: str) -> None:
     if fmt == "table":
         total = sum(r["params"] for r in rows)
         info(f"{model}: {len(rows)} conv layers, {total:,} conv parameters, input {hw[0]}x{hw[1]}")
+    missing = [r["name"] for r in rows if r["receptive_field"] is None]
+    if missing:
+        info(f"note: no receptive field for {len(missing)} of {len(rows)} conv layers: {rf_problem(net, hw, missing)}")
+
+
+def rf_problem(net: Any, hw: tuple[int, int], names: list[str]) -> str:
+    """Why the first of ``names`` has no receptive field (one line)."""
+    from ..rf import RFError, layer_fields
+
+    try:
+        reason = layer_fields(net, size=hw).get(names[0], f"{names[0]} does not run in the forward pass")
+    except RFError as exc:
+        return str(exc)
+    return f"{names[0]}: {reason}"
 
 
 @cli.command(context_settings={"help_option_names": ["-h", "--help"]})

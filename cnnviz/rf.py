@@ -1,0 +1,553 @@
+"""Receptive-field arithmetic, computed from the model's own torch.fx graph.
+
+Every tensor that still has spatial axes carries, per axis (height, width), three integers:
+``lo`` and ``hi``, the first and last input pixel (0-based, pixel centres at integers, padding
+counted as pixels outside 0..size-1) that output unit 0 sees, and ``jump``, the input-pixel
+distance between neighbouring units. Unit ``i`` then sees ``[lo + i*jump, hi + i*jump]``, so
+
+* receptive field ``rf = hi - lo + 1`` (the theoretical field, dilation included),
+* ``center0 = (lo + hi) / 2`` (a half-integer after even kernels/strides, e.g. VGG's 2x2 pools).
+
+The graph is run once on a zero input (on the model's device: a 'meta' model costs nothing) so
+every node's real output shape is known, and fields are propagated node by node:
+
+* Conv2d / max / avg pooling (module or function; padding, dilation, ``padding='same'``):
+  ``lo -= pad*jump``, ``hi += ((k-1)*dil - pad)*jump``, ``jump *= stride``;
+* adaptive pooling from n to o units: exact when o divides n (a pool with kernel = stride = n/o;
+  o = 1, global pooling, sees the union of every input unit's field); other ratios give windows of
+  unequal size and spacing, which no (rf, jump, center0) triple describes: refused;
+* pointwise work (activations, batch/group/layer norm, dropout, Linear on the channel axis,
+  scalar arithmetic, dtype/contiguous, channel reshapes such as ShuffleNet's shuffle, permutes):
+  unchanged. Normalisation statistics are ignored, as in every published table;
+* merges (residual ``+``, ``*``, ``torch.cat`` on channels): the union of the inputs' windows,
+  after checking the branches are aligned (same jump and same center0); otherwise refused;
+* a globally pooled 1x1 tensor broadcast back over a map (squeeze-and-excitation gates) makes
+  every later unit see the whole input: no local field exists there, refused;
+* anything else (flatten of the spatial axes, upsampling, attention, unknown functions) ends the
+  spatial structure; a conv layer downstream of it has no field.
+
+Nothing is raised while propagating: a node that cannot be analysed carries the reason, and
+:func:`receptive_fields` raises :class:`ModelError` with it when a requested layer depends on it.
+"""
+from __future__ import annotations
+
+import math
+import operator
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ModelError
+
+__all__ = ["Field", "Step", "RFError", "layer_fields", "receptive_fields", "trace_fields", "fmt_value"]
+
+
+class RFError(ModelError):
+    """The receptive field of a requested layer cannot be computed (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """Receptive field of the units of one tensor. Pairs are (height, width) in input pixels.
+
+    ``lo``/``hi``: first/last input pixel seen by unit (0, 0) (may lie outside the image, in the
+    padding); ``jump``: pixels between neighbouring units; ``size``: the tensor's (h, w)."""
+
+    lo: tuple[int, int]
+    hi: tuple[int, int]
+    jump: tuple[int, int]
+    size: tuple[int, int]
+
+    @property
+    def rf(self) -> tuple[int, int]:
+        """Side lengths (h, w) of the receptive field in input pixels."""
+        return (self.hi[0] - self.lo[0] + 1, self.hi[1] - self.lo[1] + 1)
+
+    @property
+    def center0(self) -> tuple[float, float]:
+        """Input coordinate (y, x) of the centre of unit (0, 0)'s field; unit i at center0 + i*jump."""
+        return ((self.lo[0] + self.hi[0]) / 2, (self.lo[1] + self.hi[1]) / 2)
+
+    def center(self, unit: tuple[int, int]) -> tuple[float, float]:
+        """Input coordinate (y, x) of the centre of unit ``(i, j)``'s field."""
+        c = self.center0
+        return (c[0] + unit[0] * self.jump[0], c[1] + unit[1] * self.jump[1])
+
+    def box(self, unit: tuple[int, int]) -> tuple[int, int, int, int]:
+        """Input pixels (y0, x0, y1, x1), inclusive, seen by unit ``(i, j)``; may exceed the image."""
+        i, j = unit
+        return (self.lo[0] + i * self.jump[0], self.lo[1] + j * self.jump[1],
+                self.hi[0] + i * self.jump[0], self.hi[1] + j * self.jump[1])
+
+    def nearest_unit(self, yx: tuple[float, float]) -> tuple[int, int]:
+        """The unit whose field is centred closest to input pixel (y, x), within the map."""
+        c = self.center0
+        return tuple(  # type: ignore[return-value]
+            int(min(max(math.floor((p - c[a]) / self.jump[a] + 0.5), 0), self.size[a] - 1)) for a, p in enumerate(yx)
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """{'receptive_field', 'jump', 'center0'}: a scalar when both axes agree, else [h, w];
+        center0 is an int when integral, else a float (e.g. -0.5)."""
+        return {"receptive_field": fmt_value(self.rf), "jump": fmt_value(self.jump), "center0": fmt_value(self.center0)}
+
+
+def fmt_value(pair: Sequence[float]) -> int | float | list[int | float]:
+    """(a, b) -> a when equal, else [a, b]; integral floats become ints."""
+    vals = [int(v) if float(v).is_integer() else float(v) for v in pair]
+    return vals[0] if vals[0] == vals[1] else vals
+
+
+@dataclass(frozen=True)
+class Step:
+    """One node of the traced graph with spatial output: ``name`` (module path or node name),
+    ``kind`` ('conv', 'pool', 'adaptive_pool', 'merge', 'input'), and its field (None + ``reason``
+    when it cannot be analysed)."""
+
+    name: str
+    kind: str
+    field: Field | None
+    reason: str = ""
+
+
+# ---------------------------------------------------------------- values carried along the graph
+
+
+@dataclass(frozen=True)
+class _Spatial:
+    dims: tuple[int, int]  # positions of the (h, w) axes in the tensor
+    ndim: int  # the tensor's number of axes
+    field: Field
+
+
+@dataclass(frozen=True)
+class _Unknown:
+    reason: str
+
+
+class _Const:
+    """Does not depend on the input (parameters, constants, shapes)."""
+
+
+_CONST = _Const()
+
+_POINTWISE_MODULES: tuple[type, ...] = (
+    nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.LeakyReLU, nn.ELU,
+    nn.Mish, nn.PReLU, nn.CELU, nn.SELU, nn.Softplus, nn.Identity, nn.Dropout, nn.Dropout2d, nn.AlphaDropout,
+    nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d, nn.LayerNorm, nn.LocalResponseNorm,
+)
+_POINTWISE_FUNCS = {
+    F.relu, F.relu_, torch.relu, torch.relu_, F.relu6, F.silu, F.gelu, F.hardswish, F.hardsigmoid, F.leaky_relu,
+    F.elu, F.mish, F.sigmoid, torch.sigmoid, torch.tanh, F.dropout, F.dropout2d, F.layer_norm, F.batch_norm,
+    F.group_norm, F.local_response_norm, torch.clamp, torch.exp, torch.abs, torch.neg, operator.neg,
+}
+_MERGE_FUNCS = {operator.add, operator.iadd, operator.mul, operator.imul, operator.sub, operator.truediv,
+                torch.add, torch.mul, torch.sub, torch.div}
+_POINTWISE_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "clamp", "clamp_", "contiguous", "clone",
+                      "float", "half", "to", "type_as", "detach", "neg", "abs", "exp", "add", "add_", "mul", "mul_",
+                      "sub", "sub_", "div", "div_"}
+_POOL_FUNCS = {F.max_pool2d, F.avg_pool2d, torch.max_pool2d, torch._C._nn.avg_pool2d}
+_ADAPTIVE_FUNCS = {F.adaptive_avg_pool2d, F.adaptive_max_pool2d, torch._C._nn.adaptive_avg_pool2d}
+_RESHAPE_METHODS = {"view", "reshape", "flatten", "unflatten"}
+
+
+def _spatial_args(args: Sequence[Any]) -> list[Any]:
+    return [a for a in args if isinstance(a, (_Spatial, _Unknown))]
+
+
+def _pair_of(v: Any) -> tuple[int, int]:
+    if isinstance(v, (tuple, list)):
+        return (int(v[0]), int(v[-1])) if len(v) else (1, 1)
+    return (int(v), int(v))
+
+
+def _window(src: _Spatial, out_shape: Sequence[int], kernel: Any, stride: Any, padding: Any, dilation: Any) -> _Spatial:
+    k, d = _pair_of(kernel), _pair_of(dilation)
+    s = _pair_of(stride if stride not in (None, ()) else kernel)
+    if isinstance(padding, str):
+        if padding == "valid":
+            p = (0, 0)
+        else:  # 'same': PyTorch pads d*(k-1) in total, the smaller half first
+            p = tuple(d[a] * (k[a] - 1) // 2 for a in range(2))  # type: ignore[assignment]
+    else:
+        p = _pair_of(padding)
+    f = src.field
+    lo = tuple(f.lo[a] - p[a] * f.jump[a] for a in range(2))
+    hi = tuple(f.hi[a] + ((k[a] - 1) * d[a] - p[a]) * f.jump[a] for a in range(2))
+    jump = tuple(f.jump[a] * s[a] for a in range(2))
+    size = tuple(int(out_shape[src.dims[a]]) for a in range(2))
+    return _Spatial(src.dims, src.ndim, Field(lo, hi, jump, size))  # type: ignore[arg-type]
+
+
+def _adaptive(src: _Spatial, out_shape: Sequence[int], where: str) -> _Spatial | _Unknown:
+    n = src.field.size
+    o = tuple(int(out_shape[src.dims[a]]) for a in range(2))
+    if any(n[a] % o[a] for a in range(2)):
+        return _Unknown(
+            f"adaptive pooling at {where} maps {n[0]}x{n[1]} units to {o[0]}x{o[1]}: windows of unequal size and "
+            f"spacing have no single receptive field (use an input size that makes {n[0]}x{n[1]} a multiple)"
+        )
+    k = tuple(n[a] // o[a] for a in range(2))
+    return _window(src, out_shape, k, k, 0, 1)
+
+
+def _merge(vals: Sequence[Any], out_shape: Sequence[int], where: str) -> Any:
+    """Union of the windows of aligned inputs (residual add, gating mul, concatenation)."""
+    unknown = [v for v in vals if isinstance(v, _Unknown)]
+    if unknown:
+        return unknown[0]
+    sp = [v for v in vals if isinstance(v, _Spatial)]
+    if not sp:
+        return _CONST
+    nd = len(out_shape)
+    # Broadcasting right-aligns shapes: re-express each input's spatial axes in the output's positions.
+    placed = [(tuple(d + nd - v.ndim for d in v.dims), v.field) for v in sp]
+    for dims, f in placed:
+        if f.size == (1, 1) and any(int(out_shape[d]) > 1 for d in dims):
+            return _Unknown(
+                f"at {where} a globally pooled 1x1 tensor is broadcast over the map (a squeeze-and-excitation gate): "
+                f"every later unit sees the whole input, so it has no local receptive field"
+            )
+    dims, fa = placed[0]
+    for other_dims, fb in placed[1:]:
+        if other_dims != dims or fa.jump != fb.jump or fa.center0 != fb.center0 or fa.size != fb.size:
+            return _Unknown(
+                f"branches merged at {where} are not aligned (jump {fmt_value(fa.jump)} vs {fmt_value(fb.jump)}, "
+                f"center0 {fmt_value(fa.center0)} vs {fmt_value(fb.center0)}): unit i of one branch does not sit "
+                f"over unit i of the other"
+            )
+        fa = Field(
+            tuple(min(fa.lo[a], fb.lo[a]) for a in range(2)),  # type: ignore[arg-type]
+            tuple(max(fa.hi[a], fb.hi[a]) for a in range(2)),  # type: ignore[arg-type]
+            fa.jump, fa.size,
+        )
+    return _Spatial(dims, nd, fa)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- the propagation
+
+
+class _Analysis:
+    """Runs the traced graph once and records a value (field / unknown / const) per node."""
+
+    def __init__(self, model: nn.Module, size: tuple[int, int]):
+        import torch.fx
+
+        self.model = model
+        self.size = size
+        try:
+            graph = torch.fx.Tracer().trace(model)
+        except Exception as exc:  # data-dependent control flow, unsupported Python
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            raise RFError(f"cannot analyse receptive fields: torch.fx cannot trace the model ({first})") from None
+        self.graph = graph
+        self.modules = dict(model.named_modules())
+        self.steps: list[Step] = []
+        self.convs: dict[str, Field | str] = {}
+        self._run()
+
+    # each handler returns the node's value given the concrete output and the argument values
+    def _run(self) -> None:
+        try:
+            device = next(self.model.parameters()).device
+        except StopIteration:
+            device = torch.device("cpu")
+        env: dict[Any, Any] = {}
+        vals: dict[Any, Any] = {}
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for node in self.graph.nodes:
+                    args = torch.fx.node.map_arg(node.args, lambda n: env[n])
+                    kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env[n])
+                    vargs = torch.fx.node.map_arg(node.args, lambda n: vals[n])
+                    vkwargs = torch.fx.node.map_arg(node.kwargs, lambda n: vals[n])
+                    if node.op == "placeholder":
+                        out = torch.zeros(1, 3, *self.size, device=device)
+                        val: Any = _Spatial((2, 3), 4, Field((0, 0), (0, 0), (1, 1), self.size))
+                        self.steps.append(Step("input", "input", val.field))
+                    elif node.op == "get_attr":
+                        out = self._attr(node.target)
+                        val = _CONST
+                    elif node.op == "call_module":
+                        mod = self.modules[node.target]
+                        out = mod(*args, **kwargs)
+                        val = self._module(node, mod, vargs, out)
+                    elif node.op == "call_function":
+                        out = node.target(*args, **kwargs)
+                        val = self._function(node, node.target, args, vargs, vkwargs, out)
+                    elif node.op == "call_method":
+                        out = getattr(args[0], node.target)(*args[1:], **kwargs)
+                        val = self._method(node, node.target, args, vargs, vkwargs, out)
+                    else:  # output
+                        break
+                    env[node] = out
+                    vals[node] = val
+        except RFError:
+            raise
+        except RuntimeError as exc:
+            msg = (str(exc).strip().splitlines() or [""])[0][:160]
+            raise RFError(f"input size {self.size[0]}x{self.size[1]} is too small or not accepted by this model ({msg})") from None
+        finally:
+            self.model.train(was_training)
+
+    def _attr(self, target: str) -> Any:
+        obj: Any = self.model
+        for part in target.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    def _record(self, name: str, kind: str, val: Any) -> Any:
+        if isinstance(val, _Spatial):
+            self.steps.append(Step(name, kind, val.field))
+        elif isinstance(val, _Unknown):
+            self.steps.append(Step(name, kind, None, val.reason))
+        return val
+
+    def _first(self, vargs: Sequence[Any]) -> Any:
+        return vargs[0] if vargs else _CONST
+
+    def _module(self, node: Any, mod: nn.Module, vargs: Sequence[Any], out: Any) -> Any:
+        name = str(node.target)
+        src = self._first(vargs)
+        if isinstance(mod, nn.Conv2d):
+            val = self._windowed(src, out, mod.kernel_size, mod.stride, mod.padding, mod.dilation, name, "conv")
+            prev = self.convs.get(name)
+            here = val.field if isinstance(val, _Spatial) else val.reason if isinstance(val, _Unknown) else "no input"
+            if prev is None:
+                self.convs[name] = here
+            elif prev != here:  # a shared conv applied at two depths
+                self.convs[name] = f"{name} is applied more than once with different receptive fields"
+            return val
+        if isinstance(mod, (nn.MaxPool2d, nn.AvgPool2d)):
+            dil = getattr(mod, "dilation", 1)
+            return self._windowed(src, out, mod.kernel_size, mod.stride, mod.padding, dil, name, "pool")
+        if isinstance(mod, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+            return self._adaptive_pool(src, out, name)
+        if isinstance(mod, _POINTWISE_MODULES):
+            return self._pointwise(src, out, name)
+        if isinstance(mod, nn.Linear):
+            if isinstance(src, _Spatial) and src.ndim - 1 in src.dims:
+                return _Unknown(f"Linear {name} mixes a spatial axis")
+            return self._pointwise(src, out, name)
+        if isinstance(mod, nn.Flatten):
+            return self._reshape(src, vargs, out, name)
+        if type(mod).__name__ == "Permute":  # torchvision.ops.misc.Permute (ConvNeXt)
+            return self._permute(src, list(mod.dims), out)
+        if not _spatial_args(vargs):
+            return _CONST
+        return _Unknown(f"cannot analyse module {name} ({type(mod).__name__})")
+
+    def _windowed(self, src: Any, out: Any, k: Any, s: Any, p: Any, d: Any, name: str, kind: str) -> Any:
+        if isinstance(src, _Spatial) and isinstance(out, torch.Tensor) and out.dim() >= 3:
+            val: Any = _window(src, out.shape, k, s, p, d)
+        elif isinstance(src, _Unknown):
+            val = src
+        elif isinstance(src, _Spatial):
+            val = _Unknown(f"{name} applied to a tensor without two spatial axes")
+        else:
+            return _CONST
+        return self._record(name, kind, val)
+
+    def _adaptive_pool(self, src: Any, out: Any, name: str) -> Any:
+        if isinstance(src, _Spatial):
+            return self._record(name, "adaptive_pool", _adaptive(src, out.shape, name))
+        return src if isinstance(src, _Unknown) else _CONST
+
+    def _pointwise(self, src: Any, out: Any, name: str) -> Any:
+        if isinstance(src, _Spatial) and isinstance(out, torch.Tensor):
+            size = tuple(int(out.shape[d]) for d in src.dims) if out.dim() > max(src.dims) else None
+            if size != src.field.size:
+                return _Unknown(f"{name} changes the spatial size")
+        return src
+
+    def _function(self, node: Any, fn: Any, args: Sequence[Any], vargs: Sequence[Any], vkw: dict, out: Any) -> Any:
+        where = node.name
+        spatial = _spatial_args(list(vargs) + list(vkw.values()))
+        if not spatial and not any(isinstance(v, (list, tuple)) and _spatial_args(v) for v in vargs):
+            return _CONST
+        src = self._first(vargs)
+        if fn in _POOL_FUNCS:
+            names = ["input", "kernel_size", "stride", "padding", "dilation"]
+            a = dict(zip(names, args))
+            a.update({k: v for k, v in node.kwargs.items() if k in names})
+            dil = a.get("dilation", 1) if fn in (F.max_pool2d, torch.max_pool2d) else 1
+            return self._windowed(src, out, a["kernel_size"], a.get("stride"), a.get("padding", 0), dil, where, "pool")
+        if fn in _ADAPTIVE_FUNCS:
+            return self._adaptive_pool(src, out, where)
+        if fn in _MERGE_FUNCS:
+            return self._merge(vargs, out, where)
+        if fn is torch.cat:
+            return self._cat(vargs[0], args[1] if len(args) > 1 else node.kwargs.get("dim", 0), out, where)
+        if fn in _POINTWISE_FUNCS or getattr(fn, "__name__", "") == "stochastic_depth":
+            return self._pointwise(src, out, where)
+        if fn in (torch.flatten, torch.reshape):
+            return self._reshape(src, vargs, out, where)
+        if fn is torch.permute:
+            return self._permute(src, list(args[1]), out)
+        if fn is torch.transpose:
+            return self._transpose(src, args, out)
+        if fn is torch.mean or fn is torch.sum:
+            return self._reduce(src, args, node.kwargs, out, where)
+        if fn is operator.getitem:
+            return self._getitem(vargs[0], args[1], out, where)
+        if fn in (torch.chunk, torch.split):
+            return self._chunk(src, args, node.kwargs, out, where)
+        return _Unknown(f"cannot analyse {getattr(fn, '__name__', fn)} at node {where}")
+
+    def _method(self, node: Any, meth: str, args: Sequence[Any], vargs: Sequence[Any], vkw: dict, out: Any) -> Any:
+        where = node.name
+        src = self._first(vargs)
+        if not isinstance(src, (_Spatial, _Unknown)) and not _spatial_args(vargs):
+            return _CONST
+        if meth in ("size", "dim") or (meth == "shape"):
+            return _CONST
+        if meth in ("add", "add_", "mul", "mul_", "sub", "sub_", "div", "div_"):
+            return self._merge(vargs, out, where)
+        if meth in _POINTWISE_METHODS:
+            return self._pointwise(src, out, where)
+        if meth in _RESHAPE_METHODS:
+            return self._reshape(src, vargs, out, where)
+        if meth == "permute":
+            dims = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
+            return self._permute(src, list(dims), out)
+        if meth == "transpose":
+            return self._transpose(src, args, out)
+        if meth in ("mean", "sum", "amax"):
+            return self._reduce(src, args, node.kwargs, out, where)
+        if meth in ("chunk", "split"):
+            return self._chunk(src, args, node.kwargs, out, where)
+        return _Unknown(f"cannot analyse method .{meth}() at node {where}")
+
+    def _merge(self, vargs: Sequence[Any], out: Any, where: str) -> Any:
+        val = _merge(list(vargs), out.shape if isinstance(out, torch.Tensor) else (), where)
+        if isinstance(val, _Spatial) and sum(isinstance(v, _Spatial) for v in vargs) > 1:
+            self._record(where, "merge", val)
+        elif isinstance(val, _Unknown) and not any(isinstance(v, _Unknown) for v in vargs):
+            self._record(where, "merge", val)
+        return val
+
+    def _cat(self, items: Sequence[Any], dim: int, out: Any, where: str) -> Any:
+        sp = [v for v in items if isinstance(v, _Spatial)]
+        if sp and int(dim) % out.dim() in sp[0].dims:
+            return _Unknown(f"torch.cat along a spatial axis at node {where}")
+        return self._merge(items, out, where)
+
+    def _reshape(self, src: Any, vargs: Sequence[Any], out: Any, where: str) -> Any:
+        if not isinstance(src, _Spatial):
+            return src
+        nd = src.ndim
+        h, w = src.field.size
+        trailing = src.dims == (nd - 2, nd - 1)
+        if trailing and out.dim() >= 2 and tuple(out.shape[-2:]) == (h, w):
+            # only the leading (batch/channel) axes were regrouped: every (h, w) slice stays whole
+            return _Spatial((out.dim() - 2, out.dim() - 1), out.dim(), src.field)
+        return _Unknown(f"the spatial axes are flattened or reshaped at node {where}")
+
+    def _permute(self, src: Any, perm: list[int], out: Any) -> Any:
+        if not isinstance(src, _Spatial):
+            return src
+        nd = len(perm)
+        perm = [int(p) % nd for p in perm]
+        return _Spatial((perm.index(src.dims[0]), perm.index(src.dims[1])), nd, src.field)
+
+    def _transpose(self, src: Any, args: Sequence[Any], out: Any) -> Any:
+        nd = out.dim()
+        perm = list(range(nd))
+        i, j = int(args[1]) % nd, int(args[2]) % nd
+        perm[i], perm[j] = perm[j], perm[i]
+        return self._permute(src, perm, out)
+
+    def _reduce(self, src: Any, args: Sequence[Any], kwargs: dict, out: Any, where: str) -> Any:
+        if not isinstance(src, _Spatial):
+            return src
+        nd = src.ndim
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        keep = bool(args[2] if len(args) > 2 else kwargs.get("keepdim", False))
+        dims = set(range(nd)) if dim is None else {int(d) % nd for d in (dim if isinstance(dim, (tuple, list)) else [dim])}
+        hit = dims & set(src.dims)
+        if not hit:
+            shift = [sum(1 for d in dims if d < s) for s in src.dims] if not keep else [0, 0]
+            return _Spatial((src.dims[0] - shift[0], src.dims[1] - shift[1]), out.dim(), src.field)
+        if hit == set(src.dims) and keep:
+            return self._adaptive_pool(src, out, where)
+        return _Unknown(f"the spatial axes are reduced at node {where}")
+
+    def _getitem(self, src: Any, index: Any, out: Any, where: str) -> Any:
+        if isinstance(src, (list, tuple)):
+            return src[index] if isinstance(index, int) else _Unknown(f"cannot analyse slicing at node {where}")
+        if not isinstance(src, _Spatial):
+            return src
+        idx = index if isinstance(index, tuple) else (index,)
+        if any(i is Ellipsis or i is None for i in idx):
+            return _Unknown(f"cannot analyse indexing at node {where}")
+        new, pos = [], 0
+        for d in range(src.ndim):
+            i = idx[d] if d < len(idx) else slice(None)
+            if d in src.dims:
+                if i != slice(None):
+                    return _Unknown(f"the spatial axes are indexed at node {where}")
+                new.append(pos)
+            if not isinstance(i, int):
+                pos += 1
+        return _Spatial((new[0], new[1]), out.dim(), src.field)
+
+    def _chunk(self, src: Any, args: Sequence[Any], kwargs: dict, out: Any, where: str) -> Any:
+        if not isinstance(src, _Spatial):
+            return [src] * len(out)
+        nd = src.ndim
+        dim = int(args[2] if len(args) > 2 else kwargs.get("dim", 0)) % nd
+        if dim in src.dims:
+            return [_Unknown(f"a spatial axis is split at node {where}")] * len(out)
+        return [src] * len(out)
+
+
+_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int], _Analysis]]" = weakref.WeakKeyDictionary()
+
+
+def _analysis(model: nn.Module, size: tuple[int, int]) -> _Analysis:
+    per = _CACHE.setdefault(model, {})
+    if size not in per:
+        per[size] = _Analysis(model, size)
+    return per[size]
+
+
+def _size(size: Any) -> tuple[int, int]:
+    from .layers import parse_size
+
+    return parse_size(size)
+
+
+def layer_fields(model: nn.Module, *, size: str | int | Sequence[int] = 224) -> dict[str, Field | str]:
+    """{conv module name: Field, or the reason it has none} for every Conv2d the forward pass calls,
+    for an input of ``size`` (224, '224x320' or (H, W)). Raises RFError only if the model cannot be
+    traced or run at all."""
+    return dict(_analysis(model, _size(size)).convs)
+
+
+def receptive_fields(
+    model: nn.Module, *, size: str | int | Sequence[int] = 224, layers: Sequence[Any] | None = None
+) -> dict[str, Field]:
+    """{conv name: Field} for ``layers`` (ConvLayers or names; default every conv). Raises RFError
+    naming the first layer whose field cannot be computed, with the reason."""
+    fields = layer_fields(model, size=size)
+    names = [getattr(layer, "name", layer) for layer in layers] if layers is not None else list(fields)
+    out = {}
+    for n in names:
+        f = fields.get(n, f"{n} does not run in the forward pass")
+        if isinstance(f, str):
+            raise RFError(f"cannot compute the receptive field of {n}: {f}")
+        out[n] = f
+    return out
+
+
+def trace_fields(model: nn.Module, *, size: str | int | Sequence[int] = 224) -> list[Step]:
+    """Every node with spatial output in execution order (input, convs, pools, merges, adaptive
+    pools), with its field or the reason it has none."""
+    return list(_analysis(model, _size(size)).steps)

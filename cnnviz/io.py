@@ -143,14 +143,17 @@ def preprocess(
 # ---------------------------------------------------------------- writing
 
 
-def _png_bytes(image: Image.Image | np.ndarray, metadata: Mapping[str, Any] | None, compress_level: int) -> bytes:
+def _png_bytes(
+    image: Image.Image | np.ndarray, metadata: Mapping[str, Any] | None, compress_level: int, compress_type: int | None = None
+) -> bytes:
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     info = PngImagePlugin.PngInfo()
     for k, v in (metadata or {}).items():
         info.add_text(str(k), v if isinstance(v, str) else _json(v))
     buf = _io.BytesIO()
-    image.save(buf, format="PNG", pnginfo=info, compress_level=compress_level)
+    extra = {} if compress_type is None else {"compress_type": compress_type}
+    image.save(buf, format="PNG", pnginfo=info, compress_level=compress_level, **extra)
     return buf.getvalue()
 
 
@@ -206,10 +209,12 @@ def save_png(
     *,
     metadata: Mapping[str, Any] | None = None,
     compress_level: int = 1,
+    compress_type: int | None = None,
 ) -> str:
     """Encode ``image`` ((H, W, 3) or (H, W) uint8, or PIL) as PNG with text ``metadata`` and write
-    it atomically. compress_level 1 is ~5x faster to encode than Pillow's default 6 for ~10% more bytes."""
-    return write_atomic(path, _png_bytes(image, metadata, compress_level))
+    it atomically. compress_level 1 is ~5x faster to encode than Pillow's default 6 for ~10% more bytes.
+    ``compress_type``: a zlib strategy (zlib.Z_RLE encodes palette images ~2x faster, same size)."""
+    return write_atomic(path, _png_bytes(image, metadata, compress_level, compress_type))
 
 
 def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> str:

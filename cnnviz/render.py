@@ -173,3 +173,146 @@ def draw_text(
 def pad(image: np.ndarray, *, top: int = 0, bottom: int = 0, left: int = 0, right: int = 0, fill: int = GAP_VALUE) -> np.ndarray:
     """A copy of ``image`` (H, W, 3) with ``fill`` borders added (room for titles and legends)."""
     return np.pad(np.asarray(image), ((top, bottom), (left, right), (0, 0)), constant_values=fill)
+
+
+# ------------------------------------------------------- annotation: legends, labels, stacking
+
+
+def _fit_font_size(texts: list[str], *, width: int, size: int, min_size: int = 6) -> int:
+    """Largest font size <= ``size`` (down to ``min_size``) at which every text fits ``width`` px."""
+    longest = max(texts, key=len, default="")
+    while size > min_size and text_size(longest, size=size)[0] > width:
+        size -= 1
+    return size
+
+
+def label_tiles(
+    tiles: np.ndarray,
+    labels: list[str] | tuple[str, ...],
+    *,
+    size: int = 11,
+    color: tuple[int, int, int] = (0, 0, 0),
+    fill: int = GAP_VALUE,
+) -> np.ndarray:
+    """Tiles (N, h, w, 3) uint8 -> (N, h + band, w, 3) uint8: each tile gets its label in a
+    ``fill`` band above it, so the label never hides pixels. ``band`` = text height + 2 px; the
+    font shrinks (down to 6 px) until the longest label fits the tile width. One PIL draw for all."""
+    from PIL import Image, ImageDraw
+
+    t = np.asarray(tiles)
+    if t.ndim != 4 or t.shape[-1] != 3:
+        raise ValueError(f"tiles must be (N, h, w, 3), got shape {t.shape}")
+    n, _h, w, _c = t.shape
+    if len(labels) != n:
+        raise ValueError(f"{len(labels)} labels for {n} tiles")
+    size = _fit_font_size([str(s) for s in labels], width=w - 1, size=size)
+    band = max(text_size(str(s), size=size)[1] for s in labels) + 2 if n else 0
+    strip = Image.new("RGB", (w, max(1, n * band)), (fill, fill, fill))
+    draw = ImageDraw.Draw(strip)
+    font = _font(size)
+    for i, s in enumerate(labels):
+        draw.text((1, i * band), str(s), fill=color, font=font)
+    bands = np.asarray(strip)[: n * band].reshape(n, band, w, 3)
+    return np.concatenate([bands, t.astype(np.uint8, copy=False)], axis=1)
+
+
+def margin_labels(
+    image: np.ndarray,
+    *,
+    rows: list[tuple[int, str]] | tuple[tuple[int, str], ...] = (),
+    cols: list[tuple[int, str]] | tuple[tuple[int, str], ...] = (),
+    size: int = 10,
+    color: tuple[int, int, int] = (0, 0, 0),
+    fill: int = GAP_VALUE,
+) -> np.ndarray:
+    """A copy of ``image`` (H, W, 3) with a left margin holding row labels (each right-aligned and
+    vertically centred on its y) and a top margin holding column labels (centred on each x).
+    Positions are in ``image`` pixels; the caller picks which rows/columns get a label."""
+    from PIL import Image, ImageDraw
+
+    img = np.asarray(image, dtype=np.uint8)
+    font = _font(size)
+    left = max((text_size(s, size=size)[0] for _, s in rows), default=-4) + 4
+    top = max((text_size(s, size=size)[1] for _, s in cols), default=-3) + 3
+    out = pad(img, top=top, left=left, fill=fill)
+    pil = Image.fromarray(out)
+    draw = ImageDraw.Draw(pil)
+    for y, s in rows:
+        tw, th = text_size(s, size=size)
+        draw.text((left - 3 - tw, top + y - th // 2), s, fill=color, font=font)
+    for x, s in cols:
+        tw, _th = text_size(s, size=size)
+        xx = min(max(0, left + x - tw // 2), out.shape[1] - tw)
+        draw.text((xx, 0), s, fill=color, font=font)
+    return np.asarray(pil).copy()
+
+
+def _tick(v: float) -> str:
+    return "0" if v == 0 else f"{v:.3g}".replace("-", "\u2212")
+
+
+def legend_strip(
+    lo: float,
+    hi: float,
+    *,
+    width: int,
+    cmap: str = "gray",
+    bar_width: int = 256,
+    bar_height: int = 10,
+    size: int = 11,
+    lo_text: str | None = None,
+    hi_text: str | None = None,
+    caption: str = "",
+    fill: int = GAP_VALUE,
+) -> np.ndarray:
+    """A value-range legend (H, W, 3) uint8, W = max(``width``, what the text needs): a colour bar
+    (``cmap``, left = ``lo``, right = ``hi``, thin grey outline) with ticks at both ends and at 0
+    when 0 lies strictly inside, then the optional ``caption`` (one line per '\\n').
+    ``lo_text``/``hi_text`` replace the end labels (e.g. '−max|w|' for per-filter scales)."""
+    from PIL import Image, ImageDraw
+
+    margin = 4
+    bar_w = int(max(64, min(bar_width, width - 2 * margin)))
+    texts = [lo_text if lo_text is not None else _tick(lo), hi_text if hi_text is not None else _tick(hi)]
+    lines = [s for s in caption.split("\n") if s] if caption else []
+    line_h = text_size("Ag", size=size)[1] + 3
+    need_w = max([bar_w + 2 * margin, *(text_size(s, size=size)[0] + 2 * margin for s in lines)])
+    w = max(int(width), need_w)
+    h = margin + bar_height + 3 + line_h + len(lines) * line_h + margin // 2
+    out = np.full((h, w, 3), fill, dtype=np.uint8)
+    ramp = colorize(np.linspace(0.0, 1.0, bar_w, dtype=np.float32), cmap)
+    y0, x0 = margin, margin
+    out[y0 - 1 : y0 + bar_height + 1, x0 - 1 : x0 + bar_w + 1] = 128  # outline: a white mid-colour stays visible
+    out[y0 : y0 + bar_height, x0 : x0 + bar_w] = ramp[None]
+    ticks = [(0.0, texts[0], "left"), (1.0, texts[1], "right")]
+    if lo < 0 < hi and hi > lo:
+        ticks.append(((0 - lo) / (hi - lo), "0", "centre"))
+    pil = Image.fromarray(out)
+    draw = ImageDraw.Draw(pil)
+    font = _font(size)
+    ty = y0 + bar_height + 2
+    placed: list[tuple[int, int]] = []
+    for pos, s, align in ticks:
+        tw = text_size(s, size=size)[0]
+        xc = x0 + round(pos * (bar_w - 1))
+        xs = {"left": x0, "right": x0 + bar_w - tw, "centre": xc - tw // 2}[align]
+        if any(xs < b + 4 and xs + tw + 4 > a for a, b in placed):
+            continue  # would overlap an end label (0 very close to lo or hi)
+        placed.append((xs, xs + tw))
+        draw.line([(xc, y0 + bar_height), (xc, y0 + bar_height + 1)], fill=(0, 0, 0))
+        draw.text((xs, ty), s, fill=(0, 0, 0), font=font)
+    for i, s in enumerate(lines):
+        draw.text((margin, ty + line_h * (i + 1)), s, fill=(0, 0, 0), font=font)
+    return np.asarray(pil).copy()
+
+
+def vstack(images: list[np.ndarray], *, gap: int = 0, fill: int = GAP_VALUE) -> np.ndarray:
+    """Stack (h_i, w_i, C) uint8 images top to bottom, left-aligned, narrower ones padded on the
+    right with ``fill``, ``gap`` px of ``fill`` between them."""
+    w = max(im.shape[1] for im in images)
+    parts: list[np.ndarray] = []
+    for i, im in enumerate(images):
+        if i and gap:
+            parts.append(np.full((gap, w, *im.shape[2:]), fill, dtype=np.uint8))
+        parts.append(pad(im, right=w - im.shape[1], fill=fill) if im.shape[1] < w else np.asarray(im, dtype=np.uint8))
+    return np.concatenate(parts, axis=0)

@@ -198,6 +198,33 @@ def parse_image_size(size: str | int | None, default: int) -> int | tuple[int, i
     return parse_size(text)
 
 
+def check_images(
+    images: tuple[str, ...] | list[str],
+    *,
+    sample: bool,
+    size: str | int | None,
+    crop: bool,
+    default_size: int = 224,
+) -> list[str]:
+    """Validate the image arguments without reading any pixels (call it before loading weights):
+    at least one input, '-' at most once, a valid --size, every file present. Returns the sources."""
+    from ..errors import UsageError
+    from ..io import sample_image_path
+
+    sources = list(images) + ([sample_image_path()] if sample else [])
+    if not sources:
+        raise UsageError("no input image: pass IMAGE files, '-' to read one from stdin, or --sample")
+    if sources.count("-") > 1:
+        raise UsageError("'-' (stdin) can be given only once")
+    target = parse_image_size(size, default_size)
+    if crop and isinstance(target, tuple):
+        raise UsageError("--crop takes a single --size (the square's side), not HxW")
+    for s in sources:  # fail before any work if a later file is missing
+        if s != "-":
+            _check_exists(s)
+    return sources
+
+
 def read_images(
     images: tuple[str, ...] | list[str],
     *,
@@ -207,23 +234,13 @@ def read_images(
     max_pixels: int | None,
     lm: Any,
 ) -> Iterator[InputImage]:
-    """Check every input up front (existence, at most one '-'), then load and preprocess them one
-    by one with ``lm``'s mean/std and crop/resize sizes. Raises UsageError / ImageError."""
-    from ..errors import UsageError
-    from ..io import DEFAULT_MAX_PIXELS, sample_image_path
+    """Check every input up front (see check_images), then load and preprocess them lazily, one
+    by one, with ``lm``'s mean/std and crop/resize sizes. Raises UsageError / ImageError."""
+    from ..io import DEFAULT_MAX_PIXELS
 
-    sources = list(images) + ([sample_image_path()] if sample else [])
-    if not sources:
-        raise UsageError("no input image: pass IMAGE files, '-' to read one from stdin, or --sample")
-    if sources.count("-") > 1:
-        raise UsageError("'-' (stdin) can be given only once")
+    sources = check_images(images, sample=sample, size=size, crop=crop, default_size=lm.crop_size)
     target = parse_image_size(size, lm.crop_size)
-    if crop and isinstance(target, tuple):
-        raise UsageError("--crop takes a single --size (the square's side), not HxW")
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
-    for s in sources:  # fail before any work if a later file is missing
-        if s != "-":
-            _check_exists(s)
     return _iter_images(sources, target, crop, limit, lm)
 
 

@@ -195,8 +195,9 @@ def plan_filters(
                 csel = csel[:fit_cols]
             cols, per_page = len(csel), fit_rows
         else:
-            n = len(fsel)
-            cols = min(math.ceil(math.sqrt(n)), fit_cols)
+            n = len(fsel)  # near-square in pixels: 64 square tiles -> 8x8, 1x7 kernels -> fewer columns
+            aspect = (kh * scale + gap) / pitch_w  # label bands left out: 64 labelled tiles stay 8x8
+            cols = max(1, min(math.ceil(math.sqrt(n * aspect) - 1e-9), fit_cols, n))
             rows_needed = math.ceil(n / cols)
             per_page = cols * min(rows_needed, fit_rows)
             # a paged layer: square-ish pages rather than full-width strips
@@ -478,6 +479,8 @@ def render_plan(weight: np.ndarray, plan: FilterPlan, *, title: str = "") -> Ite
     blank = fill if rgb_mode else int(_GREY_OF[fill])  # the gap colour in this picture's pixel space
     s, gap = plan.scale, plan.gap
 
+    white = GAP_VALUE if rgb_mode else int(_GREY_OF[GAP_VALUE])
+
     def decor(rgb: np.ndarray) -> np.ndarray:
         return rgb if rgb_mode else _to_index(rgb, pal)  # type: ignore[arg-type]
 
@@ -510,6 +513,11 @@ def render_plan(weight: np.ndarray, plan: FilterPlan, *, title: str = "") -> Ite
             else:
                 img = tile_grid(tiles, cols=plan.cols, gap=gap, scale=s, fill=blank)
             img = _frame(img, gap, blank)
+            n, cols = len(fsel), min(plan.cols, len(fsel))
+            if n % cols and blank != white:  # empty cells after the last tile: background, not gap colour
+                off = gap if fill != GAP_VALUE else 0
+                th, tw = (img.shape[0] - 2 * off + gap) // math.ceil(n / cols), (img.shape[1] - 2 * off + gap) // cols
+                img[off + (math.ceil(n / cols) - 1) * th :, off + (n % cols) * tw :] = white
             rows = cols = []
         if rows or cols:  # label margins drawn on a blank RGB canvas, the picture pasted in
             h0, w0 = img.shape[:2]
@@ -527,7 +535,6 @@ def render_plan(weight: np.ndarray, plan: FilterPlan, *, title: str = "") -> Ite
                 caption=_caption(plan, fsel, p, title),
             )
             parts.append(decor(strip))
-        white = GAP_VALUE if rgb_mode else int(_GREY_OF[GAP_VALUE])
         page = pad(vstack(parts, gap=6, fill=white), top=_BORDER, bottom=_BORDER, left=_BORDER, right=_BORDER, fill=white)
         meta = _metadata(plan, fsel, p, lo, hi, stats)
         if rgb_mode:

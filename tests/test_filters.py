@@ -62,6 +62,8 @@ def test_first_layer_64_filters_is_8x8_with_readable_tiles():
     (page,) = F.render_filters(w, legend=False)
     assert page.plan.cols == 8 and page.plan.scale == 7  # 7 px kernel -> 49 px >= 48 px
     assert page.image.shape[:2] == (8 * 49 + 7 * 2 + 2 * B,) * 2
+    assert F.plan_filters(w.shape, labels=True).cols == 8  # label bands do not change the layout
+    assert F.plan_filters((128, 128, 1, 7)).cols < 12  # 1x7 kernels: near-square in pixels, not tiles
 
 
 def test_rgb_channel_order_and_zero_is_mid_grey():

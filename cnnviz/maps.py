@@ -155,11 +155,14 @@ def _resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip(np.rint(chw), 0, 255).astype(np.uint8).transpose(1, 2, 0)
 
 
-def blend(colors: np.ndarray, image: np.ndarray, *, alpha: float = 0.5) -> np.ndarray:
-    """(K, H, W, 3) uint8 colour maps over one (H, W, 3) uint8 image: (1 - alpha)*image + alpha*map."""
+def blend(colors: np.ndarray, image: np.ndarray, *, alpha: float = 0.7, strength: np.ndarray | None = None) -> np.ndarray:
+    """(K, H, W, 3) uint8 colour maps over one (H, W, 3) uint8 image. The opacity is ``alpha``,
+    times ``strength`` (K, H, W) in [0, 1] when given (the scaled map itself): where a map is
+    silent the photo shows through untouched, where it peaks the colour covers it by ``alpha``."""
     if not 0.0 <= alpha <= 1.0:
         raise UsageError(f"--alpha must be between 0 and 1, not {alpha}")
-    out = (1.0 - alpha) * np.asarray(image, dtype=np.float32)[None] + alpha * np.asarray(colors, dtype=np.float32)
+    a = np.float32(alpha) if strength is None else alpha * np.asarray(strength, dtype=np.float32)[..., None]
+    out = (1.0 - a) * np.asarray(image, dtype=np.float32)[None] + a * np.asarray(colors, dtype=np.float32)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
@@ -215,7 +218,7 @@ def render_grid(
     cols: int | None = None,
     gap: int = 2,
     overlay: np.ndarray | None = None,
-    alpha: float = 0.5,
+    alpha: float = 0.7,
     labels: bool = True,
     title: str | None = None,
     legend: bool = True,
@@ -227,7 +230,7 @@ def render_grid(
     ``norm``/``symmetric`` scale them (see scale_maps); ``cmap`` any matplotlib colormap. Each
     tile is upscaled (nearest neighbour, integer factor) until its shorter side is at least
     ``tile`` px. ``overlay`` (H, W, 3) uint8, the preprocessed input: each map is resized
-    (bilinear) to it and blended over it with ``alpha``. ``labels`` writes each channel number
+    (bilinear) to it and blended over it, opacity ``alpha`` x the scaled map value. ``labels`` writes each channel number
     above its tile; ``title`` lines go on top; ``legend`` adds the colour scale below."""
     check_cmap(cmap)
     if tile < 1 or gap < 0:
@@ -257,7 +260,7 @@ def _tiles(x01: np.ndarray, *, cmap: str, tile: int, overlay: np.ndarray | None,
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"overlay must be an (H, W, 3) uint8 image, got {img.shape} {img.dtype}")
     big = np.clip(resize_maps(x01, img.shape[:2], mode="bilinear"), 0.0, 1.0)
-    tiles = blend(colorize(big, cmap), img, alpha=alpha)
+    tiles = blend(colorize(big, cmap), img, alpha=alpha, strength=big)
     f = tile_factor(img.shape[0], img.shape[1], tile)
     return upscale(tiles, f) if f > 1 else tiles
 
@@ -304,7 +307,7 @@ def render_sheet(
     tile: int = 112,
     gap: int = 2,
     overlay: np.ndarray | None = None,
-    alpha: float = 0.5,
+    alpha: float = 0.7,
     labels: bool = True,
     title: str | None = None,
 ) -> np.ndarray:
@@ -324,7 +327,7 @@ def render_sheet(
         x = np.clip(resize_maps(m, size, mode="area"), 0.0, 1.0)
         t = colorize(x, cmap)
         if overlay is not None:
-            t = blend(t, _resize_image(overlay, size), alpha=alpha)
+            t = blend(t, _resize_image(overlay, size), alpha=alpha, strength=x)
         if labels and row.channels and size[1] >= LABEL_MIN_TILE:
             t = label_tiles(t, [str(c) for c in row.channels], size=10)
         strip = tile_grid(t, cols=len(t), gap=gap)

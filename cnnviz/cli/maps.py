@@ -29,7 +29,8 @@ from .common import check_images, emit, image_options, info, json_option, layer_
               help="Upscale tiles (nearest neighbour) until the shorter side is at least PX.")
 @click.option("--cols", type=click.IntRange(min=1), default=None, metavar="N", help="Grid columns.  [default: near-square]")
 @click.option("--overlay", is_flag=True, help="Blend each map (resized, bilinear) over the preprocessed input image.")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Map opacity for --overlay.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.7, show_default=True,
+              help="--overlay opacity where a map peaks (it fades with the map value: silent regions show the photo).")
 @click.option("--sheet", is_flag=True,
               help="Also write one PNG per image with a row per layer showing its first (or --top) K maps.")
 @click.option("--sheet-maps", type=click.IntRange(min=1), default=8, show_default=True, metavar="K",

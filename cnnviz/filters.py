@@ -72,6 +72,7 @@ class FilterPlan:
     gap: int
     labels: bool
     legend: bool
+    max_side: int
     notes: list[str] = field(default_factory=list)  # human messages (caps, mode changes)
 
 
@@ -82,8 +83,10 @@ def weight_stats(weight: np.ndarray) -> dict[str, float]:
         w = w[np.isfinite(w)]
     if not w.size:
         return {"min": float("nan"), "max": float("nan"), "mean": float("nan"), "std": float("nan")}
-    return {"min": float(w.min()), "max": float(w.max()), "mean": float(w.mean(dtype=np.float64)),
-            "std": float(w.std(dtype=np.float64))}
+    x = w.ravel().astype(np.float32, copy=False)
+    mean = float(x.mean(dtype=np.float64))
+    d = x - np.float32(mean)
+    return {"min": float(x.min()), "max": float(x.max()), "mean": mean, "std": math.sqrt(float(np.dot(d, d)) / x.size)}
 
 
 def _check_weight(weight: np.ndarray) -> np.ndarray:
@@ -160,8 +163,8 @@ def plan_filters(
     o, i, kh, kw = (int(s) for s in shape)
     if norm not in NORMS:
         raise UsageError(f"unknown norm {norm!r}; use one of {', '.join(NORMS)}")
-    if tile_px < 1 or gap < 0 or max_side < 64:
-        raise UsageError("tile size must be >= 1 px, gap >= 0 px, max side >= 64 px")
+    if tile_px < 1 or gap < 0 or max_side < 256:
+        raise UsageError("tile size must be >= 1 px, gap >= 0 px, max side >= 256 px")
     drawn, notes = resolve_mode(shape, mode, groups=groups)
     the_cmap = None if drawn == "rgb" else check_cmap(cmap)
     fsel = _as_indices(filters, o, "filter", hint) or list(range(o))
@@ -185,6 +188,7 @@ def plan_filters(
         cols = len(csel)
     else:
         scale = tile_factor(max(kh, kw), max(kh, kw), tile_px)
+        scale = max(1, min(scale, (room - 16 * labels) // max(kh, kw)))  # one tile always fits a page
         band = 16 if labels else 0
         pitch_w, pitch_h = kw * scale + gap, kh * scale + gap + band
         fit_cols = max(1, (room + gap) // pitch_w)
@@ -210,7 +214,7 @@ def plan_filters(
     return FilterPlan(
         shape=(o, i, kh, kw), mode=drawn, norm=norm, cmap=the_cmap, filters=fsel,
         channels=csel if drawn in ("channels", "heatmap") else None, pages=pages, cols=cols,
-        scale=scale, gap=gap, labels=labels, legend=legend, notes=notes,
+        scale=scale, gap=gap, labels=labels, legend=legend, max_side=max_side, notes=notes,
     )
 
 
@@ -532,7 +536,7 @@ def render_plan(weight: np.ndarray, plan: FilterPlan, *, title: str = "") -> Ite
                 -1.0 if per_filter else lo, 1.0 if per_filter else hi,
                 width=img.shape[1], cmap=plan.cmap or "gray",
                 lo_text="\u2212max|w|" if per_filter else None, hi_text="+max|w|" if per_filter else None,
-                caption=_caption(plan, fsel, p, title),
+                caption=_caption(plan, fsel, p, title), max_width=max(img.shape[1], plan.max_side - 2 * _BORDER),
             )
             parts.append(decor(strip))
         page = pad(vstack(parts, gap=6, fill=white), top=_BORDER, bottom=_BORDER, left=_BORDER, right=_BORDER, fill=white)

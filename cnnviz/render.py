@@ -251,6 +251,15 @@ def _tick(v: float) -> str:
     return "0" if v == 0 else f"{v:.3g}".replace("-", "\u2212")
 
 
+def _cut(text: str, width: int, size: int) -> str:
+    """``text``, shortened with '…' until it fits ``width`` px."""
+    if text_size(text, size=size)[0] <= width:
+        return text
+    while text and text_size(text + "\u2026", size=size)[0] > width:
+        text = text[:-1]
+    return text + "\u2026"
+
+
 def legend_strip(
     lo: float,
     hi: float,
@@ -264,8 +273,10 @@ def legend_strip(
     hi_text: str | None = None,
     caption: str = "",
     fill: int = GAP_VALUE,
+    max_width: int | None = None,
 ) -> np.ndarray:
-    """A value-range legend (H, W, 3) uint8, W = max(``width``, what the text needs): a colour bar
+    """A value-range legend (H, W, 3) uint8, W = max(``width``, what the text needs) but at most
+    ``max_width`` (caption lines are then cut with '…'): a colour bar
     (``cmap``, left = ``lo``, right = ``hi``, thin grey outline) with ticks at both ends and at 0
     when 0 lies strictly inside, then the optional ``caption`` (one line per '\\n').
     ``lo_text``/``hi_text`` replace the end labels (e.g. '−max|w|' for per-filter scales)."""
@@ -275,9 +286,12 @@ def legend_strip(
     bar_w = int(max(64, min(bar_width, width - 2 * margin)))
     texts = [lo_text if lo_text is not None else _tick(lo), hi_text if hi_text is not None else _tick(hi)]
     lines = [s for s in caption.split("\n") if s] if caption else []
+    if max_width is not None:
+        bar_w = max(16, min(bar_w, max_width - 2 * margin))
+        lines = [_cut(s, max_width - 2 * margin, size) for s in lines]
     line_h = text_size("Ag", size=size)[1] + 3
     need_w = max([bar_w + 2 * margin, *(text_size(s, size=size)[0] + 2 * margin for s in lines)])
-    w = max(int(width), need_w)
+    w = max(int(width), need_w) if max_width is None else min(max(int(width), need_w), max_width)
     h = margin + bar_height + 3 + line_h + len(lines) * line_h + margin // 2
     out = np.full((h, w, 3), fill, dtype=np.uint8)
     ramp = colorize(np.linspace(0.0, 1.0, bar_w, dtype=np.float32), cmap)

@@ -175,6 +175,15 @@ def test_large_layers_page_within_max_side():
     assert any("channels" in n and "exceed" in n for n in big.notes)
 
 
+@pytest.mark.parametrize("shape, mode", [((300, 3, 11, 11), "auto"), ((40, 300, 3, 3), "channels"), ((700, 600, 1, 1), "auto")])
+def test_every_page_with_legend_and_labels_stays_within_max_side(shape, mode):
+    w = rnd(shape)
+    pages = F.render_filters(w, mode=mode, labels=True, tile_px=200, max_side=256, max_filters=0, max_channels=0,
+                             title="a long title that would make the caption wider than the page allows")
+    assert pages and all(max(p.shape) <= 256 for p in pages)
+    assert sorted(i for p in pages for i in p.filters) == list(range(shape[0]))
+
+
 def test_resnet50_largest_1x1_fits_one_page():
     (page,) = F.render_filters(rnd((2048, 1024, 1, 1)), legend=True)
     assert page.plan.scale == 1 and max(page.shape) <= 8192

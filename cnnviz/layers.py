@@ -179,10 +179,11 @@ def output_shapes(model: nn.Module, layers: Sequence[ConvLayer], *, size: tuple[
     return [seen.get(layer.index) for layer in layers]  # type: ignore[misc]
 
 
-def catalog(model: nn.Module, *, size: str | int | Sequence[int] = 224) -> list[ConvLayer]:
+def catalog(model: nn.Module, *, size: str | int | Sequence[int] = 224, ignore_gates: bool = False) -> list[ConvLayer]:
     """Conv layers with ``output_shape`` and the receptive field (``receptive_field``, ``jump``,
     ``center0``; see cnnviz.rf) filled in for an input of ``size`` (see parse_size). Layers whose
-    field cannot be computed keep None there (cnnviz.rf.layer_fields says why)."""
+    field cannot be computed keep None there (cnnviz.rf.layer_fields says why; ``ignore_gates``
+    as there)."""
     from .rf import RFError, layer_fields
 
     hw = parse_size(size)
@@ -190,7 +191,7 @@ def catalog(model: nn.Module, *, size: str | int | Sequence[int] = 224) -> list[
     for layer, shape in zip(layers, output_shapes(model, layers, size=hw)):
         layer.output_shape = shape
     try:
-        fields = layer_fields(model, size=hw)
+        fields = layer_fields(model, size=hw, ignore_gates=ignore_gates)
     except RFError:
         fields = {}
     for layer in layers:

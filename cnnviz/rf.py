@@ -22,7 +22,8 @@ every node's real output shape is known, and fields are propagated node by node:
 * merges (residual ``+``, ``*``, ``torch.cat`` on channels): the union of the inputs' windows,
   after checking the branches are aligned (same jump and same center0); otherwise refused;
 * a globally pooled 1x1 tensor broadcast back over a map (squeeze-and-excitation gates) makes
-  every later unit see the whole input: no local field exists there, refused;
+  every later unit see the whole input: no local field exists there, refused; with
+  ``ignore_gates=True`` the gate counts as a per-channel scale and the conv path's field is given;
 * anything else (flatten of the spatial axes, upsampling, attention, unknown functions) ends the
   spatial structure; a conv layer downstream of it has no field.
 
@@ -198,8 +199,10 @@ def _adaptive(src: _Spatial, out_shape: Sequence[int], where: str) -> _Spatial |
     return _window(src, out_shape, k, k, 0, 1)
 
 
-def _merge(vals: Sequence[Any], out_shape: Sequence[int], where: str) -> Any:
-    """Union of the windows of aligned inputs (residual add, gating mul, concatenation)."""
+def _merge(vals: Sequence[Any], out_shape: Sequence[int], where: str, *, ignore_gates: bool = False) -> Any:
+    """Union of the windows of aligned inputs (residual add, gating mul, concatenation).
+    ``ignore_gates``: a globally pooled 1x1 operand broadcast over the map (a squeeze-and-excitation
+    gate) is treated as a per-channel scale, not as part of the window."""
     unknown = [v for v in vals if isinstance(v, _Unknown)]
     if unknown:
         return unknown[0]
@@ -209,11 +212,15 @@ def _merge(vals: Sequence[Any], out_shape: Sequence[int], where: str) -> Any:
     nd = len(out_shape)
     # Broadcasting right-aligns shapes: re-express each input's spatial axes in the output's positions.
     placed = [(tuple(d + nd - v.ndim for d in v.dims), v.field) for v in sp]
+    gates = [p for p in placed if p[1].size == (1, 1) and any(int(out_shape[d]) > 1 for d in p[0])]
+    if gates and ignore_gates and len(gates) < len(placed):
+        placed = [p for p in placed if p not in gates]
     for dims, f in placed:
         if f.size == (1, 1) and any(int(out_shape[d]) > 1 for d in dims):
             return _Unknown(
                 f"at {where} a globally pooled 1x1 tensor is broadcast over the map (a squeeze-and-excitation gate): "
-                f"every later unit sees the whole input, so it has no local receptive field"
+                f"every later unit sees the whole input, so it has no local receptive field (ignore_gates / "
+                f"--ignore-gates gives the conv path's local field)"
             )
     dims, fa = placed[0]
     for other_dims, fb in placed[1:]:
@@ -237,11 +244,12 @@ def _merge(vals: Sequence[Any], out_shape: Sequence[int], where: str) -> Any:
 class _Analysis:
     """Runs the traced graph once and records a value (field / unknown / const) per node."""
 
-    def __init__(self, model: nn.Module, size: tuple[int, int]):
+    def __init__(self, model: nn.Module, size: tuple[int, int], *, ignore_gates: bool = False):
         import torch.fx
 
         self.model = model
         self.size = size
+        self.ignore_gates = ignore_gates
         try:
             graph = torch.fx.Tracer().trace(model)
         except Exception as exc:  # data-dependent control flow, unsupported Python
@@ -375,6 +383,8 @@ class _Analysis:
         if not spatial and not any(isinstance(v, (list, tuple)) and _spatial_args(v) for v in vargs):
             return _CONST
         src = self._first(vargs)
+        if fn is getattr and isinstance(args[1], str) and args[1] in ("shape", "dtype", "device", "ndim"):
+            return _CONST
         if fn in _POOL_FUNCS:
             names = ["input", "kernel_size", "stride", "padding", "dilation"]
             a = dict(zip(names, args))
@@ -428,7 +438,8 @@ class _Analysis:
         return _Unknown(f"cannot analyse method .{meth}() at node {where}")
 
     def _merge(self, vargs: Sequence[Any], out: Any, where: str) -> Any:
-        val = _merge(list(vargs), out.shape if isinstance(out, torch.Tensor) else (), where)
+        val = _merge(list(vargs), out.shape if isinstance(out, torch.Tensor) else (), where,
+                     ignore_gates=self.ignore_gates)
         if isinstance(val, _Spatial) and sum(isinstance(v, _Spatial) for v in vargs) > 1:
             self._record(where, "merge", val)
         elif isinstance(val, _Unknown) and not any(isinstance(v, _Unknown) for v in vargs):
@@ -510,14 +521,27 @@ class _Analysis:
         return [src] * len(out)
 
 
-_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int], _Analysis]]" = weakref.WeakKeyDictionary()
+_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[Any, _Analysis]]" = weakref.WeakKeyDictionary()
 
 
-def _analysis(model: nn.Module, size: tuple[int, int]) -> _Analysis:
+def _signature(model: nn.Module) -> tuple[Any, ...]:
+    """What the analysis depends on besides the input size: module names, types and geometry (a
+    model whose layers are swapped after a first analysis is analysed again)."""
+    return tuple(
+        (n, type(m), getattr(m, "kernel_size", None), getattr(m, "stride", None), getattr(m, "padding", None),
+         getattr(m, "dilation", None), getattr(m, "output_size", None))
+        for n, m in model.named_modules()
+    )
+
+
+def _analysis(model: nn.Module, size: tuple[int, int], ignore_gates: bool = False) -> _Analysis:
     per = _CACHE.setdefault(model, {})
-    if size not in per:
-        per[size] = _Analysis(model, size)
-    return per[size]
+    key = (size, bool(ignore_gates), _signature(model))
+    if key not in per:
+        if len(per) > 8:
+            per.clear()
+        per[key] = _Analysis(model, size, ignore_gates=bool(ignore_gates))
+    return per[key]
 
 
 def _size(size: Any) -> tuple[int, int]:
@@ -526,19 +550,26 @@ def _size(size: Any) -> tuple[int, int]:
     return parse_size(size)
 
 
-def layer_fields(model: nn.Module, *, size: str | int | Sequence[int] = 224) -> dict[str, Field | str]:
+def layer_fields(
+    model: nn.Module, *, size: str | int | Sequence[int] = 224, ignore_gates: bool = False
+) -> dict[str, Field | str]:
     """{conv module name: Field, or the reason it has none} for every Conv2d the forward pass calls,
     for an input of ``size`` (224, '224x320' or (H, W)). Raises RFError only if the model cannot be
-    traced or run at all."""
-    return dict(_analysis(model, _size(size)).convs)
+    traced or run at all. ``ignore_gates``: treat squeeze-and-excitation gates as per-channel scales
+    and report the conv path's local field (in theory every unit after a gate sees the whole input)."""
+    return dict(_analysis(model, _size(size), ignore_gates).convs)
 
 
 def receptive_fields(
-    model: nn.Module, *, size: str | int | Sequence[int] = 224, layers: Sequence[Any] | None = None
+    model: nn.Module,
+    *,
+    size: str | int | Sequence[int] = 224,
+    layers: Sequence[Any] | None = None,
+    ignore_gates: bool = False,
 ) -> dict[str, Field]:
     """{conv name: Field} for ``layers`` (ConvLayers or names; default every conv). Raises RFError
     naming the first layer whose field cannot be computed, with the reason."""
-    fields = layer_fields(model, size=size)
+    fields = layer_fields(model, size=size, ignore_gates=ignore_gates)
     names = [getattr(layer, "name", layer) for layer in layers] if layers is not None else list(fields)
     out = {}
     for n in names:
@@ -549,10 +580,10 @@ def receptive_fields(
     return out
 
 
-def trace_fields(model: nn.Module, *, size: str | int | Sequence[int] = 224) -> list[Step]:
+def trace_fields(model: nn.Module, *, size: str | int | Sequence[int] = 224, ignore_gates: bool = False) -> list[Step]:
     """Every node with spatial output in execution order (input, convs, pools, merges, adaptive
     pools), with its field or the reason it has none."""
-    return list(_analysis(model, _size(size)).steps)
+    return list(_analysis(model, _size(size), ignore_gates).steps)
 
 
 # ---------------------------------------------------------------- empirical: peaks and effective fields

@@ -185,6 +185,9 @@ def test_squeeze_excitation_gate_has_no_local_field():
     fields = layer_fields(Gated(), size=8)
     assert fields["conv"].rf == (3, 3)
     assert "squeeze-and-excitation" in fields["out"]
+    # on request the gate is a per-channel scale: the conv path's local field, 3 + 2
+    local = receptive_fields(Gated(), size=8, ignore_gates=True)
+    assert local["out"].as_dict() == {"receptive_field": 5, "jump": 1, "center0": 0}
 
 
 def test_unknown_ops_and_untraceable_models_say_so():
@@ -295,6 +298,9 @@ def test_layers_table_tsv_and_unanalysable_layers(cli):
     rows = json.loads(r.stdout)
     assert rows[0]["receptive_field"] == 3 and rows[-1]["receptive_field"] is None
     assert "squeeze-and-excitation" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = cli("layers", "--model", "mobilenet_v3_small", "--format", "json", "--ignore-gates")
+    rows = json.loads(r.stdout)
+    assert all(row["receptive_field"] is not None for row in rows) and r.stderr == ""
 
 
 # ---------------------------------------------------------------- cnnviz rf

@@ -63,7 +63,11 @@ LAYER_HEADERS = {"in_channels": "in", "out_channels": "out", "kernel_size": "ker
 @click.option("-s", "--size", default="224", show_default=True, metavar="S",
               help="Input size for output shapes: 224, or HxW such as 224x320.")
 @click.option("-f", "--format", "fmt", type=click.Choice(["table", "tsv", "json"]), default="table", show_default=True)
-def layers(model: str, size: str, fmt: str) -> None:
+@click.option("--ignore-gates", is_flag=True,
+              help="Receptive fields past squeeze-and-excitation gates (EfficientNet, MobileNetV3, RegNetY): "
+                   "treat the gate as a per-channel scale and give the conv path's local field (in theory "
+                   "every later unit sees the whole image, so by default these are '-').")
+def layers(model: str, size: str, fmt: str, ignore_gates: bool) -> None:
     """List every Conv2d of a model: index, name, alias, shapes, parameters, receptive field.
 
     Indices are 0-based in named_modules() order and are what --layer takes. Needs no weights
@@ -83,22 +87,22 @@ def layers(model: str, size: str, fmt: str) -> None:
 
     hw = parse_size(size)
     net = build_meta_model(model)
-    rows = [layer.as_dict() for layer in catalog(net, size=hw)]
+    rows = [layer.as_dict() for layer in catalog(net, size=hw, ignore_gates=ignore_gates)]
     print_rows(rows, fmt, LAYER_COLUMNS, LAYER_HEADERS)
     if fmt == "table":
         total = sum(r["params"] for r in rows)
         info(f"{model}: {len(rows)} conv layers, {total:,} conv parameters, input {hw[0]}x{hw[1]}")
     missing = [r["name"] for r in rows if r["receptive_field"] is None]
     if missing:
-        info(f"note: no receptive field for {len(missing)} of {len(rows)} conv layers: {rf_problem(net, hw, missing)}")
+        info(f"note: no receptive field for {len(missing)} of {len(rows)} conv layers: {rf_problem(net, hw, missing, ignore_gates=ignore_gates)}")
 
 
-def rf_problem(net: Any, hw: tuple[int, int], names: list[str]) -> str:
+def rf_problem(net: Any, hw: tuple[int, int], names: list[str], *, ignore_gates: bool = False) -> str:
     """Why the first of ``names`` has no receptive field (one line)."""
     from ..rf import RFError, layer_fields
 
     try:
-        reason = layer_fields(net, size=hw).get(names[0], f"{names[0]} does not run in the forward pass")
+        reason = layer_fields(net, size=hw, ignore_gates=ignore_gates).get(names[0], f"{names[0]} does not run in the forward pass")
     except RFError as exc:
         return str(exc)
     return f"{names[0]}: {reason}"

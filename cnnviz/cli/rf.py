@@ -32,11 +32,15 @@ MAX_BOXES = 20
               help="Plot receptive field and jump against layer index for --model (no image, no weights).")
 @click.option("--compare", default=None, metavar="M1,M2",
               help="Profile plot overlaying several models, e.g. vgg16,resnet50 (implies --profile).")
+@click.option("--ignore-gates", is_flag=True,
+              help="Treat squeeze-and-excitation gates as per-channel scales: the conv path's local field "
+                   "(otherwise layers past a gate, which in theory see the whole image, are refused).")
 @output_option()
 @json_option
 def rf(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, max_pixels: int | None,
        model: str, weights: str, seed: int, layer: tuple[str, ...], at: str | None, channel: str | None,
-       effective: bool, samples: int, profile: bool, compare: str | None, output: str, as_json: bool) -> None:
+       effective: bool, samples: int, profile: bool, compare: str | None, ignore_gates: bool, output: str,
+       as_json: bool) -> None:
     """Receptive fields: which input pixels a unit of a conv layer sees.
 
     Draws on the preprocessed image the theoretical receptive-field box of one unit per selected
@@ -64,13 +68,13 @@ def rf(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, max_
             raise UsageError("--profile/--compare plot the numbers of whole models: drop IMAGE, --sample, --at, "
                              "--channel and --effective")
         names = _model_list(compare) if compare is not None else [model]
-        _profile(names, size, output, as_json)
+        _profile(names, size, output, as_json, ignore_gates)
         info(f"rf: profile of {', '.join(names)} in {time.perf_counter() - t0:.1f}s")
         return
     if at is not None and channel is not None and not effective:
         raise UsageError("--at and --channel both choose the unit; give one (or use both with --effective)")
     run = RFRun.plan(model=model, weights=weights, seed=seed, layer_specs=layer, at=at, channel=channel,
-                     effective=effective, samples=samples, output=output, as_json=as_json,
+                     effective=effective, samples=samples, output=output, as_json=as_json, ignore_gates=ignore_gates,
                      images=images, sample=sample, size=size, crop=crop)
     run.run(images=images, sample=sample, size=size, crop=crop, max_pixels=max_pixels)
     info(f"rf: {run.written} file(s) for {len(run.layers)} layer(s) of {model} in {time.perf_counter() - t0:.1f}s")
@@ -98,7 +102,7 @@ def _target(output: str, name: str) -> Any:
 # ---------------------------------------------------------------- --profile / --compare
 
 
-def _profile(names: list[str], size: str | None, output: str, as_json: bool) -> None:
+def _profile(names: list[str], size: str | None, output: str, as_json: bool, ignore_gates: bool) -> None:
     import math
 
     from ..io import output_name, save_png
@@ -114,18 +118,18 @@ def _profile(names: list[str], size: str | None, output: str, as_json: bool) -> 
     series, records = [], []
     for name in names:
         net = build_meta_model(name)
-        rows = catalog(net, size=hw)
+        rows = catalog(net, size=hw, ignore_gates=ignore_gates)
 
         def geo(v: Any) -> float | None:
             return None if v is None else (math.sqrt(v[0] * v[1]) if isinstance(v, list) else float(v))
 
         rf_vals = [geo(r.receptive_field) for r in rows]
         if all(v is None for v in rf_vals):
-            raise RFError(f"no receptive field for any conv layer of {name}: {rf_problem(net, hw, [rows[0].name])}")
+            raise RFError(f"no receptive field for any conv layer of {name}: {rf_problem(net, hw, [rows[0].name], ignore_gates=ignore_gates)}")
         missing = [r.name for r in rows if r.receptive_field is None]
         if missing:
             info(f"note: {name}: no receptive field for {len(missing)} of {len(rows)} conv layers (left out of the "
-                 f"plot): {rf_problem(net, hw, missing)}")
+                 f"plot): {rf_problem(net, hw, missing, ignore_gates=ignore_gates)}")
         series.append(ProfileSeries(name, [r.index for r in rows], [r.name for r in rows], [r.alias for r in rows],
                                     rf_vals, [geo(r.jump) for r in rows]))
         records.append({"model": name, "layers": [
@@ -133,7 +137,8 @@ def _profile(names: list[str], size: str | None, output: str, as_json: bool) -> 
              "jump": r.jump, "center0": r.center0} for r in rows]})
     image = profile_figure(series, size=hw)
     fname = output_name(*names, kind="rf-profile")
-    meta = {"Software": "cnnviz", "models": names, "size": list(hw), "kind": "receptive field profile"}
+    meta = {"Software": "cnnviz", "models": names, "size": list(hw), "kind": "receptive field profile",
+            "ignore_gates": ignore_gates}
     path = save_png(_target(output, fname), image, metadata=meta)
     emit({"path": path, "kind": "rf-profile", "size": list(hw), "models": records}, as_json=as_json)
 
@@ -150,7 +155,7 @@ class RFRun:
 
     @classmethod
     def plan(cls, *, model: str, weights: str, seed: int, layer_specs: tuple[str, ...], at: str | None,
-             channel: str | None, effective: bool, samples: int, output: str, as_json: bool,
+             channel: str | None, effective: bool, samples: int, output: str, as_json: bool, ignore_gates: bool,
              images: tuple[str, ...], sample: bool, size: str | None, crop: bool) -> "RFRun":
         from ..errors import UsageError
         from ..layers import conv_layers, select_layers
@@ -161,6 +166,7 @@ class RFRun:
         self = cls()
         self.model_name, self.weights, self.seed = model, weights, seed
         self.effective, self.samples, self.output, self.as_json = effective, samples, output, as_json
+        self.ignore_gates = ignore_gates
         self.at = _parse_at(at) if at is not None else None
         net = build_meta_model(model)
         every = conv_layers(net)
@@ -171,8 +177,8 @@ class RFRun:
         self.noise_only = n_inputs == 0
         # every requested field must exist (at a nominal size: fields depend on it only via adaptive pooling)
         if not self.layers:
-            self.layers = _stage_ends(net, every)
-        receptive_fields(net, size=224, layers=self.layers)
+            self.layers = _stage_ends(net, every, ignore_gates)
+        receptive_fields(net, size=224, layers=self.layers, ignore_gates=ignore_gates)
         self.channels: list[list[int | None]] = []
         for lay in self.layers:
             if channel is None:
@@ -203,7 +209,8 @@ class RFRun:
             self.lm = _geometry_only(self.model_name, self.weights)
         by_name = {lay.name: lay for lay in conv_layers(self.lm.model)}
         self.layers = [by_name[lay.name] for lay in self.layers]
-        self.meta_net = build_meta_model(self.model_name) if not self.needs_weights else self.lm.model
+        # fields from the architecture alone ('meta': no compute), whatever the weights
+        self.meta_net = self.lm.model if not self.needs_weights else build_meta_model(self.model_name)
         if self.noise_only:
             self._effective_noise(size)
             return
@@ -220,7 +227,7 @@ class RFRun:
     def _fields(self, hw: tuple[int, int]) -> list[Any]:
         from ..rf import receptive_fields
 
-        f = receptive_fields(self.meta_net, size=hw, layers=self.layers)
+        f = receptive_fields(self.meta_net, size=hw, layers=self.layers, ignore_gates=self.ignore_gates)
         return [f[lay.name] for lay in self.layers]
 
     def _unit(self, field: Any, hw: tuple[int, int]) -> tuple[int, int]:
@@ -368,12 +375,12 @@ def _parse_at(text: str) -> tuple[int, int]:
     return (int(parts[0]), int(parts[1]))
 
 
-def _stage_ends(net: Any, layers: list[Any]) -> list[Any]:
+def _stage_ends(net: Any, layers: list[Any], ignore_gates: bool) -> list[Any]:
     """Default layers: per stage (alias prefix such as block3 / conv4, else a run of equal jump)
     the conv with the largest receptive field (the last one on ties), in catalog order."""
     from ..rf import layer_fields
 
-    fields = layer_fields(net, size=224)
+    fields = layer_fields(net, size=224, ignore_gates=ignore_gates)
     best: dict[Any, Any] = {}
     for lay in layers:
         f = fields.get(lay.name)

@@ -37,6 +37,8 @@ _LAZY = {
     "preprocess": "io",
     "save_png": "io",
     "CnnvizError": "errors",
+    "maximize": "optimize",
+    "Transforms": "optimize",
 }
 
 __all__ = ["__version__", *_LAZY]

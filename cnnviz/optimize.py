@@ -43,6 +43,7 @@ Objective = Literal["channel", "neuron", "class"]
 Param = Literal["fft", "pixel"]
 OBJECTIVES = ("channel", "neuron", "class")
 PARAMS = ("fft", "pixel")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 DEFAULT_STEPS = 256
 DEFAULT_LR = 0.05
@@ -354,6 +355,28 @@ def _norm_tensors(mean: Sequence[float], std: Sequence[float], device: torch.dev
     return m, s
 
 
+def bf16_native(device: torch.device) -> bool:
+    """True when bfloat16 autocast is fast here: a CUDA GPU with bf16, or a CPU with AVX512-BF16/AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[object]:
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        precision = "bf16" if bf16_native(device) else "fp32"
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 def _device_of(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
@@ -378,6 +401,7 @@ def maximize(
     batch_size: int = 16,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    precision: str = "fp32",
     progress: bool | Callable[[int, int], None] = False,
     desc: str = "",
 ) -> Maximized:
@@ -388,6 +412,8 @@ def maximize(
     ``size``: image (H, W) in pixels; the model sees it padded and upscaled so its smaller side is
     at least ``min_model_size`` (see ``model_size``). ``transforms=None`` disables them.
     Targets are optimised ``batch_size`` at a time as one batch; the model runs on its own device.
+    ``precision``: 'fp32', 'bf16' (autocast of the forward/backward pass; the image, the optimiser
+    and the reported values stay float32) or 'auto' (bf16 where the CPU computes it natively).
     ``progress``: True for a tqdm bar on stderr, or a callback(done_steps, total_steps).
     """
     targets = [int(t) for t in targets]
@@ -404,6 +430,7 @@ def maximize(
     tf = (transforms or Transforms.none()).check()
     in_h, in_w, _ = model_size(hw, pad=tf.pad, min_size=min_model_size)
     device = _device_of(model)
+    amp = _autocast(precision, device)
 
     total = steps * math.ceil(len(targets) / batch_size)
     bar, callback = None, None
@@ -430,7 +457,9 @@ def maximize(
                     for i in range(steps):
                         theta = affine_theta(transform_params(gens, tf), size=hw, pad=tf.pad)
                         x = apply_transforms(img(), theta, out_size=(in_h, in_w))
-                        obj = objective_values(score((x - m) / s), tgt, objective)
+                        with amp:
+                            out = score((x - m) / s)
+                        obj = objective_values(out.float(), tgt, objective)
                         opt.zero_grad(set_to_none=True)
                         # sum, not mean: each image's gradient is independent of the batch size
                         (-obj.sum()).backward()

@@ -232,6 +232,12 @@ def test_neuron_objective_and_pixel_param_without_transforms(tiny_vgg):
     assert res.input_size == (24, 24)
 
 
+def test_bf16_autocast_still_climbs_and_returns_float32(tiny_vgg):
+    res = maximize(tiny_vgg, targets=[0, 3], layer="features.2", precision="bf16", **FAST)
+    assert res.images.dtype == np.float32 and res.values.dtype == np.float64
+    assert (res.history[-1] > res.history[0]).all()
+
+
 def test_bad_requests_raise_usage_errors(tiny_vgg):
     layer = conv_layers(tiny_vgg)[0]
     with pytest.raises(SelectionError, match="channel 9 out of range"):
@@ -242,6 +248,8 @@ def test_bad_requests_raise_usage_errors(tiny_vgg):
         maximize(tiny_vgg, targets=[0], layer=layer, **{**FAST, "steps": 0})
     with pytest.raises(UsageError):
         resolve_device("tpu")
+    with pytest.raises(UsageError, match="precision"):
+        maximize(tiny_vgg, targets=[0], layer=layer, precision="fp8", **FAST)
 
 
 # --- class names -------------------------------------------------------------------------------

@@ -38,6 +38,9 @@ MIN_TILE_PX = 96  # grid tiles of smaller images are enlarged to this
               help="Random pad 12, jitter 8, scale 0.9-1.1, rotate +-10 deg, jitter 4 at every step.")
 @click.option("-b", "--batch-size", type=click.IntRange(min=1), default=16, show_default=True, metavar="N",
               help="Images optimised together (bounds memory); more targets run in several batches.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="bf16 autocasts the network's forward/backward (about 2x faster on CPUs with AVX512-BF16/AMX); "
+                   "auto uses it where the hardware computes bf16 natively. Images and reported values stay float32.")
 @click.option("--device", default="auto", show_default=True, metavar="DEV", help="auto, cpu, cuda, cuda:N or mps.")
 @output_option()
 @click.option("--separate", is_flag=True, help="One PNG per channel/class (the raw image) instead of a grid per layer.")
@@ -46,7 +49,7 @@ MIN_TILE_PX = 96  # grid tiles of smaller images are enlarged to this
 @json_option
 def maximize(model: str, weights: str, seed: int, layer: tuple[str, ...], channels: tuple[str, ...],
              classes: tuple[str, ...], objective: str, stage: str, steps: int | None, lr: float | None, size: str,
-             param: str, decorrelate: bool | None, transforms: bool, batch_size: int, device: str, output: str,
+             param: str, decorrelate: bool | None, transforms: bool, batch_size: int, precision: str, device: str, output: str,
              separate: bool, labels: bool, npy: bool, as_json: bool) -> None:
     """Synthesise the image each channel responds to most (activation maximization).
 
@@ -109,7 +112,7 @@ def maximize(model: str, weights: str, seed: int, layer: tuple[str, ...], channe
     if to_stdout and n_files != 1:
         raise UsageError(f"-o - streams exactly one PNG, but this would write {n_files}; give an output folder")
 
-    settings = dict(steps=steps, lr=lr, size=hw, param=param, seed=seed, batch_size=batch_size,
+    settings = dict(steps=steps, lr=lr, size=hw, param=param, seed=seed, batch_size=batch_size, precision=precision,
                     decorrelate=(param == "fft") if decorrelate is None else decorrelate,
                     transforms=Transforms() if transforms else None)
     tty = sys.stderr.isatty()
@@ -151,7 +154,7 @@ def _run_job(lm: Any, lay: Any, targets: list[int], *, objective: str, stage: st
         "layer": None if lay is None else lay.index, "name": "logits" if lay is None else lay.name,
         "alias": "" if lay is None else lay.alias, "stage": None if lay is None else stage, "objective": objective,
         "steps": res.steps, "lr": settings["lr"], "size": list(settings["size"]), "param": settings["param"],
-        "seed": settings["seed"], "input_size": list(res.input_size),
+        "seed": settings["seed"], "precision": settings["precision"], "input_size": list(res.input_size),
     }
     if lay is None:
         parts: tuple[Any, ...] = (lm.name, "class")
@@ -199,21 +202,19 @@ def _record(base: dict[str, Any], path: str, targets: list[int], values: list[An
 
 def _grid(lm: Any, lay: Any, tiles: Any, targets: list[int], names: list[str], objective: str, stage: str,
           steps: int, labels: bool) -> Any:
-    """Tiles (N, H, W, 3) uint8 -> one labelled grid image."""
-    import numpy as np
-
-    from ..render import draw_text, pad, text_size, tile_factor, tile_grid, upscale
+    """Tiles (N, H, W, 3) uint8 -> one grid image, labels above the tiles and a title on top."""
+    from ..render import draw_text, label_tiles, pad, text_size, tile_factor, tile_grid, upscale
 
     factor = tile_factor(tiles.shape[1], tiles.shape[2], MIN_TILE_PX)
     if factor > 1:  # tiny images: nearest-neighbour enlarged so they (and their labels) can be seen
         tiles = upscale(tiles, factor)
     if labels:
-        h, w = tiles.shape[1:3]
-        labelled = []
-        for tile, t, name in zip(tiles, targets, names):
-            text = str(t) if lay is not None else _fit(f"{t} {name}", w - 4)
-            labelled.append(draw_text(tile, (2, 1), text, size=LABEL_PX, color=(255, 255, 255), background=(0, 0, 0)))
-        tiles = np.stack(labelled)
+        w = tiles.shape[2]
+        if lay is not None:
+            texts = [f"ch {t}" for t in targets]
+        else:
+            texts = [_fit(f"{t} {name}", w - 2, 9) for t, name in zip(targets, names)]
+        tiles = label_tiles(tiles, texts, size=LABEL_PX)
     grid = tile_grid(tiles, gap=2)
     if not labels:
         return grid
@@ -222,10 +223,18 @@ def _grid(lm: Any, lay: Any, tiles: Any, targets: list[int], names: list[str], o
     else:
         label = f"{lay.alias} ({lay.name})" if lay.alias else lay.name
         title = f"{lm.name} {label} · {stage} · {objective} · {steps} steps · weights {_short(lm.weights)}"
-    size = 13
-    title = _fit(title, grid.shape[1] - 8, size)
-    framed = pad(grid, top=text_size(title, size=size)[1] + 8)
-    return draw_text(framed, (4, 3), title, size=size)
+    size, width = 13, grid.shape[1] - 8
+    lines: list[str] = []
+    for part in title.split(" · "):  # wrap at the separators to fit narrow grids
+        if lines and text_size(f"{lines[-1]} · {part}", size=size)[0] <= width:
+            lines[-1] = f"{lines[-1]} · {part}"
+        else:
+            lines.append(_fit(part, width, size))
+    line_h = text_size("Ag", size=size)[1] + 3
+    framed = pad(grid, top=line_h * len(lines) + 5)
+    for i, line in enumerate(lines):
+        framed = draw_text(framed, (4, 3 + i * line_h), line, size=size)
+    return framed
 
 
 def _short(weights: str) -> str:

@@ -198,13 +198,17 @@ def load_checkpoint(path: str) -> dict[str, torch.Tensor]:
             warnings.simplefilter("ignore")
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
+        text = str(exc)
+        if "Unsupported global" in text or "GLOBAL" in text:
             raise WeightsError(
                 f"refused checkpoint {path!r}: it holds Python objects other than tensors, and unpickling them "
                 f"could run code (cnnviz loads with weights_only=True); re-save it with torch.save(model.state_dict(), path)"
             ) from None
-        raise WeightsError(f"{path!r} is not a PyTorch checkpoint ({first})") from None
+        detail = next((ln.strip() for ln in text.splitlines() if ln.strip().startswith("Unsupported")), "unreadable")
+        raise WeightsError(
+            f"{path!r} is not a PyTorch checkpoint that loads safely with weights_only=True ({detail}); other pickles are refused "
+            f"because unpickling them could run code; re-save it with torch.save(model.state_dict(), path)"
+        ) from None
     except PermissionError:
         raise WeightsError(f"cannot read checkpoint {path!r}: permission denied") from None
     except Exception as exc:  # zip errors, EOF, garbage bytes: all mean "not a checkpoint"

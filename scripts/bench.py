@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of cnnviz against the tutorial way and against the hardware floor.
+
+Every figure is the median of several repetitions, measured in this one run, and reported with
+its baseline as a ratio. Writes a Markdown table (default docs/benchmarks.md) and prints it.
+
+    python scripts/bench.py            # full run, a few minutes on 2 cores
+    python scripts/bench.py --quick    # smoke run on small nets and sizes (used by the tests)
+
+Models use random weights (--weights none): timings do not depend on the weight values.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import io
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def median_time(fn: Callable[[], Any], reps: int, *, setup: Callable[[], Any] | None = None) -> float:
+    """Median wall time of ``fn()`` over ``reps`` runs (``setup()`` untimed before each)."""
+    times = []
+    for _ in range(reps):
+        if setup is not None:
+            setup()
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+@contextlib.contextmanager
+def preloaded(lm: Any) -> Iterator[None]:
+    """Make the CLI commands use an already loaded model, so a timing covers everything after it."""
+    import cnnviz.cli.filters as cf
+    import cnnviz.cli.maps as cm
+
+    saved = cf.load, cm.load
+    cf.load = cm.load = lambda *a, **k: lm  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        cf.load, cm.load = saved
+
+
+def run_cli(args: list[str]) -> None:
+    """One in-process CLI invocation (the real command code path); stdout/stderr swallowed."""
+    from cnnviz.cli import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            cli.main(args, prog_name="cnnviz", standalone_mode=False)
+        except SystemExit as exc:  # pragma: no cover - a failing command is a bench bug
+            if exc.code:
+                raise RuntimeError(f"cnnviz {' '.join(args)} failed: {err.getvalue()}") from None
+    if "error" in err.getvalue().lower():
+        raise RuntimeError(f"cnnviz {' '.join(args)}: {err.getvalue()}")
+
+
+def clean(folder: str) -> None:
+    for name in os.listdir(folder):
+        os.unlink(os.path.join(folder, name))
+
+
+def png_pixels(folder: str) -> list[np.ndarray]:
+    from PIL import Image
+
+    return [np.asarray(Image.open(os.path.join(folder, n)).convert("RGB")) for n in sorted(os.listdir(folder)) if n.endswith(".png")]
+
+
+def sample_input(size: int) -> Any:
+    import torch
+
+    from cnnviz.io import load_image, preprocess, sample_image_path
+
+    x, _ = preprocess(load_image(sample_image_path()), size=size, crop=True)
+    return torch.from_numpy(x)[None]
+
+
+def tutorial_figure(maps: np.ndarray, path: str) -> None:
+    """The tutorials' way: one pyplot subplot + imshow per feature map, savefig per layer."""
+    import matplotlib.pyplot as plt
+
+    n = maps.shape[0]
+    side = int(np.ceil(np.sqrt(n)))
+    fig = plt.figure(figsize=(8, 8))
+    for i in range(n):
+        plt.subplot(side, side, i + 1)
+        plt.imshow(maps[i], cmap="viridis")
+        plt.axis("off")
+    plt.savefig(path)
+    plt.close(fig)
+
+
+def cnnviz_figure(maps: np.ndarray, path: str) -> None:
+    """cnnviz's renderer on the same maps: one grid array, one PNG encode."""
+    from cnnviz.io import save_png
+    from cnnviz.maps import render_grid
+
+    save_png(path, render_grid(maps).image)
+
+
+def peak_rss_mb(argv: list[str]) -> float:
+    """Peak resident memory (MB) of a fresh process running ``argv``."""
+    code = (
+        "import resource, subprocess, sys\n"
+        "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)\n"
+        "assert r.returncode == 0, r.stderr\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip()) / 1024.0
+
+
+def wall(argv: list[str], reps: int) -> float:
+    def go() -> None:
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+
+    return median_time(go, reps)
+
+
+class Table:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, ...]] = []
+
+    def add(self, what: str, ours: str, base: str, ratio: str, target: str, met: bool | None) -> None:
+        verdict = "" if met is None else ("yes" if met else "**no**")
+        self.rows.append((what, ours, base, ratio, target, verdict))
+        print(f"  {what}: {ours} vs {base} -> {ratio} (target {target}) {verdict}", flush=True)
+
+    def markdown(self) -> str:
+        head = ("measure", "cnnviz", "baseline", "ratio", "target", "met")
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(r) + " |" for r in self.rows]
+        return "\n".join(lines)
+
+
+def ms(s: float) -> str:
+    return f"{s * 1000:.1f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smoke run: small nets, small sizes, one repetition")
+    ap.add_argument("--reps", type=int, default=None, help="repetitions per figure (default 5, quick 1)")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "docs", "benchmarks.md"))
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from cnnviz.layers import conv_layers
+    from cnnviz.models import load_model
+
+    quick = args.quick
+    reps = args.reps or (1 if quick else 5)
+    resnet = "resnet18" if quick else "resnet50"
+    vgg = "vgg11" if quick else "vgg16"
+    size = 64 if quick else 224
+    big = 128 if quick else 512
+    huge = 128 if quick else 1024
+    n_batch = 4 if quick else 64
+    table = Table()
+    tmp = tempfile.mkdtemp(prefix="cnnviz-bench-")
+    out_dir = os.path.join(tmp, "out")
+    os.makedirs(out_dir)
+    print(f"cnnviz benchmark ({'quick' if quick else 'full'}), torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+
+    lm = load_model(resnet, weights="none")
+    layers = conv_layers(lm.model)
+    x = sample_input(size)
+
+    # ---------------------------------------------------------------- 1. render vs tutorial
+    from cnnviz.capture import capture
+
+    with torch.inference_mode():
+        maps = {n: t[0, :64].numpy() for n, t in capture(lm.model, x, layers).items()}
+    subset = [layers[i].name for i in np.linspace(0, len(layers) - 1, 2 if quick else 4).round().astype(int)]
+    t_tut = median_time(lambda: [tutorial_figure(maps[n], os.path.join(tmp, "tut.png")) for n in subset], 1 if quick else 2)
+    t_ours = median_time(lambda: [cnnviz_figure(maps[n], os.path.join(tmp, "ours.png")) for n in subset], reps)
+    n_maps = sum(maps[n].shape[0] for n in subset)
+    table.add(f"render per map ({resnet} layers {', '.join(subset)}; first 64 maps each)",
+              ms(t_ours / n_maps), ms(t_tut / n_maps) + " (pyplot subplot per map)", f"{t_tut / t_ours:.0f}x faster",
+              ">= 50x", t_tut / t_ours >= 50)
+    t_all = median_time(lambda: [cnnviz_figure(m, os.path.join(tmp, "ours.png")) for m in maps.values()], reps)
+    per_layer_tut = t_tut / len(subset)
+    table.add(f"render per layer (all {len(layers)} layers, 64 maps)", ms(t_all / len(layers)), ms(per_layer_tut),
+              f"{per_layer_tut / (t_all / len(layers)):.0f}x faster", "", None)
+
+    # ---------------------------------------------------------------- 2. against the floor
+    img_args = ["--sample", "--crop", "--size", str(size), "-m", resnet, "--weights", "none"]
+    with preloaded(lm):
+        t_cnn = median_time(lambda: run_cli(["maps", *img_args, "--layer", "all", "-o", out_dir]), reps, setup=lambda: clean(out_dir))
+    written = png_pixels(out_dir)
+    n_px = sum(a.shape[0] * a.shape[1] for a in written)
+    total_maps = sum(layer.out_channels for layer in layers)
+
+    def floor() -> None:
+        from cnnviz.io import _png_bytes
+
+        with torch.inference_mode():
+            lm.model(x)
+        for a in written:
+            _png_bytes(a, None, 1)
+
+    t_floor = median_time(floor, reps)
+    table.add(f"every channel of all {len(layers)} {resnet} layers ({total_maps:,} maps, {n_px / 1e6:.0f} Mpx of PNG), end to end",
+              ms(t_cnn), ms(t_floor) + " (forward + PNG encode of the same pixels)", f"{t_cnn / t_floor:.2f}x the floor",
+              "<= 2x", t_cnn / t_floor <= 2)
+
+    # ---------------------------------------------------------------- 3. early stop
+    lv = load_model(vgg, weights="none")
+    vgg_args = ["--sample", "--crop", "--size", str(big), "-m", vgg, "--weights", "none", "-o", out_dir]
+    with preloaded(lv):
+        t0 = median_time(lambda: run_cli(["maps", *vgg_args, "--layer", "0"]), reps, setup=lambda: clean(out_dir))
+        t1 = median_time(lambda: run_cli(["maps", *vgg_args, "--layer", "-1"]), reps, setup=lambda: clean(out_dir))
+    table.add(f"early stop: {vgg} at {big} px, maps --layer 0 vs --layer -1", ms(t0), ms(t1), f"{t1 / t0:.1f}x faster",
+              ">= 5x", t1 / t0 >= 5)
+
+    # ---------------------------------------------------------------- 4. batch throughput
+    from PIL import Image
+
+    from cnnviz.capture import Capture, HookPoint
+    from cnnviz.io import load_image, sample_image_path
+
+    mid = layers[len(layers) // 2]
+    base = load_image(sample_image_path())
+    img_dir = os.path.join(tmp, "imgs")
+    os.makedirs(img_dir)
+    paths = []
+    for i in range(n_batch):  # distinct inputs: shifted crops, some mirrored
+        w, h = base.size
+        im = base.crop((i % 8 * 4, i // 8 * 4, w - 32 + i % 8 * 4, h - 32 + i // 8 * 4))
+        if i % 2:
+            im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        p = os.path.join(img_dir, f"im{i:02d}.jpg")
+        im.save(p, quality=90)
+        paths.append(p)
+    batch_args = [*paths, "--crop", "--size", str(size), "-m", resnet, "--weights", "none", "--layer", str(mid.index),
+                  "-b", str(n_batch), "-o", out_dir]
+    with preloaded(lm):
+        t_b = median_time(lambda: run_cli(["maps", *batch_args]), max(1, reps // 2), setup=lambda: clean(out_dir))
+    xb = torch.cat([sample_input(size)] * n_batch)
+
+    def bare() -> None:
+        with Capture(lm.model, [HookPoint(mid.name)]) as cap:
+            cap.run(xb)
+
+    t_bare = median_time(bare, max(1, reps // 2))
+    table.add(f"batch of {n_batch} images, {resnet} layer {mid.index} ({mid.name}), per image",
+              ms(t_b / n_batch), ms(t_bare / n_batch) + " (batched forward to that layer)",
+              f"{t_b / t_bare:.2f}x", "<= 1.3x", t_b / t_bare <= 1.3)
+
+    # ---------------------------------------------------------------- 5. memory
+    cmd = [sys.executable, "-m", "cnnviz", "maps", "--sample", "--size", str(huge), "-m", resnet, "--weights", "none", "-o", out_dir]
+    m_all = peak_rss_mb([*cmd, "--layer", "all"])
+    clean(out_dir)
+    m_last = peak_rss_mb([*cmd, "--layer", "-1"])
+    clean(out_dir)
+    table.add(f"peak RSS, {resnet} maps at --size {huge}: --layer all vs --layer -1", f"{m_all:.0f} MB", f"{m_last:.0f} MB",
+              f"{m_all / m_last:.2f}x", "<= 1.5x", m_all / m_last <= 1.5)
+
+    # ---------------------------------------------------------------- 6. start-up
+    exe = [sys.executable, "-m", "cnnviz"]
+    t_help = wall([*exe, "--help"], reps)
+    t_py = wall([sys.executable, "-c", "pass"], reps)
+    table.add("start-up: cnnviz --help (wall)", ms(t_help), ms(t_py) + " (python -c pass)", f"+{ms(t_help - t_py)}",
+              "< 0.3 s", t_help < 0.3)
+    t_layers = wall([*exe, "layers", "--model", resnet], reps)
+    t_tv = wall([sys.executable, "-c", "import torchvision"], reps)
+    table.add(f"cnnviz layers --model {resnet} (wall)", ms(t_layers), ms(t_tv) + " (import torchvision)",
+              f"{t_layers / t_tv:.2f}x", "close to 1x", None)
+
+    # ---------------------------------------------------------------- 7. filters
+    with preloaded(lm):
+        t_f = median_time(lambda: run_cli(["filters", "-m", resnet, "--layer", "all", "-o", out_dir]), reps, setup=lambda: clean(out_dir))
+    n_files = len(os.listdir(out_dir))
+    table.add(f"filters --layer all on {resnet}, after model load ({n_files} PNGs)", ms(t_f), "", "", "< 1 s", t_f < 1)
+
+    # ---------------------------------------------------------------- PNG compression levels
+    from cnnviz.io import _png_bytes
+
+    grid = written[0] if written else np.zeros((8, 8, 3), np.uint8)
+    levels = []
+    for level in (1, 6, 9):
+        t = median_time(lambda level=level: _png_bytes(grid, None, level), reps)
+        levels.append((level, t, len(_png_bytes(grid, None, level))))
+
+    when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    lvl = "\n".join(f"| {lv} | {ms(t)} | {b / 1024:.0f} KiB |" for lv, t, b in levels)
+    md = f"""# Benchmarks
+
+Produced by `python scripts/bench.py{' --quick' if quick else ''}` on {when}: {cpu}, {os.cpu_count()} cores,
+{torch.get_num_threads()} torch threads, no GPU; Python {platform.python_version()}, torch {torch.__version__}.
+Every figure is the median of {reps} repetition(s) measured side by side in that one run; random weights.
+
+{table.markdown()}
+
+What the rows measure:
+- *render per map*: the same captured maps rendered by cnnviz (`maps.render_grid` + one PNG encode) and by the
+  tutorials' matplotlib loop (one `subplot` + `imshow` per map, `savefig`).
+- *end to end*: `cnnviz maps --layer all` run in-process after model load (capture, normalise, tile, colormap,
+  encode, atomic write of one PNG per layer) against one bare forward pass plus encoding exactly the pixels written.
+- *early stop*: `maps --layer 0` against `--layer -1` (both include rendering and writing their grid).
+- *batch*: `maps` on {n_batch} JPEG files in one batch (decode, preprocess, capture, render, write) against a
+  batched forward pass stopped at the same layer.
+- *peak RSS*: two fresh processes; the second only captures the last layer.
+
+PNG compression of one written grid ({grid.shape[1]}x{grid.shape[0]}); cnnviz uses level 1:
+
+| zlib level | encode time | size |
+|---|---|---|
+{lvl}
+"""
+    if not quick or args.out != ap.get_default("out"):
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(md)
+        print(f"wrote {os.path.abspath(args.out)}", flush=True)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -269,19 +269,31 @@ class _Analysis:
             device = torch.device("cpu")
         env: dict[Any, Any] = {}
         vals: dict[Any, Any] = {}
+        nodes = list(self.graph.nodes)
+        last_use: dict[Any, int] = {}
+        for k, node in enumerate(nodes):
+            for inp in node.all_input_nodes:
+                last_use[inp] = k
         was_training = self.model.training
         self.model.eval()
+        node: Any = None
+        seen_input = False
         try:
             with torch.inference_mode():
-                for node in self.graph.nodes:
+                for k, node in enumerate(nodes):
                     args = torch.fx.node.map_arg(node.args, lambda n: env[n])
                     kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env[n])
                     vargs = torch.fx.node.map_arg(node.args, lambda n: vals[n])
                     vkwargs = torch.fx.node.map_arg(node.kwargs, lambda n: vals[n])
-                    if node.op == "placeholder":
+                    if node.op == "placeholder" and not seen_input:
+                        seen_input = True
                         out = torch.zeros(1, 3, *self.size, device=device)
                         val: Any = _Spatial((2, 3), 4, Field((0, 0), (0, 0), (1, 1), self.size))
                         self.steps.append(Step("input", "input", val.field))
+                    elif node.op == "placeholder":  # further forward() arguments: their defaults
+                        if not node.args:
+                            raise RFError(f"cannot analyse receptive fields: forward() takes a second input {node.name!r}")
+                        out, val = node.args[0], _CONST
                     elif node.op == "get_attr":
                         out = self._attr(node.target)
                         val = _CONST
@@ -299,11 +311,18 @@ class _Analysis:
                         break
                     env[node] = out
                     vals[node] = val
+                    for inp in node.all_input_nodes:  # free intermediate outputs (real weights: real memory)
+                        if last_use.get(inp) == k:
+                            env.pop(inp, None)
         except RFError:
             raise
         except RuntimeError as exc:
             msg = (str(exc).strip().splitlines() or [""])[0][:160]
             raise RFError(f"input size {self.size[0]}x{self.size[1]} is too small or not accepted by this model ({msg})") from None
+        except Exception as exc:  # noqa: BLE001 - any failure of an exotic module: one line, no wrong numbers
+            msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            where = getattr(node, "name", "?")
+            raise RFError(f"cannot analyse receptive fields: running the traced graph failed at node {where} ({msg})") from None
         finally:
             self.model.train(was_training)
 

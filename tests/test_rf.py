@@ -431,3 +431,27 @@ def test_rf_usage_errors(cli, tmp_path, args, message):
 def test_rf_help_has_examples(cli):
     r = cli("rf", "--help")
     assert r.exit_code == 0 and "Examples:" in r.stdout and "--effective" in r.stdout
+
+
+# ---------------------------------------------------------------- drawing
+
+
+def test_draw_boxes_geometry_dashes_and_purity():
+    from cnnviz.rfdraw import MARGIN_FILL, draw_boxes, margin_for
+
+    img = np.full((20, 24, 3), 100, np.uint8)
+    before = img.copy()
+    red = (255, 0, 0)
+    canvas, m = draw_boxes(img, [(-3, 2, 5, 8)], [red], scale=1, line=1)
+    np.testing.assert_array_equal(img, before)  # input untouched
+    assert m == margin_for([(-3, 2, 5, 8)], 20, 24) == 3 + 4  # overflow + 4 px of air
+    assert margin_for([(-30, 0, 5, 5)], 20, 24) == 12  # capped at half the longer side
+    assert canvas.shape == (20 + 2 * m, 24 + 2 * m, 3)
+    # left edge inside the image (rows 0..5, column 2) is solid red; the box's bottom row too
+    assert all(tuple(canvas[m + y, m + 2]) == red for y in range(0, 6))
+    assert all(tuple(canvas[m + 5, m + x]) == red for x in range(2, 9))
+    # the top part lies in the padding (rows -3..-1): faded, dashed, on the grey margin
+    top = [tuple(canvas[m - 3, m + x]) for x in range(2, 9)]
+    assert red not in top and any(t != MARGIN_FILL for t in top) and MARGIN_FILL in top
+    # untouched image pixels keep their value, the margin its fill
+    assert tuple(canvas[m + 15, m + 20]) == (100, 100, 100) and tuple(canvas[0, 0]) == MARGIN_FILL

@@ -17,6 +17,9 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
+    "receptive_fields": "rf",
+    "layer_fields": "rf",
+    "effective_fields": "rf",
     "load_model": "models",
     "build_model": "models",
     "list_models": "models",

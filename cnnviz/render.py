@@ -86,6 +86,59 @@ def colorize(x01: np.ndarray, cmap: str = "viridis") -> np.ndarray:
     return colormap_lut(cmap)[to_uint8(x01)]
 
 
+# ------------------------------------------------------------------ palette pictures
+#
+# Colormapped pictures (filters, feature-map grids) are built as palette indices and saved as palette PNGs: one byte per pixel
+# encodes ~7x faster than RGB and makes files half the size (a ResNet-50 1x1 layer is a 1-2 Mpx
+# matrix of noise-like values). Entries 0..LEVELS-1 are the colormap at LEVELS evenly spaced
+# points (odd, so value 0.5 - a zero weight under the symmetric scales - is exactly the middle
+# entry, the colormap's neutral colour); the remaining entries are greys for gaps, text, outlines.
+
+LEVELS = 193
+GREYS = np.rint(np.linspace(0, 255, 256 - LEVELS)).astype(np.uint8)
+MID = (LEVELS - 1) // 2  # index of value 0.5
+
+
+@lru_cache(maxsize=32)
+def palette(cmap: str) -> np.ndarray:
+    """(256, 3) uint8, read-only: ``cmap`` at LEVELS evenly spaced points, then 63 greys from
+    black to white."""
+    import matplotlib
+
+    check_cmap(cmap)
+    rgb = np.rint(matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, LEVELS))[:, :3] * 255.0).astype(np.uint8)
+    out = np.concatenate([rgb, np.repeat(GREYS[:, None], 3, axis=1)])
+    out.setflags(write=False)
+    return out
+
+
+def levels(x01: np.ndarray) -> np.ndarray:
+    """[0, 1] floats -> palette indices 0..LEVELS-1 (uint8, rounded; 0.5 -> MID)."""
+    return np.rint(np.clip(x01, 0.0, 1.0) * np.float32(LEVELS - 1)).astype(np.uint8)
+
+
+def grey_index(value: int) -> int:
+    return LEVELS + int(np.abs(GREYS.astype(int) - int(value)).argmin())
+
+
+GREY_INDEX = np.array([grey_index(v) for v in range(256)], dtype=np.uint8)  # grey level -> nearest grey entry
+
+
+def to_index(rgb: np.ndarray, pal: np.ndarray) -> np.ndarray:
+    """Small RGB decorations (legend, label bands, margins: greys plus colormap colours) ->
+    (H, W, 1) palette indices; greys by table, other colours by nearest palette colour."""
+    r = np.asarray(rgb)
+    out = GREY_INDEX[r[..., 0]]
+    colour = (r[..., 0] != r[..., 1]) | (r[..., 1] != r[..., 2])
+    if colour.any():
+        px = r[colour].astype(np.int32)
+        uniq, inverse = np.unique((px[:, 0] << 16) | (px[:, 1] << 8) | px[:, 2], return_inverse=True)
+        u = np.stack([uniq >> 16, (uniq >> 8) & 255, uniq & 255], axis=1)  # few colours: the legend bar
+        d = ((u[:, None, :] - pal[None, :LEVELS].astype(np.int32)) ** 2).sum(axis=-1)
+        out[colour] = d.argmin(axis=1).astype(np.uint8)[inverse.ravel()]
+    return out[..., None]
+
+
 def upscale(tiles: np.ndarray, factor: int | tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour upscale of (N, h, w[, 3]) or (h, w[, 3]) by an integer factor (fy, fx)."""
     fy, fx = (factor, factor) if isinstance(factor, int) else factor
@@ -144,8 +197,26 @@ def _font(size: int):  # type: ignore[no-untyped-def]
 
 def text_size(text: str, *, size: int = 12) -> tuple[int, int]:
     """(width, height) in px of ``text`` drawn with draw_text at font ``size``."""
+    return _text_size(text, size)
+
+
+@lru_cache(maxsize=16384)
+def _text_size(text: str, size: int) -> tuple[int, int]:
     left, top, right, bottom = _font(size).getbbox(text or " ")
     return (int(right - min(left, 0)), int(bottom - min(top, 0)))
+
+
+@lru_cache(maxsize=16384)
+def _text_mask(text: str, size: int, height: int) -> np.ndarray:
+    """Anti-aliased coverage (height, width) uint8 of ``text`` drawn at (1, 0): rendered once per
+    (text, size) and reused, since the same channel numbers label every layer of a run."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", (text_size(text, size=size)[0] + 2, height), 0)
+    ImageDraw.Draw(img).text((1, 0), text, fill=255, font=_font(size))
+    mask = np.asarray(img).copy()
+    mask.setflags(write=False)
+    return mask
 
 
 def draw_text(
@@ -196,23 +267,23 @@ def label_tiles(
 ) -> np.ndarray:
     """Tiles (N, h, w, 3) uint8 -> (N, h + band, w, 3) uint8: each tile gets its label in a
     ``fill`` band above it, so the label never hides pixels. ``band`` = text height + 2 px; the
-    font shrinks (down to 6 px) until the longest label fits the tile width. One PIL draw for all."""
-    from PIL import Image, ImageDraw
-
+    font shrinks (down to 6 px) until the longest label fits the tile width. Each distinct label is
+    rasterised once (cached) and blended in with NumPy."""
     t = np.asarray(tiles)
     if t.ndim != 4 or t.shape[-1] != 3:
         raise ValueError(f"tiles must be (N, h, w, 3), got shape {t.shape}")
     n, _h, w, _c = t.shape
     if len(labels) != n:
         raise ValueError(f"{len(labels)} labels for {n} tiles")
-    size = _fit_font_size([str(s) for s in labels], width=w - 1, size=size)
-    band = max(text_size(str(s), size=size)[1] for s in labels) + 2 if n else 0
-    strip = Image.new("RGB", (w, max(1, n * band)), (fill, fill, fill))
-    draw = ImageDraw.Draw(strip)
-    font = _font(size)
-    for i, s in enumerate(labels):
-        draw.text((1, i * band), str(s), fill=color, font=font)
-    bands = np.asarray(strip)[: n * band].reshape(n, band, w, 3)
+    texts = [str(s) for s in labels]
+    size = _fit_font_size(texts, width=w - 1, size=size)
+    band = max(text_size(s, size=size)[1] for s in set(texts)) + 2 if n else 0
+    bands = np.full((n, band, w, 3), fill, dtype=np.uint8)
+    ink = np.asarray(color, dtype=np.float32) - fill
+    for i, s in enumerate(texts):
+        m = _text_mask(s, size, band)[:, :w]
+        alpha = m[..., None].astype(np.float32) * (1.0 / 255.0)
+        bands[i, :, : m.shape[1]] = np.rint(fill + alpha * ink).astype(np.uint8)
     return np.concatenate([bands, t.astype(np.uint8, copy=False)], axis=1)
 
 

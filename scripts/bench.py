@@ -111,7 +111,7 @@ def cnnviz_figure(maps: np.ndarray, path: str) -> None:
     from cnnviz.io import save_png
     from cnnviz.maps import render_grid
 
-    save_png(path, render_grid(maps).image)
+    save_png(path, render_grid(maps).pil())
 
 
 def peak_rss_mb(argv: list[str]) -> float:

@@ -329,7 +329,7 @@ def test_resnet50_layer_10_default_model(tmp_path, rgb_image):
     r = run_cli("maps", str(rgb_image), "-w", "none", "--layer", "10", "-o", str(tmp_path))
     assert r.exit_code == 0, r.stderr
     assert r.stdout.strip() == str(tmp_path / "img-resnet50-10-layer1.2.conv3-maps.png")
-    assert Image.open(r.stdout.strip()).mode == "RGB"
+    assert Image.open(r.stdout.strip()).mode == "P"  # colour-mapped grids are palette PNGs
     assert "resnet50" in r.stderr
 
 

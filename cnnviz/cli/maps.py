@@ -191,7 +191,7 @@ class MapsRun:
             meta["scores"] = [round(s, 6) for s in grid.scores]
         if grid.value_range is not None:
             meta["value_range"] = list(grid.value_range)
-        path = save_png(self._target(name), grid.image, metadata=meta)
+        path = save_png(self._target(name), grid.pil(), metadata=meta)
         record: dict[str, Any] = {"path": path}
         if self.npy:
             import os

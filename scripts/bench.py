@@ -76,10 +76,18 @@ def clean(folder: str) -> None:
         os.unlink(os.path.join(folder, name))
 
 
-def png_pixels(folder: str) -> list[np.ndarray]:
+def written_images(folder: str) -> list[Any]:
+    """The PNGs in ``folder``, decoded, in their own mode (palette stays palette): the floor
+    encodes exactly these pixels the same way."""
     from PIL import Image
 
-    return [np.asarray(Image.open(os.path.join(folder, n)).convert("RGB")) for n in sorted(os.listdir(folder)) if n.endswith(".png")]
+    out = []
+    for n in sorted(os.listdir(folder)):
+        if n.endswith(".png"):
+            with Image.open(os.path.join(folder, n)) as im:
+                im.load()
+                out.append(im.copy())
+    return out
 
 
 def sample_input(size: int) -> Any:
@@ -184,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     x = sample_input(size)
 
     # ---------------------------------------------------------------- 1. render vs tutorial
-    from cnnviz.capture import capture
+    from cnnviz.capture import Capture, HookPoint, capture
 
     with torch.inference_mode():
         maps = {n: t[0, :64].numpy() for n, t in capture(lm.model, x, layers).items()}
@@ -204,8 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     img_args = ["--sample", "--crop", "--size", str(size), "-m", resnet, "--weights", "none"]
     with preloaded(lm):
         t_cnn = median_time(lambda: run_cli(["maps", *img_args, "--layer", "all", "-o", out_dir]), reps, setup=lambda: clean(out_dir))
-    written = png_pixels(out_dir)
-    n_px = sum(a.shape[0] * a.shape[1] for a in written)
+    written = written_images(out_dir)
+    n_px = sum(im.width * im.height for im in written)
     total_maps = sum(layer.out_channels for layer in layers)
 
     def floor() -> None:
@@ -213,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
 
         with torch.inference_mode():
             lm.model(x)
-        for a in written:
-            _png_bytes(a, None, 1)
+        for im in written:
+            _png_bytes(im, None, 1)
 
     t_floor = median_time(floor, reps)
     table.add(f"every channel of all {len(layers)} {resnet} layers ({total_maps:,} maps, {n_px / 1e6:.0f} Mpx of PNG), end to end",
@@ -229,11 +237,22 @@ def main(argv: list[str] | None = None) -> int:
         t1 = median_time(lambda: run_cli(["maps", *vgg_args, "--layer", "-1"]), reps, setup=lambda: clean(out_dir))
     table.add(f"early stop: {vgg} at {big} px, maps --layer 0 vs --layer -1", ms(t0), ms(t1), f"{t1 / t0:.1f}x faster",
               ">= 5x", t1 / t0 >= 5)
+    vl = conv_layers(lv.model)
+    xv = sample_input(big)
+
+    def forward_to(layer: Any) -> Callable[[], None]:
+        def go() -> None:
+            with Capture(lv.model, [HookPoint(layer.name)]) as cap:
+                cap.run(xv)
+        return go
+
+    c0, c1 = median_time(forward_to(vl[0]), reps), median_time(forward_to(vl[-1]), reps)
+    table.add(f"early stop, capture only: {vgg} at {big} px, layer 0 vs layer -1", ms(c0), ms(c1), f"{c1 / c0:.0f}x faster",
+              "", None)
 
     # ---------------------------------------------------------------- 4. batch throughput
     from PIL import Image
 
-    from cnnviz.capture import Capture, HookPoint
     from cnnviz.io import load_image, sample_image_path
 
     mid = layers[len(layers) // 2]
@@ -293,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     # ---------------------------------------------------------------- PNG compression levels
     from cnnviz.io import _png_bytes
 
-    grid = written[0] if written else np.zeros((8, 8, 3), np.uint8)
+    grid = written[0]
     levels = []
     for level in (1, 6, 9):
         t = median_time(lambda level=level: _png_bytes(grid, None, level), reps)
@@ -325,7 +344,7 @@ What the rows measure:
   batched forward pass stopped at the same layer.
 - *peak RSS*: two fresh processes; the second only captures the last layer.
 
-PNG compression of one written grid ({grid.shape[1]}x{grid.shape[0]}); cnnviz uses level 1:
+PNG compression of one written grid ({grid.width}x{grid.height}, mode {grid.mode}); cnnviz uses level 1:
 
 | zlib level | encode time | size |
 |---|---|---|

@@ -173,3 +173,32 @@ def test_save_png_with_metadata_and_npy(tmp_path):
 def test_output_name_is_stable_and_sortable():
     assert output_name("resnet50", 3, "layer1.0.conv2", kind="filters") == "resnet50-03-layer1.0.conv2-filters.png"
     assert output_name("my photo", "vgg16", 12, "features.28", kind="maps", ext="npy") == "my_photo-vgg16-12-features.28-maps.npy"
+
+
+@pytest.mark.parametrize("shape, scale", [((1, 1), 1), ((5, 9), 1), ((40, 33), 3), ((700, 900), 7)])
+@pytest.mark.parametrize("with_palette", [True, False])
+def test_png8_encoder_round_trips_exactly(shape, scale, with_palette, monkeypatch):
+    import cnnviz.io as cio
+    from cnnviz.render import palette
+
+    monkeypatch.setattr(cio, "_PNG_CHUNK_BYTES", 1 << 16)  # several parallel deflate pieces
+    rng = np.random.default_rng(sum(shape))
+    a = np.repeat(np.repeat(rng.integers(0, 256, shape).astype(np.uint8), scale, 0), scale, 1)
+    pal = palette("viridis").tobytes() if with_palette else None
+    data = cio.encode_png8(a, palette=pal, metadata={"layer": 3, "note": "\u2212max|w| \u00b7 x"})
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    assert img.mode == ("P" if with_palette else "L")
+    assert np.array_equal(np.asarray(img), a)
+    assert img.text == {"layer": "3", "note": "\u2212max|w| \u00b7 x"}
+    if with_palette:
+        assert bytes(img.getpalette()[:768]) == pal
+
+
+def test_save_png_uses_the_fast_path_for_palette_images(tmp_path):
+    a = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    im = Image.fromarray(a)
+    im.putpalette(bytes(range(256)) * 3)
+    p = save_png(tmp_path / "p.png", im, metadata={"k": "v"})
+    back = Image.open(p)
+    assert back.mode == "P" and np.array_equal(np.asarray(back), a) and back.text["k"] == "v"

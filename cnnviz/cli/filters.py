@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import time
-import zlib
 
 import click
 
@@ -112,7 +111,7 @@ def filters(
             meta = {"Software": "cnnviz", "model": lm.name, "weights": lm.weights, "layer": str(cl.index),
                     "name": cl.name, **({"alias": cl.alias} if cl.alias else {}), **page.metadata}
             target = stdout_binary() if to_stdout else os.path.join(output, output_name(*parts, kind=kind))
-            path = save_png(target, page.pil(), metadata=meta, compress_type=zlib.Z_RLE if page.index is not None else None)
+            path = save_png(target, page.pil(), metadata=meta)
             written += 1
             emit({
                 "path": path, "layer": cl.index, "name": cl.name, "alias": cl.alias, "mode": plan.mode,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 
@@ -41,7 +40,7 @@ from .render import (
     levels,
     palette,
     to_index,
-    label_tiles,
+    label_bands,
     legend_strip,
     margin_labels,
     pad,
@@ -466,8 +465,8 @@ def render_plan(weight: np.ndarray, plan: FilterPlan, *, title: str = "") -> Ite
             tiles = _rgb(values, plan.norm, lo, hi, fsel) if rgb_mode else _indices(values, plan.norm, lo, hi, fsel)[..., None]
             if plan.labels:
                 tiles = upscale(tiles, s)
-                bands = label_tiles(np.zeros((len(fsel), 0, tiles.shape[2], 3), np.uint8), [str(f) for f in fsel])
-                tiles = np.concatenate([decor(bands), tiles], axis=1)
+                bands = label_bands(fsel, width=tiles.shape[2], grey_index=not rgb_mode)
+                tiles = np.concatenate([bands, tiles], axis=1)
                 img = tile_grid(tiles, cols=plan.cols, gap=gap, fill=blank)
             else:
                 img = tile_grid(tiles, cols=plan.cols, gap=gap, scale=s, fill=blank)

@@ -20,6 +20,7 @@ from .render import (
     colorize,
     check_cmap,
     draw_text,
+    label_bands,
     label_tiles,
     legend_strip,
     levels,
@@ -263,9 +264,8 @@ def render_grid(
 
     tiles = _tiles(x01, cmap=cmap, tile=tile, overlay=overlay, alpha=alpha)
     if labels and tiles.shape[2] >= LABEL_MIN_TILE:
-        bands = label_tiles(np.zeros((len(idx), 0, tiles.shape[2], 3), np.uint8), [str(i) for i in idx],
-                            size=max(8, min(11, tiles.shape[2] // 5)))
-        tiles = np.concatenate([decor(bands), tiles], axis=1)
+        bands = label_bands(idx, width=tiles.shape[2], size=max(8, min(11, tiles.shape[2] // 5)), grey_index=pal is not None)
+        tiles = np.concatenate([bands, tiles], axis=1)
     grid = tile_grid(tiles, cols=cols, gap=gap, fill=fill)
     parts = []
     if title:

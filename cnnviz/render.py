@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import difflib
 import math
+import threading
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -182,17 +184,26 @@ def tile_grid(
     return np.ascontiguousarray(grid[: grid.shape[0] - gap or None, : grid.shape[1] - gap or None])
 
 
-@lru_cache(maxsize=8)
+_FONTS = threading.local()
+
+
 def _font(size: int):  # type: ignore[no-untyped-def]
-    from PIL import ImageFont
+    """DejaVu Sans at ``size`` px, one instance per thread (a FreeType face must not be shared
+    between threads that draw at the same time)."""
+    cache = getattr(_FONTS, "cache", None)
+    if cache is None:
+        cache = _FONTS.cache = {}
+    if size not in cache:
+        from PIL import ImageFont
 
-    try:
-        import matplotlib
+        try:
+            import matplotlib
 
-        path = f"{matplotlib.get_data_path()}/fonts/ttf/DejaVuSans.ttf"
-        return ImageFont.truetype(path, size)
-    except Exception:  # no matplotlib font: Pillow's built-in bitmap font
-        return ImageFont.load_default()
+            path = f"{matplotlib.get_data_path()}/fonts/ttf/DejaVuSans.ttf"
+            cache[size] = ImageFont.truetype(path, size)
+        except Exception:  # no matplotlib font: Pillow's built-in bitmap font
+            cache[size] = ImageFont.load_default()
+    return cache[size]
 
 
 def text_size(text: str, *, size: int = 12) -> tuple[int, int]:
@@ -266,25 +277,52 @@ def label_tiles(
     fill: int = GAP_VALUE,
 ) -> np.ndarray:
     """Tiles (N, h, w, 3) uint8 -> (N, h + band, w, 3) uint8: each tile gets its label in a
-    ``fill`` band above it, so the label never hides pixels. ``band`` = text height + 2 px; the
-    font shrinks (down to 6 px) until the longest label fits the tile width. Each distinct label is
-    rasterised once (cached) and blended in with NumPy."""
+    ``fill`` band above it (see label_bands), so the label never hides pixels."""
     t = np.asarray(tiles)
     if t.ndim != 4 or t.shape[-1] != 3:
         raise ValueError(f"tiles must be (N, h, w, 3), got shape {t.shape}")
-    n, _h, w, _c = t.shape
-    if len(labels) != n:
-        raise ValueError(f"{len(labels)} labels for {n} tiles")
-    texts = [str(s) for s in labels]
-    size = _fit_font_size(texts, width=w - 1, size=size)
-    band = max(text_size(s, size=size)[1] for s in set(texts)) + 2 if n else 0
-    bands = np.full((n, band, w, 3), fill, dtype=np.uint8)
-    ink = np.asarray(color, dtype=np.float32) - fill
-    for i, s in enumerate(texts):
-        m = _text_mask(s, size, band)[:, :w]
-        alpha = m[..., None].astype(np.float32) * (1.0 / 255.0)
-        bands[i, :, : m.shape[1]] = np.rint(fill + alpha * ink).astype(np.uint8)
+    if len(labels) != t.shape[0]:
+        raise ValueError(f"{len(labels)} labels for {t.shape[0]} tiles")
+    bands = label_bands(labels, width=t.shape[2], size=size, color=color, fill=fill)
     return np.concatenate([bands, t.astype(np.uint8, copy=False)], axis=1)
+
+
+def label_bands(
+    labels: Sequence[object],
+    *,
+    width: int,
+    size: int = 11,
+    color: tuple[int, int, int] = (0, 0, 0),
+    fill: int = GAP_VALUE,
+    grey_index: bool = False,
+) -> np.ndarray:
+    """One band per label, (N, band, width, 3) uint8, text at the left on ``fill``; ``band`` = text
+    height + 2 px; the font shrinks (down to 6 px) until the longest label fits ``width``.
+    ``grey_index``: (N, band, width, 1) palette indices instead (grey text only; see palette).
+
+    Read-only and cached: a run labels every image's grid with the same channel numbers, and each
+    distinct text is rasterised once, then blended in with one lookup."""
+    return _label_bands(tuple(str(s) for s in labels), width, size, tuple(color), fill, grey_index)
+
+
+@lru_cache(maxsize=16)
+def _label_bands(texts: tuple[str, ...], width: int, size: int, color: tuple[int, ...], fill: int, grey_index: bool) -> np.ndarray:
+    n = len(texts)
+    size = _fit_font_size(list(texts), width=width - 1, size=size)
+    band = max(text_size(s, size=size)[1] for s in set(texts)) + 2 if n else 0
+    coverage = np.zeros((n, band, width), np.uint8)
+    for i, s in enumerate(texts):
+        m = _text_mask(s, size, band)[:, :width]
+        coverage[i, :, : m.shape[1]] = m
+    a = np.arange(256, dtype=np.float32)[:, None] / 255.0
+    lut = np.rint(fill + a * (np.asarray(color, np.float32) - fill)).astype(np.uint8)  # coverage -> RGB
+    if grey_index:
+        if len(set(color)) != 1:
+            raise ValueError("grey_index needs a grey text colour")
+        lut = GREY_INDEX[lut[:, :1]]
+    out = lut[coverage]
+    out.setflags(write=False)
+    return out
 
 
 def margin_labels(

@@ -1,7 +1,6 @@
 """Shared fixtures: tiny networks, sample images, an isolated torch hub cache. No network ever."""
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest

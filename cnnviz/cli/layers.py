@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from . import cli
-from .common import emit, info
+from .common import info
 
 
 def _fmt(v: Any) -> str:

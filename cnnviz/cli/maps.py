@@ -129,6 +129,9 @@ class MapsRun:
         self.n_images = 0
 
     def run(self, inputs: Any, *, batch_size: int) -> None:
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
         from ..maps import iter_batches, stream_maps
 
         pending: list[Any] = []
@@ -147,12 +150,18 @@ class MapsRun:
                         self._write_sheet(im, sorted(sheets.get(k, []), key=lambda r: r[0]))
 
         def on_layer(_b: int, layer: Any, arr: Any) -> None:
-            for k, im in enumerate(pending):
-                row = self._write_layer(im, layer, arr[k])
+            # The images of a batch are rendered and encoded on all cores (NumPy and zlib release
+            # the GIL); paths are reported in input order.
+            jobs = [(im, arr[k]) for k, im in enumerate(pending)]
+            done = pool.map(lambda job: self._write_layer(*job, layer), jobs) if len(jobs) > 1 else [self._write_layer(*jobs[0], layer)]
+            for k, (record, row) in enumerate(done):
+                emit(record, as_json=self.as_json)
+                self.written += 1
                 if row is not None:
                     sheets.setdefault(k, []).append((layer.index, row))
 
-        stream_maps(self.lm.model, self.layers, batches(), stage=self.stage, on_layer=on_layer)
+        with ThreadPoolExecutor(max_workers=max(1, min(batch_size, os.cpu_count() or 1))) as pool:
+            stream_maps(self.lm.model, self.layers, batches(), stage=self.stage, on_layer=on_layer)
 
     # ------------------------------------------------------------ one image, one layer
 
@@ -163,7 +172,9 @@ class MapsRun:
 
         return stdout_binary() if self.stream else os.path.join(self.output, name)
 
-    def _write_layer(self, im: Any, layer: Any, m: Any) -> Any:
+    def _write_layer(self, im: Any, m: Any, layer: Any) -> tuple[dict[str, Any], Any]:
+        """Render and write one image's grid (and .npy) for ``layer``; returns its stdout record
+        and, with --sheet, its sheet row. Runs on worker threads: reports nothing itself."""
         from ..io import output_name, save_npy, save_png
         from ..maps import SheetRow, layer_stats, render_grid, scale_maps
 
@@ -204,17 +215,15 @@ class MapsRun:
             record["channels"] = grid.channels
         if grid.scores is not None:
             record["scores"] = grid.scores
-        emit(record, as_json=self.as_json)
-        self.written += 1
         if not self.sheet:
-            return None
+            return record, None
         if self.top is None and self.channels is None:
             idx = list(range(min(self.sheet_maps, m.shape[0])))
         else:
             idx = grid.channels
         x01, _ = scale_maps(m, idx, norm=self.norm, symmetric=self.symmetric)
         label = f"{layer.index} {layer.alias or layer.name}"
-        return SheetRow(label=label, maps01=x01, channels=idx)
+        return record, SheetRow(label=label, maps01=x01, channels=idx)
 
     def _write_sheet(self, im: Any, indexed_rows: list[tuple[int, Any]]) -> None:
         from ..io import output_name, save_png

@@ -287,7 +287,7 @@ def load_model(
     enum = weights_enum(name)
     default_member = enum.DEFAULT if enum is not None and "DEFAULT" in enum.__members__ else None
 
-    looks_like_path = os.sep in weights or weights.endswith((".pth", ".pt", ".ckpt", ".bin")) or os.path.exists(weights)
+    looks_like_path = is_checkpoint_path(weights)
     if weights.lower() == "none":
         model = build_model(name, seed=seed, device="cpu")
         label, meta = "none", _meta_from(default_member)
@@ -323,6 +323,27 @@ def load_model(
     for p in model.parameters():
         p.requires_grad_(False)
     return LoadedModel(model=model, name=name, weights=label, **meta)
+
+
+def is_checkpoint_path(weights: str) -> bool:
+    """True when ``--weights`` names a file rather than 'none' or an enum member."""
+    return weights.lower() != "none" and (
+        os.sep in weights or weights.endswith((".pth", ".pt", ".ckpt", ".bin")) or os.path.exists(weights)
+    )
+
+
+def architecture(name: str, *, weights: str = "DEFAULT") -> LoadedModel:
+    """The model's structure on the 'meta' device with the preprocessing (mean, std, sizes,
+    categories) of ``weights``; reads no weights file. For geometry: shapes, receptive fields."""
+    name = check_model_name(name)
+    enum = weights_enum(name)
+    member = None
+    if enum is not None:
+        if weights.lower() == "none" or is_checkpoint_path(weights):
+            member = enum.DEFAULT if "DEFAULT" in enum.__members__ else None
+        else:
+            member = resolve_weights(name, weights)
+    return LoadedModel(model=build_meta_model(name), name=name, weights="architecture only", **_meta_from(member))
 
 
 def _reason(exc: BaseException) -> str:

@@ -134,11 +134,10 @@ def info(message: str) -> None:
 
 
 def load(model: str, weights: str = "DEFAULT", seed: int = 0, device: str = "cpu") -> Any:
-    """Load a model for a command, with a short note on stderr."""
+    """Load a model for a command (one place, so benchmarks can substitute a preloaded one)."""
     from ..models import load_model
 
-    lm = load_model(model, weights=weights, seed=seed, device=device)
-    return lm
+    return load_model(model, weights=weights, seed=seed, device=device)
 
 
 # ---------------------------------------------------------------- image input (maps, rf, ...)

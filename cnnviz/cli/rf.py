@@ -355,15 +355,9 @@ class RFRun:
 def _geometry_only(model: str, weights: str) -> Any:
     """A LoadedModel on the 'meta' device with the weights' preprocessing (mean/std/sizes): boxes
     need the architecture and the input geometry, never the weights themselves."""
-    from ..models import LoadedModel, _meta_from, build_meta_model, resolve_weights, weights_enum
+    from ..models import architecture
 
-    meta: dict[str, Any] = {}
-    enum = weights_enum(model)
-    if enum is not None:
-        looks_like_path = os.sep in weights or os.path.exists(weights) or weights.lower() == "none"
-        member = enum.DEFAULT if looks_like_path else resolve_weights(model, weights)
-        meta = _meta_from(member)
-    return LoadedModel(model=build_meta_model(model), name=model, weights="architecture only", **meta)
+    return architecture(model, weights=weights)
 
 
 def _parse_at(text: str) -> tuple[int, int]:

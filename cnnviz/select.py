@@ -48,7 +48,8 @@ def select_indices(
     if isinstance(specs, str):
         specs = [specs]
     tail = f"; {hint}" if hint else ""
-    valid = f"{count} {what}s (0..{count - 1}, or -{count}..-1)" if count else f"no {what}s"
+    whats = what + ("es" if what.endswith(("s", "sh", "ch", "x")) else "s")  # 'classes', not 'classs'
+    valid = f"{count} {whats} (0..{count - 1}, or -{count}..-1)" if count else f"no {whats}"
     out: list[int] = []
     seen: set[int] = set()
 
@@ -77,7 +78,7 @@ def select_indices(
                 sl = slice(*[int(g) if g else None for g in m.groups()])
                 picked = list(range(count))[sl]
                 if not picked:
-                    raise SelectionError(f"slice {term!r} selects no {what}s: there are {valid}{tail}")
+                    raise SelectionError(f"slice {term!r} selects no {whats}: there are {valid}{tail}")
                 for i in picked:
                     add(i)
                 continue
@@ -101,5 +102,5 @@ def select_indices(
             for i in hits:
                 add(i)
     if not out:
-        raise SelectionError(f"selector selects no {what}s{tail}")
+        raise SelectionError(f"selector selects no {whats}{tail}")
     return out

@@ -143,9 +143,13 @@ def _run_job(lm: Any, lay: Any, targets: list[int], *, objective: str, stage: st
     from ..optimize import maximize as run
     from ..render import to_uint8
 
-    what = "classes" if lay is None else f"channels of {lay.alias or lay.name}"
-    where = "logits" if lay is None else (f"{lay.name} ({lay.alias})" if lay.alias else lay.name)
-    info(f"cnnviz: maximizing {len(targets)} {what} of {lm.name} {where}, {settings['steps']} steps on {device}")
+    if lay is None:
+        what = f"{len(targets)} class logit{'s' if len(targets) > 1 else ''} of {lm.name}"
+    else:
+        name = f"{lay.alias} ({lay.name})" if lay.alias else lay.name
+        what = f"{len(targets)} channel{'s' if len(targets) > 1 else ''} of {lm.name} {name}"
+    info(f"cnnviz: maximizing {what}: {settings['steps']} steps on {device}")
+    where = "logits" if lay is None else (lay.alias or lay.name)
     res = run(lm.model, targets=targets, layer=lay, objective=objective, stage=stage, mean=lm.mean, std=lm.std,
               progress=progress, desc=where, **settings)
     names = [_target_name(lm, lay, t) for t in targets]

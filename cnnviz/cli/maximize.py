@@ -180,7 +180,7 @@ def _run_job(lm: Any, lay: Any, targets: list[int], *, objective: str, stage: st
                             metadata={**meta, "channels": str(t), "values": f"{res.values[i]:.6g}"})
             emit(_record(base, path, [t], [res.values[i]], names[i:i + 1], lay, npy_path), as_json=as_json)
         return
-    image = _grid(lm, lay, tiles, targets, names, objective, stage, res.steps, labels)
+    image = _grid(lm, lay, tiles, targets, names, objective, stage, res.steps, labels, _variant(settings))
     path = "-" if output == "-" else os.path.join(output, output_name(*parts, kind="maximize"))
     path = save_png(stdout_binary() if path == "-" else path, image,
                     metadata={**meta, "channels": ",".join(map(str, targets)),
@@ -204,8 +204,20 @@ def _record(base: dict[str, Any], path: str, targets: list[int], values: list[An
     return rec
 
 
+def _variant(settings: dict[str, Any]) -> str:
+    """Title words for non-default recipes, e.g. 'pixel · no transforms'."""
+    words = []
+    if settings["param"] != "fft":
+        words.append(settings["param"])
+    if settings["decorrelate"] != (settings["param"] == "fft"):
+        words.append("decorrelated" if settings["decorrelate"] else "not decorrelated")
+    if settings["transforms"] is None:
+        words.append("no transforms")
+    return " · ".join(words)
+
+
 def _grid(lm: Any, lay: Any, tiles: Any, targets: list[int], names: list[str], objective: str, stage: str,
-          steps: int, labels: bool) -> Any:
+          steps: int, labels: bool, variant: str = "") -> Any:
     """Tiles (N, H, W, 3) uint8 -> one grid image, labels above the tiles and a title on top."""
     from ..render import draw_text, label_tiles, pad, text_size, tile_factor, tile_grid, upscale
 
@@ -227,6 +239,8 @@ def _grid(lm: Any, lay: Any, tiles: Any, targets: list[int], names: list[str], o
     else:
         label = f"{lay.alias} ({lay.name})" if lay.alias else lay.name
         title = f"{lm.name} {label} · {stage} · {objective} · {steps} steps · weights {_short(lm.weights)}"
+    if variant:
+        title += f" · {variant}"
     size, width = 13, grid.shape[1] - 8
     lines: list[str] = []
     for part in title.split(" · "):  # wrap at the separators to fit narrow grids

@@ -31,7 +31,6 @@ from .render import (
     tile_factor,
     tile_grid,
     to_index,
-    upscale,
     vstack,
 )
 from .select import select_indices
@@ -262,11 +261,12 @@ def render_grid(
     def decor(rgb: np.ndarray) -> np.ndarray:  # text and legend: RGB, or palette indices
         return rgb if pal is None else to_index(rgb, pal)
 
-    tiles = _tiles(x01, cmap=cmap, tile=tile, overlay=overlay, alpha=alpha)
-    if labels and tiles.shape[2] >= LABEL_MIN_TILE:
-        bands = label_bands(idx, width=tiles.shape[2], size=max(8, min(11, tiles.shape[2] // 5)), grey_index=pal is not None)
-        tiles = np.concatenate([bands, tiles], axis=1)
-    grid = tile_grid(tiles, cols=cols, gap=gap, fill=fill)
+    tiles, factor = _tiles(x01, cmap=cmap, tile=tile, overlay=overlay, alpha=alpha)
+    width = tiles.shape[2] * factor
+    bands = None
+    if labels and width >= LABEL_MIN_TILE:
+        bands = label_bands(idx, width=width, size=max(8, min(11, width // 5)), grey_index=pal is not None)
+    grid = tile_grid(tiles, cols=cols, gap=gap, fill=fill, scale=factor, bands=bands)
     parts = []
     if title:
         parts.append(decor(_title_strip(title, width=grid.shape[1])))
@@ -280,19 +280,19 @@ def render_grid(
     return MapGrid(channels=idx, scores=scores, value_range=value_range, index=np.ascontiguousarray(image[..., 0]), palette=pal)
 
 
-def _tiles(x01: np.ndarray, *, cmap: str, tile: int, overlay: np.ndarray | None, alpha: float) -> np.ndarray:
-    """[0, 1] maps (K, h, w) -> tiles, upscaled: palette indices (K, th, tw, 1), or with
-    ``overlay`` RGB (K, th, tw, 3) blended over the image."""
-    if overlay is None:  # palette indices (K, th, tw, 1); see render.palette
+def _tiles(x01: np.ndarray, *, cmap: str, tile: int, overlay: np.ndarray | None, alpha: float) -> tuple[np.ndarray, int]:
+    """[0, 1] maps (K, h, w) -> (tiles, factor): palette indices (K, h, w, 1), or with ``overlay``
+    RGB (K, H, W, 3) blended over the image; ``factor`` is the nearest-neighbour upscale that
+    brings the shorter side to at least ``tile`` px (applied by tile_grid)."""
+    if overlay is None:  # palette indices; see render.palette
         k, h, w = x01.shape
-        return upscale(levels(x01)[..., None], tile_factor(h, w, tile))
+        return levels(x01)[..., None], tile_factor(h, w, tile)
     img = np.asarray(overlay)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"overlay must be an (H, W, 3) uint8 image, got {img.shape} {img.dtype}")
     big = np.clip(resize_maps(x01, img.shape[:2], mode="bilinear"), 0.0, 1.0)
     tiles = blend(colorize(big, cmap), img, alpha=alpha, strength=big)
-    f = tile_factor(img.shape[0], img.shape[1], tile)
-    return upscale(tiles, f) if f > 1 else tiles
+    return tiles, tile_factor(img.shape[0], img.shape[1], tile)
 
 
 def _title_strip(title: str, *, width: int, size: int = 12) -> np.ndarray:

@@ -163,25 +163,46 @@ def tile_grid(
     gap: int = 2,
     scale: int = 1,
     fill: int = GAP_VALUE,
+    bands: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Arrange N tiles (N, h, w, 3) uint8 in a near-square grid (or ``cols`` wide), each upscaled
-    ``scale`` times (nearest), separated by ``gap`` px of ``fill``; no outer border.
-    Returns (rows*(h*s+gap)-gap, cols*(w*s+gap)-gap, 3) uint8; one vectorised copy, no per-tile loop."""
+    """Arrange N tiles (N, h, w, C) uint8 (C = 3 for RGB, 1 for palette indices) in a near-square
+    grid (or ``cols`` wide), each upscaled ``scale`` times (nearest), separated by ``gap`` px of
+    ``fill``; no outer border. ``bands`` (N, b, w*scale, C), e.g. label_bands, go above their tiles.
+    Returns (rows*(b+h*s+gap)-gap, cols*(w*s+gap)-gap, C) uint8.
+
+    The tiles are written into the final layout in one broadcast assignment: the upscale happens
+    in that write, no per-tile loop and no intermediate upscaled copy."""
     t = np.asarray(tiles)
     if t.ndim == 3:
         t = t[..., None].repeat(3, axis=-1)
     if t.ndim != 4:
-        raise ValueError(f"tiles must be (N, h, w, 3), got shape {t.shape}")
+        raise ValueError(f"tiles must be (N, h, w, C), got shape {t.shape}")
     n, h, w, c = t.shape
     rows, cols = grid_shape(n, cols=cols)
-    if scale > 1:
-        t = upscale(t, scale)
     th, tw = h * scale, w * scale
-    canvas = np.full((rows * cols, th + gap, tw + gap, c), fill, dtype=np.uint8)
-    canvas[:n, :th, :tw] = t
-    grid = canvas.reshape(rows, cols, th + gap, tw + gap, c).transpose(0, 2, 1, 3, 4)
-    grid = grid.reshape(rows * (th + gap), cols * (tw + gap), c)
-    return np.ascontiguousarray(grid[: grid.shape[0] - gap or None, : grid.shape[1] - gap or None])
+    bh = 0
+    if bands is not None:
+        bands = np.asarray(bands)
+        if bands.shape[0] != n or bands.shape[2] != tw or bands.shape[3] != c:
+            raise ValueError(f"bands {bands.shape} do not fit {n} tiles of width {tw} with {c} channels")
+        bh = bands.shape[1]
+    cell_h, cell_w = bh + th + gap, tw + gap
+    canvas = np.full((rows, cell_h, cols, cell_w, c), fill, dtype=np.uint8)
+    if n:
+        cells = rows * cols
+
+        def layout(a: np.ndarray) -> np.ndarray:  # (n, y, x, c) -> (rows, y, cols, x, c), empty cells = fill
+            if cells > n:
+                a = np.concatenate([a, np.full((cells - n, *a.shape[1:]), fill, np.uint8)])
+            return a.reshape(rows, cols, *a.shape[1:]).transpose(0, 2, 1, 3, 4)
+
+        dst = canvas[:, bh : bh + th, :, :tw]
+        dst.shape = (rows, h, scale, cols, w, scale, c)  # a view: raises rather than copy
+        dst[...] = layout(t.astype(np.uint8, copy=False))[:, :, None, :, :, None, :]
+        if bh:
+            canvas[:, :bh, :, :tw] = layout(bands.astype(np.uint8, copy=False))
+    grid = canvas.reshape(rows * cell_h, cols * cell_w, c)
+    return grid[: grid.shape[0] - gap or None, : grid.shape[1] - gap or None]
 
 
 _FONTS = threading.local()

@@ -80,3 +80,19 @@ def test_upscale_nearest_and_tile_factor():
 def test_unknown_colormap_suggests():
     with pytest.raises(UsageError, match="did you mean 'viridis'"):
         check_cmap("viridi")
+
+
+def test_tile_grid_with_bands_and_scale_matches_the_naive_layout():
+    rng = np.random.default_rng(3)
+    tiles = rng.integers(0, 200, (7, 3, 2, 1)).astype(np.uint8)
+    bands = rng.integers(200, 256, (7, 4, 6, 1)).astype(np.uint8)
+    g = tile_grid(tiles, cols=3, gap=2, scale=3, fill=9, bands=bands)
+    cell_h, cell_w = 4 + 9 + 2, 6 + 2
+    assert g.shape == (3 * cell_h - 2, 3 * cell_w - 2, 1)
+    for i in range(7):
+        r, c = divmod(i, 3)
+        y, x = r * cell_h, c * cell_w
+        assert np.array_equal(g[y : y + 4, x : x + 6], bands[i])
+        assert np.array_equal(g[y + 4 : y + 13, x : x + 6], np.repeat(np.repeat(tiles[i], 3, 0), 3, 1))
+    assert (g[2 * cell_h :, cell_w : cell_w + 6] == 9).all()  # empty cells are fill
+    assert (g[13:15, :] == 9).all()  # gap rows

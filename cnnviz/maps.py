@@ -194,8 +194,15 @@ class MapGrid:
         """(H, W, 3) uint8."""
         return self.rgb if self.rgb is not None else self.palette[self.index]  # type: ignore[index]
 
+    def pixels(self) -> tuple[np.ndarray, bytes | None]:
+        """What to encode: ((H, W) indices, flat RGB palette bytes), or ((H, W, 3) RGB, None);
+        ``io.save_png(path, *grid.pixels())`` writes it without another copy."""
+        if self.rgb is not None:
+            return self.rgb, None
+        return self.index, self.palette.tobytes()  # type: ignore[return-value, union-attr]
+
     def pil(self) -> Any:
-        """The picture as a PIL image: mode 'P' with the palette, or 'RGB' (for notebooks and saving)."""
+        """The picture as a PIL image: mode 'P' with the palette, or 'RGB' (for notebooks)."""
         from PIL import Image
 
         if self.rgb is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -279,8 +280,8 @@ def render_grid(
         parts.append(decor(_title_strip(title, width=grid.shape[1])))
     parts.append(grid)
     if legend:
-        parts.append(decor(_legend(value_range, norm=norm, symmetric=symmetric, cmap=cmap, width=grid.shape[1],
-                                   overlay=overlay is not None)))
+        parts.append(_legend(value_range, symmetric=symmetric, cmap=cmap, width=grid.shape[1],
+                             overlay=overlay is not None, index=pal is not None))
     image = vstack(parts, gap=4, fill=fill) if len(parts) > 1 else grid
     if pal is None:
         return MapGrid(channels=idx, scores=scores, value_range=value_range, rgb=image)
@@ -312,16 +313,25 @@ def _title_strip(title: str, *, width: int, size: int = 12) -> np.ndarray:
     return strip
 
 
-def _legend(value_range: tuple[float, float] | None, *, norm: str, symmetric: bool, cmap: str, width: int, overlay: bool) -> np.ndarray:
+@lru_cache(maxsize=64)
+def _legend(value_range: tuple[float, float] | None, *, symmetric: bool, cmap: str, width: int, overlay: bool,
+            index: bool) -> np.ndarray:
+    """The colour-scale strip under a grid (RGB, or palette indices with ``index``); cached and
+    read-only: with per-map scaling every grid of a width shares it."""
     blended = "; blended over the input" if overlay else ""
     if value_range is not None:
         lo, hi = value_range
-        return legend_strip(lo, hi, width=width, cmap=cmap, caption=f"one scale for the whole layer{blended}")
-    if symmetric:
-        return legend_strip(-1, 1, width=width, cmap=cmap, lo_text="\u2212max|map|", hi_text="+max|map|",
-                            caption=f"each map scaled by its own max |value|, 0 in the middle{blended}")
-    return legend_strip(0, 1, width=width, cmap=cmap, lo_text="map min", hi_text="map max",
-                        caption=f"each map scaled to its own min..max{blended}")
+        strip = legend_strip(lo, hi, width=width, cmap=cmap, caption=f"one scale for the whole layer{blended}")
+    elif symmetric:
+        strip = legend_strip(-1, 1, width=width, cmap=cmap, lo_text="\u2212max|map|", hi_text="+max|map|",
+                             caption=f"each map scaled by its own max |value|, 0 in the middle{blended}")
+    else:
+        strip = legend_strip(0, 1, width=width, cmap=cmap, lo_text="map min", hi_text="map max",
+                             caption=f"each map scaled to its own min..max{blended}")
+    if index:
+        strip = to_index(strip, palette(cmap))
+    strip.setflags(write=False)
+    return strip
 
 
 # ---------------------------------------------------------------- sheets

@@ -31,7 +31,7 @@ def test_group_help_and_version(cli):
     assert r.exit_code == 0 and r.stdout.startswith("cnnviz, version ")
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["layers", "--help"], ["--version"]])
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], *[[name, "--help"] for name in COMMANDS]])
 def test_help_does_not_import_torch(argv):
     code = (
         "import sys\n"

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import operator
 import weakref
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -232,9 +231,12 @@ class Capture:
         was_training = self.model.training
         self.model.eval()
         try:
-            ctx = torch.enable_grad() if self.grad else torch.inference_mode()
-            with ctx:
-                self.model(x)
+            if self.grad:  # also works when the caller sits inside inference_mode / no_grad
+                with torch.inference_mode(False), torch.enable_grad():
+                    self.model(x)
+            else:
+                with torch.inference_mode():
+                    self.model(x)
         except _StopForward:
             pass
         finally:
@@ -246,13 +248,6 @@ class Capture:
             raise CnnvizError(f"layer {missing[0].module} did not run in the forward pass")
         out, self._out = self._out, {}
         return out
-
-
-@contextmanager
-def hooked(model: nn.Module, points: Sequence[HookPoint], **kwargs: Any) -> Iterator[Capture]:
-    """``with hooked(model, points) as cap: cap.run(x)``; see Capture."""
-    with Capture(model, points, **kwargs) as cap:
-        yield cap
 
 
 def capture(

@@ -146,6 +146,12 @@ def parse_size(size: str | int | Sequence[int]) -> tuple[int, int]:
     return hw
 
 
+def input_channels(model: nn.Module) -> int:
+    """Channels the model's input has: the first Conv2d's in_channels (3 for RGB classifiers)."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return int(first.in_channels) if first is not None else 3
+
+
 def output_shapes(model: nn.Module, layers: Sequence[ConvLayer], *, size: tuple[int, int]) -> list[tuple[int, int, int]]:
     """Run the model once on a (1, 3, H, W) input and record each conv's output (C, H, W).
 
@@ -168,10 +174,10 @@ def output_shapes(model: nn.Module, layers: Sequence[ConvLayer], *, size: tuple[
     try:
         model.eval()
         with torch.inference_mode():
-            model(torch.zeros(1, 3, *size, device=device))
+            model(torch.zeros(1, input_channels(model), *size, device=device))
     except RuntimeError as exc:
         msg = str(exc).strip().splitlines()[0][:200]
-        raise CnnvizError(f"input size {size[0]}x{size[1]} is too small or not accepted by this model ({msg})") from None
+        raise CnnvizError(f"input size {size[0]}x{size[1]} is not accepted by this model ({msg})") from None
     finally:
         for h in handles:
             h.remove()

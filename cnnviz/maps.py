@@ -161,6 +161,12 @@ def _resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip(np.rint(chw), 0, 255).astype(np.uint8).transpose(1, 2, 0)
 
 
+def _strength(x01: np.ndarray, symmetric: bool) -> np.ndarray:
+    """Overlay opacity per pixel: the scaled value, or with a symmetric scale (0 -> 0.5) the
+    distance from zero, so strong negative responses show as much as strong positive ones."""
+    return np.abs(2.0 * x01 - 1.0) if symmetric else x01
+
+
 def blend(colors: np.ndarray, image: np.ndarray, *, alpha: float = 0.7, strength: np.ndarray | None = None) -> np.ndarray:
     """(K, H, W, 3) uint8 colour maps over one (H, W, 3) uint8 image. The opacity is ``alpha``,
     times ``strength`` (K, H, W) in [0, 1] when given (the scaled map itself): where a map is
@@ -269,7 +275,7 @@ def render_grid(
     def decor(rgb: np.ndarray) -> np.ndarray:  # text and legend: RGB, or palette indices
         return rgb if pal is None else to_index(rgb, pal)
 
-    tiles, factor = _tiles(x01, cmap=cmap, tile=tile, overlay=overlay, alpha=alpha)
+    tiles, factor = _tiles(x01, cmap=cmap, tile=tile, overlay=overlay, alpha=alpha, symmetric=symmetric)
     width = tiles.shape[2] * factor
     bands = None
     if labels and width >= LABEL_MIN_TILE:
@@ -288,7 +294,8 @@ def render_grid(
     return MapGrid(channels=idx, scores=scores, value_range=value_range, index=np.ascontiguousarray(image[..., 0]), palette=pal)
 
 
-def _tiles(x01: np.ndarray, *, cmap: str, tile: int, overlay: np.ndarray | None, alpha: float) -> tuple[np.ndarray, int]:
+def _tiles(x01: np.ndarray, *, cmap: str, tile: int, overlay: np.ndarray | None, alpha: float,
+           symmetric: bool = False) -> tuple[np.ndarray, int]:
     """[0, 1] maps (K, h, w) -> (tiles, factor): palette indices (K, h, w, 1), or with ``overlay``
     RGB (K, H, W, 3) blended over the image; ``factor`` is the nearest-neighbour upscale that
     brings the shorter side to at least ``tile`` px (applied by tile_grid)."""
@@ -299,7 +306,7 @@ def _tiles(x01: np.ndarray, *, cmap: str, tile: int, overlay: np.ndarray | None,
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"overlay must be an (H, W, 3) uint8 image, got {img.shape} {img.dtype}")
     big = np.clip(resize_maps(x01, img.shape[:2], mode="bilinear"), 0.0, 1.0)
-    tiles = blend(colorize(big, cmap), img, alpha=alpha, strength=big)
+    tiles = blend(colorize(big, cmap), img, alpha=alpha, strength=_strength(big, symmetric))
     return tiles, tile_factor(img.shape[0], img.shape[1], tile)
 
 
@@ -340,11 +347,12 @@ def _legend(value_range: tuple[float, float] | None, *, symmetric: bool, cmap: s
 @dataclass
 class SheetRow:
     """One row of a sheet: ``label`` (layer name), ``maps01`` (K, h, w) already scaled to [0, 1]
-    (see scale_maps), and the ``channels`` they are."""
+    (see scale_maps), the ``channels`` they are, and whether the scale was ``symmetric``."""
 
     label: str
     maps01: np.ndarray
     channels: list[int] = field(default_factory=list)
+    symmetric: bool = False
 
 
 def render_sheet(
@@ -374,7 +382,7 @@ def render_sheet(
         x = np.clip(resize_maps(m, size, mode="area"), 0.0, 1.0)
         t = colorize(x, cmap)
         if overlay is not None:
-            t = blend(t, _resize_image(overlay, size), alpha=alpha, strength=x)
+            t = blend(t, _resize_image(overlay, size), alpha=alpha, strength=_strength(x, row.symmetric))
         if labels and row.channels and size[1] >= LABEL_MIN_TILE:
             t = label_tiles(t, [str(c) for c in row.channels], size=10)
         strip = tile_grid(t, cols=len(t), gap=gap)

@@ -343,10 +343,19 @@ def _check_targets(model: nn.Module, layer: ConvLayer | str | None, objective: s
         raise UsageError("the class objective takes no layer; channel and neuron objectives need one")
     if not targets:
         raise SelectionError("no targets to maximize")
-    if isinstance(layer, ConvLayer):
-        bad = [t for t in targets if not 0 <= t < layer.out_channels]
+    if layer is not None:
+        name = layer.name if isinstance(layer, ConvLayer) else str(layer)
+        conv = dict(model.named_modules()).get(name)
+        count = layer.out_channels if isinstance(layer, ConvLayer) else getattr(conv, "out_channels", None)
+        bad = [t for t in targets if count is not None and not 0 <= t < count]
         if bad:
-            raise SelectionError(f"channel {bad[0]} out of range: {layer.name} has {layer.out_channels} channels")
+            raise SelectionError(f"channel {bad[0]} out of range: {name} has {count} channels")
+    else:
+        heads = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        count = heads[-1].out_features if heads else None
+        bad = [t for t in targets if count is not None and not 0 <= t < count]
+        if bad:
+            raise SelectionError(f"class {bad[0]} out of range: the model has {count} classes")
 
 
 def _norm_tensors(mean: Sequence[float], std: Sequence[float], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

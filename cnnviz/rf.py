@@ -287,7 +287,9 @@ class _Analysis:
                     vkwargs = torch.fx.node.map_arg(node.kwargs, lambda n: vals[n])
                     if node.op == "placeholder" and not seen_input:
                         seen_input = True
-                        out = torch.zeros(1, 3, *self.size, device=device)
+                        from .layers import input_channels
+
+                        out = torch.zeros(1, input_channels(self.model), *self.size, device=device)
                         val: Any = _Spatial((2, 3), 4, Field((0, 0), (0, 0), (1, 1), self.size))
                         self.steps.append(Step("input", "input", val.field))
                     elif node.op == "placeholder":  # further forward() arguments: their defaults
@@ -318,7 +320,7 @@ class _Analysis:
             raise
         except RuntimeError as exc:
             msg = (str(exc).strip().splitlines() or [""])[0][:160]
-            raise RFError(f"input size {self.size[0]}x{self.size[1]} is too small or not accepted by this model ({msg})") from None
+            raise RFError(f"input size {self.size[0]}x{self.size[1]} is not accepted by this model ({msg})") from None
         except Exception as exc:  # noqa: BLE001 - any failure of an exotic module: one line, no wrong numbers
             msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
             where = getattr(node, "name", "?")

@@ -233,3 +233,14 @@ def test_layer_that_never_runs_is_reported(tiny_vgg):
     with pytest.raises(CnnvizError, match="did not run"):
         capture(tiny_vgg, _x(h=8, w=8), ["unused"])
     assert not has_hooks(tiny_vgg)
+
+
+def test_grad_capture_works_inside_inference_mode(tiny_vgg):
+    from cnnviz.capture import Capture, hook_points
+    from cnnviz.layers import conv_layers
+
+    x = torch.randn(1, 3, 16, 16, requires_grad=True)
+    with torch.inference_mode(), Capture(tiny_vgg, hook_points(tiny_vgg, conv_layers(tiny_vgg)[:1]), grad=True) as cap:
+        out = next(iter(cap.run(x).values()))
+    out.mean().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

@@ -102,7 +102,7 @@ def test_models_lists_torchvision_classifiers(cli):
         (["layers", "--model", "resnet5"], 2, "unknown model 'resnet5' (did you mean 'resnet50'"),
         (["layers", "--size", "abc"], 2, "malformed size 'abc'"),
         (["layers", "--format", "xml"], 2, "Invalid value for '-f' / '--format'"),
-        (["layers", "--size", "4", "--model", "vgg16"], 1, "too small"),
+        (["layers", "--size", "4", "--model", "vgg16"], 1, "input size 4x4 is not accepted by this model"),
         (["nosuchcommand"], 2, "No such command"),
     ],
 )

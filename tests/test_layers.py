@@ -86,7 +86,7 @@ def test_parse_size_rejects(text):
 def test_too_small_input_is_one_clear_error():
     from cnnviz.errors import CnnvizError
 
-    with pytest.raises(CnnvizError, match="too small"):
+    with pytest.raises(CnnvizError, match="input size 8x8 is not accepted by this model"):
         catalog(build_meta_model("vgg16"), size=8)
 
 
@@ -126,3 +126,10 @@ def test_conv_layers_of_a_custom_model(tiny_vgg):
     layers = conv_layers(tiny_vgg)
     assert [layer.name for layer in layers] == ["features.0", "features.2", "features.5"]
     assert all(layer.alias == "" for layer in layers)
+
+
+def test_single_channel_model_catalog_and_fields():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2))
+    layers = catalog(net, size=32)
+    assert [layer.output_shape for layer in layers] == [(4, 30, 30), (4, 14, 14)]
+    assert layers[1].receptive_field == 5

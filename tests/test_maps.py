@@ -379,3 +379,14 @@ def test_help_has_examples_and_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "Examples:" in out and "--stage" in out and "--sheet" in out
     assert out.strip().splitlines()[-1] == "False"
+
+
+def test_symmetric_overlay_shows_negative_responses_and_hides_zero():
+    from cnnviz.maps import render_grid
+
+    photo = np.full((4, 4, 3), 100, np.uint8)
+    m = np.zeros((1, 4, 4), np.float32)
+    m[0, 0, 0], m[0, 3, 3] = -5.0, 5.0
+    g = render_grid(m, symmetric=True, overlay=photo, alpha=1.0, tile=4, labels=False, legend=False, cmap="RdBu_r").image
+    assert (g[1, 1] == 100).all() and (g[2, 2] == 100).all()  # zero: the photo untouched
+    assert not (g[0, 0] == 100).all() and not (g[3, 3] == 100).all()  # -5 and +5 both drawn

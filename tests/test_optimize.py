@@ -340,3 +340,15 @@ def test_cli_bad_input_one_line_and_exit_code(cli, args, code, message):
 def test_cli_help_has_examples(cli):
     r = cli("maximize", "--help")
     assert r.exit_code == 0 and "Examples:" in r.stdout and "--class" in r.stdout
+
+
+def test_out_of_range_targets_are_our_error_for_str_layers_and_classes():
+    from cnnviz.errors import SelectionError
+    from cnnviz.optimize import _check_targets
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(5))
+    with pytest.raises(SelectionError, match="channel 7 out of range: 0 has 4 channels"):
+        _check_targets(net, "0", "channel", [7])
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 5))
+    with pytest.raises(SelectionError, match="class 9 out of range: the model has 5 classes"):
+        _check_targets(net, None, "class", [9])

@@ -224,7 +224,7 @@ class MapsRun:
             idx = grid.channels
         x01, _ = scale_maps(m, idx, norm=self.norm, symmetric=self.symmetric)
         label = f"{layer.index} {layer.alias or layer.name}"
-        return record, SheetRow(label=label, maps01=x01, channels=idx)
+        return record, SheetRow(label=label, maps01=x01, channels=idx, symmetric=self.symmetric)
 
     def _write_sheet(self, im: Any, indexed_rows: list[tuple[int, Any]]) -> None:
         from ..io import output_name, save_png

@@ -248,7 +248,9 @@ def write_atomic(path: str | os.PathLike[str] | BinaryIO, data: bytes) -> str:
         try:
             path.write(data)
             path.flush()
-        except (BrokenPipeError, OSError) as exc:
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`): the CLI exits quietly with 141
+        except OSError as exc:
             raise OutputError(f"cannot write to output stream: {exc.strerror or exc}") from None
         return "-"
     path = os.fspath(path)

@@ -413,3 +413,28 @@ def test_hooks_removed_after_errors_in_every_path(tiny_vgg):
             cap.run(torch.randn(1, 3, 16, 16))
             1 / 0
     assert not has_hooks(tiny_vgg)
+
+
+@pytest.mark.parametrize("argv", [["maps", "--sample", "--layer", "0"], ["filters"], ["rf", "--sample", "--layer", "0"],
+                                  ["maximize", "--layer", "0", "--channel", "0", "--steps", "1"]])
+def test_json_and_stdout_png_are_refused_together(cli, argv):
+    r = cli(*argv, *NET, "-o", "-", "--json")
+    assert_clean_failure(r, 2, "--json and -o - both write to stdout")
+    assert r.stdout == ""
+
+
+@pytest.mark.parametrize("argv", [["filters", "--layer", "nope"], ["maximize", "--layer", "nope"],
+                                  ["maximize", "--layer", "0", "--channel", "999"], ["maps", "--sample", "--layer", "nope"]])
+def test_selection_errors_come_before_weights(cli, out, argv):
+    """Offline with nothing cached, a wrong layer is still reported as the wrong layer (exit 2)."""
+    r = cli(*argv, "-m", "squeezenet1_1", "-o", str(out))
+    assert_clean_failure(r, 2, "out of range" if "999" in argv else "unknown layer 'nope'", out)
+
+
+def test_closed_stdout_pipe_exits_quietly():
+    r_fd, w_fd = os.pipe()
+    os.close(r_fd)
+    p = subprocess.run([sys.executable, "-m", "cnnviz", "filters", *NET, "-o", "-"], stdout=w_fd,
+                       stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(w_fd)
+    assert p.returncode == 141 and "Traceback" not in p.stderr and "error" not in p.stderr

@@ -114,6 +114,14 @@ def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON object per written file instead of its path.")(f)
 
 
+def check_stream(output: str, *, as_json: bool) -> None:
+    """``-o -`` puts PNG bytes on stdout, so nothing else may go there."""
+    if output == "-" and as_json:
+        from ..errors import UsageError
+
+        raise UsageError("--json and -o - both write to stdout; give an output folder with --json")
+
+
 def emit(record: dict[str, Any], *, as_json: bool) -> None:
     """Report one written file on stdout: its path, or the JSON record."""
     if as_json:

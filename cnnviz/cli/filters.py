@@ -7,7 +7,7 @@ import time
 import click
 
 from . import cli
-from .common import emit, info, json_option, layer_option, load, model_options, output_option
+from .common import check_stream, emit, info, json_option, layer_option, load, model_options, output_option
 
 
 @cli.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -68,13 +68,14 @@ def filters(
     from ..filters import plan_filters, render_plan
     from ..io import ensure_dir, output_name, save_png, stdout_binary
     from ..layers import conv_layers, select_layers
+    from ..models import build_meta_model
     from ..render import check_cmap
 
+    check_stream(output, as_json=as_json)
     check_cmap(cmap)  # a typo fails before the model loads
-    lm = load(model, weights, seed)
-    t0 = time.perf_counter()
-    chosen = select_layers(conv_layers(lm.model), layer, model_name=lm.name)
-    hint = f"see 'cnnviz layers --model {lm.name}'"
+    # Every selection is checked on the architecture (no weights read) before loading anything.
+    chosen = select_layers(conv_layers(build_meta_model(model)), layer, model_name=model)
+    hint = f"see 'cnnviz layers --model {model}'"
     jobs = []
     for cl in chosen:
         try:
@@ -91,8 +92,6 @@ def filters(
         jobs.append((cl, plan))
     total = sum(len(p.pages) for _, p in jobs)
     to_stdout = output == "-"
-    if to_stdout and as_json:
-        raise UsageError("--json and -o - both write to stdout; give an output folder with --json")
     if to_stdout and total != 1:
         raise UsageError(f"-o - streams exactly one PNG, but this writes {total}; select one layer (and "
                          f"--filters that fit one page) or give an output folder")
@@ -102,8 +101,11 @@ def filters(
         for note in plan.notes:
             info(f"layer {cl.index} {cl.name}: {note}")
     written = 0
+    lm = load(model, weights, seed)
+    t0 = time.perf_counter()
+    loaded = conv_layers(lm.model)
     for cl, plan in jobs:
-        w = cl.module.weight.detach().cpu().float().numpy()
+        w = loaded[cl.index].module.weight.detach().cpu().float().numpy()
         title = f"{lm.name} {cl.index} {cl.name}" + (f" ({cl.alias})" if cl.alias else "") + f" [{lm.weights}]"
         for page in render_plan(w, plan, title=title):
             parts: list[str | int] = [lm.name, cl.index, cl.slug]

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from . import cli
-from .common import check_images, emit, image_options, info, json_option, layer_option, load, model_options, output_option, read_images
+from .common import check_stream, check_images, emit, image_options, info, json_option, layer_option, load, model_options, output_option, read_images
 
 
 @cli.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -62,6 +62,7 @@ def maps(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, ma
       cnnviz maps --sample -l 0 --channels 0:8 --stage conv --symmetric --cmap RdBu_r
       cat photo.jpg | cnnviz maps - -l layer4.2.conv3 --top 9 -o - > grid.png
     """
+    check_stream(output, as_json=as_json)
     from ..render import check_cmap
 
     t0 = time.perf_counter()

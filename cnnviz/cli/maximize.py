@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from . import cli
-from .common import emit, info, json_option, layer_option, model_options, output_option
+from .common import check_stream, emit, info, json_option, layer_option, model_options, output_option
 
 LABEL_PX = 11  # tile label font size
 MIN_TILE_PX = 96  # grid tiles of smaller images are enlarged to this
@@ -70,6 +70,7 @@ def maximize(model: str, weights: str, seed: int, layer: tuple[str, ...], channe
       cnnviz maximize --model vgg16 --class 'tennis ball' --class goldfish -o out
       cnnviz maximize --model vgg16 --layer 0 --param pixel --no-transforms   # naive baseline
     """
+    check_stream(output, as_json=as_json)
     from ..errors import UsageError
     from ..io import ensure_dir
     from ..layers import conv_layers, parse_size, select_layers
@@ -95,6 +96,12 @@ def maximize(model: str, weights: str, seed: int, layer: tuple[str, ...], channe
     if to_stdout and npy:
         raise UsageError("--npy needs an output folder, not -o -")
 
+    if layer:  # layers and channels are checked on the architecture before any weights are read
+        from ..models import build_meta_model
+
+        for lay in select_layers(conv_layers(build_meta_model(model)), layer, model_name=model):
+            select_indices(channels or ("0:16",), lay.out_channels, what="channel",
+                           hint=f"{lay.name} has {lay.out_channels} channels")
     lm = load(model, weights, seed, str(dev))
     if classes:
         count = _num_classes(lm)

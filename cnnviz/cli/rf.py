@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from . import cli
-from .common import check_images, emit, image_options, info, json_option, layer_option, load, model_options, output_option
+from .common import check_stream, check_images, emit, image_options, info, json_option, layer_option, load, model_options, output_option
 
 MAX_BOXES = 20
 
@@ -60,6 +60,7 @@ def rf(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, max_
       cnnviz rf --profile -m resnet50 -o docs/
       cnnviz rf --compare vgg16,resnet50 --size 224
     """
+    check_stream(output, as_json=as_json)
     from ..errors import UsageError
 
     t0 = time.perf_counter()

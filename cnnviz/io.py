@@ -117,24 +117,34 @@ def preprocess(
     *,
     size: int | tuple[int, int] = 224,
     crop: bool = False,
+    resize_size: int = 256,
+    crop_size: int = 224,
     mean: tuple[float, ...] = (0.485, 0.456, 0.406),
     std: tuple[float, ...] = (0.229, 0.224, 0.225),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Resize (shorter side = ``size``, aspect kept; or exactly (H, W) when a pair), optionally
-    centre-crop square, normalise. Returns (normalised (3, H, W) float32, display (H, W, 3) uint8)."""
+    """Resize (shorter side = ``size``, aspect kept; or exactly (H, W) when a pair) and normalise.
+    ``crop``: the classifier's own transforms scaled to ``size``: shorter side to
+    size * resize_size / crop_size (256/224), then a centred size x size crop (at 224 exactly
+    torchvision's Resize(256) + CenterCrop(224)). Returns (normalised (3, H, W) float32,
+    display (H, W, 3) uint8 of the same pixels)."""
     w, h = img.size
-    if isinstance(size, tuple):
-        th, tw = size
-    elif h <= w:
-        th, tw = size, max(1, round(w * size / h))
+    if crop:
+        if isinstance(size, tuple):
+            raise ValueError("crop takes a single size (the square's side), not (H, W)")
+        side = max(size, round(size * resize_size / crop_size))
     else:
-        th, tw = max(1, round(h * size / w)), size
+        side = size  # type: ignore[assignment]
+    if isinstance(side, tuple):
+        th, tw = side
+    elif h <= w:
+        th, tw = side, max(1, round(w * side / h))
+    else:
+        th, tw = max(1, round(h * side / w)), side
     if (tw, th) != (w, h):
         img = img.resize((tw, th), Image.Resampling.BILINEAR, reducing_gap=None)
-    if crop and not isinstance(size, tuple):
-        s = min(th, tw)
-        left, top = (tw - s) // 2, (th - s) // 2
-        img = img.crop((left, top, left + s, top + s))
+    if crop:
+        left, top = (tw - size) // 2, (th - size) // 2  # type: ignore[operator]
+        img = img.crop((left, top, left + size, top + size))  # type: ignore[operator]
     disp = np.asarray(img, dtype=np.uint8)
     x = disp.astype(np.float32) / 255.0
     x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import http.client
 import os
 import pickle
 import warnings
@@ -293,6 +294,8 @@ def load_model(
         label, meta = "none", _meta_from(default_member)
     elif looks_like_path:
         sd = load_checkpoint(weights)
+        if name in ("inception_v3", "googlenet"):  # trained with auxiliary heads; cnnviz builds without them
+            sd = {k: v for k, v in sd.items() if not k.startswith(("aux1.", "aux2.", "AuxLogits."))}
         model = build_model(name, seed=seed, device="cpu")
         meta = _meta_from(default_member)
         classes = _finetuned_classes(model, sd)
@@ -310,7 +313,7 @@ def load_model(
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 model = tvm.get_model(name, weights=member, progress=progress)
-        except (OSError, ConnectionError) as exc:  # URLError is an OSError: no network, DNS, refused
+        except (OSError, ConnectionError, http.client.HTTPException) as exc:  # URLError is an OSError
             raise WeightsError(_not_cached_message(name, member, f"download failed: {_reason(exc)}")) from None
         except RuntimeError as exc:
             cached = checkpoint_path(member)
@@ -339,6 +342,8 @@ def architecture(name: str, *, weights: str = "DEFAULT") -> LoadedModel:
     enum = weights_enum(name)
     member = None
     if enum is not None:
+        if is_checkpoint_path(weights) and not os.path.isfile(weights):
+            raise WeightsError(f"checkpoint {weights!r} does not exist")
         if weights.lower() == "none" or is_checkpoint_path(weights):
             member = enum.DEFAULT if "DEFAULT" in enum.__members__ else None
         else:

@@ -109,6 +109,16 @@ def test_preprocess_shorter_side_and_crop():
     assert x[0, 0, 0] == pytest.approx((1 - 0.485) / 0.229, rel=1e-5)
     x, _ = preprocess(img, size=100, crop=True)
     assert x.shape == (3, 100, 100)
+
+
+def test_preprocess_crop_equals_torchvision_classifier_transforms(sample_path):
+    import torch
+    from torchvision import transforms as T
+
+    img = load_image(sample_path)
+    x, _ = preprocess(img, size=224, crop=True)
+    ref = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])(img)
+    assert torch.allclose(torch.from_numpy(x), ref, atol=0.05)  # PIL vs tensor resize rounding only
     x, _ = preprocess(Image.new("RGB", (200, 400)), size=(64, 48))
     assert x.shape == (3, 64, 48)
 

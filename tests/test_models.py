@@ -185,3 +185,15 @@ def test_finetuned_checkpoint_with_its_own_class_count(tmp_path):
     lm = load_model("resnet18", weights=str(path))
     assert _same(lm.model, src)
     assert lm.model.fc.out_features == 10 and lm.categories[:2] == ["class 0", "class 1"]
+
+
+def test_googlenet_checkpoint_with_aux_heads_loads(tmp_path):
+    from torchvision.models import googlenet
+
+    torch.manual_seed(0)
+    src = googlenet(weights=None, aux_logits=True, init_weights=True)
+    path = tmp_path / "g.pth"
+    torch.save(src.state_dict(), path)
+    lm = load_model("googlenet", weights=str(path))
+    own = lm.model.state_dict()
+    assert all(torch.equal(own[k], src.state_dict()[k]) for k in own)

@@ -28,14 +28,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 # Each module registers its commands on `cli` when imported (none of them imports torch at import).
-from importlib import import_module as _import  # noqa: E402
-
-for _name in ("layers", "filters", "maps", "rf", "maximize"):
-    try:
-        _import(f".{_name}", __name__)
-    except ModuleNotFoundError as _exc:  # a command module not present in this build
-        if _exc.name != f"{__name__}.{_name}":
-            raise
+from . import filters, layers, maps, maximize, rf  # noqa: E402,F401
 
 __all__ = ["cli", "main"]
 

@@ -261,25 +261,14 @@ def _check_exists(path: str) -> None:
 
 
 def _iter_images(sources: list[str], target: Any, crop: bool, limit: int, lm: Any) -> Iterator[InputImage]:
-    from PIL import Image
-
     from ..io import image_label, load_image, preprocess
 
     seen: dict[str, int] = {}
     for s in sources:
         src: Any = click.get_binary_stream("stdin").read() if s == "-" else s
         img = load_image(src, max_pixels=limit)
-        if crop:
-            # torchvision's classifier transforms: Resize(resize_size) then CenterCrop(crop_size), scaled to S.
-            side = max(target, round(target * lm.resize_size / lm.crop_size))
-            w, h = img.size
-            tw, th = (max(1, round(w * side / h)), side) if h <= w else (side, max(1, round(h * side / w)))
-            img = img.resize((tw, th), Image.Resampling.BILINEAR, reducing_gap=None)
-            left, top = (tw - target) // 2, (th - target) // 2
-            img = img.crop((left, top, left + target, top + target))
-            x, disp = preprocess(img, size=(target, target), mean=lm.mean, std=lm.std)
-        else:
-            x, disp = preprocess(img, size=target, mean=lm.mean, std=lm.std)
+        x, disp = preprocess(img, size=target, crop=crop, resize_size=lm.resize_size, crop_size=lm.crop_size,
+                             mean=lm.mean, std=lm.std)
         label = image_label(src)
         n = seen.get(label, 0) + 1
         seen[label] = n

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from cnnviz.capture import has_hooks
 from cnnviz.errors import SelectionError, UsageError

@@ -26,6 +26,7 @@ from torch import nn
 
 from .errors import CnnvizError, UsageError
 from .layers import ConvLayer
+from .models import eval_mode
 
 Stage = Literal["conv", "act"]
 STAGES = ("conv", "act")
@@ -228,19 +229,16 @@ class Capture:
         self._calls.clear()
         self._out = {}
         self._seen = set()
-        was_training = self.model.training
-        self.model.eval()
         try:
-            if self.grad:  # also works when the caller sits inside inference_mode / no_grad
-                with torch.inference_mode(False), torch.enable_grad():
-                    self.model(x)
-            else:
-                with torch.inference_mode():
-                    self.model(x)
+            with eval_mode(self.model):
+                if self.grad:  # also works when the caller sits inside inference_mode / no_grad
+                    with torch.inference_mode(False), torch.enable_grad():
+                        self.model(x)
+                else:
+                    with torch.inference_mode():
+                        self.model(x)
         except _StopForward:
             pass
-        finally:
-            self.model.train(was_training)
         missing = [p for p in self.points if p not in self._seen]
         self._seen = set()
         if missing:

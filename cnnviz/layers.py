@@ -156,11 +156,8 @@ def output_shapes(model: nn.Module, layers: Sequence[ConvLayer], *, size: tuple[
     """Run the model once on a (1, 3, H, W) input and record each conv's output (C, H, W).
 
     Runs on the model's own device: a model built on 'meta' costs no compute."""
-    try:
-        param = next(model.parameters())
-        device = param.device
-    except StopIteration:
-        device = torch.device("cpu")
+    from .models import device_of, eval_mode
+
     seen: dict[int, tuple[int, int, int]] = {}
     by_id = {id(layer.module): layer.index for layer in layers}
 
@@ -170,18 +167,15 @@ def output_shapes(model: nn.Module, layers: Sequence[ConvLayer], *, size: tuple[
             seen[idx] = tuple(int(s) for s in out.shape[1:])  # type: ignore[assignment]
 
     handles = [layer.module.register_forward_hook(hook) for layer in layers if layer.module is not None]
-    was_training = model.training
     try:
-        model.eval()
-        with torch.inference_mode():
-            model(torch.zeros(1, input_channels(model), *size, device=device))
+        with eval_mode(model), torch.inference_mode():
+            model(torch.zeros(1, input_channels(model), *size, device=device_of(model)))
     except RuntimeError as exc:
         msg = str(exc).strip().splitlines()[0][:200]
         raise CnnvizError(f"input size {size[0]}x{size[1]} is not accepted by this model ({msg})") from None
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     return [seen.get(layer.index) for layer in layers]  # type: ignore[misc]
 
 

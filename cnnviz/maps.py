@@ -429,6 +429,7 @@ def stream_maps(
     import torch
 
     from .capture import Capture, hook_points
+    from .models import device_of
 
     points = hook_points(model, layers, stage)  # type: ignore[arg-type]
     by_point: dict[Any, list[ConvLayer]] = {}
@@ -441,10 +442,7 @@ def stream_maps(
         for layer in by_point[point]:
             on_layer(state["batch"], layer, arr)
 
-    try:
-        device = next(model.parameters()).device
-    except StopIteration:
-        device = torch.device("cpu")
+    device = device_of(model)
     with Capture(model, points, on_output=handle) as cap:
         for b, batch in enumerate(batches):
             state["batch"] = b

@@ -36,7 +36,7 @@ from torch import nn
 from .capture import Capture, Stage, hook_points
 from .errors import CnnvizError, SelectionError, UsageError
 from .layers import ConvLayer
-from .models import IMAGENET_MEAN, IMAGENET_STD
+from .models import IMAGENET_MEAN, IMAGENET_STD, device_of, eval_mode
 from .select import select_indices
 
 Objective = Literal["channel", "neuron", "class"]
@@ -277,16 +277,6 @@ def frozen(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(f)
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 class _Scorer:
     """Forward pass to the objective: hooks on the target layer (stopping the pass there) or the
     full model for class logits. Use as a context manager."""
@@ -302,7 +292,7 @@ class _Scorer:
         if self.points is not None:
             self.cap = self._stack.enter_context(Capture(self.model, self.points, grad=self.grad))
         else:
-            self._stack.enter_context(_eval_mode(self.model))
+            self._stack.enter_context(eval_mode(self.model))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -386,12 +376,6 @@ def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContex
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
 def maximize(
     model: nn.Module,
     *,
@@ -438,7 +422,7 @@ def maximize(
         raise UsageError(f"--size {hw[0]}x{hw[1]} out of range; use 8..4096 pixels per side")
     tf = (transforms or Transforms.none()).check()
     in_h, in_w, _ = model_size(hw, pad=tf.pad, min_size=min_model_size)
-    device = _device_of(model)
+    device = device_of(model)
     amp = _autocast(precision, device)
 
     total = steps * math.ceil(len(targets) / batch_size)
@@ -514,7 +498,7 @@ def evaluate(
     """(N,) float64 objective of ``images`` ((N, 3, H, W) tensor or (N, H, W, 3) array, [0, 1])
     with no random transform: each image upscaled by ``factor`` (default: to a smaller side of
     MIN_MODEL_SIZE, as during optimisation), normalised, one forward pass (stopped at ``layer``)."""
-    device = _device_of(model)
+    device = device_of(model)
     x = torch.as_tensor(np.asarray(images) if isinstance(images, np.ndarray) else images).float()
     if x.ndim == 4 and x.shape[-1] == 3 and x.shape[1] != 3:
         x = x.permute(0, 3, 1, 2)

@@ -263,10 +263,9 @@ class _Analysis:
 
     # each handler returns the node's value given the concrete output and the argument values
     def _run(self) -> None:
-        try:
-            device = next(self.model.parameters()).device
-        except StopIteration:
-            device = torch.device("cpu")
+        from .models import device_of
+
+        device = device_of(self.model)
         env: dict[Any, Any] = {}
         vals: dict[Any, Any] = {}
         nodes = list(self.graph.nodes)

@@ -122,15 +122,10 @@ def resolve_mode(shape: Sequence[int], mode: str = "auto", *, groups: int = 1) -
 
 
 def _as_indices(sel: Sequence[int] | str | Sequence[str] | None, count: int, what: str, hint: str) -> list[int] | None:
+    """Selector(s) or ints -> indices; None or an empty list = no selection (everything)."""
     if sel is None or (not isinstance(sel, str) and len(sel) == 0):
         return None
-    if isinstance(sel, str) or all(isinstance(s, str) for s in sel):
-        return select_indices(sel, count, what=what, hint=hint)  # type: ignore[arg-type]
-    out = [int(i) for i in sel]  # type: ignore[union-attr]
-    bad = [i for i in out if not -count <= i < count]
-    if bad:
-        raise UsageError(f"{what} index {bad[0]} out of range: there are {count} {what}s (0..{count - 1}){'; ' + hint if hint else ''}")
-    return list(dict.fromkeys(i % count for i in out))
+    return select_indices(sel, count, what=what, hint=hint)
 
 
 def _cap(items: list[int], cap: int | None, what: str, option: str, notes: list[str]) -> list[int]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from .errors import SelectionError, UsageError
+from .errors import UsageError
 from .render import (
     GAP_VALUE,
     GREY_INDEX,
@@ -94,24 +94,11 @@ def choose_channels(
 
 
 def resolve_channels(channels: str | Sequence[str] | Sequence[int] | None, count: int, *, layer_name: str = "") -> list[int]:
-    """Channel selector(s) or ints -> indices into ``count`` channels (first-seen order)."""
+    """Channel selector(s) or ints -> indices into ``count`` channels (first-seen order); None = all."""
     where = f"layer {layer_name} has {count} channels" if layer_name else f"there are {count} channels"
     if channels is None:
         return list(range(count))
-    if isinstance(channels, str):
-        channels = [channels]
-    items = list(channels)
-    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items):
-        out = []
-        for v in items:
-            if not -count <= int(v) < count:
-                raise SelectionError(f"channel {int(v)} out of range: {where}")
-            if int(v) % count not in out:
-                out.append(int(v) % count)
-        if not out:
-            raise SelectionError("no channels selected")
-        return out
-    return select_indices([str(v) for v in items], count, what="channel", hint=where)
+    return select_indices(channels, count, what="channel", hint=where)
 
 
 # ---------------------------------------------------------------- resampling

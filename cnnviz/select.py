@@ -24,6 +24,14 @@ _SLICE = re.compile(r"^([+-]?\d*):([+-]?\d*)(?::([+-]?\d*))?$")
 _GLOB_CHARS = set("*?[")
 
 
+def _np_integer_types() -> tuple[type, ...]:
+    """NumPy's integer types when NumPy is already imported (this module never imports it)."""
+    import sys
+
+    np = sys.modules.get("numpy")
+    return (np.integer,) if np is not None else ()
+
+
 def _split_terms(spec: str) -> list[str]:
     terms = [t.strip() for t in spec.split(",")]
     if not spec.strip() or any(t == "" for t in terms):
@@ -32,7 +40,7 @@ def _split_terms(spec: str) -> list[str]:
 
 
 def select_indices(
-    specs: str | Iterable[str],
+    specs: str | int | Iterable[str | int],
     count: int,
     *,
     what: str = "item",
@@ -45,8 +53,10 @@ def select_indices(
     names only indices, slices and ``all`` are accepted. ``hint`` is appended to error messages
     (e.g. "see 'cnnviz layers --model resnet50'"). Raises SelectionError.
     """
-    if isinstance(specs, str):
-        specs = [specs]
+    if isinstance(specs, (str, int)):
+        specs = [specs]  # type: ignore[list-item]
+    # Plain ints (from the Python API) are index terms of the same grammar.
+    specs = [str(int(s)) if isinstance(s, (int, _np_integer_types())) and not isinstance(s, bool) else s for s in specs]
     tail = f"; {hint}" if hint else ""
     whats = what + ("es" if what.endswith(("s", "sh", "ch", "x")) else "s")  # 'classes', not 'classs'
     valid = f"{count} {whats} (0..{count - 1}, or -{count}..-1)" if count else f"no {whats}"

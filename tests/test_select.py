@@ -63,3 +63,12 @@ def test_fuzz_selector_only_raises_our_error(spec, count):
     except CnnvizError:
         return
     assert out and all(0 <= i < count for i in out) and len(set(out)) == len(out)
+
+
+def test_python_ints_are_index_terms():
+    import numpy as np
+
+    assert select_indices([3, -1, np.int64(0)], 5, what="channel") == [3, 4, 0]
+    assert select_indices(2, 5) == [2]
+    with pytest.raises(SelectionError, match="channel index 9 out of range"):
+        select_indices([9], 5, what="channel")

@@ -285,39 +285,32 @@ def _indices(values: np.ndarray, norm: str, lo: float, hi: float, filters: Seque
     return levels(x if channels is None else x[:, list(channels)])
 
 
+def _colormapped(weight: np.ndarray, mode: str, norm: str, cmap: str, filters: Sequence[int] | None,
+                 channels: Sequence[int] | None = None) -> np.ndarray:
+    """The displayed values of ``mode``, scaled over the whole layer (``norm``) and colormapped
+    exactly as the PNG is: the shared body of mean_tiles, channel_tiles and heatmap."""
+    v = displayed_values(_check_weight(weight), mode)
+    return palette(cmap)[_indices(v, norm, *value_range(v, norm), filters, channels)]
+
+
 def mean_tiles(weight: np.ndarray, *, norm: str = "layer", cmap: str = DEFAULT_CMAP, filters: Sequence[int] | None = None) -> np.ndarray:
     """(out, in, kh, kw) weight -> (N, kh, kw, 3) uint8: each filter's mean over its input channels,
     scaled over the whole layer's means (``norm``) and colormapped (exactly the PNG's colours)."""
-    m = displayed_values(_check_weight(weight), "mean")
-    return palette(cmap)[_indices(m, norm, *value_range(m, norm), filters)]
+    return _colormapped(weight, "mean", norm, cmap, filters)
 
 
-def channel_tiles(
-    weight: np.ndarray,
-    *,
-    norm: str = "layer",
-    cmap: str = DEFAULT_CMAP,
-    filters: Sequence[int] | None = None,
-    channels: Sequence[int] | None = None,
-) -> np.ndarray:
+def channel_tiles(weight: np.ndarray, *, norm: str = "layer", cmap: str = DEFAULT_CMAP,
+                  filters: Sequence[int] | None = None, channels: Sequence[int] | None = None) -> np.ndarray:
     """(out, in, kh, kw) weight -> (F, C, kh, kw, 3) uint8, one colormapped tile per (filter,
     channel); 'filter' norm scales each filter over all its input channels (not only those drawn)."""
-    w = displayed_values(_check_weight(weight), "channels")
-    return palette(cmap)[_indices(w, norm, *value_range(w, norm), filters, channels)]
+    return _colormapped(weight, "channels", norm, cmap, filters, channels)
 
 
-def heatmap(
-    weight: np.ndarray,
-    *,
-    norm: str = "layer",
-    cmap: str = DEFAULT_CMAP,
-    filters: Sequence[int] | None = None,
-    channels: Sequence[int] | None = None,
-) -> np.ndarray:
+def heatmap(weight: np.ndarray, *, norm: str = "layer", cmap: str = DEFAULT_CMAP,
+            filters: Sequence[int] | None = None, channels: Sequence[int] | None = None) -> np.ndarray:
     """(out, in, kh, kw) weight -> (F, C, 3) uint8: the (out, in) matrix of a 1x1 conv (for larger
     kernels, the kernel mean), one pixel per weight, rows = filters, columns = input channels."""
-    m = displayed_values(_check_weight(weight), "heatmap")
-    return palette(cmap)[_indices(m, norm, *value_range(m, norm), filters, channels)]
+    return _colormapped(weight, "heatmap", norm, cmap, filters, channels)
 
 
 # ------------------------------------------------------------------ pages

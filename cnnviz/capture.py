@@ -26,7 +26,7 @@ from torch import nn
 
 from .errors import CnnvizError, UsageError
 from .layers import ConvLayer
-from .models import eval_mode
+from .util import eval_mode, first_line, layer_names
 
 Stage = Literal["conv", "act"]
 STAGES = ("conv", "act")
@@ -84,8 +84,9 @@ def _act_plan(model: nn.Module) -> dict[str, HookPoint | str]:
     try:
         graph = torch.fx.Tracer().trace(model)
     except Exception as exc:  # data-dependent control flow etc.
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-        raise CnnvizError(f"--stage act needs a torch.fx trace of the model, which failed ({first}); use --stage conv") from None
+        raise CnnvizError(
+            f"--stage act needs a torch.fx trace of the model, which failed ({first_line(exc, 120)}); use --stage conv"
+        ) from None
     modules = dict(model.named_modules())
     nodes = list(graph.nodes)
     calls: dict[Any, int] = {}
@@ -134,7 +135,7 @@ def hook_points(model: nn.Module, layers: Sequence[ConvLayer | str], stage: Stag
     """The HookPoint to read for each layer at ``stage`` (same order as ``layers``)."""
     if stage not in STAGES:
         raise UsageError(f"unknown stage {stage!r}; choose 'conv' or 'act'")
-    names = [layer.name if isinstance(layer, ConvLayer) else str(layer) for layer in layers]
+    names = layer_names(layers)
     if stage == "conv":
         return [HookPoint(n, 0) for n in names]
     plan = _act_plan(model)
@@ -259,7 +260,7 @@ def capture(
 
     Hooks only the requested layers and stops the forward pass after the last of them.
     """
-    names = [layer.name if isinstance(layer, ConvLayer) else str(layer) for layer in layers]
+    names = layer_names(layers)
     points = hook_points(model, names, stage)
     with Capture(model, points) as cap:
         out = cap.run(x)

@@ -1,4 +1,6 @@
-"""The conv-layer catalog: every ``nn.Conv2d`` in ``named_modules()`` order, with aliases and shapes.
+"""The conv-layer catalog's data: every ``nn.Conv2d`` in ``named_modules()`` order as a ConvLayer
+record, with aliases, output shapes and the ``--layer`` selectors. The receptive-field columns are
+filled by ``cnnviz.rf.catalog`` (rf sits above this module: it reads the records, never the reverse).
 
 Index 0 is the first Conv2d ``named_modules()`` yields. Aliases follow Keras' application names
 where they map one to one: VGG ``block3_conv2``, ResNet ``conv4_block2_1_conv`` (``_0_conv`` for a
@@ -16,6 +18,7 @@ from torch import nn
 
 from .errors import CnnvizError
 from .select import select_indices
+from .util import device_of, eval_mode, first_line, input_channels, pair
 
 
 @dataclass
@@ -34,7 +37,7 @@ class ConvLayer:
     groups: int
     params: int
     output_shape: tuple[int, int, int] | None = None
-    # Receptive field (cnnviz.rf): an int when both axes agree, else [h, w]; None when it cannot
+    # Receptive field (filled by cnnviz.rf.catalog): an int when both axes agree, else [h, w]; None when it cannot
     # be computed. center0 is a float only when not integral (e.g. 0.5 after a 2x2 pool).
     receptive_field: int | list[int] | None = None
     jump: int | list[int] | None = None
@@ -63,9 +66,7 @@ def _without_module(layer: ConvLayer) -> ConvLayer:
 
 
 def _pair(v: Any) -> tuple[int, int] | str:
-    if isinstance(v, str):
-        return v
-    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
+    return v if isinstance(v, str) else pair(v)  # padding may be 'same' / 'valid'
 
 
 def _vgg_aliases(model: nn.Module) -> dict[str, str]:
@@ -128,36 +129,10 @@ def conv_layers(model: nn.Module) -> list[ConvLayer]:
     ]
 
 
-def parse_size(size: str | int | Sequence[int]) -> tuple[int, int]:
-    """'224' -> (224, 224); '224x320' -> (224, 320) as (height, width)."""
-    from .errors import UsageError
-
-    if isinstance(size, int):
-        hw = (size, size)
-    elif isinstance(size, str):
-        m = re.fullmatch(r"\s*(\d+)\s*(?:[xX,]\s*(\d+))?\s*", size)
-        if not m:
-            raise UsageError(f"malformed size {size!r}; use e.g. 224 or 224x320 (height x width)")
-        hw = (int(m.group(1)), int(m.group(2) or m.group(1)))
-    else:
-        hw = (int(size[0]), int(size[1]))
-    if min(hw) < 1 or max(hw) > 8192:
-        raise UsageError(f"size {hw[0]}x{hw[1]} out of range; use 1..8192 pixels per side")
-    return hw
-
-
-def input_channels(model: nn.Module) -> int:
-    """Channels the model's input has: the first Conv2d's in_channels (3 for RGB classifiers)."""
-    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    return int(first.in_channels) if first is not None else 3
-
-
 def output_shapes(model: nn.Module, layers: Sequence[ConvLayer], *, size: tuple[int, int]) -> list[tuple[int, int, int]]:
     """Run the model once on a (1, 3, H, W) input and record each conv's output (C, H, W).
 
     Runs on the model's own device: a model built on 'meta' costs no compute."""
-    from .models import device_of, eval_mode
-
     seen: dict[int, tuple[int, int, int]] = {}
     by_id = {id(layer.module): layer.index for layer in layers}
 
@@ -171,35 +146,11 @@ def output_shapes(model: nn.Module, layers: Sequence[ConvLayer], *, size: tuple[
         with eval_mode(model), torch.inference_mode():
             model(torch.zeros(1, input_channels(model), *size, device=device_of(model)))
     except RuntimeError as exc:
-        msg = str(exc).strip().splitlines()[0][:200]
-        raise CnnvizError(f"input size {size[0]}x{size[1]} is not accepted by this model ({msg})") from None
+        raise CnnvizError(f"input size {size[0]}x{size[1]} is not accepted by this model ({first_line(exc, 200)})") from None
     finally:
         for h in handles:
             h.remove()
     return [seen.get(layer.index) for layer in layers]  # type: ignore[misc]
-
-
-def catalog(model: nn.Module, *, size: str | int | Sequence[int] = 224, ignore_gates: bool = False) -> list[ConvLayer]:
-    """Conv layers with ``output_shape`` and the receptive field (``receptive_field``, ``jump``,
-    ``center0``; see cnnviz.rf) filled in for an input of ``size`` (see parse_size). Layers whose
-    field cannot be computed keep None there (cnnviz.rf.layer_fields says why; ``ignore_gates``
-    as there)."""
-    from .rf import RFError, layer_fields
-
-    hw = parse_size(size)
-    layers = conv_layers(model)
-    for layer, shape in zip(layers, output_shapes(model, layers, size=hw)):
-        layer.output_shape = shape
-    try:
-        fields = layer_fields(model, size=hw, ignore_gates=ignore_gates)
-    except RFError:
-        fields = {}
-    for layer in layers:
-        f = fields.get(layer.name)
-        if f is not None and not isinstance(f, str):
-            d = f.as_dict()
-            layer.receptive_field, layer.jump, layer.center0 = d["receptive_field"], d["jump"], d["center0"]
-    return layers
 
 
 def select_layers(layers: Sequence[ConvLayer], specs: str | Iterable[str], *, model_name: str = "") -> list[ConvLayer]:

@@ -416,7 +416,7 @@ def stream_maps(
     import torch
 
     from .capture import Capture, hook_points
-    from .models import device_of
+    from .util import device_of
 
     points = hook_points(model, layers, stage)  # type: ignore[arg-type]
     by_point: dict[Any, list[ConvLayer]] = {}

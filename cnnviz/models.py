@@ -46,24 +46,6 @@ class LoadedModel:
         return self.weights.lower() != "none"
 
 
-def device_of(model: nn.Module) -> torch.device:
-    """The device of the model's parameters ('cpu' for a model without any)."""
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """``model.eval()`` inside the block; the previous train/eval mode restored afterwards, also on error."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def list_models() -> list[str]:
     """Names of torchvision's image classification models, sorted."""
     return sorted(tvm.list_models(module=tvm))

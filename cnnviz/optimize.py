@@ -36,8 +36,9 @@ from torch import nn
 from .capture import Capture, Stage, hook_points
 from .errors import CnnvizError, SelectionError, UsageError
 from .layers import ConvLayer
-from .models import IMAGENET_MEAN, IMAGENET_STD, device_of, eval_mode
+from .models import IMAGENET_MEAN, IMAGENET_STD
 from .select import select_indices
+from .util import device_of, eval_mode
 
 Objective = Literal["channel", "neuron", "class"]
 Param = Literal["fft", "pixel"]

@@ -39,15 +39,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .errors import ModelError
+from .layers import ConvLayer, conv_layers, output_shapes
+from .util import device_of, first_line, input_channels, layer_names, pair, parse_size
 
-__all__ = ["Field", "Step", "RFError", "layer_fields", "receptive_fields", "trace_fields", "fmt_value", "peak_units",
-           "effective_fields", "mass_square"]
+__all__ = ["Field", "Step", "RFError", "catalog", "layer_fields", "receptive_fields", "trace_fields", "fmt_value"]
 
 
 class RFError(ModelError):
@@ -163,22 +163,16 @@ def _spatial_args(args: Sequence[Any]) -> list[Any]:
     return [a for a in args if isinstance(a, (_Spatial, _Unknown))]
 
 
-def _pair_of(v: Any) -> tuple[int, int]:
-    if isinstance(v, (tuple, list)):
-        return (int(v[0]), int(v[-1])) if len(v) else (1, 1)
-    return (int(v), int(v))
-
-
 def _window(src: _Spatial, out_shape: Sequence[int], kernel: Any, stride: Any, padding: Any, dilation: Any) -> _Spatial:
-    k, d = _pair_of(kernel), _pair_of(dilation)
-    s = _pair_of(stride if stride not in (None, ()) else kernel)
+    k, d = pair(kernel), pair(dilation)
+    s = pair(stride if stride not in (None, ()) else kernel)
     if isinstance(padding, str):
         if padding == "valid":
             p = (0, 0)
         else:  # 'same': PyTorch pads d*(k-1) in total, the smaller half first
             p = tuple(d[a] * (k[a] - 1) // 2 for a in range(2))  # type: ignore[assignment]
     else:
-        p = _pair_of(padding)
+        p = pair(padding)
     f = src.field
     lo = tuple(f.lo[a] - p[a] * f.jump[a] for a in range(2))
     hi = tuple(f.hi[a] + ((k[a] - 1) * d[a] - p[a]) * f.jump[a] for a in range(2))
@@ -253,8 +247,7 @@ class _Analysis:
         try:
             graph = torch.fx.Tracer().trace(model)
         except Exception as exc:  # data-dependent control flow, unsupported Python
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-            raise RFError(f"cannot analyse receptive fields: torch.fx cannot trace the model ({first})") from None
+            raise RFError(f"cannot analyse receptive fields: torch.fx cannot trace the model ({first_line(exc, 120)})") from None
         self.graph = graph
         self.modules = dict(model.named_modules())
         self.steps: list[Step] = []
@@ -263,8 +256,6 @@ class _Analysis:
 
     # each handler returns the node's value given the concrete output and the argument values
     def _run(self) -> None:
-        from .models import device_of
-
         device = device_of(self.model)
         env: dict[Any, Any] = {}
         vals: dict[Any, Any] = {}
@@ -286,8 +277,6 @@ class _Analysis:
                     vkwargs = torch.fx.node.map_arg(node.kwargs, lambda n: vals[n])
                     if node.op == "placeholder" and not seen_input:
                         seen_input = True
-                        from .layers import input_channels
-
                         out = torch.zeros(1, input_channels(self.model), *self.size, device=device)
                         val: Any = _Spatial((2, 3), 4, Field((0, 0), (0, 0), (1, 1), self.size))
                         self.steps.append(Step("input", "input", val.field))
@@ -318,12 +307,10 @@ class _Analysis:
         except RFError:
             raise
         except RuntimeError as exc:
-            msg = (str(exc).strip().splitlines() or [""])[0][:160]
-            raise RFError(f"input size {self.size[0]}x{self.size[1]} is not accepted by this model ({msg})") from None
+            raise RFError(f"input size {self.size[0]}x{self.size[1]} is not accepted by this model ({first_line(exc)})") from None
         except Exception as exc:  # noqa: BLE001 - any failure of an exotic module: one line, no wrong numbers
-            msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
             where = getattr(node, "name", "?")
-            raise RFError(f"cannot analyse receptive fields: running the traced graph failed at node {where} ({msg})") from None
+            raise RFError(f"cannot analyse receptive fields: running the traced graph failed at node {where} ({first_line(exc)})") from None
         finally:
             self.model.train(was_training)
 
@@ -564,12 +551,6 @@ def _analysis(model: nn.Module, size: tuple[int, int], ignore_gates: bool = Fals
     return per[key]
 
 
-def _size(size: Any) -> tuple[int, int]:
-    from .layers import parse_size
-
-    return parse_size(size)
-
-
 def layer_fields(
     model: nn.Module, *, size: str | int | Sequence[int] = 224, ignore_gates: bool = False
 ) -> dict[str, Field | str]:
@@ -577,7 +558,7 @@ def layer_fields(
     for an input of ``size`` (224, '224x320' or (H, W)). Raises RFError only if the model cannot be
     traced or run at all. ``ignore_gates``: treat squeeze-and-excitation gates as per-channel scales
     and report the conv path's local field (in theory every unit after a gate sees the whole input)."""
-    return dict(_analysis(model, _size(size), ignore_gates).convs)
+    return dict(_analysis(model, parse_size(size), ignore_gates).convs)
 
 
 def receptive_fields(
@@ -590,7 +571,7 @@ def receptive_fields(
     """{conv name: Field} for ``layers`` (ConvLayers or names; default every conv). Raises RFError
     naming the first layer whose field cannot be computed, with the reason."""
     fields = layer_fields(model, size=size, ignore_gates=ignore_gates)
-    names = [getattr(layer, "name", layer) for layer in layers] if layers is not None else list(fields)
+    names = layer_names(layers) if layers is not None else list(fields)
     out = {}
     for n in names:
         f = fields.get(n, f"{n} does not run in the forward pass")
@@ -603,72 +584,25 @@ def receptive_fields(
 def trace_fields(model: nn.Module, *, size: str | int | Sequence[int] = 224, ignore_gates: bool = False) -> list[Step]:
     """Every node with spatial output in execution order (input, convs, pools, merges, adaptive
     pools), with its field or the reason it has none."""
-    return list(_analysis(model, _size(size), ignore_gates).steps)
+    return list(_analysis(model, parse_size(size), ignore_gates).steps)
 
 
-# ---------------------------------------------------------------- empirical: peaks and effective fields
-
-
-def peak_units(model: nn.Module, x: torch.Tensor, layers: Sequence[Any], channels: Sequence[Sequence[int]]) -> list[list[tuple[tuple[int, int], float]]]:
-    """For each layer (ConvLayer or name) and each of its ``channels``: the unit (i, j) where that
-    channel's conv output peaks for the single image ``x`` (1, 3, H, W), with the peak value.
-    One forward pass, hooks only on ``layers``, stopped after the last of them."""
-    from .capture import capture
-
-    names = [getattr(layer, "name", layer) for layer in layers]
-    maps = capture(model, x, names)
-    out = []
-    for n, chans in zip(names, channels):
-        m = maps[n][0]
-        row = []
-        for c in chans:
-            flat = int(torch.argmax(m[c]))
-            w = m.shape[-1]
-            row.append(((flat // w, flat % w), float(m[c].flatten()[flat])))
-        out.append(row)
-    return out
-
-
-def effective_fields(
-    model: nn.Module,
-    x: torch.Tensor,
-    targets: Sequence[tuple[Any, tuple[int, int], int | None]],
-) -> list[np.ndarray]:
-    """Empirical (effective) receptive fields: for each (layer, unit (i, j), channel or None) the
-    mean over the batch ``x`` (N, 3, H, W) of |d output / d input|, summed over RGB, as (H, W)
-    float32 >= 0. The output is the conv output at ``unit``: one channel, or the sum over all
-    channels when None. One forward pass with grad for every target layer (stopped after the last),
-    one backward per target; the model's parameters are left untouched."""
-    from .capture import Capture, hook_points
-
-    names = [getattr(t[0], "name", t[0]) for t in targets]
-    points = hook_points(model, list(dict.fromkeys(names)), "conv")
-    by_name = dict(zip(dict.fromkeys(names), points))
-    xg = x.detach().clone().requires_grad_(True)
-    with Capture(model, points, grad=True) as cap:
-        outs = cap.run(xg)
-    result = []
-    for k, (name, (i, j), channel) in enumerate(zip(names, [t[1] for t in targets], [t[2] for t in targets])):
-        o = outs[by_name[name]]
-        sel = o[:, :, i, j] if channel is None else o[:, channel, i, j]
-        (g,) = torch.autograd.grad(sel.sum(), xg, retain_graph=k < len(targets) - 1)
-        result.append(g.abs().sum(1).mean(0).detach().cpu().numpy().astype(np.float32))
-    return result
-
-
-def mass_square(grad: np.ndarray, center: tuple[float, float], *, mass: float = 0.95) -> int:
-    """Side (px) of the smallest square centred at ``center`` (y, x) that holds ``mass`` of the
-    non-negative (H, W) map ``grad`` (the effective receptive field's size); 0 for an all-zero map."""
-    g = np.asarray(grad, dtype=np.float64)
-    total = g.sum()
-    if total <= 0:
-        return 0
-    h, w = g.shape
-    ys, xs = np.arange(h)[:, None], np.arange(w)[None, :]
-    # Chebyshev distance of each pixel centre to the centre: a square of side s holds distance <= (s-1)/2
-    d = np.maximum(np.abs(ys - center[0]), np.abs(xs - center[1]))
-    order = np.argsort(d, axis=None, kind="stable")
-    cum = np.cumsum(g.ravel()[order])
-    k = int(np.searchsorted(cum, mass * total))
-    r = d.ravel()[order][min(k, cum.size - 1)]
-    return int(round(2 * r + 1))
+def catalog(model: nn.Module, *, size: str | int | Sequence[int] = 224, ignore_gates: bool = False) -> list[ConvLayer]:
+    """The conv layers (cnnviz.layers.conv_layers) with ``output_shape`` and the receptive field
+    (``receptive_field``, ``jump``, ``center0``) filled in for an input of ``size`` (see
+    cnnviz.util.parse_size). Layers whose field cannot be computed keep None there
+    (:func:`layer_fields` says why; ``ignore_gates`` as there)."""
+    hw = parse_size(size)
+    layers = conv_layers(model)
+    for layer, shape in zip(layers, output_shapes(model, layers, size=hw)):
+        layer.output_shape = shape
+    try:
+        fields = layer_fields(model, size=hw, ignore_gates=ignore_gates)
+    except RFError:
+        fields = {}
+    for layer in layers:
+        f = fields.get(layer.name)
+        if f is not None and not isinstance(f, str):
+            d = f.as_dict()
+            layer.receptive_field, layer.jump, layer.center0 = d["receptive_field"], d["jump"], d["center0"]
+    return layers

@@ -7,8 +7,10 @@ from torch import nn
 from torchvision import models as tvm
 
 from cnnviz.errors import SelectionError, UsageError
-from cnnviz.layers import catalog, conv_layers, parse_size, select_layers
+from cnnviz.layers import conv_layers, select_layers
 from cnnviz.models import build_meta_model, build_model
+from cnnviz.rf import catalog
+from cnnviz.util import parse_size
 
 
 @pytest.fixture(scope="module")

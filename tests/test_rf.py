@@ -9,9 +9,8 @@ import torch
 from torch import nn
 
 from cnnviz.errors import ModelError
-from cnnviz.layers import catalog
 from cnnviz.models import build_meta_model, build_model
-from cnnviz.rf import Field, RFError, layer_fields, receptive_fields, trace_fields
+from cnnviz.rf import Field, RFError, catalog, layer_fields, receptive_fields, trace_fields
 
 VGG16_PUBLISHED = {  # alias: (receptive field, jump) at 224, from the published tables
     "block1_conv1": (3, 1), "block1_conv2": (5, 1), "block2_conv1": (10, 2), "block3_conv1": (24, 4),
@@ -377,7 +376,7 @@ def test_rf_effective_noise_and_library(cli, tmp_path):
 
 
 def test_effective_fields_equal_plain_autograd():
-    from cnnviz.rf import effective_fields, mass_square
+    from cnnviz.fields import effective_fields, mass_square
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(4, 5, 3, stride=2)).eval()

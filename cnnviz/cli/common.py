@@ -192,7 +192,7 @@ class InputImage:
 def parse_image_size(size: str | int | None, default: int) -> int | tuple[int, int]:
     """--size: None -> ``default``; '300' -> 300 (shorter side); '224x320' -> (224, 320) exact (H, W)."""
     from ..errors import UsageError
-    from ..layers import parse_size
+    from ..util import parse_size
 
     if size is None:
         return int(default)

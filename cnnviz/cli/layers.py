@@ -82,7 +82,8 @@ def layers(model: str, size: str, fmt: str, ignore_gates: bool) -> None:
       cnnviz layers --model vgg16 --size 224x320 --format tsv | cut -f2,12
       cnnviz layers --model resnet50 --format json | jq '.[10]'
     """
-    from ..layers import catalog, parse_size
+    from ..rf import catalog
+    from ..util import parse_size
     from ..models import build_meta_model
 
     hw = parse_size(size)

@@ -73,9 +73,10 @@ def maximize(model: str, weights: str, seed: int, layer: tuple[str, ...], channe
     check_stream(output, as_json=as_json)
     from ..errors import UsageError
     from ..io import ensure_dir
-    from ..layers import conv_layers, parse_size, select_layers
+    from ..layers import conv_layers, select_layers
     from ..optimize import DEFAULT_LR, DEFAULT_STEPS, Transforms, resolve_classes, resolve_device
     from ..select import select_indices
+    from ..util import parse_size
     from .common import load
 
     if classes and (layer or channels):

@@ -107,7 +107,7 @@ def _profile(names: list[str], size: str | None, output: str, as_json: bool, ign
     import math
 
     from ..io import output_name, save_png
-    from ..layers import catalog
+    from ..rf import catalog
     from ..models import build_meta_model
     from ..rf import RFError
     from ..rfdraw import ProfileSeries, profile_figure
@@ -248,7 +248,7 @@ class RFRun:
         import torch
 
         from ..io import output_name, save_png
-        from ..rf import peak_units
+        from ..fields import peak_units
         from ..rfdraw import box_colors, draw_boxes, legend_rows
 
         hw = im.display.shape[:2]
@@ -308,7 +308,7 @@ class RFRun:
 
         from ..io import output_name, save_png
         from ..render import draw_text, pad, tile_grid
-        from ..rf import effective_fields, mass_square
+        from ..fields import effective_fields, mass_square
         from ..rfdraw import box_colors, heat_panel, margin_for
 
         hw = tuple(int(v) for v in xs.shape[-2:])

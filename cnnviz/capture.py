@@ -5,38 +5,31 @@ Two stages per conv layer:
 * ``conv``: exactly the Conv2d's output, cloned in the hook (VGG's ``ReLU(inplace=True)`` would
   otherwise overwrite it before anyone reads it);
 * ``act``: what the network passes on after the activation that follows the conv in the forward
-  pass, found on the model's torch.fx graph by walking from the conv through normalisation,
-  residual adds and dropout to the first activation: ``relu(conv)`` in VGG, ``relu(bn(conv))`` for
-  a ResNet block's conv1/conv2, the block output (after add and ReLU) for conv3 and downsample.0.
+  pass, found on the model's torch.fx graph (cnnviz.graph, whose op table says what is an
+  activation) by walking from the conv through normalisation, residual adds, dropout and
+  identities to the first activation: ``relu(conv)`` in VGG, ``relu(bn(conv))`` for a ResNet
+  block's conv1/conv2, the block output (after add and ReLU) for conv3 and downsample.0.
 
 The forward pass is cut short (a private exception) once every requested output has been seen, so
 later layers are never computed.
 """
 from __future__ import annotations
 
-import operator
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .errors import CnnvizError, UsageError
+from .graph import PASS_KINDS, Kind, TraceError, Traced, trace
 from .layers import ConvLayer
-from .util import eval_mode, first_line, layer_names
+from .util import eval_mode, layer_names
 
 Stage = Literal["conv", "act"]
 STAGES = ("conv", "act")
-
-_ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Mish, nn.PReLU, nn.CELU, nn.SELU)
-_ACT_FUNCS = {F.relu, F.relu_, torch.relu, torch.relu_, F.relu6, F.silu, F.gelu, F.hardswish, F.leaky_relu, F.elu, F.mish}
-_ACT_METHODS = {"relu", "relu_"}
-_PASS_MODULES = (nn.BatchNorm2d, nn.GroupNorm, nn.Identity, nn.Dropout, nn.Dropout2d, nn.InstanceNorm2d, nn.LayerNorm)
-_PASS_FUNCS = {operator.add, operator.iadd, torch.add, F.batch_norm, F.dropout}
-_PASS_METHODS = {"add", "add_"}
 
 
 class _StopForward(Exception):
@@ -52,52 +45,20 @@ class HookPoint:
     call: int = 0
 
 
-def _node_act(node: Any, modules: dict[str, nn.Module]) -> bool:
-    if node.op == "call_module":
-        return isinstance(modules.get(node.target), _ACT_MODULES)
-    if node.op == "call_function":
-        return node.target in _ACT_FUNCS
-    if node.op == "call_method":
-        return node.target in _ACT_METHODS
-    return False
-
-
-def _node_pass(node: Any, modules: dict[str, nn.Module]) -> bool:
-    if node.op == "call_module":
-        return isinstance(modules.get(node.target), _PASS_MODULES)
-    if node.op == "call_function":
-        return node.target in _PASS_FUNCS
-    if node.op == "call_method":
-        return node.target in _PASS_METHODS
-    return False
-
-
-_ACT_PLANS: "weakref.WeakKeyDictionary[nn.Module, dict[str, HookPoint | str]]" = weakref.WeakKeyDictionary()
+_ACT_PLANS: "weakref.WeakKeyDictionary[Traced, dict[str, HookPoint | str]]" = weakref.WeakKeyDictionary()
 
 
 def _act_plan(model: nn.Module) -> dict[str, HookPoint | str]:
     """conv name -> HookPoint of its activation, or a string saying why there is none."""
-    if model in _ACT_PLANS:
-        return _ACT_PLANS[model]
-    import torch.fx
-
     try:
-        graph = torch.fx.Tracer().trace(model)
-    except Exception as exc:  # data-dependent control flow etc.
-        raise CnnvizError(
-            f"--stage act needs a torch.fx trace of the model, which failed ({first_line(exc, 120)}); use --stage conv"
-        ) from None
-    modules = dict(model.named_modules())
-    nodes = list(graph.nodes)
-    calls: dict[Any, int] = {}
-    counter: dict[str, int] = {}
-    for n in nodes:
-        if n.op == "call_module":
-            calls[n] = counter.get(n.target, 0)
-            counter[n.target] = calls[n] + 1
+        traced = trace(model)
+    except TraceError as exc:
+        raise CnnvizError(f"--stage act is not available: {exc}; use --stage conv") from None
+    if traced in _ACT_PLANS:
+        return _ACT_PLANS[traced]
     plan: dict[str, HookPoint | str] = {}
-    for n in nodes:
-        if n.op != "call_module" or not isinstance(modules.get(n.target), nn.Conv2d) or n.target in plan:
+    for n in traced.nodes:
+        if traced.kinds[n] is not Kind.CONV or n.target in plan:
             continue
         cur, found = n, None
         for _ in range(16):
@@ -105,16 +66,16 @@ def _act_plan(model: nn.Module) -> dict[str, HookPoint | str]:
             if len(users) != 1:
                 break
             user = users[0]
-            if _node_act(user, modules):
+            if traced.kinds[user] is Kind.ACTIVATION:
                 found = user
                 break
-            if not _node_pass(user, modules):
+            if traced.kinds[user] not in PASS_KINDS:
                 break
             cur = user
         if found is None:
             plan[n.target] = f"no activation directly follows {n.target}"
         elif found.op == "call_module":
-            plan[n.target] = HookPoint(found.target, calls[found])
+            plan[n.target] = HookPoint(found.target, traced.call_index[found])
         else:
             # A functional activation (F.relu in a block's forward): readable as that block's output
             # when it is the block's last operation.
@@ -123,11 +84,11 @@ def _act_plan(model: nn.Module) -> dict[str, HookPoint | str]:
             last = owner is not None and all(
                 owner not in list((u.meta.get("nn_module_stack") or {}).keys()) for u in found.users
             )
-            if owner and last and counter.get(owner, 0) == 0:
+            if owner and last and traced.calls.get(owner, 0) == 0:
                 plan[n.target] = HookPoint(owner, 0)
             else:
                 plan[n.target] = f"the activation after {n.target} is a function call that cannot be hooked"
-    _ACT_PLANS[model] = plan
+    _ACT_PLANS[traced] = plan
     return plan
 
 

@@ -8,8 +8,9 @@ distance between neighbouring units. Unit ``i`` then sees ``[lo + i*jump, hi + i
 * receptive field ``rf = hi - lo + 1`` (the theoretical field, dilation included),
 * ``center0 = (lo + hi) / 2`` (a half-integer after even kernels/strides, e.g. VGG's 2x2 pools).
 
-The graph is run once on a zero input (on the model's device: a 'meta' model costs nothing) so
-every node's real output shape is known, and fields are propagated node by node:
+The graph (traced by cnnviz.graph, whose op table classifies every node) is run once on a zero
+input (on the model's device: a 'meta' model costs nothing) so every node's real output shape is
+known, and fields are propagated node by node, one small function per op kind (``_PROPAGATE``):
 
 * Conv2d / max / avg pooling (module or function; padding, dilation, ``padding='same'``):
   ``lo -= pad*jump``, ``hi += ((k-1)*dil - pad)*jump``, ``jump *= stride``;
@@ -33,9 +34,8 @@ Nothing is raised while propagating: a node that cannot be analysed carries the 
 from __future__ import annotations
 
 import math
-import operator
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +44,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ModelError
+from .graph import Kind, TraceError, trace
 from .layers import ConvLayer, conv_layers, output_shapes
-from .util import device_of, first_line, input_channels, layer_names, pair, parse_size
+from .util import device_of, eval_mode, first_line, input_channels, layer_names, pair, parse_size
 
 __all__ = ["Field", "Step", "RFError", "catalog", "layer_fields", "receptive_fields", "trace_fields", "fmt_value"]
 
@@ -139,26 +140,6 @@ class _Const:
 
 _CONST = _Const()
 
-_POINTWISE_MODULES: tuple[type, ...] = (
-    nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.LeakyReLU, nn.ELU,
-    nn.Mish, nn.PReLU, nn.CELU, nn.SELU, nn.Softplus, nn.Identity, nn.Dropout, nn.Dropout2d, nn.AlphaDropout,
-    nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d, nn.LayerNorm, nn.LocalResponseNorm,
-)
-_POINTWISE_FUNCS = {
-    F.relu, F.relu_, torch.relu, torch.relu_, F.relu6, F.silu, F.gelu, F.hardswish, F.hardsigmoid, F.leaky_relu,
-    F.elu, F.mish, F.sigmoid, torch.sigmoid, torch.tanh, F.dropout, F.dropout2d, F.layer_norm, F.batch_norm,
-    F.group_norm, F.local_response_norm, torch.clamp, torch.exp, torch.abs, torch.neg, operator.neg,
-}
-_MERGE_FUNCS = {operator.add, operator.iadd, operator.mul, operator.imul, operator.sub, operator.truediv,
-                torch.add, torch.mul, torch.sub, torch.div}
-_POINTWISE_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "clamp", "clamp_", "contiguous", "clone",
-                      "float", "half", "to", "type_as", "detach", "neg", "abs", "exp", "add", "add_", "mul", "mul_",
-                      "sub", "sub_", "div", "div_"}
-_POOL_FUNCS = {F.max_pool2d, F.avg_pool2d, torch.max_pool2d, torch._C._nn.avg_pool2d}
-_ADAPTIVE_FUNCS = {F.adaptive_avg_pool2d, F.adaptive_max_pool2d, torch._C._nn.adaptive_avg_pool2d}
-_RESHAPE_METHODS = {"view", "reshape", "flatten", "unflatten"}
-
-
 def _spatial_args(args: Sequence[Any]) -> list[Any]:
     return [a for a in args if isinstance(a, (_Spatial, _Unknown))]
 
@@ -232,49 +213,236 @@ def _merge(vals: Sequence[Any], out_shape: Sequence[int], where: str, *, ignore_
     return _Spatial(dims, nd, fa)  # type: ignore[arg-type]
 
 
-# ---------------------------------------------------------------- the propagation
+# ---------------------------------------------------------------- the propagation: one small function per op kind
+
+
+@dataclass(frozen=True)
+class _Op:
+    """One call node being propagated: ``where`` is the module path (call_module) or node name;
+    ``args``/``kwargs``/``out`` are the concrete values of the zero-input run, ``vargs``/``vkwargs``
+    the arguments' values along the graph (_Spatial, _Unknown, _CONST, or lists of them)."""
+
+    node: Any
+    where: str
+    module: nn.Module | None
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    vargs: tuple[Any, ...]
+    vkwargs: dict[str, Any]
+    out: Any
+
+    @property
+    def src(self) -> Any:
+        return self.vargs[0] if self.vargs else _CONST
+
+    def arg(self, i: int, name: str, default: Any = None) -> Any:
+        """Argument ``i`` of the call, given positionally or as ``name=``."""
+        return self.args[i] if len(self.args) > i else self.kwargs.get(name, default)
+
+
+def _depends_on_input(op: _Op) -> bool:
+    vals = list(op.vargs) + list(op.vkwargs.values())
+    return bool(_spatial_args(vals)) or any(isinstance(v, (list, tuple)) and _spatial_args(v) for v in vals)
+
+
+def _conv(a: _Analysis, op: _Op) -> Any:
+    m = op.module
+    val = a.windowed(op.src, op.out, m.kernel_size, m.stride, m.padding, m.dilation, op.where, "conv")  # type: ignore[union-attr]
+    prev = a.convs.get(op.where)
+    here = val.field if isinstance(val, _Spatial) else val.reason if isinstance(val, _Unknown) else "no input"
+    if prev is None:
+        a.convs[op.where] = here
+    elif prev != here:  # a shared conv applied at two depths
+        a.convs[op.where] = f"{op.where} is applied more than once with different receptive fields"
+    return val
+
+
+_DILATED_POOLS = {F.max_pool2d, torch.max_pool2d}  # avg_pool2d's 5th argument is ceil_mode, not dilation
+
+
+def _pool(a: _Analysis, op: _Op) -> Any:
+    m = op.module
+    if m is not None:
+        geometry = (m.kernel_size, m.stride, m.padding, getattr(m, "dilation", 1))
+    else:
+        dil = op.arg(4, "dilation", 1) if op.node.target in _DILATED_POOLS else 1
+        geometry = (op.arg(1, "kernel_size"), op.arg(2, "stride"), op.arg(3, "padding", 0), dil)
+    return a.windowed(op.src, op.out, *geometry, op.where, "pool")
+
+
+def _adaptive_pool(a: _Analysis, op: _Op) -> Any:
+    return a.adaptive_pool(op.src, op.out, op.where)
+
+
+def _pointwise(a: _Analysis, op: _Op) -> Any:
+    src, out = op.src, op.out
+    if isinstance(src, _Spatial) and isinstance(out, torch.Tensor):
+        size = tuple(int(out.shape[d]) for d in src.dims) if out.dim() > max(src.dims) else None
+        if size != src.field.size:
+            return _Unknown(f"{op.where} changes the spatial size")
+    return src
+
+
+def _linear(a: _Analysis, op: _Op) -> Any:
+    src = op.src
+    if isinstance(src, _Spatial) and src.ndim - 1 in src.dims:
+        return _Unknown(f"Linear {op.where} mixes a spatial axis")
+    return _pointwise(a, op)
+
+
+def _merge_op(a: _Analysis, op: _Op) -> Any:
+    return a.merge(op.vargs, op.out, op.where)
+
+
+def _cat(a: _Analysis, op: _Op) -> Any:
+    items, dim = op.vargs[0], op.arg(1, "dim", 0)
+    sp = [v for v in items if isinstance(v, _Spatial)]
+    if sp and int(dim) % op.out.dim() in sp[0].dims:
+        return _Unknown(f"torch.cat along a spatial axis at node {op.where}")
+    return a.merge(items, op.out, op.where)
+
+
+def _reshape(a: _Analysis, op: _Op) -> Any:
+    src, out = op.src, op.out
+    if not isinstance(src, _Spatial):
+        return src
+    nd = src.ndim
+    h, w = src.field.size
+    trailing = src.dims == (nd - 2, nd - 1)
+    if trailing and out.dim() >= 2 and tuple(out.shape[-2:]) == (h, w):
+        # only the leading (batch/channel) axes were regrouped: every (h, w) slice stays whole
+        return _Spatial((out.dim() - 2, out.dim() - 1), out.dim(), src.field)
+    return _Unknown(f"the spatial axes are flattened or reshaped at node {op.where}")
+
+
+def _permuted(src: Any, perm: Sequence[int]) -> Any:
+    if not isinstance(src, _Spatial):
+        return src
+    nd = len(perm)
+    order = [int(p) % nd for p in perm]
+    return _Spatial((order.index(src.dims[0]), order.index(src.dims[1])), nd, src.field)
+
+
+def _permute(a: _Analysis, op: _Op) -> Any:
+    if op.module is not None:  # torchvision.ops.misc.Permute
+        return _permuted(op.src, list(op.module.dims))
+    args = op.args  # torch.permute(x, dims), x.permute(dims) or x.permute(*dims)
+    return _permuted(op.src, args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:])
+
+
+def _transpose(a: _Analysis, op: _Op) -> Any:
+    nd = op.out.dim()
+    perm = list(range(nd))
+    i, j = int(op.arg(1, "dim0")) % nd, int(op.arg(2, "dim1")) % nd
+    perm[i], perm[j] = perm[j], perm[i]
+    return _permuted(op.src, perm)
+
+
+def _reduce(a: _Analysis, op: _Op) -> Any:
+    src, out = op.src, op.out
+    if not isinstance(src, _Spatial):
+        return src
+    nd = src.ndim
+    dim, keep = op.arg(1, "dim"), bool(op.arg(2, "keepdim", False))
+    dims = set(range(nd)) if dim is None else {int(d) % nd for d in (dim if isinstance(dim, (tuple, list)) else [dim])}
+    hit = dims & set(src.dims)
+    if not hit:
+        shift = [sum(1 for d in dims if d < s) for s in src.dims] if not keep else [0, 0]
+        return _Spatial((src.dims[0] - shift[0], src.dims[1] - shift[1]), out.dim(), src.field)
+    if hit == set(src.dims) and keep:
+        return a.adaptive_pool(src, out, op.where)
+    return _Unknown(f"the spatial axes are reduced at node {op.where}")
+
+
+def _getitem(a: _Analysis, op: _Op) -> Any:
+    src, index, where = op.src, op.args[1], op.where
+    if isinstance(src, (list, tuple)):
+        return src[index] if isinstance(index, int) else _Unknown(f"cannot analyse slicing at node {where}")
+    if not isinstance(src, _Spatial):
+        return src
+    idx = index if isinstance(index, tuple) else (index,)
+    if any(i is Ellipsis or i is None for i in idx):
+        return _Unknown(f"cannot analyse indexing at node {where}")
+    new, pos = [], 0
+    for d in range(src.ndim):
+        i = idx[d] if d < len(idx) else slice(None)
+        if d in src.dims:
+            if i != slice(None):
+                return _Unknown(f"the spatial axes are indexed at node {where}")
+            new.append(pos)
+        if not isinstance(i, int):
+            pos += 1
+    return _Spatial((new[0], new[1]), op.out.dim(), src.field)
+
+
+def _split(a: _Analysis, op: _Op) -> Any:
+    src, n = op.src, len(op.out)
+    if isinstance(src, _Spatial) and int(op.arg(2, "dim", 0)) % src.ndim in src.dims:
+        return [_Unknown(f"a spatial axis is split at node {op.where}")] * n
+    return [src] * n
+
+
+def _const(a: _Analysis, op: _Op) -> Any:
+    return _CONST
+
+
+_PROPAGATE: dict[Kind, Callable[[_Analysis, _Op], Any]] = {
+    Kind.CONV: _conv,
+    Kind.POOL: _pool,
+    Kind.ADAPTIVE_POOL: _adaptive_pool,
+    # pointwise work keeps the field; normalisation statistics are ignored, as in published tables
+    Kind.ACTIVATION: _pointwise,
+    Kind.NORM: _pointwise,
+    Kind.DROPOUT: _pointwise,
+    Kind.IDENTITY: _pointwise,
+    Kind.ELEMENTWISE: _pointwise,
+    Kind.ADD: _merge_op,
+    Kind.GATE: _merge_op,
+    Kind.ARITH: _merge_op,
+    Kind.CAT: _cat,
+    Kind.RESHAPE: _reshape,
+    Kind.PERMUTE: _permute,
+    Kind.TRANSPOSE: _transpose,
+    Kind.REDUCE: _reduce,
+    Kind.GETITEM: _getitem,
+    Kind.SPLIT: _split,
+    Kind.LINEAR: _linear,
+    Kind.SHAPE: _const,
+}
 
 
 class _Analysis:
-    """Runs the traced graph once and records a value (field / unknown / const) per node."""
+    """Runs the traced graph once on a zero input and records a value (field / unknown / const)
+    per node, found by the node's kind in _PROPAGATE."""
 
     def __init__(self, model: nn.Module, size: tuple[int, int], *, ignore_gates: bool = False):
-        import torch.fx
-
         self.model = model
         self.size = size
         self.ignore_gates = ignore_gates
         try:
-            graph = torch.fx.Tracer().trace(model)
-        except Exception as exc:  # data-dependent control flow, unsupported Python
-            raise RFError(f"cannot analyse receptive fields: torch.fx cannot trace the model ({first_line(exc, 120)})") from None
-        self.graph = graph
-        self.modules = dict(model.named_modules())
+            self.traced = trace(model)
+        except TraceError as exc:
+            raise RFError(f"cannot analyse receptive fields: {exc}") from None
         self.steps: list[Step] = []
         self.convs: dict[str, Field | str] = {}
         self._run()
 
-    # each handler returns the node's value given the concrete output and the argument values
     def _run(self) -> None:
         device = device_of(self.model)
-        env: dict[Any, Any] = {}
-        vals: dict[Any, Any] = {}
-        nodes = list(self.graph.nodes)
+        env: dict[Any, Any] = {}  # node -> concrete output (freed after its last use)
+        vals: dict[Any, Any] = {}  # node -> value along the graph
+        nodes = self.traced.nodes
         last_use: dict[Any, int] = {}
         for k, node in enumerate(nodes):
             for inp in node.all_input_nodes:
                 last_use[inp] = k
-        was_training = self.model.training
-        self.model.eval()
         node: Any = None
         seen_input = False
         try:
-            with torch.inference_mode():
+            with eval_mode(self.model), torch.inference_mode():
                 for k, node in enumerate(nodes):
                     args = torch.fx.node.map_arg(node.args, lambda n: env[n])
                     kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env[n])
-                    vargs = torch.fx.node.map_arg(node.args, lambda n: vals[n])
-                    vkwargs = torch.fx.node.map_arg(node.kwargs, lambda n: vals[n])
                     if node.op == "placeholder" and not seen_input:
                         seen_input = True
                         out = torch.zeros(1, input_channels(self.model), *self.size, device=device)
@@ -285,18 +453,17 @@ class _Analysis:
                             raise RFError(f"cannot analyse receptive fields: forward() takes a second input {node.name!r}")
                         out, val = node.args[0], _CONST
                     elif node.op == "get_attr":
-                        out = self._attr(node.target)
-                        val = _CONST
-                    elif node.op == "call_module":
-                        mod = self.modules[node.target]
-                        out = mod(*args, **kwargs)
-                        val = self._module(node, mod, vargs, out)
-                    elif node.op == "call_function":
-                        out = node.target(*args, **kwargs)
-                        val = self._function(node, node.target, args, vargs, vkwargs, out)
-                    elif node.op == "call_method":
-                        out = getattr(args[0], node.target)(*args[1:], **kwargs)
-                        val = self._method(node, node.target, args, vargs, vkwargs, out)
+                        out, val = self._attr(node.target), _CONST
+                    elif node.op in ("call_module", "call_function", "call_method"):
+                        if node.op == "call_module":
+                            out = self.traced.modules[node.target](*args, **kwargs)
+                        elif node.op == "call_function":
+                            out = node.target(*args, **kwargs)
+                        else:
+                            out = getattr(args[0], node.target)(*args[1:], **kwargs)
+                        vargs = torch.fx.node.map_arg(node.args, lambda n: vals[n])
+                        vkwargs = torch.fx.node.map_arg(node.kwargs, lambda n: vals[n])
+                        val = self._propagate(node, args, kwargs, vargs, vkwargs, out)
                     else:  # output
                         break
                     env[node] = out
@@ -311,8 +478,22 @@ class _Analysis:
         except Exception as exc:  # noqa: BLE001 - any failure of an exotic module: one line, no wrong numbers
             where = getattr(node, "name", "?")
             raise RFError(f"cannot analyse receptive fields: running the traced graph failed at node {where} ({first_line(exc)})") from None
-        finally:
-            self.model.train(was_training)
+
+    def _propagate(self, node: Any, args: Any, kwargs: Any, vargs: Any, vkwargs: Any, out: Any) -> Any:
+        module = self.traced.modules[node.target] if node.op == "call_module" else None
+        where = str(node.target) if module is not None else node.name
+        op = _Op(node, where, module, tuple(args), dict(kwargs), tuple(vargs), dict(vkwargs), out)
+        kind = self.traced.kinds[node]
+        if kind is not Kind.CONV and not _depends_on_input(op):  # a conv records that it got no input
+            return _CONST
+        step = _PROPAGATE.get(kind)  # type: ignore[arg-type]
+        if step is not None:
+            return step(self, op)
+        if module is not None:
+            return _Unknown(f"cannot analyse module {where} ({type(module).__name__})")
+        if node.op == "call_method":
+            return _Unknown(f"cannot analyse method .{node.target}() at node {where}")
+        return _Unknown(f"cannot analyse {getattr(node.target, '__name__', node.target)} at node {where}")
 
     def _attr(self, target: str) -> Any:
         obj: Any = self.model
@@ -320,48 +501,16 @@ class _Analysis:
             obj = getattr(obj, part)
         return obj
 
-    def _record(self, name: str, kind: str, val: Any) -> Any:
+    def record(self, name: str, kind: str, val: Any) -> Any:
+        """Add a Step for a node with spatial output (conv, pool, adaptive pool, merge)."""
         if isinstance(val, _Spatial):
             self.steps.append(Step(name, kind, val.field))
         elif isinstance(val, _Unknown):
             self.steps.append(Step(name, kind, None, val.reason))
         return val
 
-    def _first(self, vargs: Sequence[Any]) -> Any:
-        return vargs[0] if vargs else _CONST
-
-    def _module(self, node: Any, mod: nn.Module, vargs: Sequence[Any], out: Any) -> Any:
-        name = str(node.target)
-        src = self._first(vargs)
-        if isinstance(mod, nn.Conv2d):
-            val = self._windowed(src, out, mod.kernel_size, mod.stride, mod.padding, mod.dilation, name, "conv")
-            prev = self.convs.get(name)
-            here = val.field if isinstance(val, _Spatial) else val.reason if isinstance(val, _Unknown) else "no input"
-            if prev is None:
-                self.convs[name] = here
-            elif prev != here:  # a shared conv applied at two depths
-                self.convs[name] = f"{name} is applied more than once with different receptive fields"
-            return val
-        if isinstance(mod, (nn.MaxPool2d, nn.AvgPool2d)):
-            dil = getattr(mod, "dilation", 1)
-            return self._windowed(src, out, mod.kernel_size, mod.stride, mod.padding, dil, name, "pool")
-        if isinstance(mod, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-            return self._adaptive_pool(src, out, name)
-        if isinstance(mod, _POINTWISE_MODULES):
-            return self._pointwise(src, out, name)
-        if isinstance(mod, nn.Linear):
-            if isinstance(src, _Spatial) and src.ndim - 1 in src.dims:
-                return _Unknown(f"Linear {name} mixes a spatial axis")
-            return self._pointwise(src, out, name)
-        if isinstance(mod, nn.Flatten):
-            return self._reshape(src, vargs, out, name)
-        if type(mod).__name__ == "Permute":  # torchvision.ops.misc.Permute (ConvNeXt)
-            return self._permute(src, list(mod.dims), out)
-        if not _spatial_args(vargs):
-            return _CONST
-        return _Unknown(f"cannot analyse module {name} ({type(mod).__name__})")
-
-    def _windowed(self, src: Any, out: Any, k: Any, s: Any, p: Any, d: Any, name: str, kind: str) -> Any:
+    def windowed(self, src: Any, out: Any, k: Any, s: Any, p: Any, d: Any, name: str, kind: str) -> Any:
+        """A sliding window (conv or pool) over ``src``; recorded as a Step."""
         if isinstance(src, _Spatial) and isinstance(out, torch.Tensor) and out.dim() >= 3:
             val: Any = _window(src, out.shape, k, s, p, d)
         elif isinstance(src, _Unknown):
@@ -370,162 +519,22 @@ class _Analysis:
             val = _Unknown(f"{name} applied to a tensor without two spatial axes")
         else:
             return _CONST
-        return self._record(name, kind, val)
+        return self.record(name, kind, val)
 
-    def _adaptive_pool(self, src: Any, out: Any, name: str) -> Any:
+    def adaptive_pool(self, src: Any, out: Any, name: str) -> Any:
         if isinstance(src, _Spatial):
-            return self._record(name, "adaptive_pool", _adaptive(src, out.shape, name))
+            return self.record(name, "adaptive_pool", _adaptive(src, out.shape, name))
         return src if isinstance(src, _Unknown) else _CONST
 
-    def _pointwise(self, src: Any, out: Any, name: str) -> Any:
-        if isinstance(src, _Spatial) and isinstance(out, torch.Tensor):
-            size = tuple(int(out.shape[d]) for d in src.dims) if out.dim() > max(src.dims) else None
-            if size != src.field.size:
-                return _Unknown(f"{name} changes the spatial size")
-        return src
-
-    def _function(self, node: Any, fn: Any, args: Sequence[Any], vargs: Sequence[Any], vkw: dict, out: Any) -> Any:
-        where = node.name
-        spatial = _spatial_args(list(vargs) + list(vkw.values()))
-        if not spatial and not any(isinstance(v, (list, tuple)) and _spatial_args(v) for v in vargs):
-            return _CONST
-        src = self._first(vargs)
-        if fn is getattr and isinstance(args[1], str) and args[1] in ("shape", "dtype", "device", "ndim"):
-            return _CONST
-        if fn in _POOL_FUNCS:
-            names = ["input", "kernel_size", "stride", "padding", "dilation"]
-            a = dict(zip(names, args))
-            a.update({k: v for k, v in node.kwargs.items() if k in names})
-            dil = a.get("dilation", 1) if fn in (F.max_pool2d, torch.max_pool2d) else 1
-            return self._windowed(src, out, a["kernel_size"], a.get("stride"), a.get("padding", 0), dil, where, "pool")
-        if fn in _ADAPTIVE_FUNCS:
-            return self._adaptive_pool(src, out, where)
-        if fn in _MERGE_FUNCS:
-            return self._merge(vargs, out, where)
-        if fn is torch.cat:
-            return self._cat(vargs[0], args[1] if len(args) > 1 else node.kwargs.get("dim", 0), out, where)
-        if fn in _POINTWISE_FUNCS or getattr(fn, "__name__", "") == "stochastic_depth":
-            return self._pointwise(src, out, where)
-        if fn in (torch.flatten, torch.reshape):
-            return self._reshape(src, vargs, out, where)
-        if fn is torch.permute:
-            return self._permute(src, list(args[1]), out)
-        if fn is torch.transpose:
-            return self._transpose(src, args, out)
-        if fn is torch.mean or fn is torch.sum:
-            return self._reduce(src, args, node.kwargs, out, where)
-        if fn is operator.getitem:
-            return self._getitem(vargs[0], args[1], out, where)
-        if fn in (torch.chunk, torch.split):
-            return self._chunk(src, args, node.kwargs, out, where)
-        return _Unknown(f"cannot analyse {getattr(fn, '__name__', fn)} at node {where}")
-
-    def _method(self, node: Any, meth: str, args: Sequence[Any], vargs: Sequence[Any], vkw: dict, out: Any) -> Any:
-        where = node.name
-        src = self._first(vargs)
-        if not isinstance(src, (_Spatial, _Unknown)) and not _spatial_args(vargs):
-            return _CONST
-        if meth in ("size", "dim") or (meth == "shape"):
-            return _CONST
-        if meth in ("add", "add_", "mul", "mul_", "sub", "sub_", "div", "div_"):
-            return self._merge(vargs, out, where)
-        if meth in _POINTWISE_METHODS:
-            return self._pointwise(src, out, where)
-        if meth in _RESHAPE_METHODS:
-            return self._reshape(src, vargs, out, where)
-        if meth == "permute":
-            dims = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
-            return self._permute(src, list(dims), out)
-        if meth == "transpose":
-            return self._transpose(src, args, out)
-        if meth in ("mean", "sum", "amax"):
-            return self._reduce(src, args, node.kwargs, out, where)
-        if meth in ("chunk", "split"):
-            return self._chunk(src, args, node.kwargs, out, where)
-        return _Unknown(f"cannot analyse method .{meth}() at node {where}")
-
-    def _merge(self, vargs: Sequence[Any], out: Any, where: str) -> Any:
+    def merge(self, vargs: Sequence[Any], out: Any, where: str) -> Any:
+        """Union of aligned inputs (see _merge); a Step when two fields meet or the merge fails."""
         val = _merge(list(vargs), out.shape if isinstance(out, torch.Tensor) else (), where,
                      ignore_gates=self.ignore_gates)
         if isinstance(val, _Spatial) and sum(isinstance(v, _Spatial) for v in vargs) > 1:
-            self._record(where, "merge", val)
+            self.record(where, "merge", val)
         elif isinstance(val, _Unknown) and not any(isinstance(v, _Unknown) for v in vargs):
-            self._record(where, "merge", val)
+            self.record(where, "merge", val)
         return val
-
-    def _cat(self, items: Sequence[Any], dim: int, out: Any, where: str) -> Any:
-        sp = [v for v in items if isinstance(v, _Spatial)]
-        if sp and int(dim) % out.dim() in sp[0].dims:
-            return _Unknown(f"torch.cat along a spatial axis at node {where}")
-        return self._merge(items, out, where)
-
-    def _reshape(self, src: Any, vargs: Sequence[Any], out: Any, where: str) -> Any:
-        if not isinstance(src, _Spatial):
-            return src
-        nd = src.ndim
-        h, w = src.field.size
-        trailing = src.dims == (nd - 2, nd - 1)
-        if trailing and out.dim() >= 2 and tuple(out.shape[-2:]) == (h, w):
-            # only the leading (batch/channel) axes were regrouped: every (h, w) slice stays whole
-            return _Spatial((out.dim() - 2, out.dim() - 1), out.dim(), src.field)
-        return _Unknown(f"the spatial axes are flattened or reshaped at node {where}")
-
-    def _permute(self, src: Any, perm: list[int], out: Any) -> Any:
-        if not isinstance(src, _Spatial):
-            return src
-        nd = len(perm)
-        perm = [int(p) % nd for p in perm]
-        return _Spatial((perm.index(src.dims[0]), perm.index(src.dims[1])), nd, src.field)
-
-    def _transpose(self, src: Any, args: Sequence[Any], out: Any) -> Any:
-        nd = out.dim()
-        perm = list(range(nd))
-        i, j = int(args[1]) % nd, int(args[2]) % nd
-        perm[i], perm[j] = perm[j], perm[i]
-        return self._permute(src, perm, out)
-
-    def _reduce(self, src: Any, args: Sequence[Any], kwargs: dict, out: Any, where: str) -> Any:
-        if not isinstance(src, _Spatial):
-            return src
-        nd = src.ndim
-        dim = args[1] if len(args) > 1 else kwargs.get("dim")
-        keep = bool(args[2] if len(args) > 2 else kwargs.get("keepdim", False))
-        dims = set(range(nd)) if dim is None else {int(d) % nd for d in (dim if isinstance(dim, (tuple, list)) else [dim])}
-        hit = dims & set(src.dims)
-        if not hit:
-            shift = [sum(1 for d in dims if d < s) for s in src.dims] if not keep else [0, 0]
-            return _Spatial((src.dims[0] - shift[0], src.dims[1] - shift[1]), out.dim(), src.field)
-        if hit == set(src.dims) and keep:
-            return self._adaptive_pool(src, out, where)
-        return _Unknown(f"the spatial axes are reduced at node {where}")
-
-    def _getitem(self, src: Any, index: Any, out: Any, where: str) -> Any:
-        if isinstance(src, (list, tuple)):
-            return src[index] if isinstance(index, int) else _Unknown(f"cannot analyse slicing at node {where}")
-        if not isinstance(src, _Spatial):
-            return src
-        idx = index if isinstance(index, tuple) else (index,)
-        if any(i is Ellipsis or i is None for i in idx):
-            return _Unknown(f"cannot analyse indexing at node {where}")
-        new, pos = [], 0
-        for d in range(src.ndim):
-            i = idx[d] if d < len(idx) else slice(None)
-            if d in src.dims:
-                if i != slice(None):
-                    return _Unknown(f"the spatial axes are indexed at node {where}")
-                new.append(pos)
-            if not isinstance(i, int):
-                pos += 1
-        return _Spatial((new[0], new[1]), out.dim(), src.field)
-
-    def _chunk(self, src: Any, args: Sequence[Any], kwargs: dict, out: Any, where: str) -> Any:
-        if not isinstance(src, _Spatial):
-            return [src] * len(out)
-        nd = src.ndim
-        dim = int(args[2] if len(args) > 2 else kwargs.get("dim", 0)) % nd
-        if dim in src.dims:
-            return [_Unknown(f"a spatial axis is split at node {where}")] * len(out)
-        return [src] * len(out)
 
 
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[Any, _Analysis]]" = weakref.WeakKeyDictionary()

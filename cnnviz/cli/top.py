@@ -1,0 +1,161 @@
+"""`cnnviz top`: dataset examples, the images (and the patch in them) that excite each channel most;
+`cnnviz top merge`: combine shard indexes."""
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from . import cli
+from .common import CONTEXT_SETTINGS, check_stream, emit, info, json_option, layer_option, model_options
+
+
+class _TopCommand(click.Command):
+    """`top IMAGES...`, and `top merge ...` dispatched to the merge command (a folder or file
+    named 'merge' is given as ./merge)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] == "merge":
+            ctx.meta["cnnviz.top.merge"] = merge.make_context("cnnviz top merge", list(args[1:]), parent=ctx)
+            return []
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        sub = ctx.meta.get("cnnviz.top.merge")
+        if sub is not None:
+            with sub:
+                return merge.invoke(sub)
+        return super().invoke(ctx)
+
+
+@cli.command(cls=_TopCommand, context_settings=CONTEXT_SETTINGS)
+@click.argument("images", nargs=-1, metavar="[IMAGES]...")
+@model_options()
+@layer_option()
+@click.option("-c", "--channels", default=None, metavar="SEL", help="Channels: 0:16, 3,7,9, all.  [default: all]")
+@click.option("-k", "k", type=click.IntRange(min=1, max=1000), default=9, show_default=True, metavar="K",
+              help="Examples per channel (with --image: channels to list).")
+@click.option("--score", type=click.Choice(["max", "mean"]), default="max", show_default=True,
+              help="Rank images by the maximum of the channel's map or by its mean.")
+@click.option("--bottom", is_flag=True, help="The least-activating examples instead (lowest score first).")
+@click.option("--stage", type=click.Choice(["conv", "act"]), default="conv", show_default=True,
+              help="conv: the Conv2d's output; act: after the activation that follows it (see 'cnnviz maps').")
+@click.option("-s", "--size", default=None, metavar="S",
+              help="Input size: S px (with the centre crop: S x S) or HxW exact (with --no-crop).  "
+                   "[default: the weights' crop size, 224]")
+@click.option("--crop/--no-crop", default=True, show_default=True,
+              help="The classifier's Resize + CenterCrop (same-size inputs, fast batches); --no-crop keeps the "
+                   "whole image with its shorter side at S.")
+@click.option("--max-pixels", default=None, type=click.IntRange(min=1), metavar="N",
+              help="Skip larger images (checked before decoding).  [default: 64000000]")
+@click.option("-b", "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per forward pass.")
+@click.option("--workers", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Processes decoding and preprocessing images ahead of the model (0: none).  [default: min(4, CPUs)]")
+@click.option("--strict", is_flag=True, help="Stop at the first unreadable file instead of skipping it with a warning.")
+@click.option("--index", "index", default=None, metavar="DIR",
+              help="Store every image's per-channel max, mean and peak unit in DIR (Parquet), resumable and "
+                   "incremental; without IMAGES, answer from DIR alone.")
+@click.option("--image", "image", default=None, metavar="FILE",
+              help="With --index: the channels this image excites most, and its rank among the index's images in each.")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Scan only shard I of N (0 <= I < N; a stable partition by path) into --index; combine with 'cnnviz top merge'.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: run the scan on a Ray cluster (ray.init(address='auto') if one runs, else local); "
+                   "needs pip install 'cnnviz[ray]'.")
+@click.option("--overlay", is_flag=True, help="Blend the channel's map over each patch (runs the model on the examples).")
+@click.option("--separate", is_flag=True, help="One strip PNG per channel instead of one grid per layer.")
+@click.option("--tile", type=click.IntRange(min=8, max=1024), default=112, show_default=True, metavar="PX", help="Patch size in the pictures.")
+@click.option("--cmap", default="inferno", show_default=True, metavar="NAME", help="Colormap of --overlay.")
+@click.option("--no-pictures", is_flag=True, help="Only the JSON/paths answer, no PNG.")
+@click.option("-o", "--output", default=".", show_default=True, metavar="DIR", help="Folder for the pictures (created if needed).")
+@click.option("--part-images", type=click.IntRange(min=1), default=512, show_default=True, hidden=True,
+              help="Images per index part (the unit of resumption).")
+@json_option
+def top(images: tuple[str, ...], model: str, weights: str, seed: int, layer: tuple[str, ...], channels: str | None,
+        k: int, score: str, bottom: bool, stage: str, size: str | None, crop: bool, max_pixels: int | None,
+        batch_size: int, workers: int | None, strict: bool, index: str | None, image: str | None, shard: str | None,
+        engine: str, overlay: bool, separate: bool, tile: int, cmap: str, no_pictures: bool, output: str,
+        part_images: int, as_json: bool) -> None:
+    """Dataset examples: for each channel, the K images that excite it most, cropped to the
+    receptive field of the unit where its map peaks.
+
+    IMAGES are files, folders (recursive, sorted), globs, or '-' for a list of paths on stdin.
+    Images stream through the model in batches (decoded in worker processes, the forward pass
+    stopped after the last --layer); memory stays flat however many there are. Writes one grid
+    per layer, {model}-{index}-{name}-top-{score}.png (a row per channel, K patches with their
+    value and file name), and prints its path, or with --json one record per channel:
+    {layer, name, channel, examples: [{path, score, unit [y, x], box [y0, x0, y1, x1]}]}.
+
+    \b
+    Examples:
+      cnnviz top photos/ -m vgg16 -l block4_conv1 -c 0:16 -k 8
+      find photos -name '*.jpg' | cnnviz top - -m vgg16 -l block4_conv1 -c 0:16 -k 8 --index idx
+      cnnviz top --index idx -c 0:512 -k 25 --score mean --json
+      cnnviz top --index idx --image photos/cat.jpg -k 10
+      cnnviz top photos/ -m vgg16 -l block4_conv1 --index idx-2 --shard 2/4
+      cnnviz top merge idx-0 idx-1 idx-2 idx-3 --into idx
+    """
+    import sys
+
+    from ..jobs.top import TopRequest, image_query, run_top
+
+    check_stream(output, as_json=as_json)
+    if output == "-":
+        from ..errors import UsageError
+
+        raise UsageError("top writes one picture per layer: give a folder with -o (or --no-pictures)")
+    req = TopRequest(images=images, model=model, weights=weights, seed=seed, layers=layer, stage=stage, channels=channels,
+                     k=k, score=score, bottom=bottom, size=size, crop=crop, max_pixels=max_pixels, batch_size=batch_size,
+                     workers=workers, strict=strict, index=index, image=image, shard=shard, engine=engine,
+                     pictures=not no_pictures, overlay=overlay, separate=separate, tile=tile, cmap=cmap,
+                     part_images=part_images)
+    if image is not None:
+        for rec in image_query(req):
+            if as_json:
+                emit(rec, as_json=True)
+            else:
+                _print_ranks(rec)
+        return
+    printed: set[str] = set()
+
+    def on_record(rec: dict[str, Any]) -> None:
+        if as_json:
+            emit(rec, as_json=True)
+        elif rec.get("picture") and rec["picture"] not in printed:
+            printed.add(rec["picture"])
+            click.echo(rec["picture"])
+
+    result = run_top(req, output=output, on_record=on_record, say=info, stdin=sys.stdin)
+    n_ch = sum(len(lr.examples) for lr in result.layers)
+    what = f"{result.images:,} image(s)"
+    if images:
+        what += f" ({result.scanned:,} scanned now" + (f", {result.already:,} already indexed" if result.already else "") + \
+                (f", {result.skipped:,} unreadable skipped" if result.skipped else "") + ")"
+    info(f"top: {'bottom' if bottom else 'top'} {k} by {score} for {n_ch} channel(s) of {len(result.layers)} layer(s) "
+         f"over {what} in {result.seconds:.1f}s")
+
+
+def _print_ranks(rec: dict[str, Any]) -> None:
+    alias = f" ({rec['alias']})" if rec.get("alias") else ""
+    click.echo(f"layer {rec['layer']} {rec['name']}{alias}: channels {rec['image']} excites most by {rec['score']}")
+    for r in rec["channels"]:
+        click.echo(f"  channel {r['channel']:>5}  {rec['score']} {r['score']:>10.4g}  rank {r['rank']:,} of {r['of']:,}")
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("sources", nargs=-1, required=True, metavar="DIR...")
+@click.option("--into", "into", required=True, metavar="OUT", help="The merged index (created, or extended if it exists).")
+def merge(sources: tuple[str, ...], into: str) -> None:
+    """Combine indexes (e.g. one per --shard) into one. Indexes built with other weights,
+    preprocessing or layers are refused; an image in several of them is kept once.
+
+    \b
+    Example:
+      cnnviz top merge idx-0 idx-1 idx-2 idx-3 --into idx
+    """
+    from ..jobs.top import merge_indexes
+
+    counts = merge_indexes(into, list(sources))
+    click.echo(into)
+    info(f"top merge: {counts['images']:,} image(s) in {counts['parts']} part(s) from {len(sources)} index(es) into {into}"
+         + (f"; {counts['duplicates']:,} already present, kept once" if counts["duplicates"] else ""))

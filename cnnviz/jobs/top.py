@@ -1,0 +1,552 @@
+"""The `top` job: dataset examples. Scan a collection of images (or query an index of a past
+scan) and, for every selected channel of every selected layer, find the K images that excite it
+most (or least), then draw the receptive-field window of each peak unit and report it.
+
+Three ways in, one answer:
+
+* a scan without an index keeps a streaming TopK per layer in memory;
+* a scan with ``index`` writes every image's per-channel statistics into an ActivationIndex
+  (resumable, incremental, refusing other weights or preprocessing), then queries it;
+* ``index`` without images answers from the index alone (no weights read, no forward pass
+  unless ``overlay`` asks for the maps).
+
+``engine='ray'`` runs the scan on a Ray cluster (cnnviz.rayscan), writing the same index.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import numpy as np
+
+from ..capture import hook_points
+from ..errors import ImageError, UsageError
+from ..index import ActivationIndex, IndexStoreError, make_provenance
+from ..io import DEFAULT_MAX_PIXELS, ensure_dir, output_name, save_png
+from ..layers import ConvLayer, conv_layers, parse_size, select_layers
+from ..maps import resolve_channels
+from ..models import LoadedModel, architecture, load_model
+from ..patches import Patch, Row, crop_window, map_on_input, overlay_patch, render_examples, window_values
+from ..render import check_cmap
+from ..rf import Field, receptive_fields
+from ..scan import (SCORES, Example, LayerStats, Preprocess, TopK, expand_images, image_id, in_shard, parse_shard, scan,
+                    weights_digest)
+
+Record = dict[str, Any]
+Say = Callable[[str], None]
+ENGINES = ("local", "ray")
+
+
+def quiet(message: str) -> None:
+    """The default ``say``: library calls print nothing."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TopRequest:
+    """Everything `cnnviz top` can be asked (defaults = the CLI's).
+
+    ``images``: files, folders, globs, '-' (paths on ``stdin``); empty with ``index`` = query the
+    index. ``layers``/``channels``: selectors; ``k`` examples per channel ranked by ``score``
+    ('max' or 'mean' of the channel's map), least first with ``bottom``. ``size``/``crop``: the
+    input (default: the weights' crop size, the classifier's Resize + CenterCrop). ``index``: an
+    index folder to build, extend or query; ``image``: with ``index``, report the channels this
+    image excites most and its rank in each. ``shard`` 'I/N': scan only that part of the list."""
+
+    images: tuple[str, ...] = ()
+    model: str = "resnet50"
+    weights: str = "DEFAULT"
+    seed: int = 0
+    layers: tuple[str, ...] = ()
+    stage: str = "conv"
+    channels: str | None = None
+    k: int = 9
+    score: str = "max"
+    bottom: bool = False
+    size: str | int | None = None
+    crop: bool = True
+    max_pixels: int | None = None
+    batch_size: int = 32
+    workers: int | None = None
+    strict: bool = False
+    index: str | None = None
+    image: str | None = None
+    shard: str | None = None
+    engine: str = "local"
+    pictures: bool = True
+    overlay: bool = False
+    separate: bool = False
+    tile: int = 112
+    cmap: str = "inferno"
+    alpha: float = 0.6
+    part_images: int = 512
+
+
+@dataclass
+class LayerResult:
+    """The examples of one layer: {channel: [entry]}, entry = {path, image, score, max, mean,
+    unit [y, x], box [y0, x0, y1, x1]} (box: inclusive input pixels of the preprocessed image,
+    may extend into the padding), best first; plus the picture paths written for it."""
+
+    layer: ConvLayer
+    examples: dict[int, list[Record]]
+    field: Field
+    pictures: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class TopResult:
+    """What a run found: per layer its examples; how many images were scanned now, skipped as
+    unreadable, already in the index; how many the answer ranks (``images``); and what made the
+    numbers (model, weights, preprocessing, stage)."""
+
+    layers: list[LayerResult]
+    model_name: str = ""
+    weights: str = ""
+    stage: str = "conv"
+    prep: Preprocess | None = None
+    model: LoadedModel | None = field(default=None, repr=False)
+    scanned: int = 0
+    skipped: int = 0
+    already: int = 0
+    images: int = 0
+    seconds: float = 0.0
+
+
+def default_workers() -> int:
+    return max(1, min(4, (os.cpu_count() or 1)))
+
+
+def run_top(req: TopRequest, *, output: str = ".", on_record: Callable[[Record], None] | None = None,
+            model: LoadedModel | None = None, say: Say = quiet, stdin: TextIO | None = None) -> TopResult:
+    """Scan and/or query, then write one grid PNG per layer (or one strip per channel with
+    ``separate``) into the folder ``output`` and report one record per channel through
+    ``on_record``. Every usage error is raised before weights or pixels are read. ``model``: an
+    already loaded model (else ``req.model`` is loaded with ``req.weights``)."""
+    t0 = time.perf_counter()
+    _check(req)
+    if req.image is not None:
+        raise UsageError("--image is a query: call image_query (or the CLI) for it")
+    if not req.images and not req.index:
+        raise UsageError("no images: pass IMAGES (files, folders, globs, '-' for a list on stdin) or --index DIR to query an index")
+    if req.pictures:
+        ensure_dir(output)
+    if not req.images:
+        result = _query(req, model=model, say=say)
+    else:
+        result = _scan(req, model=model, say=say, stdin=stdin)
+    if req.pictures:
+        _draw(req, result, output=output, model=model, say=say)
+    for lr in result.layers:
+        for c, entries in lr.examples.items():
+            rec: Record = {"layer": lr.layer.index, "name": lr.layer.name, "alias": lr.layer.alias or None,
+                           "channel": c, "score": req.score, "order": "bottom" if req.bottom else "top",
+                           "receptive_field": lr.field.as_dict()["receptive_field"], "examples": entries}
+            if c in lr.pictures:
+                rec["picture"] = lr.pictures[c]
+            if on_record is not None:
+                on_record(rec)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _check(req: TopRequest) -> None:
+    if req.score not in SCORES:
+        raise UsageError(f"unknown --score {req.score!r}; choose max or mean")
+    if req.k < 1:
+        raise UsageError(f"-k must be at least 1, not {req.k}")
+    if req.engine not in ENGINES:
+        raise UsageError(f"unknown --engine {req.engine!r}; choose local or ray")
+    if req.shard is not None:
+        parse_shard(req.shard)
+        if not req.index:
+            raise UsageError("--shard writes one part of a scan: give it an --index DIR (then 'cnnviz top merge')")
+    if req.image is not None and not req.index:
+        raise UsageError("--image asks an index: give --index DIR")
+    if req.image is not None and req.images:
+        raise UsageError("--image queries the index; scan IMAGES in a separate command first")
+    if req.engine == "ray" and not req.images:
+        raise UsageError("--engine ray runs a scan: pass IMAGES")
+    if req.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, not {req.batch_size}")
+    if req.tile < 8:
+        raise UsageError(f"--tile must be at least 8 px, not {req.tile}")
+    if req.pictures:
+        check_cmap(req.cmap)
+
+
+# ---------------------------------------------------------------- planning
+
+
+def _preprocess(req: TopRequest, lm: LoadedModel) -> Preprocess:
+    if req.size is None:
+        size: int | tuple[int, int] = lm.crop_size
+    elif str(req.size).strip().isdigit():
+        size = int(str(req.size).strip())
+        if not 1 <= size <= 8192:
+            raise UsageError(f"--size {size} out of range; use 1..8192 pixels")
+    else:
+        size = parse_size(str(req.size))
+        if req.crop:
+            raise UsageError("--size HxW resizes exactly; it cannot be combined with the centre crop (add --no-crop)")
+    return Preprocess(size=size, crop=req.crop, resize_size=lm.resize_size, crop_size=lm.crop_size, mean=tuple(lm.mean),
+                      std=tuple(lm.std), max_pixels=req.max_pixels or DEFAULT_MAX_PIXELS)
+
+
+def _select(req: TopRequest, net: Any, *, allowed: Sequence[int] | None = None, model_name: str = "") -> tuple[list[ConvLayer], dict[int, list[int]]]:
+    """Layers and {layer index: channels} of the request on ``net`` (any device)."""
+    every = conv_layers(net)
+    if req.layers:
+        layers = select_layers(every, req.layers, model_name=model_name)
+    elif allowed is not None:
+        layers = [every[i] for i in allowed]
+    else:
+        raise UsageError("no layer: pass --layer SEL (e.g. -l block4_conv1 or -l 10; 'cnnviz layers' lists them)")
+    if allowed is not None:
+        extra = [lay for lay in layers if lay.index not in allowed]
+        if extra:
+            names = ", ".join(f"{every[i].index} {every[i].alias or every[i].name}" for i in allowed)
+            raise UsageError(f"layer {extra[0].alias or extra[0].name} is not in the index (it holds {names})")
+    chans = {lay.index: resolve_channels(req.channels, lay.out_channels, layer_name=lay.name) for lay in layers}
+    return layers, chans
+
+
+def _fields(net: Any, layers: Sequence[ConvLayer], size: tuple[int, int]) -> dict[str, Field]:
+    return receptive_fields(net, size=size, layers=[lay.name for lay in layers])
+
+
+def _input_hw(prep: Preprocess) -> tuple[int, int]:
+    """The preprocessed size used for geometry (exact with crop or HxW; a square otherwise: the
+    field numbers (lo, hi, jump) of a conv net do not depend on the input size)."""
+    return prep.size if isinstance(prep.size, tuple) else (int(prep.size), int(prep.size))
+
+
+def _layer_dicts(layers: Sequence[ConvLayer]) -> list[dict[str, Any]]:
+    return [{"index": lay.index, "name": lay.name, "alias": lay.alias or None, "channels": lay.out_channels} for lay in layers]
+
+
+# ---------------------------------------------------------------- scanning
+
+
+def _scan(req: TopRequest, *, model: LoadedModel | None, say: Say, stdin: TextIO | None) -> TopResult:
+    arch = model or architecture(req.model, weights=req.weights)
+    layers, chans = _select(req, arch.model, model_name=req.model)
+    hook_points(arch.model, layers, req.stage)  # --stage act not available: usage error now
+    paths = expand_images(req.images, stdin=stdin)
+    if req.shard is not None:
+        shard = parse_shard(req.shard)
+        paths = [p for p in paths if in_shard(p, shard)]
+        say(f"top: shard {shard[0]}/{shard[1]}: {len(paths)} image(s)")
+    lm = model or load_model(req.model, weights=req.weights, seed=req.seed)
+    prep = _preprocess(req, lm)
+    workers = default_workers() if req.workers is None else req.workers
+    layers = [conv_layers(lm.model)[lay.index] for lay in layers]  # the real modules
+    field_of = _fields(arch.model, layers, _input_hw(prep))  # on 'meta' for registry models: free
+    progress = _Progress(say)
+    result = TopResult(layers=[], model_name=lm.name, weights=lm.weights, stage=req.stage, prep=prep, model=lm)
+
+    def skip(path: str, message: str) -> None:
+        say(f"cnnviz: warning: skipped {message}")
+
+    if req.index is None:
+        tops = {lay.name: TopK(chans[lay.index], req.k, score=req.score, bottom=req.bottom) for lay in layers}
+        ids = np.asarray([image_id(p) for p in paths], np.int64)
+
+        def on_batch(pos: list[int], stats: dict[str, LayerStats]) -> None:
+            for name, t in tops.items():
+                t.update(ids[pos], stats[name])
+
+        counts = scan(lm.model, layers, paths, prep=prep, on_batch=on_batch, stage=req.stage, batch_size=req.batch_size,
+                      workers=workers, strict=req.strict, on_skip=skip, on_progress=progress)
+        result.scanned, result.skipped, result.images = counts.scanned, len(counts.skipped), counts.scanned
+        path_of = dict(zip(ids.tolist(), paths))
+        for lay in layers:
+            ex = tops[lay.name].result()
+            result.layers.append(LayerResult(lay, {c: _entries(ex[c], path_of, field_of[lay.name]) for c in chans[lay.index]},
+                                             field_of[lay.name]))
+        return result
+
+    # With an index: statistics of every channel go to disk, the answer comes from a query.
+    prov = make_provenance(model=lm.name, weights=lm.weights, weights_sha256=weights_digest(lm.model),
+                           preprocess=prep.as_dict(), stage=req.stage, layers=_layer_dicts(layers))
+    idx = ActivationIndex.create_or_open(req.index, prov)
+    _check_index_layers(idx, layers)
+    with idx:
+        known = idx.images()
+        todo, changed = [], 0
+        for p in paths:
+            a = os.path.abspath(p)
+            got = known.get(image_id(a))
+            if got is None:
+                todo.append(a)
+            elif not got.ok and _changed(a, got):
+                todo.append(a)  # an unreadable file that changed since: try again
+            elif got.ok and _changed(a, got):
+                changed += 1
+        result.already = len(paths) - len(todo)
+        if result.already:
+            say(f"top: {result.already} of {len(paths)} image(s) already in {req.index}; scanning {len(todo)}")
+        if changed:
+            say(f"cnnviz: warning: {changed} indexed file(s) changed on disk since their scan; the index keeps their "
+                f"old values (scan into a new --index to refresh them)")
+        if req.engine == "ray":
+            from ..rayscan import ray_scan
+
+            counts = ray_scan(idx, lm, layers, todo, prep=prep, stage=req.stage, batch_size=req.batch_size,
+                              part_images=req.part_images, strict=req.strict, say=say)
+        else:
+            writer = idx.writer(part_images=req.part_images)
+
+            def on_index_batch(pos: list[int], stats: dict[str, LayerStats]) -> None:
+                writer.add([todo[i] for i in pos], stats)
+
+            def skip_and_record(path: str, message: str) -> None:
+                skip(path, message)
+                writer.skip(path, message)
+
+            try:
+                counts = scan(lm.model, layers, todo, prep=prep, on_batch=on_index_batch, stage=req.stage,
+                              batch_size=req.batch_size, workers=workers, strict=req.strict, on_skip=skip_and_record,
+                              on_progress=progress)
+            except KeyboardInterrupt:
+                writer.flush()  # complete batches are kept: the same command continues from here
+                raise
+            writer.flush()
+        result.scanned, result.skipped = counts.scanned, len(counts.skipped)
+    result.images = idx.count()
+    result.layers = _answer(req, idx, layers, chans, field_of)
+    return result
+
+
+def _changed(path: str, got: Any) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (int(st.st_size), int(st.st_mtime_ns)) != (got.bytes, got.mtime_ns)
+
+
+def _check_index_layers(idx: ActivationIndex, layers: Sequence[ConvLayer]) -> None:
+    for lay in layers:
+        d = idx.layer(lay.index)
+        if d["name"] != lay.name:
+            raise IndexStoreError(f"index {idx.root!r} layer {lay.index} is {d['name']}, not {lay.name}")
+
+
+def _answer(req: TopRequest, idx: ActivationIndex, layers: Sequence[ConvLayer], chans: dict[int, list[int]],
+            field_of: dict[str, Field]) -> list[LayerResult]:
+    out = []
+    found: list[tuple[ConvLayer, dict[int, list[Example]]]] = []
+    ids: set[int] = set()
+    for lay in layers:
+        ex = idx.top(layer=lay.index, channels=chans[lay.index], k=req.k, score=req.score, bottom=req.bottom)
+        found.append((lay, ex))
+        ids.update(e.image for row in ex.values() for e in row)
+    path_of = idx.paths(ids)
+    for lay, ex in found:
+        out.append(LayerResult(lay, {c: _entries(ex.get(c, []), path_of, field_of[lay.name]) for c in chans[lay.index]},
+                               field_of[lay.name]))
+    return out
+
+
+def _entries(examples: Sequence[Example], path_of: dict[int, str], fld: Field) -> list[Record]:
+    return [{"path": path_of.get(e.image, "?"), "image": e.image, "score": e.score, "max": e.max, "mean": e.mean,
+             "unit": list(e.unit), "box": list(fld.box(e.unit))} for e in examples]
+
+
+# ---------------------------------------------------------------- answering from an index alone
+
+
+def _index_model(idx: ActivationIndex, model: LoadedModel | None) -> LoadedModel:
+    if model is not None:
+        return model
+    return architecture(idx.provenance["model"])
+
+
+def _index_prep(idx: ActivationIndex) -> Preprocess:
+    p = idx.provenance["preprocess"]
+    size = tuple(p["size"]) if isinstance(p["size"], list) else int(p["size"])
+    return Preprocess(size=size, crop=bool(p["crop"]), resize_size=int(p["resize_size"]), crop_size=int(p["crop_size"]),
+                      mean=tuple(p["mean"]), std=tuple(p["std"]))
+
+
+def _query(req: TopRequest, *, model: LoadedModel | None, say: Say) -> TopResult:
+    idx = ActivationIndex.open(req.index)  # type: ignore[arg-type]
+    if model is not None and model.name != idx.provenance["model"]:
+        raise IndexStoreError(f"index {req.index!r} was built with model {idx.provenance['model']}, not {model.name}")
+    arch = _index_model(idx, model)
+    layers, chans = _select(req, arch.model, allowed=[d["index"] for d in idx.layers], model_name=idx.provenance["model"])
+    _check_index_layers(idx, layers)
+    field_of = _fields(arch.model, layers, _input_hw(_index_prep(idx)))
+    prov = idx.provenance
+    return TopResult(layers=_answer(req, idx, layers, chans, field_of), images=idx.count(), model_name=prov["model"],
+                     weights=prov["weights"], stage=prov["stage"], prep=_index_prep(idx), model=model)
+
+
+def image_query(req: TopRequest, *, model: LoadedModel | None = None) -> list[Record]:
+    """``req.image`` against ``req.index``: per layer, the ``req.k`` channels (among
+    ``req.channels``) this image excites most by ``req.score``, with its rank among the index's
+    images in each (1 = the channel's best). Reads the index only."""
+    _check(req)
+    idx = ActivationIndex.open(req.index)  # type: ignore[arg-type]
+    arch = _index_model(idx, model)
+    layers, chans = _select(req, arch.model, allowed=[d["index"] for d in idx.layers], model_name=idx.provenance["model"])
+    field_of = _fields(arch.model, layers, _input_hw(_index_prep(idx)))
+    path = os.path.abspath(req.image)  # type: ignore[arg-type]
+    out = []
+    for lay in layers:
+        rows = idx.image_channels(path, layer=lay.index, k=req.k, score=req.score,
+                                  channels=None if req.channels is None else chans[lay.index])
+        for r in rows:
+            r["box"] = list(field_of[lay.name].box(tuple(r["unit"])))
+        out.append({"layer": lay.index, "name": lay.name, "alias": lay.alias or None, "image": path, "score": req.score,
+                    "channels": rows})
+    return out
+
+
+# ---------------------------------------------------------------- pictures
+
+
+def _draw(req: TopRequest, result: TopResult, *, output: str, model: LoadedModel | None, say: Say) -> None:
+    lm = result.model or model
+    if req.overlay and lm is None:  # a query: the index's own model and weights, checked by hash
+        lm = _index_weights(req, result)
+    displays = _Displays(result.prep)  # type: ignore[arg-type]
+    for lr in result.layers:
+        maps = _overlay_maps(req, lr, lm, result.prep, result.stage) if req.overlay else {}  # type: ignore[arg-type]
+        rows: list[tuple[int, Row]] = []
+        for c, entries in lr.examples.items():
+            norm = max([abs(e["max"]) for e in entries] + [1e-12])  # one scale per row: patches compare
+            patches = []
+            for e in entries:
+                disp = displays.get(e["path"])
+                if disp is None:  # deleted or unreadable since the scan: padding only, and said so
+                    pix, _ = crop_window(np.zeros((0, 0, 3), np.uint8), tuple(e["box"]))
+                    name = "(missing) " + os.path.basename(e["path"])
+                else:
+                    pix, inside = crop_window(disp, tuple(e["box"]))
+                    m = maps.get((e["image"], c))
+                    if m is not None:
+                        v = window_values(map_on_input(m, disp.shape[:2]), tuple(e["box"])) / norm
+                        pix = overlay_patch(pix, inside, v, cmap=req.cmap, alpha=req.alpha)
+                    name = os.path.basename(e["path"])
+                patches.append(Patch(pix, f"{e['score']:.3g}", name))
+            rows.append((c, Row(f"{c}", patches)))
+        rf = lr.field.as_dict()["receptive_field"]
+        order = "lowest" if req.bottom else "highest"
+        title = (f"{result.model_name} {result.weights} \u00b7 layer {lr.layer.index} {lr.layer.name}"
+                 + (f" ({lr.layer.alias})" if lr.layer.alias else "") + f" \u00b7 stage {result.stage}")
+        sub = (f"the {req.k} images with the {order} {req.score} activation, per channel (row), of {result.images:,}; "
+               f"patch = receptive field ({rf} px) of the peak unit, hatched = zero padding"
+               + ("; map overlaid" if req.overlay else ""))
+        kind = f"{'bottom' if req.bottom else 'top'}-{req.score}"
+        meta = {"Software": "cnnviz", "model": result.model_name, "weights": result.weights, "layer": lr.layer.index,
+                "name": lr.layer.name, "stage": result.stage, "score": req.score,
+                "order": "bottom" if req.bottom else "top", "k": req.k, "images": result.images}
+        if req.separate:
+            for c, row in rows:
+                img = render_examples([row], k=req.k, tile=req.tile, title=f"{title} \u00b7 channel {c}\n{sub}")
+                name = output_name(result.model_name, lr.layer.index, lr.layer.slug, f"c{c:04d}", kind=kind)
+                lr.pictures[c] = save_png(os.path.join(output, name), img, metadata={**meta, "channels": [c]})
+        else:
+            img = render_examples([row for _, row in rows], k=req.k, tile=req.tile, title=f"{title}\n{sub}")
+            name = output_name(result.model_name, lr.layer.index, lr.layer.slug, kind=kind)
+            path = save_png(os.path.join(output, name), img, metadata={**meta, "channels": [c for c, _ in rows]})
+            for c, _ in rows:
+                lr.pictures[c] = path
+
+
+def _index_weights(req: TopRequest, result: TopResult) -> LoadedModel:
+    """The index's model with its weights, for --overlay on a query; refused if the weights found
+    now are not the ones the index was built with."""
+    idx = ActivationIndex.open(req.index)  # type: ignore[arg-type]
+    prov = idx.provenance
+    lm = load_model(prov["model"], weights=prov["weights"], seed=req.seed)
+    if weights_digest(lm.model) != prov["weights_sha256"]:
+        raise IndexStoreError(f"--overlay needs the weights of index {req.index!r} ({prov['weights']}), but those "
+                              f"loaded now differ (sha256); rerun the query without --overlay")
+    return lm
+
+
+class _Displays:
+    """Preprocessed display images (H, W, 3) of the example files, each read once, or None when a
+    file can no longer be read. Holds only the few winners of a run, never the whole collection."""
+
+    def __init__(self, prep: Preprocess):
+        self.prep = prep
+        self.cache: dict[str, np.ndarray | None] = {}
+
+    def get(self, path: str) -> np.ndarray | None:
+        if path not in self.cache:
+            try:
+                self.cache[path] = self.prep(path)[1]
+            except ImageError:
+                self.cache[path] = None
+        return self.cache[path]
+
+
+def _overlay_maps(req: TopRequest, lr: LayerResult, lm: LoadedModel | None, prep: Preprocess, stage: str) -> dict[tuple[int, int], np.ndarray]:
+    """{(image id, channel): the channel's map (h, w)} for the examples of one layer: one forward
+    pass per batch of distinct example images, to the layer only."""
+    import torch
+
+    from ..capture import capture
+
+    if lm is None:
+        return {}
+    want: dict[str, set[int]] = {}
+    ident: dict[str, int] = {}
+    for c, entries in lr.examples.items():
+        for e in entries:
+            want.setdefault(e["path"], set()).add(c)
+            ident[e["path"]] = e["image"]
+    out: dict[tuple[int, int], np.ndarray] = {}
+    paths = list(want)
+    for i in range(0, len(paths), req.batch_size):
+        xs, ok = [], []
+        for p in paths[i : i + req.batch_size]:
+            try:
+                xs.append(prep(p)[0])
+                ok.append(p)
+            except ImageError:
+                continue
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for j, x in enumerate(xs):
+            by_shape.setdefault(x.shape, []).append(j)
+        for group in by_shape.values():
+            m = capture(lm.model, torch.from_numpy(np.stack([xs[j] for j in group])), [lr.layer.name], stage=stage)[lr.layer.name]
+            arr = m.float().cpu().numpy()
+            for row, j in enumerate(group):
+                for c in want[ok[j]]:
+                    out[(ident[ok[j]], c)] = arr[row, c].copy()
+    return out
+
+
+class _Progress:
+    """A progress line on stderr at most every few seconds (and at the end)."""
+
+    def __init__(self, say: Say, every: float = 5.0):
+        self.say, self.every = say, every
+        self.t0 = self.last = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - self.last >= self.every or done == total:
+            rate = done / max(now - self.t0, 1e-9)
+            self.say(f"top: {done:,}/{total:,} images ({rate:.1f}/s)")
+            self.last = now
+
+
+# ---------------------------------------------------------------- merging
+
+
+def merge_indexes(out: str, sources: Sequence[str]) -> dict[str, int]:
+    """`cnnviz top merge`: shard indexes -> one index (see cnnviz.index.merge)."""
+    from ..index import merge
+
+    return merge(out, sources)
+
+
+__all__ = ["TopRequest", "TopResult", "LayerResult", "run_top", "image_query", "merge_indexes", "default_workers"]

@@ -481,3 +481,25 @@ def test_cli_index_query_and_image_and_merge(tmp_path, cli):
     assert r.exit_code == 1 and "other settings" in r.stderr and "layers" in r.stderr
     r = cli("top", "merge", "--help")
     assert r.exit_code == 0 and "--into" in r.stdout
+
+
+def test_ray_engine_equals_local(tmp_path, tiny_lm):
+    pytest.importorskip("ray")
+    import ray
+
+    folder = tmp_path / "p"
+    _photos(folder, 14)
+    (folder / "zz-broken.jpg").write_bytes(b"nope")
+    local = run_top(_req(images=(str(folder),)), model=tiny_lm)
+    path = os.pathsep.join([os.path.join(ROOT, "tests"), ROOT, os.environ.get("PYTHONPATH", "")])
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path}})  # workers unpickle the test's TinyVGG
+    try:
+        idx = str(tmp_path / "idx")
+        remote = run_top(_req(images=(str(folder),), engine="ray", index=idx, part_images=5, workers=1), model=tiny_lm)
+    finally:
+        ray.shutdown()
+    assert remote.scanned == 14 and remote.skipped == 1
+    assert _flat(remote) == _flat(local)
+    ids = _ids_in(idx)
+    assert len(ids) == len(set(ids)) == 14 and len(ActivationIndex.open(idx).part_dirs()) >= 2

@@ -15,9 +15,10 @@ Three ways in, one answer:
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 import numpy as np
@@ -30,6 +31,7 @@ from ..layers import ConvLayer, conv_layers, parse_size, select_layers
 from ..maps import resolve_channels
 from ..models import LoadedModel, architecture, load_model
 from ..patches import Patch, Row, crop_window, map_on_input, overlay_patch, render_examples, window_values
+from ..rayscan import ray_scan
 from ..render import check_cmap
 from ..rf import Field, receptive_fields
 from ..scan import (SCORES, Example, LayerStats, Preprocess, TopK, expand_images, image_id, in_shard, parse_shard, scan,
@@ -135,6 +137,9 @@ def run_top(req: TopRequest, *, output: str = ".", on_record: Callable[[Record],
         ensure_dir(output)
     if not req.images:
         result = _query(req, model=model, say=say)
+    elif req.engine == "ray" and req.index is None:  # Ray actors write an index: a temporary one
+        with tempfile.TemporaryDirectory(prefix="cnnviz-top-") as tmp:
+            result = _scan(replace(req, index=os.path.join(tmp, "index")), model=model, say=say, stdin=stdin)
     else:
         result = _scan(req, model=model, say=say, stdin=stdin)
     if req.pictures:
@@ -292,10 +297,8 @@ def _scan(req: TopRequest, *, model: LoadedModel | None, say: Say, stdin: TextIO
             say(f"cnnviz: warning: {changed} indexed file(s) changed on disk since their scan; the index keeps their "
                 f"old values (scan into a new --index to refresh them)")
         if req.engine == "ray":
-            from ..rayscan import ray_scan
-
             counts = ray_scan(idx, lm, layers, todo, prep=prep, stage=req.stage, batch_size=req.batch_size,
-                              part_images=req.part_images, strict=req.strict, say=say)
+                              part_images=req.part_images, strict=req.strict, actors=req.workers, say=say)
         else:
             writer = idx.writer(part_images=req.part_images)
 

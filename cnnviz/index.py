@@ -240,7 +240,23 @@ class ActivationIndex:
 
     def count(self) -> int:
         """Images with activations in the index."""
-        return sum(1 for im in self.images().values() if im.ok)
+        files = self._files("images")
+        if not files:
+            return 0
+        return int(_duckdb().connect().execute(
+            "SELECT count(DISTINCT image) FROM read_parquet($files) WHERE ok", {"files": files}).fetchone()[0])
+
+    def lookup(self, ids: Iterable[int]) -> dict[int, IndexedImage]:
+        """{image id: IndexedImage} for ``ids`` (those indexed), without reading every path."""
+        want = sorted({int(i) for i in ids})
+        files = self._files("images")
+        if not want or not files:
+            return {}
+        rows = _duckdb().connect().execute(
+            """SELECT image, path, bytes, mtime_ns, ok FROM read_parquet($files)
+               WHERE image BETWEEN $lo AND $hi AND list_contains($ids, image) ORDER BY ok""",
+            {"files": files, "lo": want[0], "hi": want[-1], "ids": want}).fetchall()
+        return {int(i): IndexedImage(p, b, m, ok) for i, p, b, m, ok in rows}  # ok rows last: they win
 
     # ------------------------------------------------------------ queries
 
@@ -281,7 +297,7 @@ class ActivationIndex:
         _check_score(score)
         self.layer(layer)
         img = image_id(path)
-        known = self.images().get(img)
+        known = self.lookup([img]).get(img)
         if known is None or not known.ok:
             raise IndexStoreError(f"image {path!r} is not in index {self.root!r}"
                                   + (" (it could not be read when scanned)" if known else "; scan it first (add it to the scan's IMAGES)"))
@@ -314,9 +330,7 @@ class ActivationIndex:
 
     def paths(self, ids: Iterable[int]) -> dict[int, str]:
         """{image id: path} for ``ids`` (as scanned)."""
-        want = set(int(i) for i in ids)
-        imgs = self.images()
-        return {i: imgs[i].path for i in want if i in imgs}
+        return {i: im.path for i, im in self.lookup(ids).items()}
 
 
 def _check_score(score: str) -> None:

@@ -95,6 +95,17 @@ def fit_text(text: str, width: int, *, size: int) -> str:
     return "\u2026" + text
 
 
+def wrap_text(text: str, width: int, *, size: int) -> list[str]:
+    """``text`` broken at spaces into lines of at most ``width`` px (a single long word stays whole)."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and text_size(lines[-1] + " " + word, size=size)[0] <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
 @dataclass
 class Patch:
     """One cell of the grid: the window's pixels (any size; scaled to the tile) and two label lines."""
@@ -137,9 +148,11 @@ def render_examples(rows: Sequence[Row], *, k: int, tile: int = 112, title: str 
     labelled = pad(labelled, top=4, left=4, right=6, bottom=6)
     if not title:
         return labelled
-    lines = title.split("\n")
+    lines = [w for i, part in enumerate(title.split("\n"))
+             for w in wrap_text(part, labelled.shape[1] - 12, size=font + 3 if i == 0 else font + 1)]
+    first = len(wrap_text(title.split("\n")[0], labelled.shape[1] - 12, size=font + 3))
     line_h = text_size("Ag", size=font + 3)[1] + 4
     out = pad(labelled, top=len(lines) * line_h + 6)
     for i, s in enumerate(lines):
-        out = draw_text(out, (6, 4 + i * line_h), s, size=font + 3 if i == 0 else font + 1)
+        out = draw_text(out, (6, 4 + i * line_h), s, size=font + 3 if i < first else font + 1)
     return out

@@ -33,7 +33,7 @@ from .capture import Capture, HookPoint, hook_points
 from .errors import CnnvizError, ImageError, UsageError
 from .io import DEFAULT_MAX_PIXELS, load_image, preprocess
 from .layers import ConvLayer
-from .models import device_of
+from .util import device_of
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}

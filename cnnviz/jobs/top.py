@@ -27,7 +27,8 @@ from ..capture import hook_points
 from ..errors import ImageError, UsageError
 from ..index import ActivationIndex, IndexStoreError, make_provenance
 from ..io import DEFAULT_MAX_PIXELS, ensure_dir, output_name, save_png
-from ..layers import ConvLayer, conv_layers, parse_size, select_layers
+from ..layers import ConvLayer, conv_layers, select_layers
+from ..util import parse_size
 from ..maps import resolve_channels
 from ..models import LoadedModel, architecture, load_model
 from ..patches import Patch, Row, crop_window, map_on_input, overlay_patch, render_examples, window_values

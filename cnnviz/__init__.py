@@ -39,6 +39,7 @@ _LAZY = {
     "load_image": "io",
     "preprocess": "io",
     "save_png": "io",
+    "Picture": "render",
     "CnnvizError": "errors",
     "maximize": "optimize",
     "Transforms": "optimize",

@@ -23,7 +23,7 @@ filters go to further pages; ``channels`` mode caps filters/channels (``max_filt
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,23 +31,27 @@ import numpy as np
 from .errors import UsageError
 from .render import (
     GAP_VALUE,
-    GREY_INDEX,
     GREYS,
     LEVELS,
     MID,
+    Picture,
+    PixelSpace,
+    ShowsPicture,
     check_cmap,
     grey_index,
-    levels,
-    palette,
-    to_index,
     label_bands,
     legend_strip,
+    levels,
     margin_labels,
     pad,
+    palette,
+    scale_fixed,
+    scale_symmetric,
     tile_factor,
     tile_grid,
     to_uint8,
     upscale,
+    value_range as data_range,
     vstack,
 )
 from .select import select_indices
@@ -238,25 +242,18 @@ def displayed_values(weight: np.ndarray, mode: str) -> np.ndarray:
 def value_range(layer_values: np.ndarray, norm: str) -> tuple[float, float]:
     """(lo, hi) mapped to the ends of the colour scale for the whole layer: ±max|v| for 'layer'
     (and, as the largest per-filter scale, for 'filter'), (min, max) for 'minmax'. Never lo == hi."""
-    v = np.asarray(layer_values, dtype=np.float32)
-    if norm == "minmax":
-        lo, hi = float(v.min()), float(v.max())
-        return (lo, hi) if hi > lo else (lo - 1.0, hi + 1.0)
-    m = float(max(v.max(), -v.min()))
-    m = m if m > 0 else 1.0
-    return (-m, m)
+    lo, hi = data_range(layer_values, symmetric=norm != "minmax")
+    if hi > lo:
+        return (lo, hi)
+    return (lo - 1.0, hi + 1.0) if norm == "minmax" else (-1.0, 1.0)
 
 
 def scale_values(values: np.ndarray, *, norm: str, lo: float, hi: float) -> np.ndarray:
     """values (N, ...) -> float32 [0, 1]. 'layer' / 'minmax': lo -> 0, hi -> 1 (lo = -hi for 'layer',
     so 0 -> 0.5); 'filter': each values[n] symmetric on its own ±max|values[n]| (0 -> 0.5)."""
-    v = np.asarray(values, dtype=np.float32)
     if norm == "filter":
-        axes = tuple(range(1, v.ndim))
-        m = np.abs(v).max(axis=axes, keepdims=True) if v.size else np.ones((1,) * v.ndim, np.float32)
-        m = np.where(m > 0, m, 1.0).astype(np.float32)
-        return np.clip(v / (2 * m) + 0.5, 0.0, 1.0)
-    return np.clip((v - lo) * np.float32(1.0 / (hi - lo)), 0.0, 1.0).astype(np.float32, copy=False)
+        return scale_symmetric(values, per="map")
+    return scale_fixed(values, lo, hi)
 
 
 # ------------------------------------------------------------------ tiles
@@ -370,42 +367,24 @@ def _ranges(idx: Sequence[int]) -> str:
 
 
 @dataclass(frozen=True)
-class FilterPage:
-    """One rendered picture. Colormapped modes keep (H, W) uint8 palette ``index`` + (256, 3)
-    ``palette`` (written as a palette PNG); rgb mode keeps ``rgb`` (H, W, 3). ``image`` is always
-    the (H, W, 3) uint8 picture."""
+class FilterPage(ShowsPicture):
+    """One rendered page: ``picture`` (a render.Picture: palette indices for colormapped modes,
+    RGB in rgb mode; its metadata is the page's PNG text), the ``filters`` on it, the value range
+    ``lo``..``hi`` at the ends of the colour scale (layer / minmax norms; ±largest for filter) and
+    ``stats`` (min, max, mean, std of the whole layer's weight). ``image`` is always the
+    (H, W, 3) uint8 picture."""
 
     plan: FilterPlan
     filters: list[int]
     page: int  # 1-based
-    lo: float  # value at the left end of the colour scale (layer / minmax norms; ±largest for filter)
-    hi: float  # value at the right end
-    metadata: dict[str, str]
-    stats: dict[str, float]  # min, max, mean, std of the whole layer's weight
-    rgb: np.ndarray | None = None
-    index: np.ndarray | None = None
-    palette: np.ndarray | None = None
+    lo: float
+    hi: float
+    stats: dict[str, float]
+    picture: Picture
 
     @property
-    def image(self) -> np.ndarray:
-        if self.rgb is not None:
-            return self.rgb
-        return self.palette[self.index]  # type: ignore[index]
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        a = self.rgb if self.rgb is not None else self.index
-        return (int(a.shape[0]), int(a.shape[1]))  # type: ignore[union-attr]
-
-    def pil(self):  # type: ignore[no-untyped-def]
-        """A PIL image ready to encode: mode 'P' with the palette, or 'RGB'."""
-        from PIL import Image
-
-        if self.rgb is not None:
-            return Image.fromarray(self.rgb, "RGB")
-        im = Image.fromarray(self.index, "P")
-        im.putpalette(self.palette.tobytes())  # type: ignore[union-attr]
-        return im
+    def metadata(self) -> Mapping[str, str]:
+        return self.picture.metadata
 
 
 def render_plan(weight: np.ndarray, plan: FilterPlan, *, title: str = "") -> Iterator[FilterPage]:
@@ -420,15 +399,11 @@ def render_plan(weight: np.ndarray, plan: FilterPlan, *, title: str = "") -> Ite
     lo, hi = value_range(values, plan.norm)
     stats = weight_stats(w)
     rgb_mode = plan.mode == "rgb"
-    pal = None if rgb_mode else palette(plan.cmap or DEFAULT_CMAP)
+    space = PixelSpace(None if rgb_mode else palette(plan.cmap or DEFAULT_CMAP))
     fill = _gap_fill(plan.cmap)
-    blank = fill if rgb_mode else int(GREY_INDEX[fill])  # the gap colour in this picture's pixel space
+    blank = space.grey(fill)  # the gap colour in this picture's pixel space
+    white = space.grey(GAP_VALUE)
     s, gap = plan.scale, plan.gap
-
-    white = GAP_VALUE if rgb_mode else int(GREY_INDEX[GAP_VALUE])
-
-    def decor(rgb: np.ndarray) -> np.ndarray:
-        return rgb if rgb_mode else to_index(rgb, pal)  # type: ignore[arg-type]
 
     for p, fsel in enumerate(plan.pages, start=1):
         if plan.mode == "heatmap":
@@ -468,7 +443,7 @@ def render_plan(weight: np.ndarray, plan: FilterPlan, *, title: str = "") -> Ite
         if rows or cols:  # label margins drawn on a blank RGB canvas, the picture pasted in
             h0, w0 = img.shape[:2]
             framed = margin_labels(np.full((h0, w0, 3), GAP_VALUE, np.uint8), rows=rows, cols=cols)
-            out = decor(framed).copy()
+            out = space.from_rgb(framed).copy()
             out[framed.shape[0] - h0 :, framed.shape[1] - w0 :] = img
             img = out
         parts = [img]
@@ -480,14 +455,10 @@ def render_plan(weight: np.ndarray, plan: FilterPlan, *, title: str = "") -> Ite
                 lo_text="\u2212max|w|" if per_filter else None, hi_text="+max|w|" if per_filter else None,
                 caption=_caption(plan, fsel, p, title), max_width=max(img.shape[1], plan.max_side - 2 * _BORDER),
             )
-            parts.append(decor(strip))
+            parts.append(space.from_rgb(strip))
         page = pad(vstack(parts, gap=6, fill=white), top=_BORDER, bottom=_BORDER, left=_BORDER, right=_BORDER, fill=white)
-        meta = _metadata(plan, fsel, p, lo, hi, stats)
-        if rgb_mode:
-            yield FilterPage(plan=plan, filters=list(fsel), page=p, lo=lo, hi=hi, metadata=meta, stats=stats, rgb=page)
-        else:
-            yield FilterPage(plan=plan, filters=list(fsel), page=p, lo=lo, hi=hi, metadata=meta, stats=stats,
-                             index=np.ascontiguousarray(page[..., 0]), palette=pal)
+        picture = space.picture(page, _metadata(plan, fsel, p, lo, hi, stats))
+        yield FilterPage(plan=plan, filters=list(fsel), page=p, lo=lo, hi=hi, stats=stats, picture=picture)
 
 
 def _metadata(plan: FilterPlan, fsel: list[int], page: int, lo: float, hi: float, st: dict[str, float]) -> dict[str, str]:

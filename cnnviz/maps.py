@@ -17,10 +17,11 @@ import numpy as np
 from .errors import UsageError
 from .render import (
     GAP_VALUE,
-    GREY_INDEX,
+    Picture,
+    PixelSpace,
+    ShowsPicture,
     colorize,
     check_cmap,
-    draw_text,
     label_bands,
     label_tiles,
     legend_strip,
@@ -28,10 +29,11 @@ from .render import (
     margin_labels,
     normalize,
     palette,
-    text_size,
     tile_factor,
     tile_grid,
+    title_strip,
     to_index,
+    value_range,
     vstack,
 )
 from .select import select_indices
@@ -168,42 +170,22 @@ def blend(colors: np.ndarray, image: np.ndarray, *, alpha: float = 0.7, strength
 # ---------------------------------------------------------------- grids
 
 
-@dataclass
-class MapGrid:
-    """A rendered grid. Colour-mapped grids keep ``index`` (H, W) uint8 into ``palette`` (256, 3)
-    (written as a palette PNG: ~6x faster to encode, ~4x smaller); overlays keep ``rgb`` (H, W, 3).
-    ``image`` is always the (H, W, 3) uint8 picture. ``channels`` shown, in order; ``scores`` their
-    mean activations when ranked by --top (else None); ``value_range`` (lo, hi) of the shared
-    scale with norm='layer' (else None)."""
+@dataclass(kw_only=True)
+class MapGrid(ShowsPicture):
+    """A rendered grid: ``picture`` (a render.Picture: palette indices for colour-mapped grids,
+    RGB for overlays), the ``channels`` shown, in order; ``scores`` their mean activations when
+    ranked by --top (else None); ``value_range`` (lo, hi) of the shared scale with norm='layer'
+    (else None). ``image`` is always the (H, W, 3) uint8 picture; ``pil()`` a PIL image."""
 
     channels: list[int]
+    picture: Picture
     scores: list[float] | None = None
     value_range: tuple[float, float] | None = None
-    index: np.ndarray | None = None
-    palette: np.ndarray | None = None
-    rgb: np.ndarray | None = None
-
-    @property
-    def image(self) -> np.ndarray:
-        """(H, W, 3) uint8."""
-        return self.rgb if self.rgb is not None else self.palette[self.index]  # type: ignore[index]
 
     def pixels(self) -> tuple[np.ndarray, bytes | None]:
-        """What to encode: ((H, W) indices, flat RGB palette bytes), or ((H, W, 3) RGB, None);
-        ``io.save_png(path, *grid.pixels())`` writes it without another copy."""
-        if self.rgb is not None:
-            return self.rgb, None
-        return self.index, self.palette.tobytes()  # type: ignore[return-value, union-attr]
-
-    def pil(self) -> Any:
-        """The picture as a PIL image: mode 'P' with the palette, or 'RGB' (for notebooks)."""
-        from PIL import Image
-
-        if self.rgb is not None:
-            return Image.fromarray(self.rgb)
-        im = Image.fromarray(self.index)  # type: ignore[arg-type]
-        im.putpalette(self.palette.tobytes())  # type: ignore[union-attr]
-        return im
+        """What to encode: ((H, W) indices, flat RGB palette bytes), or ((H, W, 3) RGB, None)."""
+        pal = self.picture.palette
+        return self.picture.pixels, None if pal is None else pal.tobytes()
 
 
 def scale_maps(maps: np.ndarray, channels: Sequence[int], *, norm: str = "map", symmetric: bool = False) -> tuple[np.ndarray, tuple[float, float] | None]:
@@ -218,11 +200,7 @@ def scale_maps(maps: np.ndarray, channels: Sequence[int], *, norm: str = "map", 
     idx = list(channels)
     if norm == "map":
         return normalize(m[idx], per="map", symmetric=symmetric), None
-    lo, hi = float(m.min()), float(m.max())
-    if symmetric:
-        a = max(abs(lo), abs(hi))
-        lo, hi = -a, a
-    return normalize(m, per="all", symmetric=symmetric)[idx], (lo, hi)
+    return normalize(m, per="all", symmetric=symmetric)[idx], value_range(m, symmetric=symmetric)
 
 
 def render_grid(
@@ -255,30 +233,24 @@ def render_grid(
     if tile < 1 or gap < 0:
         raise UsageError("--tile must be >= 1 and the gap >= 0")
     idx, scores = choose_channels(maps, channels=channels, top=top, layer_name=layer_name)
-    x01, value_range = scale_maps(maps, idx, norm=norm, symmetric=symmetric)
-    pal = None if overlay is not None else palette(cmap)
-    fill = GAP_VALUE if pal is None else int(GREY_INDEX[GAP_VALUE])
-
-    def decor(rgb: np.ndarray) -> np.ndarray:  # text and legend: RGB, or palette indices
-        return rgb if pal is None else to_index(rgb, pal)
-
+    x01, shared = scale_maps(maps, idx, norm=norm, symmetric=symmetric)
+    space = PixelSpace(None if overlay is not None else palette(cmap))
+    fill = space.grey(GAP_VALUE)
     tiles, factor = _tiles(x01, cmap=cmap, tile=tile, overlay=overlay, alpha=alpha, symmetric=symmetric)
     width = tiles.shape[2] * factor
     bands = None
     if labels and width >= LABEL_MIN_TILE:
-        bands = label_bands(idx, width=width, size=max(8, min(11, width // 5)), grey_index=pal is not None)
+        bands = label_bands(idx, width=width, size=max(8, min(11, width // 5)), grey_index=space.palette is not None)
     grid = tile_grid(tiles, cols=cols, gap=gap, fill=fill, scale=factor, bands=bands)
     parts = []
     if title:
-        parts.append(decor(_title_strip(title, width=grid.shape[1])))
+        parts.append(space.from_rgb(title_strip(title, width=grid.shape[1])))
     parts.append(grid)
     if legend:
-        parts.append(_legend(value_range, symmetric=symmetric, cmap=cmap, width=grid.shape[1],
-                             overlay=overlay is not None, index=pal is not None))
+        parts.append(_legend(shared, symmetric=symmetric, cmap=cmap, width=grid.shape[1],
+                             overlay=overlay is not None, index=space.palette is not None))
     image = vstack(parts, gap=4, fill=fill) if len(parts) > 1 else grid
-    if pal is None:
-        return MapGrid(channels=idx, scores=scores, value_range=value_range, rgb=image)
-    return MapGrid(channels=idx, scores=scores, value_range=value_range, index=np.ascontiguousarray(image[..., 0]), palette=pal)
+    return MapGrid(channels=idx, scores=scores, value_range=shared, picture=space.picture(image))
 
 
 def _tiles(x01: np.ndarray, *, cmap: str, tile: int, overlay: np.ndarray | None, alpha: float,
@@ -295,16 +267,6 @@ def _tiles(x01: np.ndarray, *, cmap: str, tile: int, overlay: np.ndarray | None,
     big = np.clip(resize_maps(x01, img.shape[:2], mode="bilinear"), 0.0, 1.0)
     tiles = blend(colorize(big, cmap), img, alpha=alpha, strength=_strength(big, symmetric))
     return tiles, tile_factor(img.shape[0], img.shape[1], tile)
-
-
-def _title_strip(title: str, *, width: int, size: int = 12) -> np.ndarray:
-    lines = [s for s in title.split("\n") if s]
-    line_h = text_size("Ag", size=size)[1] + 3
-    w = max([width, *(text_size(s, size=size)[0] + 6 for s in lines)])
-    strip = np.full((line_h * len(lines) + 2, w, 3), 255, dtype=np.uint8)
-    for i, s in enumerate(lines):
-        strip = draw_text(strip, (3, 1 + i * line_h), s, size=size)
-    return strip
 
 
 @lru_cache(maxsize=64)
@@ -379,7 +341,7 @@ def render_sheet(
     body = vstack(strips, gap=2 * gap)
     out = margin_labels(body, rows=list(zip(centres, [r.label for r in rows])), size=12)
     if title:
-        out = vstack([_title_strip(title, width=out.shape[1]), out], gap=4)
+        out = vstack([title_strip(title, width=out.shape[1]), out], gap=4)
     return out
 
 

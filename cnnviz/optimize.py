@@ -23,6 +23,7 @@ import contextlib
 import difflib
 import fnmatch
 import math
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from .capture import Capture, Stage, hook_points
 from .errors import CnnvizError, SelectionError, UsageError
 from .layers import ConvLayer
 from .models import IMAGENET_MEAN, IMAGENET_STD
+from .render import fit_text, label_tiles, text_size, tile_factor, tile_grid, title_strip, to_uint8, upscale, vstack
 from .select import select_indices
 from .util import device_of, eval_mode
 
@@ -574,3 +576,67 @@ def resolve_classes(specs: str | Sequence[str], categories: Sequence[str], *, co
     if not out:
         raise SelectionError("class selector selects nothing")
     return out
+
+
+# ---------------------------------------------------------------- the picture
+
+MIN_TILE_PX = 96  # grid tiles of smaller images are enlarged (nearest neighbour) to this
+LABEL_PX = 11  # tile label font size
+TITLE_PX = 13
+
+
+def recipe_note(*, param: str, decorrelate: bool, transforms: Transforms | None) -> str:
+    """Title words for a non-default recipe, e.g. 'pixel · no transforms' ('' for Lucid's default:
+    fft, decorrelated, transforms)."""
+    words = []
+    if param != "fft":
+        words.append(param)
+    if decorrelate != (param == "fft"):
+        words.append("decorrelated" if decorrelate else "not decorrelated")
+    if transforms is None:
+        words.append("no transforms")
+    return " · ".join(words)
+
+
+def grid_title(*, model: str, weights: str, steps: int, layer: ConvLayer | None = None, stage: str = "conv",
+               objective: str = "channel", recipe: str = "") -> str:
+    """The title of a maximize grid, parts joined by ' · ' (where maximize_grid wraps it)."""
+    short = os.path.basename(weights) if os.sep in weights else weights  # a checkpoint path: its file name
+    if layer is None:
+        title = f"{model} class logits · {steps} steps · weights {short}"
+    else:
+        label = f"{layer.alias} ({layer.name})" if layer.alias else layer.name
+        title = f"{model} {label} · {stage} · {objective} · {steps} steps · weights {short}"
+    return f"{title} · {recipe}" if recipe else title
+
+
+def maximize_grid(images: np.ndarray, *, targets: Sequence[int], class_names: Sequence[str] | None = None,
+                  title: str = "", labels: bool = True) -> np.ndarray:
+    """Maximize images (N, H, W, 3) (uint8, or float in [0, 1]) -> one grid picture (H', W', 3)
+    uint8: tiles enlarged (nearest neighbour) until the shorter side is at least MIN_TILE_PX, each
+    labelled with its target ('ch 7', or '207 golden retriever' with ``class_names``), ``title``
+    on top wrapped at its ' · ' separators. ``labels=False``: the bare grid, no text."""
+    tiles = np.asarray(images)
+    if tiles.dtype != np.uint8:
+        tiles = to_uint8(tiles)
+    factor = tile_factor(tiles.shape[1], tiles.shape[2], MIN_TILE_PX)
+    if factor > 1:  # tiny images: enlarged so they (and their labels) can be seen
+        tiles = upscale(tiles, factor)
+    if not labels:
+        return tile_grid(tiles, gap=2)
+    w = tiles.shape[2]
+    if class_names is None:
+        texts = [f"ch {t}" for t in targets]
+    else:
+        texts = [fit_text(f"{t} {name}", width=w - 2, size=9) for t, name in zip(targets, class_names)]
+    grid = tile_grid(label_tiles(tiles, texts, size=LABEL_PX), gap=2)
+    if not title:
+        return grid
+    width = grid.shape[1] - 8
+    lines: list[str] = []
+    for part in title.split(" · "):  # wrap at the separators to fit narrow grids
+        if lines and text_size(f"{lines[-1]} · {part}", size=TITLE_PX)[0] <= width:
+            lines[-1] = f"{lines[-1]} · {part}"
+        else:
+            lines.append(fit_text(part, width=width, size=TITLE_PX))
+    return vstack([title_strip("\n".join(lines), width=grid.shape[1], size=TITLE_PX, x=4, top=3, bottom=2), grid])

@@ -7,8 +7,10 @@ from __future__ import annotations
 import difflib
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -27,24 +29,27 @@ def grid_shape(n: int, *, cols: int | None = None) -> tuple[int, int]:
     return (math.ceil(n / cols), cols)
 
 
-def normalize(a: np.ndarray, *, per: str = "map", symmetric: bool = False) -> np.ndarray:
-    """Scale ``a`` (N, ...) to float32 [0, 1].
+# ------------------------------------------------------------------ value scalers
+#
+# Every picture maps values to [0, 1] with one of three scales; the colour path (below) takes it
+# from there. Pure functions: float32 out, inputs untouched, a constant or empty slice never NaN.
 
-    per='map': each ``a[i]`` on its own; per='all': one scale for the whole array.
-    symmetric=False: min -> 0, max -> 1 (a constant slice -> 0, never NaN).
-    symmetric=True: zero -> 0.5, +-max|a| -> 1/0 (a zero slice -> 0.5).
-    """
+
+def _reduce_axes(x: np.ndarray, per: str) -> tuple[int, ...] | None:
+    """Axes a scale is computed over: each ``x[i]`` on its own (per='map') or everything ('all')."""
     if per not in ("map", "all"):
         raise ValueError(f"per must be 'map' or 'all', not {per!r}")
+    return tuple(range(1, x.ndim)) if per == "map" and x.ndim > 1 else None
+
+
+def scale_minmax(a: np.ndarray, *, per: str = "map") -> np.ndarray:
+    """``a`` (N, ...) -> float32 [0, 1]: min -> 0, max -> 1 (a constant slice -> 0).
+    per='map': each ``a[i]`` on its own; per='all': one scale for the whole array."""
     x = np.asarray(a, dtype=np.float32)
-    axes = tuple(range(1, x.ndim)) if per == "map" and x.ndim > 1 else None
-    keep = axes is not None
-    if symmetric:
-        m = np.abs(x).max(axis=axes, keepdims=keep) if x.size else np.float32(0)
-        m = np.where(m > 0, m, 1.0).astype(np.float32)
-        return np.clip(x / (2 * m) + 0.5, 0.0, 1.0)
+    axes = _reduce_axes(x, per)
     if not x.size:
         return x.copy()
+    keep = axes is not None
     lo = x.min(axis=axes, keepdims=keep)
     hi = x.max(axis=axes, keepdims=keep)
     span = hi - lo
@@ -52,6 +57,51 @@ def normalize(a: np.ndarray, *, per: str = "map", symmetric: bool = False) -> np
     out = (x - lo) / np.where(ok, span, 1.0)
     out = np.where(ok, out, 0.0)
     return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def scale_symmetric(a: np.ndarray, *, per: str = "map") -> np.ndarray:
+    """``a`` (N, ...) -> float32 [0, 1]: 0 -> 0.5, +-max|a| -> 1/0 (a zero slice -> 0.5), so a
+    diverging colormap's neutral middle means zero. ``per`` as in scale_minmax."""
+    x = np.asarray(a, dtype=np.float32)
+    axes = _reduce_axes(x, per)
+    m = np.abs(x).max(axis=axes, keepdims=axes is not None) if x.size else np.float32(0)
+    m = np.where(m > 0, m, 1.0).astype(np.float32)
+    return np.clip(x / (2 * m) + 0.5, 0.0, 1.0)
+
+
+def scale_fixed(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``a`` (any shape) -> float32 [0, 1] on a given range: ``lo`` -> 0, ``hi`` -> 1, clipped
+    outside (``hi`` > ``lo``; see value_range)."""
+    x = np.asarray(a, dtype=np.float32)
+    return np.clip((x - lo) * np.float32(1.0 / (hi - lo)), 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def value_range(a: np.ndarray, *, symmetric: bool = False) -> tuple[float, float]:
+    """(lo, hi) of ``a`` as Python floats: (min, max), or (-m, m) with m = max|a| when ``symmetric``
+    (the range scale_minmax / scale_symmetric use with per='all'). Equal ends for a constant array."""
+    x = np.asarray(a)
+    lo, hi = float(x.min()), float(x.max())
+    if symmetric:
+        m = max(abs(lo), abs(hi))
+        return (-m, m)
+    return (lo, hi)
+
+
+def normalize(a: np.ndarray, *, per: str = "map", symmetric: bool = False) -> np.ndarray:
+    """Scale ``a`` (N, ...) to float32 [0, 1]: scale_symmetric when ``symmetric``, else scale_minmax.
+
+    per='map': each ``a[i]`` on its own; per='all': one scale for the whole array.
+    symmetric=False: min -> 0, max -> 1 (a constant slice -> 0, never NaN).
+    symmetric=True: zero -> 0.5, +-max|a| -> 1/0 (a zero slice -> 0.5).
+    """
+    return scale_symmetric(a, per=per) if symmetric else scale_minmax(a, per=per)
+
+
+# ------------------------------------------------------------------ the colour path
+#
+# Colormaps come from matplotlib.colormaps[name] through colormap_colors only (sampled once per
+# (name, n), cached); RGB pictures look values up in the 256-entry LUT (colorize), palette
+# pictures in palette() (LEVELS entries of the same sampler plus greys).
 
 
 def check_cmap(name: str) -> str:
@@ -66,16 +116,30 @@ def check_cmap(name: str) -> str:
     raise UsageError(f"unknown colormap {name!r}{sugg}; any matplotlib colormap works, e.g. viridis, gray, RdBu_r")
 
 
-@lru_cache(maxsize=64)
-def colormap_lut(name: str) -> np.ndarray:
-    """(256, 3) uint8 lookup table of matplotlib colormap ``name``."""
+@lru_cache(maxsize=128)
+def colormap_colors(name: str, n: int) -> np.ndarray:
+    """(n, 3) uint8, read-only: matplotlib colormap ``name`` at ``n`` evenly spaced points of
+    [0, 1], rounded. The one place a colormap is sampled."""
     import matplotlib
 
     check_cmap(name)
-    rgba = matplotlib.colormaps[name](np.linspace(0.0, 1.0, 256))
-    lut = np.rint(rgba[:, :3] * 255.0).astype(np.uint8)
-    lut.setflags(write=False)
-    return lut
+    rgba = matplotlib.colormaps[name](np.linspace(0.0, 1.0, n))
+    out = np.rint(rgba[:, :3] * 255.0).astype(np.uint8)
+    out.setflags(write=False)
+    return out
+
+
+def colormap_lut(name: str) -> np.ndarray:
+    """(256, 3) uint8 lookup table of matplotlib colormap ``name`` (read-only)."""
+    return colormap_colors(name, 256)
+
+
+def distinct_colors(n: int) -> list[tuple[int, int, int]]:
+    """``n`` distinct RGB colours for categories (matplotlib's tab10, then tab20 for more than 10)."""
+    import matplotlib
+
+    base = matplotlib.colormaps["tab10" if n <= 10 else "tab20"].colors
+    return [tuple(int(round(255 * c)) for c in base[i % len(base)][:3]) for i in range(n)]  # type: ignore[misc]
 
 
 def to_uint8(x01: np.ndarray) -> np.ndarray:
@@ -105,11 +169,7 @@ MID = (LEVELS - 1) // 2  # index of value 0.5
 def palette(cmap: str) -> np.ndarray:
     """(256, 3) uint8, read-only: ``cmap`` at LEVELS evenly spaced points, then 63 greys from
     black to white."""
-    import matplotlib
-
-    check_cmap(cmap)
-    rgb = np.rint(matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, LEVELS))[:, :3] * 255.0).astype(np.uint8)
-    out = np.concatenate([rgb, np.repeat(GREYS[:, None], 3, axis=1)])
+    out = np.concatenate([colormap_colors(cmap, LEVELS), np.repeat(GREYS[:, None], 3, axis=1)])
     out.setflags(write=False)
     return out
 
@@ -139,6 +199,121 @@ def to_index(rgb: np.ndarray, pal: np.ndarray) -> np.ndarray:
         d = ((u[:, None, :] - pal[None, :LEVELS].astype(np.int32)) ** 2).sum(axis=-1)
         out[colour] = d.argmin(axis=1).astype(np.uint8)[inverse.ravel()]
     return out[..., None]
+
+
+@dataclass(frozen=True, eq=False)
+class Picture:
+    """A finished picture and the text that goes into its file: the one picture type every
+    command renders and ``io.save_png`` writes.
+
+    ``pixels``: (H, W) uint8 indices into ``palette`` (P, 3) uint8, P <= 256 (a palette PNG: one
+    byte per pixel, ~7x faster to encode than RGB), or (H, W, 3) uint8 RGB when ``palette`` is
+    None. ``metadata``: PNG text, key -> str (other values are written as JSON).
+    ``transparency``: a palette index drawn fully transparent (None: opaque)."""
+
+    pixels: np.ndarray
+    palette: np.ndarray | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    transparency: int | None = None
+
+    def __post_init__(self) -> None:
+        a = self.pixels
+        if not isinstance(a, np.ndarray) or a.dtype != np.uint8:
+            raise ValueError("pixels must be a uint8 array")
+        if self.palette is None:
+            if a.ndim != 3 or a.shape[2] != 3:
+                raise ValueError(f"RGB pixels must be (H, W, 3), got shape {a.shape}")
+            if self.transparency is not None:
+                raise ValueError("transparency needs a palette")
+            return
+        pal = np.asarray(self.palette)
+        if a.ndim != 2:
+            raise ValueError(f"palette pixels must be (H, W) indices, got shape {a.shape}")
+        if pal.dtype != np.uint8 or pal.ndim != 2 or pal.shape[1] != 3 or not 1 <= pal.shape[0] <= 256:
+            raise ValueError(f"palette must be (P, 3) uint8 with 1 <= P <= 256, got {pal.shape} {pal.dtype}")
+        if self.transparency is not None and not 0 <= self.transparency < pal.shape[0]:
+            raise ValueError(f"transparency {self.transparency} is not an entry of a {pal.shape[0]}-colour palette")
+
+    @property
+    def image(self) -> np.ndarray:
+        """(H, W, 3) uint8 RGB (a new array for palette pictures)."""
+        return self.pixels if self.palette is None else self.palette[self.pixels]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W)."""
+        return (int(self.pixels.shape[0]), int(self.pixels.shape[1]))
+
+    def pil(self) -> Any:
+        """The picture as a PIL image: mode 'P' with its palette (and transparency), or 'RGB'."""
+        from PIL import Image
+
+        if self.palette is None:
+            return Image.fromarray(self.pixels)
+        im = Image.fromarray(self.pixels)
+        im.putpalette(self.palette.tobytes())
+        if self.transparency is not None:
+            im.info["transparency"] = self.transparency
+        return im
+
+    def with_metadata(self, metadata: Mapping[str, Any]) -> Picture:
+        """A copy whose text is ``metadata`` (the file's context: model, layer...) followed by this
+        picture's own entries (which win on a clash). Pixels are shared, not copied."""
+        return replace(self, metadata={**metadata, **self.metadata})
+
+
+class ShowsPicture:
+    """Read-only views of a result's ``picture`` (MapGrid, FilterPage): ``image`` (H, W, 3) uint8,
+    ``shape``, ``index``/``palette`` (palette pictures, else None), ``rgb`` (else None), ``pil()``."""
+
+    picture: Picture
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.picture.image
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.picture.shape
+
+    @property
+    def index(self) -> np.ndarray | None:
+        return None if self.picture.palette is None else self.picture.pixels
+
+    @property
+    def palette(self) -> np.ndarray | None:
+        return self.picture.palette
+
+    @property
+    def rgb(self) -> np.ndarray | None:
+        return self.picture.pixels if self.picture.palette is None else None
+
+    def pil(self) -> Any:
+        """The picture as a PIL image: mode 'P' with the palette, or 'RGB' (for notebooks)."""
+        return self.picture.pil()
+
+
+class PixelSpace:
+    """Where a picture is drawn: palette indices into ``pal`` (colormapped pictures) or RGB (None).
+    Gaps and decorations (text, legends, margins) are made in RGB and converted here, so a
+    renderer builds either kind of picture with the same code."""
+
+    def __init__(self, pal: np.ndarray | None) -> None:
+        self.palette = pal
+
+    def grey(self, value: int) -> int:
+        """The pixel value of grey level ``value``: itself in RGB, the nearest grey entry otherwise."""
+        return int(value) if self.palette is None else int(GREY_INDEX[value])
+
+    def from_rgb(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) RGB decoration -> this space's (H, W, C) pixels (see to_index)."""
+        return rgb if self.palette is None else to_index(rgb, self.palette)
+
+    def picture(self, canvas: np.ndarray, metadata: Mapping[str, Any] | None = None) -> Picture:
+        """The finished (H, W, C) canvas as a Picture."""
+        if self.palette is None:
+            return Picture(canvas, metadata=dict(metadata or {}))
+        return Picture(np.ascontiguousarray(canvas[..., 0]), self.palette, dict(metadata or {}))
 
 
 def upscale(tiles: np.ndarray, factor: int | tuple[int, int]) -> np.ndarray:
@@ -377,17 +552,31 @@ def margin_labels(
     return np.asarray(pil).copy()
 
 
-def _tick(v: float) -> str:
-    return "0" if v == 0 else f"{v:.3g}".replace("-", "\u2212")
+def title_strip(title: str, *, width: int, size: int = 12, x: int = 3, top: int = 1, bottom: int = 1) -> np.ndarray:
+    """A white strip (H, W, 3) uint8 holding ``title``, one line per '\\n', each at ``x`` px from
+    the left, ``top`` px above the first and ``bottom`` below the last; W = ``width``, or wider
+    if a line needs it."""
+    lines = [s for s in title.split("\n") if s]
+    line_h = text_size("Ag", size=size)[1] + 3
+    w = max([width, *(text_size(s, size=size)[0] + 2 * x for s in lines)])
+    strip = np.full((top + line_h * len(lines) + bottom, w, 3), GAP_VALUE, dtype=np.uint8)
+    for i, s in enumerate(lines):
+        strip = draw_text(strip, (x, top + i * line_h), s, size=size)
+    return strip
 
 
-def _cut(text: str, width: int, size: int) -> str:
-    """``text``, shortened with '…' until it fits ``width`` px."""
+def fit_text(text: str, *, width: int, size: int) -> str:
+    """``text``, shortened with '…' until it renders at most ``width`` px wide at font ``size``
+    (keeping at least its first character)."""
     if text_size(text, size=size)[0] <= width:
         return text
-    while text and text_size(text + "\u2026", size=size)[0] > width:
+    while len(text) > 1 and text_size(text + "\u2026", size=size)[0] > width:
         text = text[:-1]
     return text + "\u2026"
+
+
+def _tick(v: float) -> str:
+    return "0" if v == 0 else f"{v:.3g}".replace("-", "\u2212")
 
 
 def legend_strip(
@@ -418,7 +607,7 @@ def legend_strip(
     lines = [s for s in caption.split("\n") if s] if caption else []
     if max_width is not None:
         bar_w = max(16, min(bar_w, max_width - 2 * margin))
-        lines = [_cut(s, max_width - 2 * margin, size) for s in lines]
+        lines = [fit_text(s, width=max_width - 2 * margin, size=size) for s in lines]
     line_h = text_size("Ag", size=size)[1] + 3
     need_w = max([bar_w + 2 * margin, *(text_size(s, size=size)[0] + 2 * margin for s in lines)])
     w = max(int(width), need_w) if max_width is None else min(max(int(width), need_w), max_width)

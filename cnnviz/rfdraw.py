@@ -13,18 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from .render import colorize, draw_text, normalize, pad, text_size, upscale
+from .render import colorize, distinct_colors, draw_text, normalize, pad, text_size, upscale
 
 MARGIN_FILL = (226, 226, 226)
 Box = tuple[int, int, int, int]
 
 
-def box_colors(n: int) -> list[tuple[int, int, int]]:
-    """``n`` distinct RGB colours (matplotlib's tab10, then tab20 for more than 10)."""
-    import matplotlib
-
-    base = matplotlib.colormaps["tab10" if n <= 10 else "tab20"].colors
-    return [tuple(int(round(255 * c)) for c in base[i % len(base)][:3]) for i in range(n)]  # type: ignore[misc]
+box_colors = distinct_colors  # one colour per box: the categorical colours of the colour path
 
 
 def margin_for(boxes: Sequence[Box], height: int, width: int, *, cap: float = 0.5) -> int:

@@ -212,3 +212,22 @@ def test_save_png_uses_the_fast_path_for_palette_images(tmp_path):
     p = save_png(tmp_path / "p.png", im, metadata={"k": "v"})
     back = Image.open(p)
     assert back.mode == "P" and np.array_equal(np.asarray(back), a) and back.text["k"] == "v"
+
+
+@pytest.mark.parametrize("palette_picture", [True, False])
+def test_save_png_writes_a_picture_with_its_text_after_the_callers(tmp_path, palette_picture):
+    from cnnviz.render import Picture, palette
+
+    rng = np.random.default_rng(0)
+    if palette_picture:
+        pic = Picture(rng.integers(0, 256, (5, 7)).astype(np.uint8), palette("magma"), {"mode": "mean"}, transparency=3)
+    else:
+        pic = Picture(rng.integers(0, 256, (5, 7, 3)).astype(np.uint8), metadata={"mode": "rgb"})
+    p = save_png(tmp_path / "p.png", pic, metadata={"Software": "cnnviz", "layer": 2})
+    Image.open(p).verify()  # chunk CRCs and structure
+    back = Image.open(p)
+    assert list(back.text.items()) == [("Software", "cnnviz"), ("layer", "2"), ("mode", pic.metadata["mode"])]
+    assert np.array_equal(np.asarray(back.convert("RGB")), pic.image)
+    if palette_picture:
+        assert back.mode == "P" and back.info["transparency"] == 3
+        assert np.asarray(back.convert("RGBA"))[..., 3].tolist() == np.where(pic.pixels == 3, 0, 255).tolist()

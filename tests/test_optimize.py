@@ -351,3 +351,20 @@ def test_out_of_range_targets_are_our_error_for_str_layers_and_classes():
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 5))
     with pytest.raises(SelectionError, match="class 9 out of range: the model has 5 classes"):
         _check_targets(net, None, "class", [9])
+
+
+def test_maximize_grid_enlarges_labels_and_titles():
+    from cnnviz.optimize import grid_title, maximize_grid, recipe_note
+
+    imgs = np.random.default_rng(0).random((3, 32, 40, 3)).astype(np.float32)
+    bare = maximize_grid(imgs, targets=[0, 1, 2], labels=False)
+    tiles = np.rint(imgs * 255).astype(np.uint8).repeat(3, axis=1).repeat(3, axis=2)  # 32 px -> 96 px, nearest
+    assert bare.shape == (2 * 96 + 2, 2 * 120 + 2, 3)
+    assert np.array_equal(bare[:96, :120], tiles[0]) and np.array_equal(bare[98:, :120], tiles[2])
+    assert (bare[98:, 122:] == 255).all()  # the empty fourth cell
+    title = grid_title(model="vgg16", weights="/tmp/ckpt/my.pth", steps=8,
+                       recipe=recipe_note(param="pixel", decorrelate=False, transforms=None))
+    assert title == "vgg16 class logits · 8 steps · weights my.pth · pixel · no transforms"
+    full = maximize_grid(imgs, targets=[0, 1, 2], class_names=["tench", "goldfish", "a very long class name"], title=title)
+    assert full.shape[1] == bare.shape[1] and full.shape[0] > bare.shape[0] + 30  # label bands and title lines
+    assert np.array_equal(full[-96:, :120], tiles[2])  # the pictures themselves are untouched

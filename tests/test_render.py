@@ -96,3 +96,54 @@ def test_tile_grid_with_bands_and_scale_matches_the_naive_layout():
         assert np.array_equal(g[y + 4 : y + 13, x : x + 6], np.repeat(np.repeat(tiles[i], 3, 0), 3, 1))
     assert (g[2 * cell_h :, cell_w : cell_w + 6] == 9).all()  # empty cells are fill
     assert (g[13:15, :] == 9).all()  # gap rows
+
+
+# ---------------------------------------------------------------- the scales, the colour path, Picture
+
+
+def test_value_scalers_against_hand_computation():
+    from cnnviz.render import scale_fixed, scale_minmax, scale_symmetric, value_range
+
+    a = np.array([[[-2.0, 0.0], [1.0, 2.0]], [[3.0, 3.0], [3.0, 3.0]]], np.float32)
+    before = a.copy()
+    mm = scale_minmax(a, per="map")
+    assert np.allclose(mm[0], [[0.0, 0.5], [0.75, 1.0]]) and (mm[1] == 0).all()  # constant map -> 0
+    assert np.allclose(scale_minmax(a, per="all")[0, 0], [0.0, 0.4])  # (x + 2) / 5
+    sym = scale_symmetric(a, per="map")
+    assert np.allclose(sym[0], [[0.0, 0.5], [0.75, 1.0]]) and np.allclose(sym[1], 1.0)  # x / (2 max|x|) + 0.5
+    assert np.allclose(scale_fixed(a[0], -1.0, 1.0), [[0.0, 0.5], [1.0, 1.0]])  # clipped outside the range
+    assert value_range(a) == (-2.0, 3.0) and value_range(a, symmetric=True) == (-3.0, 3.0)
+    assert all(x.dtype == np.float32 for x in (mm, sym))
+    assert np.array_equal(a, before)
+
+
+@pytest.mark.parametrize("name", ["viridis", "RdBu_r", "gray"])
+def test_palette_and_lut_sample_matplotlib(name):
+    import matplotlib
+
+    from cnnviz.render import LEVELS, colormap_lut, palette
+
+    cmap = matplotlib.colormaps[name]
+    for table, n in ((colormap_lut(name), 256), (palette(name)[:LEVELS], LEVELS)):
+        want = np.rint(cmap(np.linspace(0, 1, n))[:, :3] * 255)
+        assert np.array_equal(table, want)
+    assert (palette(name)[LEVELS:, 0] == palette(name)[LEVELS:, 2]).all()  # the rest are greys
+    with pytest.raises(ValueError):
+        colormap_lut(name)[0, 0] = 1  # shared cache: read-only
+
+
+def test_picture_validates_and_converts():
+    from cnnviz.render import Picture
+
+    pal = np.array([[0, 0, 0], [255, 0, 0]], np.uint8)
+    pic = Picture(np.array([[0, 1]], np.uint8), pal, {"k": "v"}, transparency=0)
+    assert pic.shape == (1, 2) and pic.image.tolist() == [[[0, 0, 0], [255, 0, 0]]]
+    im = pic.pil()
+    assert im.mode == "P" and im.info["transparency"] == 0
+    assert dict(pic.with_metadata({"a": "1", "k": "x"}).metadata) == {"a": "1", "k": "v"}
+    for bad in (dict(pixels=np.zeros((2, 2), np.uint8)),  # indices without a palette
+                dict(pixels=np.zeros((2, 2), np.uint8), palette=np.zeros((0, 3), np.uint8)),
+                dict(pixels=np.zeros((2, 2), np.uint8), palette=pal, transparency=2),
+                dict(pixels=np.zeros((2, 2, 3), np.float32))):
+        with pytest.raises(ValueError):
+            Picture(**bad)

@@ -111,9 +111,9 @@ def filters(
             parts: list[str | int] = [lm.name, cl.index, cl.slug]
             kind = "filters" if len(plan.pages) == 1 else f"filters-p{page.page:02d}"
             meta = {"Software": "cnnviz", "model": lm.name, "weights": lm.weights, "layer": str(cl.index),
-                    "name": cl.name, **({"alias": cl.alias} if cl.alias else {}), **page.metadata}
+                    "name": cl.name, **({"alias": cl.alias} if cl.alias else {})}
             target = stdout_binary() if to_stdout else os.path.join(output, output_name(*parts, kind=kind))
-            path = save_png(target, page.pil(), metadata=meta)
+            path = save_png(target, page.picture, metadata=meta)  # the page's own text follows meta
             written += 1
             emit({
                 "path": path, "layer": cl.index, "name": cl.name, "alias": cl.alias, "mode": plan.mode,

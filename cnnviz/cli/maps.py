@@ -203,8 +203,7 @@ class MapsRun:
             meta["scores"] = [round(s, 6) for s in grid.scores]
         if grid.value_range is not None:
             meta["value_range"] = list(grid.value_range)
-        pixels, palette = grid.pixels()
-        path = save_png(self._target(name), pixels, palette=palette, metadata=meta)
+        path = save_png(self._target(name), grid.picture, metadata=meta)
         record: dict[str, Any] = {"path": path}
         if self.npy:
             import os

@@ -9,8 +9,6 @@ import click
 from . import cli
 from .common import check_stream, emit, info, json_option, layer_option, model_options, output_option
 
-LABEL_PX = 11  # tile label font size
-MIN_TILE_PX = 96  # grid tiles of smaller images are enlarged to this
 
 
 @cli.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -148,6 +146,7 @@ def _run_job(lm: Any, lay: Any, targets: list[int], *, objective: str, stage: st
     import os
 
     from ..io import output_name, save_npy, save_png, stdout_binary
+    from ..optimize import grid_title, maximize_grid, recipe_note
     from ..optimize import maximize as run
     from ..render import to_uint8
 
@@ -188,7 +187,10 @@ def _run_job(lm: Any, lay: Any, targets: list[int], *, objective: str, stage: st
                             metadata={**meta, "channels": str(t), "values": f"{res.values[i]:.6g}"})
             emit(_record(base, path, [t], [res.values[i]], names[i:i + 1], lay, npy_path), as_json=as_json)
         return
-    image = _grid(lm, lay, tiles, targets, names, objective, stage, res.steps, labels, _variant(settings))
+    title = grid_title(model=lm.name, weights=lm.weights, steps=res.steps, layer=lay, stage=stage, objective=objective,
+                       recipe=recipe_note(param=settings["param"], decorrelate=settings["decorrelate"],
+                                          transforms=settings["transforms"]))
+    image = maximize_grid(tiles, targets=targets, class_names=names if lay is None else None, title=title, labels=labels)
     path = "-" if output == "-" else os.path.join(output, output_name(*parts, kind="maximize"))
     path = save_png(stdout_binary() if path == "-" else path, image,
                     metadata={**meta, "channels": ",".join(map(str, targets)),
@@ -210,71 +212,3 @@ def _record(base: dict[str, Any], path: str, targets: list[int], values: list[An
     if npy_path:
         rec["npy"] = npy_path
     return rec
-
-
-def _variant(settings: dict[str, Any]) -> str:
-    """Title words for non-default recipes, e.g. 'pixel · no transforms'."""
-    words = []
-    if settings["param"] != "fft":
-        words.append(settings["param"])
-    if settings["decorrelate"] != (settings["param"] == "fft"):
-        words.append("decorrelated" if settings["decorrelate"] else "not decorrelated")
-    if settings["transforms"] is None:
-        words.append("no transforms")
-    return " · ".join(words)
-
-
-def _grid(lm: Any, lay: Any, tiles: Any, targets: list[int], names: list[str], objective: str, stage: str,
-          steps: int, labels: bool, variant: str = "") -> Any:
-    """Tiles (N, H, W, 3) uint8 -> one grid image, labels above the tiles and a title on top."""
-    from ..render import draw_text, label_tiles, pad, text_size, tile_factor, tile_grid, upscale
-
-    factor = tile_factor(tiles.shape[1], tiles.shape[2], MIN_TILE_PX)
-    if factor > 1:  # tiny images: nearest-neighbour enlarged so they (and their labels) can be seen
-        tiles = upscale(tiles, factor)
-    if labels:
-        w = tiles.shape[2]
-        if lay is not None:
-            texts = [f"ch {t}" for t in targets]
-        else:
-            texts = [_fit(f"{t} {name}", w - 2, 9) for t, name in zip(targets, names)]
-        tiles = label_tiles(tiles, texts, size=LABEL_PX)
-    grid = tile_grid(tiles, gap=2)
-    if not labels:
-        return grid
-    if lay is None:
-        title = f"{lm.name} class logits · {steps} steps · weights {_short(lm.weights)}"
-    else:
-        label = f"{lay.alias} ({lay.name})" if lay.alias else lay.name
-        title = f"{lm.name} {label} · {stage} · {objective} · {steps} steps · weights {_short(lm.weights)}"
-    if variant:
-        title += f" · {variant}"
-    size, width = 13, grid.shape[1] - 8
-    lines: list[str] = []
-    for part in title.split(" · "):  # wrap at the separators to fit narrow grids
-        if lines and text_size(f"{lines[-1]} · {part}", size=size)[0] <= width:
-            lines[-1] = f"{lines[-1]} · {part}"
-        else:
-            lines.append(_fit(part, width, size))
-    line_h = text_size("Ag", size=size)[1] + 3
-    framed = pad(grid, top=line_h * len(lines) + 5)
-    for i, line in enumerate(lines):
-        framed = draw_text(framed, (4, 3 + i * line_h), line, size=size)
-    return framed
-
-
-def _short(weights: str) -> str:
-    import os
-
-    return os.path.basename(weights) if os.sep in weights else weights
-
-
-def _fit(text: str, width: int, size: int = LABEL_PX) -> str:
-    """``text`` shortened with an ellipsis so it renders at most ``width`` px wide."""
-    from ..render import text_size
-
-    if text_size(text, size=size)[0] <= width:
-        return text
-    while len(text) > 1 and text_size(text + "…", size=size)[0] > width:
-        text = text[:-1]
-    return text + "…"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import operator
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -146,25 +146,27 @@ class TraceError(ModelError):
 
 @dataclass(eq=False)
 class Traced:
-    """A model's torch.fx graph with what every reader needs: its nodes in execution order, the
-    model's modules by name, each node's :class:`Kind`, and for each ``call_module`` node which call
-    of its module it is (0-based; a module used twice in ``forward`` is called twice)."""
+    """A model's torch.fx graph with what every reader needs: its nodes in execution order, each
+    node's :class:`Kind`, and for each ``call_module`` node which call of its module it is (0-based;
+    a module used twice in ``forward`` is called twice). Holds no reference to the model's modules,
+    so caching it keeps no model alive."""
 
     graph: torch.fx.Graph
-    modules: dict[str, nn.Module]
-    nodes: list[torch.fx.Node] = field(init=False)
-    kinds: dict[torch.fx.Node, Kind | None] = field(init=False)
-    call_index: dict[torch.fx.Node, int] = field(init=False)
-    calls: dict[str, int] = field(init=False)  # module name -> how often one forward pass calls it
+    nodes: list[torch.fx.Node]
+    kinds: dict[torch.fx.Node, Kind | None]
+    call_index: dict[torch.fx.Node, int]
+    calls: dict[str, int]  # module name -> how often one forward pass calls it
 
-    def __post_init__(self) -> None:
-        self.nodes = list(self.graph.nodes)
-        self.kinds = {n: op_kind(n, self.modules) for n in self.nodes}
-        self.call_index, self.calls = {}, {}
-        for n in self.nodes:
+    @classmethod
+    def of(cls, graph: torch.fx.Graph, modules: dict[str, nn.Module]) -> "Traced":
+        nodes = list(graph.nodes)
+        call_index: dict[torch.fx.Node, int] = {}
+        calls: dict[str, int] = {}
+        for n in nodes:
             if n.op == "call_module":
-                self.call_index[n] = self.calls.get(str(n.target), 0)
-                self.calls[str(n.target)] = self.call_index[n] + 1
+                call_index[n] = calls.get(str(n.target), 0)
+                calls[str(n.target)] = call_index[n] + 1
+        return cls(graph, nodes, {n: op_kind(n, modules) for n in nodes}, call_index, calls)
 
 
 _TRACES: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], Traced]]" = weakref.WeakKeyDictionary()
@@ -189,6 +191,6 @@ def trace(model: nn.Module) -> Traced:
         graph = torch.fx.Tracer().trace(model)
     except Exception as exc:  # data-dependent control flow, unsupported Python, ...
         raise TraceError(f"torch.fx cannot trace the model ({first_line(exc, 120)})") from None
-    traced = Traced(graph, dict(model.named_modules()))
+    traced = Traced.of(graph, dict(model.named_modules()))
     _TRACES[model] = (key, traced)
     return traced

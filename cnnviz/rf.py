@@ -423,6 +423,7 @@ class _Analysis:
             self.traced = trace(model)
         except TraceError as exc:
             raise RFError(f"cannot analyse receptive fields: {exc}") from None
+        self.modules = dict(model.named_modules())
         self.steps: list[Step] = []
         self.convs: dict[str, Field | str] = {}
         self._run()
@@ -456,7 +457,7 @@ class _Analysis:
                         out, val = self._attr(node.target), _CONST
                     elif node.op in ("call_module", "call_function", "call_method"):
                         if node.op == "call_module":
-                            out = self.traced.modules[node.target](*args, **kwargs)
+                            out = self.modules[node.target](*args, **kwargs)
                         elif node.op == "call_function":
                             out = node.target(*args, **kwargs)
                         else:
@@ -480,7 +481,7 @@ class _Analysis:
             raise RFError(f"cannot analyse receptive fields: running the traced graph failed at node {where} ({first_line(exc)})") from None
 
     def _propagate(self, node: Any, args: Any, kwargs: Any, vargs: Any, vkwargs: Any, out: Any) -> Any:
-        module = self.traced.modules[node.target] if node.op == "call_module" else None
+        module = self.modules[node.target] if node.op == "call_module" else None
         where = str(node.target) if module is not None else node.name
         op = _Op(node, where, module, tuple(args), dict(kwargs), tuple(vargs), dict(vkwargs), out)
         kind = self.traced.kinds[node]
@@ -537,7 +538,15 @@ class _Analysis:
         return val
 
 
-_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[Any, _Analysis]]" = weakref.WeakKeyDictionary()
+@dataclass(frozen=True)
+class _Fields:
+    """What an analysis found (no reference to the model, so the cache keeps no model alive)."""
+
+    steps: tuple[Step, ...]
+    convs: dict[str, Field | str]
+
+
+_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[Any, _Fields]]" = weakref.WeakKeyDictionary()
 
 
 def _signature(model: nn.Module) -> tuple[Any, ...]:
@@ -550,13 +559,14 @@ def _signature(model: nn.Module) -> tuple[Any, ...]:
     )
 
 
-def _analysis(model: nn.Module, size: tuple[int, int], ignore_gates: bool = False) -> _Analysis:
+def _analysis(model: nn.Module, size: tuple[int, int], ignore_gates: bool = False) -> _Fields:
     per = _CACHE.setdefault(model, {})
     key = (size, bool(ignore_gates), _signature(model))
     if key not in per:
         if len(per) > 8:
             per.clear()
-        per[key] = _Analysis(model, size, ignore_gates=bool(ignore_gates))
+        a = _Analysis(model, size, ignore_gates=bool(ignore_gates))
+        per[key] = _Fields(tuple(a.steps), a.convs)
     return per[key]
 
 

@@ -2,6 +2,9 @@
 so they agree on what passes through (dropout, norms, identities) and what ends the walk."""
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -80,12 +83,14 @@ def test_one_op_table_classifies_functions_methods_and_modules():
 
 def test_trace_is_cached_per_model_and_redone_when_modules_change():
     net = Between(VALUE_PRESERVING["nn.Identity"]).eval()
-    assert trace(net) is trace(net)
     first = trace(net)
-    net.act = nn.GELU()
-    again = trace(net)
-    assert again is not first and any(isinstance(again.modules.get(str(n.target)), nn.GELU) for n in again.nodes)
+    assert trace(net) is first
     assert hook_points(net, ["conv1"], "act")[0].module == "act"
+    net.act = nn.Sigmoid()  # same name, another type: a gate, not the layer's activation
+    again = trace(net)
+    assert again is not first and [again.kinds[n] for n in again.nodes if n.target == "act"] == [Kind.ELEMENTWISE]
+    with pytest.raises(UsageError, match="no activation directly follows conv1"):
+        hook_points(net, ["conv1"], "act")
 
 
 def test_untraceable_models_get_one_error_text_from_both():
@@ -105,3 +110,13 @@ def test_untraceable_models_get_one_error_text_from_both():
     assert str(a.value).split(cause)[1].split(")")[0] == str(b.value).split(cause)[1].split(")")[0]
     # exit codes as before: the act stage fails at run time (1), rf cannot analyse the model (2)
     assert (a.value.exit_code, b.value.exit_code) == (1, 2)
+
+
+def test_caches_keep_no_model_alive():
+    for use in (trace, lambda m: hook_points(m, ["conv1"], "act"), lambda m: layer_fields(m, size=12)):
+        net = Between(VALUE_PRESERVING["nn.Identity"]).eval()
+        use(net)
+        ref = weakref.ref(net)
+        del net
+        gc.collect()
+        assert ref() is None

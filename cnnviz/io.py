@@ -113,6 +113,19 @@ def load_image(source: str | os.PathLike[str] | bytes, *, max_pixels: int = DEFA
         raise ImageError(f"image {name!r} is corrupt or truncated ({first})") from None
 
 
+_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+             "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS,
+             "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING}
+
+
+def resized_size(width: int, height: int, side: int) -> tuple[int, int]:
+    """(width, height) with the shorter side ``side`` and the longer one ``int(side * long / short)``:
+    torchvision's Resize(int) rule (truncated, not rounded)."""
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(side * long / short)
+    return (side, new_long) if width <= height else (new_long, side)
+
+
 def preprocess(
     img: Image.Image,
     *,
@@ -122,12 +135,17 @@ def preprocess(
     crop_size: int = 224,
     mean: tuple[float, ...] = (0.485, 0.456, 0.406),
     std: tuple[float, ...] = (0.229, 0.224, 0.225),
+    interpolation: str = "bilinear",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Resize (shorter side = ``size``, aspect kept; or exactly (H, W) when a pair) and normalise.
     ``crop``: the classifier's own transforms scaled to ``size``: shorter side to
-    size * resize_size / crop_size (256/224), then a centred size x size crop (at 224 exactly
-    torchvision's Resize(256) + CenterCrop(224)). Returns (normalised (3, H, W) float32,
-    display (H, W, 3) uint8 of the same pixels)."""
+    size * resize_size / crop_size (e.g. 256/224), then a centred size x size crop. At
+    size == crop_size this is, bit for bit, torchvision's ImageClassification (the weights'
+    ``transforms()``) on a PIL image: Pillow resize with ``interpolation`` (antialiased), the
+    long side truncated, crop offsets ``int(round(diff / 2))``, /255, then (x - mean) / std in
+    float32. Returns (normalised (3, H, W) float32, display (H, W, 3) uint8 of the same pixels)."""
+    if interpolation not in _RESAMPLE:
+        raise ValueError(f"interpolation must be one of {', '.join(_RESAMPLE)}, got {interpolation!r}")
     w, h = img.size
     if crop:
         if isinstance(size, tuple):
@@ -137,17 +155,16 @@ def preprocess(
         side = size  # type: ignore[assignment]
     if isinstance(side, tuple):
         th, tw = side
-    elif h <= w:
-        th, tw = side, max(1, round(w * side / h))
     else:
-        th, tw = max(1, round(h * side / w)), side
+        tw, th = resized_size(w, h, side)
     if (tw, th) != (w, h):
-        img = img.resize((tw, th), Image.Resampling.BILINEAR, reducing_gap=None)
+        img = img.resize((tw, th), _RESAMPLE[interpolation])
     if crop:
-        left, top = (tw - size) // 2, (th - size) // 2  # type: ignore[operator]
+        # torchvision's CenterCrop rounds the offset (Python's round: halves to even).
+        left, top = int(round((tw - size) / 2.0)), int(round((th - size) / 2.0))  # type: ignore[operator]
         img = img.crop((left, top, left + size, top + size))  # type: ignore[operator]
     disp = np.asarray(img, dtype=np.uint8)
-    x = disp.astype(np.float32) / 255.0
+    x = disp.astype(np.float32) / np.float32(255)
     x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1)), disp
 

@@ -39,6 +39,7 @@ class LoadedModel:
     std: tuple[float, ...] = IMAGENET_STD
     crop_size: int = 224
     resize_size: int = 256
+    interpolation: str = "bilinear"  # the weights' resize filter: "bilinear" or "bicubic"
     categories: list[str] = field(default_factory=list)
 
     @property
@@ -126,7 +127,8 @@ def _meta_from(member: Any | None) -> dict[str, Any]:
     try:
         t = member.transforms()
         meta.update(
-            mean=tuple(t.mean), std=tuple(t.std), crop_size=int(t.crop_size[0]), resize_size=int(t.resize_size[0])
+            mean=tuple(t.mean), std=tuple(t.std), crop_size=int(t.crop_size[0]), resize_size=int(t.resize_size[0]),
+            interpolation=str(getattr(t.interpolation, "value", "bilinear")),
         )
     except Exception:  # transforms without the usual attributes: keep ImageNet defaults
         pass

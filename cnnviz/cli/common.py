@@ -168,8 +168,9 @@ def image_options(f: F) -> F:
                      help="Resize so the shorter side is S px, keeping the aspect ratio (or exactly HxW, e.g. "
                           "224x320).  [default: the weights' crop size, 224]"),
         click.option("--crop", is_flag=True,
-                     help="Centre-crop a square S x S like the classifier's own transforms "
-                          "(shorter side to S*256/224, then crop S)."),
+                     help="Centre-crop a square S x S with the classifier's own preprocessing: at the default S "
+                          "exactly the weights' transforms() (e.g. ResNet-50 V2: shorter side 232, crop 224); "
+                          "otherwise shorter side to S*resize/crop, then crop S."),
         click.option("--max-pixels", default=None, type=click.IntRange(min=1), metavar="N",
                      help=f"Refuse larger images (checked before decoding).  [default: {_MAX_PIXELS_HELP}]"),
     ]
@@ -268,7 +269,7 @@ def _iter_images(sources: list[str], target: Any, crop: bool, limit: int, lm: An
         src: Any = click.get_binary_stream("stdin").read() if s == "-" else s
         img = load_image(src, max_pixels=limit)
         x, disp = preprocess(img, size=target, crop=crop, resize_size=lm.resize_size, crop_size=lm.crop_size,
-                             mean=lm.mean, std=lm.std)
+                             mean=lm.mean, std=lm.std, interpolation=lm.interpolation)
         label = image_label(src)
         n = seen.get(label, 0) + 1
         seen[label] = n

@@ -14,6 +14,10 @@ def _fmt(v: Any) -> str:
     if v is None:
         return "-"
     if isinstance(v, (list, tuple)):
+        if not v:
+            return "-"
+        if not all(isinstance(x, (int, float)) for x in v):  # names (weights): a list, not a shape
+            return ", ".join(str(x) for x in v)
         return "x".join(str(x) for x in v) if len(set(v)) > 1 or len(v) > 2 else str(v[0])
     return str(v)
 

@@ -327,6 +327,7 @@ class Maximized:
     history: np.ndarray  # (steps, N) float32: objective at each step (on the transformed input)
     steps: int
     input_size: tuple[int, int]  # (H, W) the model saw during optimisation
+    precision: str = "fp32"  # what ran: 'fp32' or 'bf16' ('auto' resolved)
 
 
 def _check_targets(model: nn.Module, layer: ConvLayer | str | None, objective: str, targets: Sequence[int]) -> None:
@@ -369,12 +370,17 @@ def bf16_native(device: torch.device) -> bool:
     return False
 
 
-def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[object]:
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'fp32' or 'bf16': what ``precision`` ('auto', 'fp32', 'bf16') means on ``device``."""
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
     if precision == "auto":
-        precision = "bf16" if bf16_native(device) else "fp32"
-    if precision == "fp32":
+        return "bf16" if bf16_native(device) else "fp32"
+    return precision
+
+
+def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[object]:
+    if resolve_precision(precision, device) == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
@@ -426,6 +432,7 @@ def maximize(
     tf = (transforms or Transforms.none()).check()
     in_h, in_w, _ = model_size(hw, pad=tf.pad, min_size=min_model_size)
     device = device_of(model)
+    precision = resolve_precision(precision, device)
     amp = _autocast(precision, device)
 
     total = steps * math.ceil(len(targets) / batch_size)
@@ -483,6 +490,7 @@ def maximize(
         history=np.concatenate(history, axis=1),
         steps=steps,
         input_size=(in_h, in_w),
+        precision=precision,
     )
 
 

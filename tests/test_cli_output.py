@@ -30,3 +30,25 @@ def test_layers_table_still_joins_shapes_with_x(cli):
     r = cli("layers", "--model", "vgg16")
     first = r.stdout.splitlines()[1].split()
     assert first[:3] == ["0", "features.0", "block1_conv1"] and "64x224x224" in first
+
+
+@pytest.mark.parametrize("native, used", [(True, "bf16"), (False, "fp32")])
+def test_maximize_json_reports_the_precision_actually_used(cli, tmp_path, monkeypatch, native, used):
+    import cnnviz.optimize
+
+    monkeypatch.setattr(cnnviz.optimize, "bf16_native", lambda device: native)
+    r = cli("maximize", "--model", "mobilenet_v3_small", "--weights", "none", "--layer", "0", "--channel", "0",
+            "--steps", "1", "--size", "8", "--precision", "auto", "--json", "-o", str(tmp_path))
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["precision"] == used
+    from PIL import Image
+
+    assert Image.open(tmp_path / "mobilenet_v3_small-00-features.0.0-maximize.png").text["precision"] == used
+
+
+def test_maximize_result_names_its_precision(tiny_vgg):
+    from cnnviz.optimize import maximize
+
+    res = maximize(tiny_vgg, targets=[0], layer="features.0", steps=1, size=8, min_model_size=8, precision="bf16")
+    assert res.precision == "bf16"
+    assert maximize(tiny_vgg, targets=[0], layer="features.0", steps=1, size=8, min_model_size=8).precision == "fp32"

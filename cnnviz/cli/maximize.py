@@ -165,7 +165,7 @@ def _run_job(lm: Any, lay: Any, targets: list[int], *, objective: str, stage: st
         "layer": None if lay is None else lay.index, "name": "logits" if lay is None else lay.name,
         "alias": "" if lay is None else lay.alias, "stage": None if lay is None else stage, "objective": objective,
         "steps": res.steps, "lr": settings["lr"], "size": list(settings["size"]), "param": settings["param"],
-        "seed": settings["seed"], "precision": settings["precision"], "input_size": list(res.input_size),
+        "seed": settings["seed"], "precision": res.precision, "input_size": list(res.input_size),
     }
     if lay is None:
         parts: tuple[Any, ...] = (lm.name, "class")

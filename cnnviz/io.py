@@ -376,3 +376,12 @@ def output_name(*parts: str | int, kind: str, ext: str = "png") -> str:
 
 def stdout_binary() -> BinaryIO:
     return sys.stdout.buffer
+
+
+def stdin_binary() -> BinaryIO:
+    """The binary side of sys.stdin (``sys.stdin.buffer``); a stream that is already binary (no
+    ``.buffer``, as some test runners install) is returned as is."""
+    stream: Any = sys.stdin
+    if stream is None:
+        raise ImageError("no standard input to read '-' from")
+    return getattr(stream, "buffer", stream)

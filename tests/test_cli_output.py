@@ -52,3 +52,15 @@ def test_maximize_result_names_its_precision(tiny_vgg):
     res = maximize(tiny_vgg, targets=[0], layer="features.0", steps=1, size=8, min_model_size=8, precision="bf16")
     assert res.precision == "bf16"
     assert maximize(tiny_vgg, targets=[0], layer="features.0", steps=1, size=8, min_model_size=8).precision == "fp32"
+
+
+def test_stdin_image_reads_without_click_get_binary_stream(cli, rgb_image, monkeypatch):
+    """click.get_binary_stream is deprecated and removed in Click 9: '-' must not depend on it."""
+    import click
+
+    monkeypatch.delattr(click, "get_binary_stream")
+    r = cli("maps", "-", "-m", "vgg16", "-w", "none", "-l", "0", "--size", "16", "--json", "-o", str(rgb_image.parent),
+            input=rgb_image.read_bytes())
+    assert r.exit_code == 0, r.stderr
+    rec = json.loads(r.stdout)
+    assert rec["image"] == "-" and rec["shape"] == [64, 16, 21]

@@ -262,11 +262,11 @@ def _check_exists(path: str) -> None:
 
 
 def _iter_images(sources: list[str], target: Any, crop: bool, limit: int, lm: Any) -> Iterator[InputImage]:
-    from ..io import image_label, load_image, preprocess
+    from ..io import image_label, load_image, preprocess, stdin_binary
 
     seen: dict[str, int] = {}
     for s in sources:
-        src: Any = click.get_binary_stream("stdin").read() if s == "-" else s
+        src: Any = stdin_binary().read() if s == "-" else s
         img = load_image(src, max_pixels=limit)
         x, disp = preprocess(img, size=target, crop=crop, resize_size=lm.resize_size, crop_size=lm.crop_size,
                              mean=lm.mean, std=lm.std, interpolation=lm.interpolation)

@@ -6,15 +6,16 @@ first frame of animations. A pixel limit is checked from the header, before deco
 """
 from __future__ import annotations
 
+import contextlib
 import io as _io
 import os
 import re
 import sys
 import tempfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
@@ -374,8 +375,36 @@ def output_name(*parts: str | int, kind: str, ext: str = "png") -> str:
     return "-".join([*bits, kind]) + f".{ext}"
 
 
+# The real stdout while data_stdout() is active (sys.stdout then points to stderr).
+_DATA_STDOUT: TextIO | None = None
+
+
+@contextlib.contextmanager
+def data_stdout() -> Iterator[TextIO]:
+    """Keep stdout for data only: inside the block ``sys.stdout`` is ``sys.stderr``, so whatever
+    a dependency prints (torch.hub's ``Downloading: "https://..."``, a stray ``print``) lands on
+    stderr, while the command's own data goes to the real stdout through stdout_text() and
+    stdout_binary(). Yields the real stdout; restores ``sys.stdout`` afterwards."""
+    global _DATA_STDOUT
+    saved, real = _DATA_STDOUT, sys.stdout
+    _DATA_STDOUT, sys.stdout = real, sys.stderr
+    try:
+        yield real
+    finally:
+        sys.stdout.flush()
+        sys.stdout, _DATA_STDOUT = real, saved
+
+
+def stdout_text() -> TextIO:
+    """Where text data (paths, JSON, tables) goes: the real stdout, also inside data_stdout()."""
+    return _DATA_STDOUT if _DATA_STDOUT is not None else sys.stdout
+
+
 def stdout_binary() -> BinaryIO:
-    return sys.stdout.buffer
+    """Where binary data (a PNG for ``-o -``) goes: the real stdout's bytes, also inside data_stdout()."""
+    stream: Any = stdout_text()
+    stream.flush()  # text written before stays before the bytes
+    return getattr(stream, "buffer", stream)
 
 
 def stdin_binary() -> BinaryIO:

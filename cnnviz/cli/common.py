@@ -37,8 +37,22 @@ def _debug() -> bool:
     return bool((root and root.obj and root.obj.get("debug")) or os.environ.get("CNNVIZ_DEBUG"))
 
 
+class CnnvizCommand(click.Command):
+    """A command whose callback runs with stdout reserved for its data (io.data_stdout): anything
+    else printed meanwhile, by cnnviz or a dependency, goes to stderr. Help and usage errors are
+    printed before, during parsing, and go where click sends them."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from ..io import data_stdout
+
+        with data_stdout():
+            return super().invoke(ctx)
+
+
 class CnnvizGroup(click.Group):
     """click.Group that turns library errors into one-line messages with documented exit codes."""
+
+    command_class = CnnvizCommand
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -125,9 +139,16 @@ def check_stream(output: str, *, as_json: bool) -> None:
 def emit(record: dict[str, Any], *, as_json: bool) -> None:
     """Report one written file on stdout: its path, or the JSON record."""
     if as_json:
-        click.echo(json.dumps(record, default=_jsonable))
+        out(json.dumps(record, default=_jsonable))
     elif record.get("path") not in (None, "-"):
-        click.echo(record["path"])
+        out(record["path"])
+
+
+def out(text: str) -> None:
+    """One line of the command's data on the real stdout (see io.data_stdout)."""
+    from ..io import stdout_text
+
+    click.echo(text, file=stdout_text())
 
 
 def _jsonable(v: Any) -> Any:

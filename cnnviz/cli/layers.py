@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from . import cli
-from .common import info
+from .common import info, out
 
 
 def _fmt(v: Any) -> str:
@@ -46,13 +46,13 @@ def _tsv_cell(v: Any) -> str:
 
 def print_rows(rows: list[dict[str, Any]], fmt: str, columns: list[str], headers: dict[str, str] | None = None) -> None:
     if fmt == "json":
-        click.echo(json.dumps(rows, indent=None))
+        out(json.dumps(rows, indent=None))
     elif fmt == "tsv":
-        click.echo("\t".join(columns))
+        out("\t".join(columns))
         for r in rows:
-            click.echo("\t".join(_tsv_cell(r[c]) for c in columns))
+            out("\t".join(_tsv_cell(r[c]) for c in columns))
     else:
-        click.echo(_table(rows, columns, headers))
+        out(_table(rows, columns, headers))
 
 
 LAYER_COLUMNS = ["index", "name", "alias", "in_channels", "out_channels", "kernel_size", "stride", "padding",
@@ -131,7 +131,7 @@ def models(fmt: str, names_only: bool) -> None:
     names = list_models()
     if names_only:
         for n in names:
-            click.echo(n)
+            out(n)
         return
     rows = []
     for n in names:

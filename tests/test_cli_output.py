@@ -58,7 +58,10 @@ def test_stdin_image_reads_without_click_get_binary_stream(cli, rgb_image, monke
     """click.get_binary_stream is deprecated and removed in Click 9: '-' must not depend on it."""
     import click
 
-    monkeypatch.delattr(click, "get_binary_stream")
+    def removed(*args, **kwargs):
+        raise AttributeError("click.get_binary_stream is removed in Click 9")
+
+    monkeypatch.setattr(click, "get_binary_stream", removed, raising=False)
     r = cli("maps", "-", "-m", "vgg16", "-w", "none", "-l", "0", "--size", "16", "--json", "-o", str(rgb_image.parent),
             input=rgb_image.read_bytes())
     assert r.exit_code == 0, r.stderr

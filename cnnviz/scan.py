@@ -155,12 +155,13 @@ class Preprocess:
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     max_pixels: int = DEFAULT_MAX_PIXELS
+    interpolation: str = "bilinear"  # the weights' resize filter (see io.preprocess)
 
     def __call__(self, path: str) -> tuple[np.ndarray, np.ndarray]:
         """(normalised (3, H, W) float32, display (H, W, 3) uint8). Raises ImageError."""
         img = load_image(path, max_pixels=self.max_pixels)
         return preprocess(img, size=self.size, crop=self.crop, resize_size=self.resize_size, crop_size=self.crop_size,
-                          mean=self.mean, std=self.std)
+                          mean=self.mean, std=self.std, interpolation=self.interpolation)
 
     def as_dict(self) -> dict[str, Any]:
         """What decides the input tensor (recorded in an index; max_pixels only refuses files)."""

@@ -7,10 +7,11 @@ from typing import Any
 import click
 
 from . import cli
-from .common import CONTEXT_SETTINGS, check_stream, emit, info, json_option, layer_option, model_options
+from .common import (CONTEXT_SETTINGS, CnnvizCommand, check_stream, emit, info, json_option, layer_option,
+                     model_options, out)
 
 
-class _TopCommand(click.Command):
+class _TopCommand(CnnvizCommand):
     """`top IMAGES...`, and `top merge ...` dispatched to the merge command (a folder or file
     named 'merge' is given as ./merge)."""
 
@@ -123,7 +124,7 @@ def top(images: tuple[str, ...], model: str, weights: str, seed: int, layer: tup
             emit(rec, as_json=True)
         elif rec.get("picture") and rec["picture"] not in printed:
             printed.add(rec["picture"])
-            click.echo(rec["picture"])
+            out(rec["picture"])
 
     result = run_top(req, output=output, on_record=on_record, say=info, stdin=sys.stdin)
     n_ch = sum(len(lr.examples) for lr in result.layers)
@@ -137,12 +138,12 @@ def top(images: tuple[str, ...], model: str, weights: str, seed: int, layer: tup
 
 def _print_ranks(rec: dict[str, Any]) -> None:
     alias = f" ({rec['alias']})" if rec.get("alias") else ""
-    click.echo(f"layer {rec['layer']} {rec['name']}{alias}: channels {rec['image']} excites most by {rec['score']}")
+    out(f"layer {rec['layer']} {rec['name']}{alias}: channels {rec['image']} excites most by {rec['score']}")
     for r in rec["channels"]:
-        click.echo(f"  channel {r['channel']:>5}  {rec['score']} {r['score']:>10.4g}  rank {r['rank']:,} of {r['of']:,}")
+        out(f"  channel {r['channel']:>5}  {rec['score']} {r['score']:>10.4g}  rank {r['rank']:,} of {r['of']:,}")
 
 
-@click.command(context_settings=CONTEXT_SETTINGS)
+@click.command(cls=CnnvizCommand, context_settings=CONTEXT_SETTINGS)
 @click.argument("sources", nargs=-1, required=True, metavar="DIR...")
 @click.option("--into", "into", required=True, metavar="OUT", help="The merged index (created, or extended if it exists).")
 def merge(sources: tuple[str, ...], into: str) -> None:
@@ -156,6 +157,6 @@ def merge(sources: tuple[str, ...], into: str) -> None:
     from ..jobs.top import merge_indexes
 
     counts = merge_indexes(into, list(sources))
-    click.echo(into)
+    out(into)
     info(f"top merge: {counts['images']:,} image(s) in {counts['parts']} part(s) from {len(sources)} index(es) into {into}"
          + (f"; {counts['duplicates']:,} already present, kept once" if counts["duplicates"] else ""))

@@ -198,7 +198,8 @@ def _preprocess(req: TopRequest, lm: LoadedModel) -> Preprocess:
         if req.crop:
             raise UsageError("--size HxW resizes exactly; it cannot be combined with the centre crop (add --no-crop)")
     return Preprocess(size=size, crop=req.crop, resize_size=lm.resize_size, crop_size=lm.crop_size, mean=tuple(lm.mean),
-                      std=tuple(lm.std), max_pixels=req.max_pixels or DEFAULT_MAX_PIXELS)
+                      std=tuple(lm.std), max_pixels=req.max_pixels or DEFAULT_MAX_PIXELS,
+                      interpolation=lm.interpolation)
 
 
 def _select(req: TopRequest, net: Any, *, allowed: Sequence[int] | None = None, model_name: str = "") -> tuple[list[ConvLayer], dict[int, list[int]]]:
@@ -373,7 +374,7 @@ def _index_prep(idx: ActivationIndex) -> Preprocess:
     p = idx.provenance["preprocess"]
     size = tuple(p["size"]) if isinstance(p["size"], list) else int(p["size"])
     return Preprocess(size=size, crop=bool(p["crop"]), resize_size=int(p["resize_size"]), crop_size=int(p["crop_size"]),
-                      mean=tuple(p["mean"]), std=tuple(p["std"]))
+                      mean=tuple(p["mean"]), std=tuple(p["std"]), interpolation=str(p.get("interpolation", "bilinear")))
 
 
 def _query(req: TopRequest, *, model: LoadedModel | None, say: Say) -> TopResult:

@@ -1,0 +1,719 @@
+"""Why the model decided: the CAM family over a layer's activations and gradients, and gradient
+attributions at the input, for a batch of (image, target class) pairs.
+
+Every method ends in one (H, W) map per pair at the input's resolution, in two forms:
+
+* ``raw``: the method's own values, float32, before any scaling (a CAM after its ReLU, bilinearly
+  resized; several layers: the mean of their per-layer [0, 1] maps, as pytorch-grad-cam fuses them);
+* ``norm``: ``raw`` scaled to [0, 1] (min -> 0, max -> 1; a constant map -> 0).
+
+The CAM methods reproduce pytorch-grad-cam 1.5 step for step (per-layer ReLU, min-max, bilinear
+resize with half-pixel centres like ``cv2.resize``, mean over layers, min-max), the input
+attributions reproduce Captum (saliency = max over colour channels of ``|d logit / d x|``;
+input x gradient, integrated gradients with Gauss-Legendre steps from a zero baseline, guided
+backprop: ``|sum over colour channels|``). Deliberate differences (EigenCAM's sign, Ablation-CAM
+on signed layers, gradients of a conv followed by an in-place ReLU) are documented at the methods
+and in the README.
+
+Targets are raw logits (the class score before softmax), as in both references.
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+
+from .capture import HookPoint, hook_points
+from .errors import CnnvizError, ModelError, SelectionError, UsageError
+from .layers import conv_layers, select_layers
+from .models import device_of, eval_mode
+
+# ---------------------------------------------------------------- the method table
+
+
+@dataclass(frozen=True)
+class Method:
+    """One explanation method: ``kind`` 'cam' (a layer's activations, optionally its gradients),
+    'input' (gradients at the input), 'perturb' (masked forward passes, no gradients)."""
+
+    name: str
+    kind: str
+    grad: bool
+    summary: str
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("gradcam", "cam", True, "Grad-CAM: channels weighted by their mean gradient (Selvaraju et al. 2017)"),
+        Method("hirescam", "cam", True, "HiResCAM: activations times gradients, element-wise (Draelos & Carin 2020)"),
+        Method("gradcam++", "cam", True, "Grad-CAM++: higher-order gradient weights (Chattopadhay et al. 2018)"),
+        Method("xgradcam", "cam", True, "XGrad-CAM: activation-normalised gradient weights (Fu et al. 2020)"),
+        Method("layercam", "cam", True, "LayerCAM: positive gradients times activations, fuses several layers (Jiang et al. 2021)"),
+        Method("eigencam", "cam", False, "Eigen-CAM: first principal component of the activations (Muhammad & Yeasin 2020)"),
+        Method("eigengradcam", "cam", True, "Eigen-Grad-CAM: first principal component of activations x gradients"),
+        Method("scorecam", "perturb", False, "Score-CAM: channels weighted by the score of the image masked by each (Wang et al. 2020)"),
+        Method("ablationcam", "perturb", False, "Ablation-CAM: channels weighted by the score drop when each is zeroed (Desai & Ramaswamy 2020)"),
+        Method("saliency", "input", True, "vanilla gradient: max over colour channels of |d score / d pixel| (Simonyan et al. 2014)"),
+        Method("inputxgrad", "input", True, "input x gradient: |sum over colour channels of x * d score / d x| (Shrikumar et al. 2016)"),
+        Method("guided-backprop", "input", True, "guided backpropagation: only positive gradients through ReLUs (Springenberg et al. 2015)"),
+        Method("guided-gradcam", "input", True, "guided backprop times the Grad-CAM map (Selvaraju et al. 2017)"),
+        Method("integrated-gradients", "input", True, "integrated gradients from a zero baseline, --ig-steps points (Sundararajan et al. 2017)"),
+    )
+}
+CAM_METHODS = tuple(n for n, m in METHODS.items() if m.kind != "input")
+
+
+def resolve_methods(specs: str | Sequence[str]) -> list[str]:
+    """Method names for ``--method`` values (comma lists allowed, 'all' = every method, case and
+    '_' forgiven). Raises UsageError naming close matches."""
+    if isinstance(specs, str):
+        specs = [specs]
+    out: list[str] = []
+    for spec in specs:
+        for term in (t.strip() for t in str(spec).split(",")):
+            key = term.lower().replace("_", "-")
+            aliases = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "ig": "integrated-gradients",
+                       "guidedbackprop": "guided-backprop", "guidedgradcam": "guided-gradcam", "vanilla": "saliency"}
+            key = aliases.get(key.replace("-", ""), key)
+            if key == "all":
+                out.extend(n for n in METHODS if n not in out)
+                continue
+            if key not in METHODS:
+                close = difflib.get_close_matches(key, list(METHODS), n=3, cutoff=0.5)
+                sugg = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+                raise UsageError(f"unknown method {term!r}{sugg}; see 'cnnviz cam --method list'")
+            if key not in out:
+                out.append(key)
+    if not out:
+        raise UsageError("no method given; see 'cnnviz cam --method list'")
+    return out
+
+
+# ---------------------------------------------------------------- layers
+
+
+@dataclass(frozen=True)
+class CamLayer:
+    """A layer whose output a CAM is computed on: display ``name`` and where it is read."""
+
+    name: str
+    point: HookPoint
+
+
+def _lift(model: nn.Module, point: HookPoint, size: tuple[int, int]) -> CamLayer:
+    """The outermost enclosing module whose output *is* the tensor read at ``point`` (one forward
+    of a zero image with every module hooked): ResNet-50's last activation is the third call of
+    'layer4.2.relu', returned unchanged by 'layer4.2' and by 'layer4', so it is named 'layer4'."""
+    seen: dict[str, list[torch.Tensor]] = {}
+
+    def hook(name: str) -> Callable[..., None]:
+        def f(_m: nn.Module, _i: Any, out: Any) -> None:
+            seen.setdefault(name, []).append(out)
+        return f
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()]
+    try:
+        with eval_mode(model), torch.inference_mode():
+            model(torch.zeros(1, conv_layers(model)[0].in_channels, *size, device=device_of(model)))
+    except Exception:
+        seen = {}
+    finally:
+        for h in handles:
+            h.remove()
+    outs = seen.get(point.module, [])
+    if len(outs) <= point.call:
+        return CamLayer(point.module if point.call == 0 else f"{point.module}#{point.call}", point)
+    target = outs[point.call]
+    parts = point.module.split(".")
+    for k in range(len(parts)):  # outermost first
+        name = ".".join(parts[:k + 1]) if k + 1 < len(parts) else point.module
+        if name != point.module and len(seen.get(name, [])) == 1 and seen[name][0] is target:
+            return CamLayer(name, HookPoint(name, 0))
+    return CamLayer(point.module if point.call == 0 else f"{point.module}#{point.call}", point)
+
+
+def default_layer(model: nn.Module, *, size: tuple[int, int] = (224, 224)) -> CamLayer:
+    """The layer a practitioner picks: the output of the activation after the network's last
+    Conv2d (VGG16 'features.29', the ReLU after conv5_3), named by the outermost module returning
+    that same tensor (ResNet-50 'layer4'); the last conv's own output when no activation can be
+    hooked after it. ``size``: an input size the model accepts (for naming)."""
+    convs = conv_layers(model)
+    if not convs:
+        raise ModelError("the model has no Conv2d layer to compute a class activation map on")
+    last = convs[-1].name
+    try:
+        point = hook_points(model, [last], "act")[0]
+    except CnnvizError:
+        point = HookPoint(last, 0)
+    return _lift(model, point, size)
+
+
+def resolve_layers(model: nn.Module, specs: str | Sequence[str] | None, *, stage: str = "act", model_name: str = "") -> list[CamLayer]:
+    """``--layer`` values: None -> default_layer; an exact module name ('layer4', 'features.29')
+    -> that module's output; otherwise the conv selector grammar (index, alias, slice, glob) over
+    the conv catalog, read at ``stage`` ('act': after the conv's activation, 'conv': the conv's
+    own output)."""
+    if specs is None or (not isinstance(specs, str) and not specs):
+        return [default_layer(model)]
+    if isinstance(specs, str):
+        specs = [specs]
+    modules = dict(model.named_modules())
+    catalog = conv_layers(model)
+    out: list[CamLayer] = []
+    for spec in specs:
+        for term in (t.strip() for t in str(spec).split(",")):
+            if term in modules and term and not isinstance(modules[term], nn.Conv2d):
+                layers = [CamLayer(term, HookPoint(term, 0))]
+            else:
+                convs = select_layers(catalog, term, model_name=model_name)
+                layers = [CamLayer(c.name if stage == "conv" else f"{c.name}:act", p)
+                          for c, p in zip(convs, hook_points(model, convs, stage))]  # type: ignore[arg-type]
+            out.extend(layer for layer in layers if layer not in out)
+    return out
+
+
+# ---------------------------------------------------------------- recording activations (and gradients)
+
+
+class _Recorder:
+    """Forward hooks at ``points`` keeping each output inside the autograd graph (so
+    ``torch.autograd.grad(score, recorder.outputs)`` gives the gradients). The hook hands the
+    network a clone, so an in-place op after the layer (VGG's ReLU(inplace=True) after a conv)
+    changes the clone, never the recorded tensor. Hooks are removed on exit, also on error."""
+
+    def __init__(self, model: nn.Module, points: Sequence[HookPoint]):
+        modules = dict(model.named_modules())
+        missing = [p.module for p in points if p.module not in modules]
+        if missing:
+            raise SelectionError(f"model has no module {missing[0]!r}")
+        self.points = list(points)
+        self._modules = {p.module: modules[p.module] for p in points}
+        self._handles: list[Any] = []
+        self._calls: dict[str, int] = {}
+        self.outputs: dict[HookPoint, torch.Tensor] = {}
+
+    def __enter__(self) -> "_Recorder":
+        for name, module in self._modules.items():
+            self._handles.append(module.register_forward_hook(self._hook(name)))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def reset(self) -> None:
+        self._calls.clear()
+        self.outputs = {}
+
+    def _hook(self, name: str) -> Callable[..., Any]:
+        def hook(_m: nn.Module, _inp: Any, out: Any) -> Any:
+            call = self._calls.get(name, 0)
+            self._calls[name] = call + 1
+            point = HookPoint(name, call)
+            if point not in self.points:
+                return None
+            if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[-1] * out.shape[-2] < 1:
+                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                raise UsageError(f"layer {name} has no spatial output (its output is {shape}, not (N, C, H, W)); pick a conv layer or block")
+            self.outputs[point] = out
+            return out.clone()
+
+        return hook
+
+    def get(self, point: HookPoint) -> torch.Tensor:
+        if point not in self.outputs:
+            raise CnnvizError(f"layer {point.module} did not run in the forward pass")
+        return self.outputs[point]
+
+
+def _check_logits(out: Any) -> torch.Tensor:
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelError(f"the model has no classifier head: its output is {shape}, not (N, classes)")
+    return out
+
+
+def _scores(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return logits.gather(1, targets.view(-1, 1)).squeeze(1)
+
+
+def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits (N, classes) float32 of the batch ``x`` (N, 3, H, W), without gradients."""
+    with eval_mode(model), torch.inference_mode():
+        return _check_logits(model(x)).float()
+
+
+def check_targets(targets: Sequence[int] | torch.Tensor, classes: int) -> None:
+    for t in (targets.tolist() if isinstance(targets, torch.Tensor) else targets):
+        if not 0 <= int(t) < classes:
+            raise SelectionError(f"class index {int(t)} out of range: the model has {classes} classes (0..{classes - 1})")
+
+
+def activations_and_grads(
+    model: nn.Module, x: torch.Tensor, targets: torch.Tensor, points: Sequence[HookPoint], *, grad: bool = True
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor | None]]:
+    """One forward (and, with ``grad``, one backward) of ``x`` (N, 3, H, W): the logits (N, K),
+    the activations at ``points`` (each (N, C, h, w), detached) and the gradients of the summed
+    target logits with respect to them (same shapes; None without ``grad``)."""
+    with eval_mode(model), _Recorder(model, points) as rec:
+        if grad:
+            with torch.inference_mode(False), torch.enable_grad():
+                logits = _check_logits(model(x))
+                check_targets(targets, logits.shape[1])
+                acts = [rec.get(p) for p in points]
+                grads = list(torch.autograd.grad(_scores(logits, targets).sum(), acts, allow_unused=True))
+                grads = [torch.zeros_like(a) if g is None else g for a, g in zip(acts, grads)]
+            return logits.detach(), [a.detach() for a in acts], [g.detach() for g in grads]
+        with torch.inference_mode():
+            logits = _check_logits(model(x))
+            check_targets(targets, logits.shape[1])
+            return logits, [rec.get(p) for p in points], [None for _ in points]
+
+
+# ---------------------------------------------------------------- CAM methods: (acts, grads) -> (N, h, w)
+
+
+def _weighted(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+    return (weights[:, :, None, None] * acts).sum(1)
+
+
+def gradcam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """sum_c mean_xy(dY/dA_c) * A_c."""
+    return _weighted(grads.mean((2, 3)), acts)
+
+
+def hirescam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """sum_c dY/dA_c * A_c, element-wise (no spatial averaging of the gradient)."""
+    return (grads * acts).sum(1)
+
+
+def gradcam_pp(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM++ weights sum_xy relu(g) * a, a = g^2 / (2 g^2 + sum_xy(A) g^3), with the
+    exponential-score closed form of the paper's eq. 19 (as pytorch-grad-cam)."""
+    g2 = grads * grads
+    g3 = g2 * grads
+    s = acts.sum((2, 3), keepdim=True)
+    aij = g2 / (2 * g2 + s * g3 + 1e-6)
+    aij = torch.where(grads != 0, aij, torch.zeros_like(aij))
+    return _weighted((grads.clamp(min=0) * aij).sum((2, 3)), acts)
+
+
+def xgradcam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """weights sum_xy g * A / (sum_xy A + eps)."""
+    s = acts.sum((2, 3), keepdim=True)
+    return _weighted((grads * acts / (s + 1e-7)).sum((2, 3)), acts)
+
+
+def layercam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """sum_c relu(dY/dA_c) * A_c, element-wise."""
+    return (grads.clamp(min=0) * acts).sum(1)
+
+
+def first_component(a: torch.Tensor) -> torch.Tensor:
+    """(N, C, h, w) -> (N, h, w): each position's centred C-vector projected on the first right
+    singular vector (float64 SVD). Sign: the larger-magnitude lobe is made positive (the
+    Seg-Eigen-CAM correction, eq. 13); pytorch-grad-cam 1.5's EigenCAM keeps whatever sign LAPACK
+    returns, so its map is the ReLU of either lobe at random. See README."""
+    n, c, h, w = a.shape
+    m = a.double().reshape(n, c, h * w).transpose(1, 2)
+    m = torch.nan_to_num(m) - torch.nan_to_num(m).mean(1, keepdim=True)
+    _, _, vh = torch.linalg.svd(m, full_matrices=False)
+    proj = (m @ vh[:, 0, :, None]).squeeze(-1)
+    flip = proj.min(1).values.abs() > proj.max(1).values.abs()
+    proj = torch.where(flip[:, None], -proj, proj)
+    return proj.reshape(n, h, w).float()
+
+
+def eigencam(acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
+    return first_component(acts)
+
+
+def eigengradcam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    return first_component(grads * acts)
+
+
+CAM_FUNCS: dict[str, Callable[..., torch.Tensor]] = {
+    "gradcam": gradcam,
+    "hirescam": hirescam,
+    "gradcam++": gradcam_pp,
+    "xgradcam": xgradcam,
+    "layercam": layercam,
+    "eigencam": eigencam,
+    "eigengradcam": eigengradcam,
+}
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, h, w) -> (N, H, W) bilinear with half-pixel centres (= cv2.resize INTER_LINEAR)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps.clone()
+    return F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def minmax(maps: torch.Tensor) -> torch.Tensor:
+    """Each (h, w) map of (N, h, w) to [0, 1]: min -> 0, max -> 1, a constant map -> 0."""
+    flat = maps.reshape(maps.shape[0], -1)
+    lo = flat.min(1).values[:, None, None]
+    span = flat.max(1).values[:, None, None] - lo
+    return torch.where(span > 0, (maps - lo) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(maps))
+
+
+def fuse(cams: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """Per-layer CAMs (N, h_l, w_l) -> raw map (N, H, W) at ``size``: ReLU, then one layer: bilinear
+    resize; several: the mean of each layer's min-max-scaled, resized map (pytorch-grad-cam's
+    aggregation)."""
+    cams = [c.clamp(min=0) for c in cams]
+    if len(cams) == 1:
+        return upsample(cams[0], size)
+    return torch.stack([upsample(minmax(c), size) for c in cams]).mean(0)
+
+
+# ---------------------------------------------------------------- gradients at the input
+
+
+class _GuidedGrad(torch.autograd.Function):
+    """Identity forward; backward passes only positive gradients (placed on a ReLU's output, the
+    ReLU's own backward then applies its input mask: guided backpropagation)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return g.clamp(min=0)
+
+
+@contextlib.contextmanager
+def guided_relus(model: nn.Module) -> Iterator[int]:
+    """Every ``nn.ReLU`` module of ``model`` backpropagates guided (as Captum's and
+    pytorch-grad-cam's GuidedBackprop: functional relu calls are not changed). Yields how many."""
+    handles = [m.register_forward_hook(lambda _m, _i, out: _GuidedGrad.apply(out)) for m in model.modules() if isinstance(m, nn.ReLU)]
+    try:
+        yield len(handles)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def input_gradients(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, *, guided: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (N, K), d target logit / d x (N, 3, H, W)) in one forward and one backward."""
+    ctx = guided_relus(model) if guided else contextlib.nullcontext()
+    with eval_mode(model), ctx, torch.inference_mode(False), torch.enable_grad():
+        xi = x.detach().clone().requires_grad_(True)
+        logits = _check_logits(model(xi))
+        check_targets(targets, logits.shape[1])
+        (g,) = torch.autograd.grad(_scores(logits, targets).sum(), xi)
+    return logits.detach(), g
+
+
+def gauss_legendre(steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Points in (0, 1) and weights of ``steps``-point Gauss-Legendre quadrature (Captum's default
+    integrated-gradients rule)."""
+    if steps < 1:
+        raise UsageError(f"--ig-steps must be at least 1, not {steps}")
+    p, w = np.polynomial.legendre.leggauss(steps)
+    return 0.5 * (p + 1.0), 0.5 * w
+
+
+def integrated_gradients(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, *, steps: int = 50, batch_size: int = 32) -> torch.Tensor:
+    """(x - 0) * integral_0^1 d score(a x) / d x da (N, 3, H, W): the baseline is zero in the
+    model's normalised input space (the dataset's mean colour), the integral Gauss-Legendre with
+    ``steps`` points; path points run through the model ``batch_size`` at a time."""
+    alphas, weights = gauss_legendre(steps)
+    n = x.shape[0]
+    total = torch.zeros_like(x)
+    pairs = [(i, k) for i in range(n) for k in range(steps)]
+    per = max(1, batch_size)
+    for s in range(0, len(pairs), per):
+        chunk = pairs[s:s + per]
+        idx = torch.tensor([i for i, _ in chunk], device=x.device)
+        a = torch.tensor([alphas[k] for _, k in chunk], dtype=x.dtype, device=x.device)
+        w = torch.tensor([weights[k] for _, k in chunk], dtype=x.dtype, device=x.device)
+        _, g = input_gradients(model, x[idx] * a[:, None, None, None], targets[idx])
+        total.index_add_(0, idx, g * w[:, None, None, None])
+    return x * total
+
+
+# ---------------------------------------------------------------- perturbation methods
+
+
+def _zero_score(model: nn.Module, shape: Sequence[int], device: torch.device) -> torch.Tensor:
+    with torch.inference_mode():
+        return _check_logits(model(torch.zeros(1, *shape[1:], device=device)))[0].float()
+
+
+def scorecam_weights(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, acts: torch.Tensor, *, batch_size: int = 32) -> torch.Tensor:
+    """Score-CAM channel weights (N, C): softmax over channels of the target logit of the image
+    times each channel's map (upsampled bilinearly with aligned corners and min-max scaled, as
+    pytorch-grad-cam). A channel whose map is all zero masks the image to exactly zero: its score
+    is the zero image's, computed once for all of them and every image."""
+    n, c = acts.shape[:2]
+    size = tuple(x.shape[-2:])
+    scores = torch.empty(n, c, dtype=torch.float32, device=x.device)
+    zero = None
+    with eval_mode(model), torch.inference_mode():
+        for i in range(n):
+            live = acts[i].flatten(1).ne(0).any(1)
+            if not bool(live.all()):
+                zero = _zero_score(model, x.shape, x.device) if zero is None else zero
+                scores[i, ~live] = zero[targets[i]]
+            idx = live.nonzero().flatten()
+            for s in range(0, len(idx), batch_size):
+                ch = idx[s:s + batch_size]
+                up = F.interpolate(acts[i, ch][None].float(), size=size, mode="bilinear", align_corners=True)[0]
+                lo = up.flatten(1).min(1).values[:, None, None]
+                hi = up.flatten(1).max(1).values[:, None, None]
+                masks = (up - lo) / (hi - lo + 1e-8)
+                out = _check_logits(model(x[i][None] * masks[:, None]))
+                scores[i, ch] = out[:, targets[i]].float()
+    return torch.softmax(scores, dim=1)
+
+
+def _frontier_tail(model: nn.Module, point: HookPoint) -> tuple[torch.fx.GraphModule, Any, list[Any]] | None:
+    """The part of ``model``'s graph after ``point`` as a GraphModule ``tail(act, *frontier)``,
+    where ``frontier`` are the earlier values the tail also reads (e.g. a skip connection around
+    the layer). None when the model cannot be traced with that module as a leaf."""
+
+    class Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+            return qualname == point.module or super().is_leaf_module(m, qualname)
+
+    try:
+        graph = Tracer().trace(model)
+    except Exception:
+        return None
+    hits = [n for n in graph.nodes if n.op == "call_module" and n.target == point.module]
+    if len(hits) <= point.call:
+        return None
+    start = hits[point.call]
+    after: set[Any] = {start}
+    for node in graph.nodes:  # topological order: a node after the layer reads one that is
+        if node is not start and any(a in after for a in node.all_input_nodes):
+            after.add(node)
+    tail = torch.fx.Graph()
+    env: dict[Any, Any] = {start: tail.placeholder("act")}
+    frontier: list[Any] = []
+    for node in graph.nodes:
+        if node is start or node not in after:
+            continue
+        for a in node.all_input_nodes:
+            if a not in env:
+                env[a] = tail.placeholder(f"frontier_{len(frontier)}")
+                frontier.append(a)
+        env[node] = tail.node_copy(node, lambda a: env[a])
+    outputs = [n for n in after if n.op == "output"]
+    if not outputs:
+        return None
+    return torch.fx.GraphModule(model, tail), graph, frontier
+
+
+class _Tail:
+    """Runs the network from one layer's output on: a traced tail when possible (the layers
+    before are never recomputed), else the full network with the layer's output replaced."""
+
+    def __init__(self, model: nn.Module, x1: torch.Tensor, point: HookPoint):
+        self.model, self.x1, self.point = model, x1, point
+        self.gm: torch.fx.GraphModule | None = None
+        built = _frontier_tail(model, point)
+        if built is None:
+            return
+        gm, graph, frontier = built
+        full = torch.fx.GraphModule(model, graph)
+        interp = torch.fx.Interpreter(full, garbage_collect_values=False)
+        with torch.inference_mode():
+            ref = interp.run(x1)
+        values = [interp.env[f] for f in frontier]
+        start = [n for n in graph.nodes if n.op == "call_module" and n.target == point.module][point.call]
+        act = interp.env[start]
+        self.frontier = values
+        self.gm = gm
+        # Trust the tail only if it reproduces the network's output for a batch of two.
+        try:
+            with torch.inference_mode():
+                got = self._run_tail(torch.cat([act, act]))
+            if not (isinstance(ref, torch.Tensor) and torch.allclose(got, torch.cat([ref, ref]), rtol=1e-4, atol=1e-5)):
+                self.gm = None
+        except Exception:
+            self.gm = None
+
+    def _run_tail(self, acts: torch.Tensor) -> torch.Tensor:
+        b = acts.shape[0]
+        extra = [v.expand(b, *v.shape[1:]) if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == 1 else v for v in self.frontier]
+        return self.gm(acts, *extra)  # type: ignore[misc]
+
+    def __call__(self, acts: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of replacement outputs ``acts`` (B, C, h, w) of the layer."""
+        if self.gm is not None:
+            return _check_logits(self._run_tail(acts))
+        module = dict(self.model.named_modules())[self.point.module]
+        calls = {"n": 0}
+
+        def hook(_m: nn.Module, _i: Any, out: torch.Tensor) -> Any:
+            calls["n"] += 1
+            return acts if calls["n"] - 1 == self.point.call else None
+
+        handle = module.register_forward_hook(hook)
+        try:
+            return _check_logits(self.model(self.x1.expand(acts.shape[0], *self.x1.shape[1:])))
+        finally:
+            handle.remove()
+
+
+def ablationcam_weights(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, acts: torch.Tensor, point: HookPoint,
+                        *, batch_size: int = 32) -> torch.Tensor:
+    """Ablation-CAM channel weights (N, C): (y - y_c) / y, y the target logit and y_c the logit
+    with channel c of the layer's output set to zero. Only the network after the layer runs for
+    the ablated copies (see _Tail); an all-zero channel changes nothing and is skipped (weight 0).
+    pytorch-grad-cam 1.5 replaces a channel by min - 1e7 (cumulating within a batch) instead of
+    zero when the layer's output has no zero: see README."""
+    n, c = acts.shape[:2]
+    weights = torch.zeros(n, c, dtype=torch.float32, device=x.device)
+    with eval_mode(model), torch.inference_mode():
+        for i in range(n):
+            tail = _Tail(model, x[i][None], point)
+            y = float(tail(acts[i][None])[0, targets[i]])
+            idx = acts[i].flatten(1).ne(0).any(1).nonzero().flatten()
+            for s in range(0, len(idx), batch_size):
+                ch = idx[s:s + batch_size]
+                batch = acts[i][None].repeat(len(ch), 1, 1, 1)
+                batch[torch.arange(len(ch)), ch] = 0
+                yc = tail(batch)[:, targets[i]].float()
+                weights[i, ch] = (y - yc) / y
+    return weights
+
+
+# ---------------------------------------------------------------- one entry point
+
+
+@dataclass
+class Explanation:
+    """Maps for a batch of (image, target) pairs. ``raw`` (N, H, W) float32 (see module doc),
+    ``norm`` (N, H, W) float32 in [0, 1], ``logits`` (N, classes) of the clean images."""
+
+    raw: np.ndarray
+    norm: np.ndarray
+    logits: np.ndarray
+
+
+def _map_once(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: str, layers: Sequence[CamLayer],
+              *, ig_steps: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, raw map (N, H, W)) of one pass of ``method`` on ``x``."""
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    kind = METHODS[method].kind
+    points = [layer.point for layer in layers]
+    if kind == "cam":
+        logits, acts, grads = activations_and_grads(model, x, targets, points, grad=METHODS[method].grad)
+        return logits, fuse([CAM_FUNCS[method](a, g) for a, g in zip(acts, grads)], size)
+    if kind == "perturb":
+        logits, acts, _ = activations_and_grads(model, x, targets, points, grad=False)
+        cams = []
+        for layer, a in zip(layers, acts):
+            if method == "scorecam":
+                w = scorecam_weights(model, x, targets, a, batch_size=batch_size)
+            else:
+                w = ablationcam_weights(model, x, targets, a, layer.point, batch_size=batch_size)
+            cams.append(_weighted(w, a.float()))
+        return logits, fuse(cams, size)
+    if method == "integrated-gradients":
+        logits = predict(model, x)
+        check_targets(targets, logits.shape[1])
+        return logits, integrated_gradients(model, x, targets, steps=ig_steps, batch_size=batch_size).sum(1).abs()
+    if method == "guided-gradcam":
+        logits, gb = input_gradients(model, x, targets, guided=True)
+        _, cam = _map_once(model, x, targets, "gradcam", layers, ig_steps=ig_steps, batch_size=batch_size)
+        return logits, (gb * minmax(cam)[:, None]).sum(1).abs()
+    logits, g = input_gradients(model, x, targets, guided=method == "guided-backprop")
+    if method == "saliency":
+        return logits, g.abs().amax(1)
+    if method == "inputxgrad":
+        return logits, (x * g).sum(1).abs()
+    return logits, g.sum(1).abs()  # guided-backprop
+
+
+def explain(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: Sequence[int] | torch.Tensor,
+    *,
+    method: str = "gradcam",
+    layers: Sequence[CamLayer] | None = None,
+    ig_steps: int = 50,
+    smooth: int = 0,
+    noise: float = 0.15,
+    seed: int = 0,
+    batch_size: int = 32,
+) -> Explanation:
+    """The ``method`` map of each (x[i], targets[i]) pair: ``x`` (N, 3, H, W) normalised input,
+    ``targets`` N class indices. CAM methods use ``layers`` (default: default_layer(model)).
+
+    ``smooth`` > 0: SmoothGrad (Smilkov et al. 2017): the raw map averaged over ``smooth`` copies
+    of each image with Gaussian noise of standard deviation ``noise`` x (its max - min), drawn
+    from a generator seeded with ``seed``. ``batch_size`` bounds the extra forward passes of
+    Score-CAM, Ablation-CAM and integrated gradients."""
+    if method not in METHODS:
+        resolve_methods(method)
+    if smooth < 0:
+        raise UsageError(f"--smooth must be 0 (off) or a number of noisy samples, not {smooth}")
+    if smooth and not noise > 0:
+        raise UsageError(f"--noise must be positive with --smooth, not {noise}")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
+    device = device_of(model)
+    x = x.to(device=device, dtype=torch.float32)
+    t = torch.as_tensor(list(targets) if not isinstance(targets, torch.Tensor) else targets, dtype=torch.long, device=device).flatten()
+    if t.numel() != x.shape[0]:
+        raise ValueError(f"{t.numel()} targets for {x.shape[0]} images")
+    if METHODS[method].kind != "input" or method == "guided-gradcam":
+        layers = list(layers) if layers else [default_layer(model)]
+    if method == "guided-gradcam" and len(layers) != 1:  # type: ignore[arg-type]
+        raise UsageError("guided-gradcam takes one layer")
+    if not smooth:
+        logits, raw = _map_once(model, x, t, method, layers or [], ig_steps=ig_steps, batch_size=batch_size)
+    else:
+        logits = predict(model, x)
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        span = (x.flatten(1).amax(1) - x.flatten(1).amin(1))[:, None, None, None]
+        raw = torch.zeros(x.shape[0], *x.shape[-2:], device=device)
+        for _ in range(smooth):
+            eps = torch.randn(x.shape, generator=gen).to(device) * (noise * span)
+            raw += _map_once(model, x + eps, t, method, layers or [], ig_steps=ig_steps, batch_size=batch_size)[1]
+        raw /= smooth
+    return Explanation(raw=raw.float().cpu().numpy(), norm=minmax(raw.float()).cpu().numpy(), logits=logits.float().cpu().numpy())
+
+
+def peak(m: np.ndarray) -> tuple[int, int]:
+    """(y, x) of the maximum of an (H, W) map (first in row-major order on ties)."""
+    y, x = np.unravel_index(int(np.argmax(m)), m.shape)
+    return int(y), int(x)
+
+
+def mass_box(m: np.ndarray, *, mass: float = 0.2) -> tuple[int, int, int, int]:
+    """(y0, x0, y1, x1), end-exclusive: the bounding box of the highest-valued pixels of a
+    non-negative (H, W) map that together hold ``mass`` of its total (the whole map when it sums
+    to zero)."""
+    a = np.clip(np.asarray(m, dtype=np.float64), 0, None)
+    total = a.sum()
+    if total <= 0:
+        return (0, 0, a.shape[0], a.shape[1])
+    flat = a.ravel()
+    order = np.argsort(-flat, kind="stable")
+    k = int(np.searchsorted(np.cumsum(flat[order]), mass * total)) + 1
+    ys, xs = np.unravel_index(order[:k], a.shape)
+    return (int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1)
+
+
+__all__ = [
+    "CAM_METHODS", "METHODS", "CamLayer", "Explanation", "Method", "default_layer", "explain", "mass_box", "peak",
+    "predict", "resolve_layers", "resolve_methods",
+]

@@ -34,7 +34,7 @@ from torch import nn
 from .capture import HookPoint, hook_points
 from .errors import CnnvizError, ModelError, SelectionError, UsageError
 from .layers import conv_layers, select_layers
-from .models import device_of, eval_mode
+from .util import device_of, eval_mode
 
 # ---------------------------------------------------------------- the method table
 

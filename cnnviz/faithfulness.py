@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import UsageError
-from .models import eval_mode
+from .util import eval_mode
 
 # ---------------------------------------------------------------- deletion / insertion
 

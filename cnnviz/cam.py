@@ -268,7 +268,8 @@ def activations_and_grads(
     with eval_mode(model), _Recorder(model, points) as rec:
         if grad:
             with torch.inference_mode(False), torch.enable_grad():
-                logits = _check_logits(model(x))
+                # The input requires grad so the graph exists even when the parameters are frozen.
+                logits = _check_logits(model(x.detach().clone().requires_grad_(True)))
                 check_targets(targets, logits.shape[1])
                 acts = [rec.get(p) for p in points]
                 grads = list(torch.autograd.grad(_scores(logits, targets).sum(), acts, allow_unused=True))

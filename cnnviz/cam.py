@@ -34,7 +34,7 @@ from torch import nn
 from .capture import HookPoint, hook_points
 from .errors import CnnvizError, ModelError, SelectionError, UsageError
 from .layers import conv_layers, select_layers
-from .util import device_of, eval_mode
+from .util import device_of, eval_mode, input_channels
 
 # ---------------------------------------------------------------- the method table
 
@@ -109,36 +109,63 @@ class CamLayer:
     point: HookPoint
 
 
-def _lift(model: nn.Module, point: HookPoint, size: tuple[int, int]) -> CamLayer:
-    """The outermost enclosing module whose output *is* the tensor read at ``point`` (one forward
-    of a zero image with every module hooked): ResNet-50's last activation is the third call of
-    'layer4.2.relu', returned unchanged by 'layer4.2' and by 'layer4', so it is named 'layer4'."""
-    seen: dict[str, list[torch.Tensor]] = {}
+def _outputs(model: nn.Module, size: tuple[int, int], names: Sequence[str] | None = None) -> dict[str, list[Any]]:
+    """{module name: its outputs in call order} for one forward pass of a zero image of ``size``
+    (every module, or ``names``). Runs where the model is: on 'meta' it costs nothing. {} when
+    the model does not accept that input."""
+    seen: dict[str, list[Any]] = {}
 
     def hook(name: str) -> Callable[..., None]:
         def f(_m: nn.Module, _i: Any, out: Any) -> None:
             seen.setdefault(name, []).append(out)
         return f
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()]
+    wanted = None if names is None else set(names)
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if wanted is None or n in wanted]
     try:
         with eval_mode(model), torch.inference_mode():
-            model(torch.zeros(1, conv_layers(model)[0].in_channels, *size, device=device_of(model)))
+            model(torch.zeros(1, input_channels(model), *size, device=device_of(model)))
     except Exception:
-        seen = {}
+        return {}
     finally:
         for h in handles:
             h.remove()
+    return seen
+
+
+def _lift(model: nn.Module, point: HookPoint, size: tuple[int, int]) -> CamLayer:
+    """The outermost enclosing module whose output *is* the tensor read at ``point``: ResNet-50's
+    last activation is the third call of 'layer4.2.relu', returned unchanged by 'layer4.2' and by
+    'layer4', so it is named 'layer4'."""
+    seen = _outputs(model, size)
     outs = seen.get(point.module, [])
+    plain = CamLayer(point.module if point.call == 0 else f"{point.module}#{point.call}", point)
     if len(outs) <= point.call:
-        return CamLayer(point.module if point.call == 0 else f"{point.module}#{point.call}", point)
+        return plain
     target = outs[point.call]
     parts = point.module.split(".")
-    for k in range(len(parts)):  # outermost first
-        name = ".".join(parts[:k + 1]) if k + 1 < len(parts) else point.module
-        if name != point.module and len(seen.get(name, [])) == 1 and seen[name][0] is target:
+    for k in range(1, len(parts)):  # outermost first
+        name = ".".join(parts[:k])
+        if len(seen.get(name, [])) == 1 and seen[name][0] is target:
             return CamLayer(name, HookPoint(name, 0))
-    return CamLayer(point.module if point.call == 0 else f"{point.module}#{point.call}", point)
+    return plain
+
+
+def check_spatial(model: nn.Module, layers: Sequence[CamLayer], *, size: tuple[int, int] = (224, 224)) -> None:
+    """UsageError unless every layer's output is (N, C, h, w) for an input of ``size`` (checked
+    with one forward pass; on a 'meta' model before any weights are read)."""
+    seen = _outputs(model, size, [layer.point.module for layer in layers])
+    if not seen:
+        return  # the model rejects this size: the real run reports it
+    for layer in layers:
+        outs = seen.get(layer.point.module, [])
+        if len(outs) <= layer.point.call:
+            raise UsageError(f"layer {layer.name} does not run in the model's forward pass")
+        out = outs[layer.point.call]
+        if not isinstance(out, torch.Tensor) or out.dim() != 4:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise UsageError(f"layer {layer.name} has no spatial output (its output is {shape}, not (N, C, H, W)); "
+                             "pick a conv layer or block")
 
 
 def default_layer(model: nn.Module, *, size: tuple[int, int] = (224, 224)) -> CamLayer:
@@ -716,5 +743,5 @@ def mass_box(m: np.ndarray, *, mass: float = 0.2) -> tuple[int, int, int, int]:
 
 __all__ = [
     "CAM_METHODS", "METHODS", "CamLayer", "Explanation", "Method", "default_layer", "explain", "mass_box", "peak",
-    "predict", "resolve_layers", "resolve_methods",
+    "check_spatial", "predict", "resolve_layers", "resolve_methods",
 ]

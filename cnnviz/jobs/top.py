@@ -315,8 +315,10 @@ def _scan(req: TopRequest, *, model: LoadedModel | None, say: Say, stdin: TextIO
                 counts = scan(lm.model, layers, todo, prep=prep, on_batch=on_index_batch, stage=req.stage,
                               batch_size=req.batch_size, workers=workers, strict=req.strict, on_skip=skip_and_record,
                               on_progress=progress)
-            except KeyboardInterrupt:
-                writer.flush()  # complete batches are kept: the same command continues from here
+            except BaseException:
+                # Ctrl-C, --strict, a full disk...: the complete batches are committed, so the
+                # same command continues from here (the buffer never holds a partial batch).
+                writer.flush()
                 raise
             writer.flush()
         result.scanned, result.skipped = counts.scanned, len(counts.skipped)

@@ -33,7 +33,7 @@ from ..maps import resolve_channels
 from ..models import LoadedModel, architecture, load_model
 from ..patches import Patch, Row, crop_window, map_on_input, overlay_patch, render_examples, window_values
 from ..rayscan import ray_scan
-from ..render import check_cmap
+from ..render import Picture, check_cmap
 from ..rf import Field, receptive_fields
 from ..scan import (SCORES, Example, LayerStats, Preprocess, TopK, expand_images, image_id, in_shard, parse_shard, scan,
                     weights_digest)
@@ -456,11 +456,11 @@ def _draw(req: TopRequest, result: TopResult, *, output: str, model: LoadedModel
             for c, row in rows:
                 img = render_examples([row], k=req.k, tile=req.tile, title=f"{title} \u00b7 channel {c}\n{sub}")
                 name = output_name(result.model_name, lr.layer.index, lr.layer.slug, f"c{c:04d}", kind=kind)
-                lr.pictures[c] = save_png(os.path.join(output, name), img, metadata={**meta, "channels": [c]})
+                lr.pictures[c] = save_png(os.path.join(output, name), Picture(img, metadata={**meta, "channels": [c]}))
         else:
             img = render_examples([row for _, row in rows], k=req.k, tile=req.tile, title=f"{title}\n{sub}")
             name = output_name(result.model_name, lr.layer.index, lr.layer.slug, kind=kind)
-            path = save_png(os.path.join(output, name), img, metadata={**meta, "channels": [c for c, _ in rows]})
+            path = save_png(os.path.join(output, name), Picture(img, metadata={**meta, "channels": [c for c, _ in rows]}))
             for c, _ in rows:
                 lr.pictures[c] = path
 

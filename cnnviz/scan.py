@@ -169,7 +169,6 @@ class Preprocess:
         d.pop("max_pixels")
         d["size"] = list(self.size) if isinstance(self.size, tuple) else self.size
         d["mean"], d["std"] = list(self.mean), list(self.std)
-        d["resize"] = "bilinear"
         return d
 
 

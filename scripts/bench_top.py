@@ -135,7 +135,7 @@ def synthetic_index(root: str, *, images: int, channels: int, part: int, layer: 
 
     prov = make_provenance(model="vgg16", weights="synthetic", weights_sha256="0" * 64,
                            preprocess={"size": 224, "crop": True, "resize_size": 256, "crop_size": 224,
-                                       "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "resize": "bilinear"},
+                                       "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "interpolation": "bilinear"},
                            stage="conv", layers=[{"index": layer, "name": name, "alias": None, "channels": channels}])
     idx = ActivationIndex.create_or_open(root, prov)
     rng = np.random.default_rng(0)

@@ -149,6 +149,89 @@ def synthetic_index(root: str, *, images: int, channels: int, part: int, layer: 
                    images=[(int(i), p, 1000, 0, True, None) for i, p in zip(ids, paths)])
 
 
+def throughput(lm, lname: str, tmp: str, *, n_img: int, reps: int, args) -> list[tuple[str, ...]]:  # noqa: ANN001
+    """Floor, cnnviz top, cnnviz top --index over the same JPEGs; the order alternates between
+    repetitions (floor first, then cnnviz first), so load changes on a shared machine hit both."""
+    folder = os.path.join(tmp, "jpegs")
+    t = time.perf_counter()
+    all_paths = make_jpegs(folder, n_img)
+    print(f"made {n_img} JPEGs in {time.perf_counter() - t:.0f}s", file=sys.stderr)
+    got: dict[str, list[float]] = {"floor": [], "top": [], "index": []}
+
+    def run(what: str, r: int) -> int:
+        t = time.perf_counter()
+        if what == "floor":
+            n = floor_scan(lm.model, lname, all_paths, size=args.size, batch=args.batch, workers=args.workers)
+        else:
+            n = cnnviz_scan(lm, lname, folder, size=args.size, batch=args.batch, workers=args.workers,
+                            index=os.path.join(tmp, f"idx{r}") if what == "index" else None)
+        got[what].append(n / (time.perf_counter() - t))
+        return n
+
+    for r in range(reps):
+        order = ["floor", "top", "index"] if r % 2 == 0 else ["index", "top", "floor"]
+        counts = [run(w, r) for w in order]
+        print(f"rep {r} ({', '.join(order)}): floor {got['floor'][-1]:.1f}/s, top {got['top'][-1]:.1f}/s, "
+              f"top --index {got['index'][-1]:.1f}/s ({counts} images)", file=sys.stderr)
+    f, o, i = (statistics.median(got[k]) for k in ("floor", "top", "index"))
+    return [(f"scan {n_img} JPEGs (~500x375), {args.model} to {lname} at {args.size}, batch {args.batch}, "
+             f"{args.workers} workers", f"{o:.1f} img/s", f"{f:.1f} img/s", f"{f / o:.2f}x", "<= 1.25x"),
+            ("same, writing the index (--index)", f"{i:.1f} img/s", f"{f:.1f} img/s", f"{f / i:.2f}x", "<= 1.25x")]
+
+
+def memory(model: str, lname: str, tmp: str, *, small: int, big: int, args) -> list[tuple[str, ...]]:  # noqa: ANN001
+    """Peak RSS of a scanning process over ``small`` vs ``big`` images (a subset of the same JPEGs)."""
+    big_dir = os.path.join(tmp, "jpegs-big")
+    make_jpegs(big_dir, big, seed=1)
+    small_dir = os.path.join(tmp, "jpegs-small")
+    os.makedirs(small_dir)
+    for name in sorted(os.listdir(big_dir))[:small]:
+        os.link(os.path.join(big_dir, name), os.path.join(small_dir, name))
+    n_s, rss_s = peak_rss(model, lname, small_dir, size=112, batch=args.batch, workers=args.workers)
+    n_b, rss_b = peak_rss(model, lname, big_dir, size=112, batch=args.batch, workers=args.workers)
+    return [(f"peak RSS of the scanning process, {n_b} vs {n_s} images ({model} to {lname}, size 112)",
+             f"{rss_b:.0f} MB", f"{rss_s:.0f} MB", f"{rss_b / rss_s:.2f}x", "flat (~1x)")]
+
+
+def index_query(tmp: str, *, images: int, channels: int) -> list[tuple[str, ...]]:
+    """One-channel top-9 query (with paths) on a synthetic index, library and command line."""
+    from cnnviz.index import ActivationIndex
+
+    idx_dir = os.path.join(tmp, "synthetic-index")
+    t = time.perf_counter()
+    synthetic_index(idx_dir, images=images, channels=channels, part=1000, layer=7, name="features.17")
+    print(f"synthetic index of {images} images x {channels} channels in {time.perf_counter() - t:.0f}s", file=sys.stderr)
+    times = []
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        c = int(rng.integers(0, channels))
+        t = time.perf_counter()
+        idx = ActivationIndex.open(idx_dir)
+        top = idx.top(layer=7, channels=[c], k=9, score="max")
+        paths = idx.paths(e.image for e in top[c])
+        times.append(time.perf_counter() - t)
+        assert len(paths) == 9
+    q = statistics.median(times)
+    size_mb = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(idx_dir) for f in fs) / 2**20
+    rows = [(f"index query: top 9 of one channel over {images:,} images x {channels} channels "
+             f"({size_mb:.0f} MB of Parquet), with paths", f"{q * 1000:.0f} ms", "-", "-", "< 1 s")]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "cnnviz", "top", "--index", idx_dir, "-c", "7", "-k", "9", "--json",
+                        "--no-pictures"], capture_output=True, text=True, env=env)
+    cli = time.perf_counter() - t
+    if r.returncode != 0:
+        raise SystemExit(r.stderr)
+    json.loads(r.stdout.splitlines()[0])
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch, torchvision, duckdb, pyarrow"], check=True, env=env)
+    imports = time.perf_counter() - t
+    rows.append(("the same from the command line (`cnnviz top --index DIR -c 7 -k 9 --json --no-pictures`), "
+                 "vs starting Python and importing torch, torchvision, duckdb, pyarrow",
+                 f"{cli:.2f} s", f"{imports:.2f} s", f"{cli / imports:.2f}x", "-"))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke run: few images, small index")
@@ -159,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--reps", type=int, default=None, help="repetitions of the throughput pair (default 2, quick 1)")
+    ap.add_argument("--sections", default="throughput,memory,index",
+                    help="comma-separated: throughput, memory, index (default all)")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks-top.md"))
     args = ap.parse_args(argv)
     quick = args.quick
@@ -175,81 +260,19 @@ def main(argv: list[str] | None = None) -> int:
     lm = load_model(args.model, weights="none")
     lname = next(lay.name for lay in conv_layers(lm.model) if lay.name == args.layer)
     rows: list[tuple[str, str, str, str, str]] = []
+    sections = set(args.sections.split(","))
     with tempfile.TemporaryDirectory(prefix="bench-top-") as tmp:
-        folder = os.path.join(tmp, "jpegs")
-        t = time.perf_counter()
-        all_paths = make_jpegs(folder, n_img)
-        print(f"made {n_img} JPEGs in {time.perf_counter() - t:.0f}s", file=sys.stderr)
-        ours, floor, indexed = [], [], []
-        for r in range(reps):  # interleaved, so load changes on a shared machine hit both sides
-            t = time.perf_counter()
-            n = floor_scan(lm.model, lname, all_paths, size=args.size, batch=args.batch, workers=args.workers)
-            floor.append(n / (time.perf_counter() - t))
-            t = time.perf_counter()
-            n2 = cnnviz_scan(lm, lname, folder, size=args.size, batch=args.batch, workers=args.workers)
-            ours.append(n2 / (time.perf_counter() - t))
-            t = time.perf_counter()
-            n3 = cnnviz_scan(lm, lname, folder, size=args.size, batch=args.batch, workers=args.workers,
-                             index=os.path.join(tmp, f"idx{r}"))
-            indexed.append(n3 / (time.perf_counter() - t))
-            print(f"rep {r}: floor {floor[-1]:.1f}/s, top {ours[-1]:.1f}/s, top --index {indexed[-1]:.1f}/s "
-                  f"({n}, {n2}, {n3} images)", file=sys.stderr)
-        f, o, i = statistics.median(floor), statistics.median(ours), statistics.median(indexed)
-        n_scanned = n2
-        rows.append((f"scan {n_scanned} JPEGs, {args.model} to {lname} at {args.size}, batch {args.batch}, {args.workers} workers",
-                     f"{o:.1f} img/s", f"{f:.1f} img/s", f"{f / o:.2f}x", "<= 1.25x"))
-        rows.append(("same, writing the index (--index)", f"{i:.1f} img/s", f"{f:.1f} img/s", f"{f / i:.2f}x", "<= 1.25x"))
-
-        big = os.path.join(tmp, "jpegs-big")
-        make_jpegs(big, mem_big, seed=1)
-        small = os.path.join(tmp, "jpegs-small")
-        os.makedirs(small)
-        for name in sorted(os.listdir(big))[:mem_small]:
-            os.link(os.path.join(big, name), os.path.join(small, name))
-        n_s, rss_s = peak_rss(args.model, lname, small, size=112, batch=args.batch, workers=args.workers)
-        n_b, rss_b = peak_rss(args.model, lname, big, size=112, batch=args.batch, workers=args.workers)
-        rows.append((f"peak RSS of the scanning process, {n_b} vs {n_s} images (size 112)", f"{rss_b:.0f} MB",
-                     f"{rss_s:.0f} MB", f"{rss_b / rss_s:.2f}x", "flat (~1x)"))
-
-        idx_dir = os.path.join(tmp, "synthetic-index")
-        t = time.perf_counter()
-        synthetic_index(idx_dir, images=index_images, channels=index_channels, part=1000, layer=7, name="features.17")
-        build = time.perf_counter() - t
-        print(f"synthetic index of {index_images} images x {index_channels} channels in {build:.0f}s", file=sys.stderr)
-        from cnnviz.index import ActivationIndex
-
-        times = []
-        rng = np.random.default_rng(1)
-        for _ in range(5):
-            c = int(rng.integers(0, index_channels))
-            t = time.perf_counter()
-            idx = ActivationIndex.open(idx_dir)
-            top = idx.top(layer=7, channels=[c], k=9, score="max")
-            paths = idx.paths(e.image for e in top[c])
-            times.append(time.perf_counter() - t)
-            assert len(paths) == 9
-        q = statistics.median(times)
-        size_mb = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(idx_dir) for f in fs) / 2**20
-        rows.append((f"index query: top 9 of one channel over {index_images:,} images x {index_channels} channels "
-                     f"({size_mb:.0f} MB of Parquet), with paths", f"{q * 1000:.0f} ms", "-", "-", "< 1 s"))
-        env = dict(os.environ, PYTHONPATH=ROOT)
-        t = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "cnnviz", "top", "--index", idx_dir, "-c", "7", "-k", "9", "--json",
-                            "--no-pictures"], capture_output=True, text=True, env=env)
-        cli = time.perf_counter() - t
-        if r.returncode != 0:
-            raise SystemExit(r.stderr)
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import torch, torchvision, duckdb, pyarrow"], check=True, env=env)
-        imports = time.perf_counter() - t
-        rows.append(("the same from the command line (`cnnviz top --index DIR -c 7 -k 9 --json --no-pictures`), "
-                     "vs starting Python and importing torch, torchvision, duckdb, pyarrow",
-                     f"{cli:.2f} s", f"{imports:.2f} s", f"{cli / imports:.2f}x", "-"))
-        json.loads(r.stdout.splitlines()[0])
+        if "throughput" in sections:
+            rows += throughput(lm, lname, tmp, n_img=n_img, reps=reps, args=args)
+        if "memory" in sections:
+            rows += memory(args.model, lname, tmp, small=mem_small, big=mem_big, args=args)
+        if "index" in sections:
+            rows += index_query(tmp, images=index_images, channels=index_channels)
 
     md = [f"# `cnnviz top` benchmark ({'quick smoke run' if quick else 'full run'})", "",
-          f"`python scripts/bench_top.py{' --quick' if quick else ''}` on {platform.machine()}, {os.cpu_count()} CPU cores "
-          f"(shared), torch {torch.__version__}, {_dt.date.today().isoformat()}. Medians of {reps} interleaved runs.", "",
+          f"`python scripts/bench_top.py {' '.join(sys.argv[1:] if argv is None else argv)}` on {platform.machine()}, {os.cpu_count()} CPU cores "
+          f"(shared), torch {torch.__version__}, {_dt.date.today().isoformat()}. Sections: {args.sections}; throughput: "
+          f"medians of {reps} runs, the order alternating.", "",
           "| what | cnnviz | baseline | ratio | target |", "|---|---|---|---|---|"]
     md += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows]
     md += ["", "Baseline of the scan rows: the floor, the same decode + preprocess in a DataLoader with the same workers and "
@@ -257,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
            "Baseline of the memory row: the same scan over 4x fewer images.", ""]
     text = "\n".join(md)
     print(text)
-    if not quick or args.out != ap.get_default("out"):
+    if not quick or args.out != ap.get_default("out"):  # a smoke run never overwrites the real results
         with open(args.out, "w") as f:
             f.write(text)
     return 0

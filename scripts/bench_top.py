@@ -116,17 +116,19 @@ sys.path.insert(0, {root!r})
 from cnnviz.jobs.top import TopRequest, run_top
 from cnnviz.models import load_model
 lm = load_model({model!r}, weights="none")
+loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 res = run_top(TopRequest(images=({folder!r},), layers=({layer!r},), k=9, size={size}, batch_size={batch},
                          workers={workers}, pictures=False), model=lm)
-print(res.scanned, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(res.scanned, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, loaded)
 """
 
 
-def peak_rss(model: str, layer: str, folder: str, *, size: int, batch: int, workers: int) -> tuple[int, float]:
+def peak_rss(model: str, layer: str, folder: str, *, size: int, batch: int, workers: int) -> tuple[int, float, float]:
+    """(images scanned, peak RSS MB of the scanning process, its RSS MB once torch and the model were loaded)."""
     code = _MEM_CHILD.format(root=ROOT, model=model, layer=layer, folder=folder, size=size, batch=batch, workers=workers)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    n, kb = r.stdout.split()
-    return int(n), int(kb) / 1024
+    n, kb, kb0 = r.stdout.split()
+    return int(n), int(kb) / 1024, int(kb0) / 1024
 
 
 def synthetic_index(root: str, *, images: int, channels: int, part: int, layer: int, name: str) -> None:
@@ -187,9 +189,10 @@ def memory(model: str, lname: str, tmp: str, *, small: int, big: int, args) -> l
     os.makedirs(small_dir)
     for name in sorted(os.listdir(big_dir))[:small]:
         os.link(os.path.join(big_dir, name), os.path.join(small_dir, name))
-    n_s, rss_s = peak_rss(model, lname, small_dir, size=112, batch=args.batch, workers=args.workers)
-    n_b, rss_b = peak_rss(model, lname, big_dir, size=112, batch=args.batch, workers=args.workers)
-    return [(f"peak RSS of the scanning process, {n_b} vs {n_s} images ({model} to {lname}, size 112)",
+    n_s, rss_s, base_s = peak_rss(model, lname, small_dir, size=112, batch=args.batch, workers=args.workers)
+    n_b, rss_b, base_b = peak_rss(model, lname, big_dir, size=112, batch=args.batch, workers=args.workers)
+    return [(f"peak RSS of the scanning process, {n_b} vs {n_s} images ({model} to {lname}, size 112; of which "
+             f"{base_b:.0f} / {base_s:.0f} MB were there before the scan: torch and the model)",
              f"{rss_b:.0f} MB", f"{rss_s:.0f} MB", f"{rss_b / rss_s:.2f}x", "flat (~1x)")]
 
 

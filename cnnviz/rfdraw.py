@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .render import colorize, distinct_colors, draw_text, normalize, pad, text_size, upscale
+from .render import colorize, distinct_colors, draw_text, normalize, pad, text_size, tile_grid, upscale
 
 MARGIN_FILL = (226, 226, 226)
 Box = tuple[int, int, int, int]
@@ -124,6 +124,23 @@ def heat_panel(grad: np.ndarray, image: np.ndarray | None, box: Box, color: tupl
         gray = np.asarray(image, np.float32).mean(-1, keepdims=True)
         heat = np.rint(alpha * heat + (1 - alpha) * gray).astype(np.uint8)
     return draw_boxes(heat, [box], [color], scale=scale, margin=margin)
+
+
+def effective_panel(grad: np.ndarray, image: np.ndarray | None, box: Box, color: tuple[int, int, int], *,
+                    head: str, sub: str = "", margin: int | None = None) -> np.ndarray:
+    """One effective-field panel: heat_panel (default look) under a 40 px header holding ``head``
+    (13 px) and ``sub`` (11 px). Returns (H, W, 3) uint8."""
+    panel, _ = heat_panel(grad, image, box, color, margin=margin)
+    panel = draw_text(pad(panel, top=40), (6, 3), head, size=13)
+    return draw_text(panel, (6, 21), sub, size=11) if sub else panel
+
+
+def panel_sheet(panels: Sequence[np.ndarray], *, title: str, cols: int = 3) -> np.ndarray:
+    """Panels (h, w_i, 3) uint8 of one height in a grid of up to ``cols`` columns (8 px gaps, the
+    narrower ones padded white on the right), ``title`` above, 6 px white border. (H, W, 3) uint8."""
+    width = max(p.shape[1] for p in panels)
+    grid = tile_grid(np.stack([pad(p, right=width - p.shape[1]) for p in panels]), cols=min(len(panels), cols), gap=8)
+    return draw_text(pad(grid, top=26, left=6, right=6, bottom=6), (6, 5), title, size=13)
 
 
 # ---------------------------------------------------------------- the profile plot

@@ -454,3 +454,22 @@ def test_draw_boxes_geometry_dashes_and_purity():
     assert red not in top and any(t != MARGIN_FILL for t in top) and MARGIN_FILL in top
     # untouched image pixels keep their value, the margin its fill
     assert tuple(canvas[m + 15, m + 20]) == (100, 100, 100) and tuple(canvas[0, 0]) == MARGIN_FILL
+
+
+def test_effective_panels_and_their_sheet():
+    from cnnviz.rfdraw import effective_panel, panel_sheet
+
+    grad = np.zeros((8, 8), np.float32)
+    grad[3:5, 3:5] = 1.0
+    panel = effective_panel(grad, None, (2, 2, 5, 5), (255, 0, 0), head="layer 3", sub="95% within 2 px", margin=0)
+    assert panel.shape == (40 + 16, 16, 3)  # header + the 8x8 field at scale 2
+    import matplotlib
+
+    top = np.rint(np.asarray(matplotlib.colormaps["magma"](1.0)[:3]) * 255)
+    assert (panel[40 + 7 : 40 + 9, 7:9] == top).all()  # the hottest pixels (inside the box outline) are magma's top
+    assert (panel[:40, 0] == 255).all()  # a white header
+    a, b = np.zeros((10, 20, 3), np.uint8), np.full((10, 30, 3), 7, np.uint8)
+    sheet = panel_sheet([a, b], title="t")
+    assert sheet.shape == (26 + 10 + 6, 6 + 30 + 8 + 30 + 6, 3)
+    assert (sheet[26:36, 6:26] == 0).all() and (sheet[26:36, 26:36] == 255).all()  # narrower panel padded white
+    assert (sheet[26:36, 44:74] == 7).all() and (sheet[36:] == 255).all()

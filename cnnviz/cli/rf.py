@@ -307,9 +307,8 @@ class RFRun:
         import numpy as np
 
         from ..io import output_name, save_png
-        from ..render import draw_text, pad, tile_grid
         from ..fields import effective_fields, mass_square
-        from ..rfdraw import box_colors, heat_panel, margin_for
+        from ..rfdraw import box_colors, effective_panel, margin_for, panel_sheet
 
         hw = tuple(int(v) for v in xs.shape[-2:])
         fields = self._fields(hw)  # type: ignore[arg-type]
@@ -329,20 +328,13 @@ class RFRun:
         for e, g, c in zip(entries, grads, colors):
             e["effective_95"] = mass_square(g, tuple(e["center"]))
             e["effective_share"] = round(_mass_in_box(g, e["box"], core=0.5), 4)
-            panel, _ = heat_panel(g, display, e["box"], c, margin=margin)
             head = f"{_layer_label(e)}  unit {e['unit'][0]},{e['unit'][1]}"
             sub = (f"theoretical {_fmt(e['receptive_field'])} px, 95% of |grad| within {e['effective_95']} px, "
                    f"{100 * e['effective_share']:.0f}% in the central half")
-            panel = pad(panel, top=40)
-            panel = draw_text(panel, (6, 3), head, size=13)
-            panel = draw_text(panel, (6, 21), sub, size=11)
-            panels.append(panel)
-        width = max(p.shape[1] for p in panels)
-        panels = [pad(p, right=width - p.shape[1]) for p in panels]
-        grid = tile_grid(np.stack(panels), cols=min(len(panels), 3), gap=8)
+            panels.append(effective_panel(g, display, e["box"], c, head=head, sub=sub, margin=margin))
         title = (f"{label} \u00b7 {self.lm.name} {self.lm.weights} \u00b7 effective receptive field: mean |d unit / d input| "
                  f"over {how}; box = theoretical field")
-        picture = draw_text(pad(grid, top=26, left=6, right=6, bottom=6), (6, 5), title, size=13)
+        picture = panel_sheet(panels, title=title)
         meta = {"Software": "cnnviz", "image": source or "noise", "model": self.lm.name, "weights": self.lm.weights,
                 "size": list(hw), "samples": int(xs.shape[0]), "fields": entries}
         path = save_png(_target(self.output, output_name(label, self.lm.name, kind="erf")), picture, metadata=meta)

@@ -8,11 +8,15 @@ path loads a local checkpoint with ``torch.load(..., weights_only=True)``.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import difflib
 import http.client
+import json
 import os
 import pickle
 import warnings
+import zipfile
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +26,7 @@ import torchvision
 from torch import nn
 from torchvision import models as tvm
 
+from ._convcounts import SHIPPED_COUNTS, SHIPPED_VERSION
 from .errors import ModelError, WeightsError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -145,6 +150,35 @@ def _build(name: str, *, seed: int, **kwargs: Any) -> nn.Module:
             return tvm.get_model(name, weights=None, **kwargs)
 
 
+def conv_counts(names: list[str] | None = None) -> dict[str, int]:
+    """Number of Conv2d modules of each torchvision model (all of ``list_models()`` by default).
+
+    Building 80 models, even on 'meta', takes seconds, so the counts come from a table: the one
+    shipped for the torchvision version it was made with (cnnviz/_convcounts.py), else the user's
+    cache ($XDG_CACHE_HOME/cnnviz), filled on first use by building the missing models on 'meta'."""
+    names = list_models() if names is None else [check_model_name(n) for n in names]
+    version = torchvision.__version__.split("+")[0]  # '0.29.1+cu130': the build does not change models
+    table: dict[str, int] = dict(SHIPPED_COUNTS) if SHIPPED_VERSION == version else {}
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "cnnviz",
+                         f"convs-torchvision-{version}.json")
+    missing = [n for n in names if n not in table]
+    if missing:
+        with contextlib.suppress(OSError, ValueError):
+            with open(cache, encoding="utf-8") as f:
+                table.update({str(k): int(v) for k, v in json.load(f).items()})
+        missing = [n for n in names if n not in table]
+    if missing:
+        for n in missing:
+            table[n] = sum(isinstance(m, nn.Conv2d) for m in build_meta_model(n).modules())
+        with contextlib.suppress(OSError):  # a read-only home only costs speed
+            os.makedirs(os.path.dirname(cache), exist_ok=True)
+            tmp = f"{cache}.{os.getpid()}.tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(table, f)
+            os.replace(tmp, cache)
+    return {n: table[n] for n in names}
+
+
 def build_model(name: str, *, seed: int = 0, device: str | torch.device = "cpu", num_classes: int | None = None) -> nn.Module:
     """A randomly initialised model (same seed, same weights), in eval mode."""
     name = check_model_name(name)
@@ -156,6 +190,11 @@ def build_model(name: str, *, seed: int = 0, device: str | torch.device = "cpu",
     return model.to(device).eval()
 
 
+# True while a checkpoint is being assigned into a model built under _params_on_meta: its tensors
+# must stay where they are.
+_ASSIGNING: contextvars.ContextVar[bool] = contextvars.ContextVar("cnnviz_assigning", default=False)
+
+
 @contextlib.contextmanager
 def _params_on_meta() -> Iterator[None]:
     """Every parameter and buffer a module registers goes to the 'meta' device (no storage, no
@@ -163,12 +202,14 @@ def _params_on_meta() -> Iterator[None]:
     reg_param, reg_buffer = nn.Module.register_parameter, nn.Module.register_buffer
 
     def param(self: nn.Module, name: str, p: Any) -> None:
-        if p is not None:
+        if p is not None and not _ASSIGNING.get():
             p = nn.Parameter(p.to("meta"), requires_grad=p.requires_grad)
         reg_param(self, name, p)
 
     def buffer(self: nn.Module, name: str, b: Any, persistent: bool = True) -> None:
-        reg_buffer(self, name, None if b is None else b.to("meta"), persistent=persistent)
+        # Non-persistent buffers are not in checkpoints: keep the values the builder computed.
+        keep = b is None or not persistent or _ASSIGNING.get()
+        reg_buffer(self, name, b if keep else b.to("meta"), persistent=persistent)
 
     nn.Module.register_parameter, nn.Module.register_buffer = param, buffer  # type: ignore[method-assign]
     try:
@@ -177,10 +218,10 @@ def _params_on_meta() -> Iterator[None]:
         nn.Module.register_parameter, nn.Module.register_buffer = reg_param, reg_buffer  # type: ignore[method-assign]
 
 
-def build_meta_model(name: str) -> nn.Module:
+def build_meta_model(name: str, *, num_classes: int | None = None) -> nn.Module:
     """The model's structure with no storage (device 'meta'): for shapes and catalogs, instant."""
     name = check_model_name(name)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
     if name in ("inception_v3", "googlenet"):
         kwargs["aux_logits"] = False
         kwargs["init_weights"] = False
@@ -199,7 +240,7 @@ def load_checkpoint(path: str) -> dict[str, torch.Tensor]:
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols: noise for users
             warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "Unsupported global" in text or "GLOBAL" in text:
@@ -226,9 +267,12 @@ def load_checkpoint(path: str) -> dict[str, torch.Tensor]:
             f"{path!r} does not hold a state dict (a mapping of parameter names to tensors, "
             f"optionally under 'state_dict' or 'model')"
         )
-    sd = dict(obj)
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+    strip = bool(obj) and all(k.startswith("module.") for k in obj)
+    sd = OrderedDict((k[len("module."):] if strip else k, v) for k, v in obj.items())
+    meta = getattr(obj, "_metadata", None)  # per-module versions some modules' loaders read (MNASNet)
+    if meta is not None:
+        sd._metadata = OrderedDict((k[len("module."):] if strip and k.startswith("module.") else k, v)  # type: ignore[attr-defined]
+                                   for k, v in meta.items())
     return sd
 
 
@@ -271,7 +315,82 @@ def apply_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], *, source
         problems.append(f"shape mismatch (checkpoint vs model): {_few(shapes, 3)}")
     if problems:
         raise WeightsError(f"checkpoint {source!r} does not fit this model: " + "; ".join(problems))
-    model.load_state_dict(sd, strict=True)
+    # assign=True: the checkpoint's (memory-mapped) tensors become the parameters, no copy; this
+    # also fills a model built on 'meta'. A half-precision checkpoint is converted to the model's dtype.
+    if any(v.is_floating_point() and v.dtype != own[k].dtype for k, v in sd.items()):
+        converted = OrderedDict((k, v.to(own[k].dtype) if v.is_floating_point() else v) for k, v in sd.items())
+        if hasattr(sd, "_metadata"):
+            converted._metadata = sd._metadata  # type: ignore[attr-defined]
+        sd = converted
+    model.load_state_dict(sd, strict=True, assign=True)
+    _check_materialised(model, source=source)
+
+
+def _cached_state_dict(name: str, member: Any, *, progress: bool) -> dict[str, torch.Tensor]:
+    """The weights of ``member`` from the hub cache, memory-mapped (nothing is read until used).
+    A missing file is downloaded first through torchvision's weights API (its URL, its hash check)."""
+    path = checkpoint_path(member)
+    try:
+        if not os.path.isfile(path):
+            member.get_state_dict(progress=progress, check_hash=True)  # downloads into the hub cache
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # Files in torch's legacy (pre-zip) format cannot be memory-mapped: read those whole.
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except (OSError, ConnectionError, http.client.HTTPException) as exc:  # URLError is an OSError
+        if os.path.isfile(path):
+            raise WeightsError(f"cannot read cached weights file {path} ({_reason(exc)}); delete it and retry") from None
+        raise WeightsError(_not_cached_message(name, member, f"download failed: {_reason(exc)}")) from None
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as exc:
+        raise WeightsError(f"cached weights file {path} is broken ({_reason(exc)}); delete it and retry") from None
+
+
+@contextlib.contextmanager
+def _builder_loads(sd: Mapping[str, torch.Tensor]) -> Iterator[None]:
+    """Inside the block, torchvision's builders get ``sd`` from ``weights.get_state_dict()`` and load
+    it with ``assign=True``: the checkpoint's (memory-mapped) tensors become the parameters of a
+    model built on 'meta', so nothing is initialised or copied. The builders' own handling of their
+    weights (class count, DenseNet's key renames, Inception's aux head) runs unchanged."""
+    from torchvision.models._api import WeightsEnum
+
+    get_sd, load_sd = WeightsEnum.get_state_dict, nn.Module.load_state_dict
+
+    def load(self: nn.Module, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        token = _ASSIGNING.set(True)
+        try:
+            return load_sd(self, state_dict, strict=strict, assign=True)
+        finally:
+            _ASSIGNING.reset(token)
+
+    WeightsEnum.get_state_dict = lambda self, *a, **k: sd  # type: ignore[method-assign]
+    nn.Module.load_state_dict = load  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        WeightsEnum.get_state_dict = get_sd  # type: ignore[method-assign]
+        nn.Module.load_state_dict = load_sd  # type: ignore[method-assign]
+
+
+def _pretrained(name: str, member: Any, *, progress: bool) -> nn.Module:
+    """torchvision model ``name`` with the weights of ``member``, built on 'meta' and filled from the
+    memory-mapped hub-cache file: the same parameters as ``get_model(name, weights=member)``."""
+    sd = _cached_state_dict(name, member, progress=progress)
+    try:
+        with _params_on_meta(), _builder_loads(sd), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = tvm.get_model(name, weights=member, progress=progress)
+    except RuntimeError as exc:  # load_state_dict's key/shape report
+        raise WeightsError(f"cached weights file {checkpoint_path(member)} does not fit {name} ({_reason(exc)}); "
+                           f"delete it and retry") from None
+    _check_materialised(model, source=checkpoint_path(member))
+    return model
+
+
+def _check_materialised(model: nn.Module, *, source: str) -> None:
+    """Every parameter and persistent buffer holds data (none left on 'meta' by a partial load)."""
+    empty = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if empty:
+        raise WeightsError(f"checkpoint {source!r} does not fill the model: no values for {_few(empty)}")
 
 
 def load_model(
@@ -298,12 +417,12 @@ def load_model(
         sd = load_checkpoint(weights)
         if name in ("inception_v3", "googlenet"):  # trained with auxiliary heads; cnnviz builds without them
             sd = {k: v for k, v in sd.items() if not k.startswith(("aux1.", "aux2.", "AuxLogits."))}
-        model = build_model(name, seed=seed, device="cpu")
+        model = build_meta_model(name)
         meta = _meta_from(default_member)
         classes = _finetuned_classes(model, sd)
         if classes is not None:
             # A fine-tuned checkpoint (e.g. 10 classes): same backbone, its own head size.
-            model = build_model(name, seed=seed, device="cpu", num_classes=classes)
+            model = build_meta_model(name, num_classes=classes)
             meta["categories"] = [f"class {i}" for i in range(classes)]
         apply_state_dict(model, sd, source=weights)
         label = weights
@@ -311,18 +430,7 @@ def load_model(
         member = resolve_weights(name, weights)
         if not is_cached(member) and offline():
             raise WeightsError(_not_cached_message(name, member, "not in the cache and downloads are off"))
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                model = tvm.get_model(name, weights=member, progress=progress)
-        except (OSError, ConnectionError, http.client.HTTPException) as exc:  # URLError is an OSError
-            raise WeightsError(_not_cached_message(name, member, f"download failed: {_reason(exc)}")) from None
-        except RuntimeError as exc:
-            cached = checkpoint_path(member)
-            raise WeightsError(f"cached weights file {cached} is broken ({_reason(exc)}); delete it and retry") from None
-        except pickle.UnpicklingError as exc:
-            cached = checkpoint_path(member)
-            raise WeightsError(f"cached weights file {cached} is not a valid checkpoint ({_reason(exc)}); delete it and retry") from None
+        model = _pretrained(name, member, progress=progress)
         label, meta = member.name, _meta_from(member)
     model = model.to(device).eval()
     for p in model.parameters():

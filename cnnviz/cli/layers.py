@@ -125,8 +125,7 @@ def models(fmt: str, names_only: bool) -> None:
       cnnviz models --names-only | grep resnet
       cnnviz models --format json
     """
-    from ..layers import conv_layers
-    from ..models import build_meta_model, list_models, weight_members, weights_enum
+    from ..models import conv_counts, list_models, weight_members, weights_enum
 
     names = list_models()
     if names_only:
@@ -134,6 +133,7 @@ def models(fmt: str, names_only: bool) -> None:
             out(n)
         return
     rows = []
+    counts = conv_counts(names)
     for n in names:
         enum = weights_enum(n)
         default = ""
@@ -141,7 +141,7 @@ def models(fmt: str, names_only: bool) -> None:
             default = enum.DEFAULT.name
         rows.append({
             "name": n,
-            "convs": len(conv_layers(build_meta_model(n))),
+            "convs": counts[n],
             "default_weights": default,
             "weights": [w for w in weight_members(n) if w != "DEFAULT"],
         })

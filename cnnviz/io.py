@@ -137,6 +137,7 @@ def preprocess(
     mean: tuple[float, ...] = (0.485, 0.456, 0.406),
     std: tuple[float, ...] = (0.229, 0.224, 0.225),
     interpolation: str = "bilinear",
+    channels: int = 3,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Resize (shorter side = ``size``, aspect kept; or exactly (H, W) when a pair) and normalise.
     ``crop``: the classifier's own transforms scaled to ``size``: shorter side to
@@ -144,9 +145,13 @@ def preprocess(
     size == crop_size this is, bit for bit, torchvision's ImageClassification (the weights'
     ``transforms()``) on a PIL image: Pillow resize with ``interpolation`` (antialiased), the
     long side truncated, crop offsets ``int(round(diff / 2))``, /255, then (x - mean) / std in
-    float32. Returns (normalised (3, H, W) float32, display (H, W, 3) uint8 of the same pixels)."""
+    float32. ``channels`` 1: the image is first converted to grayscale (PIL's ITU-R 601-2 luma, as
+    torchvision's Grayscale). Returns (normalised (channels, H, W) float32, display (H, W, 3) uint8
+    of the same pixels)."""
     if interpolation not in _RESAMPLE:
         raise ValueError(f"interpolation must be one of {', '.join(_RESAMPLE)}, got {interpolation!r}")
+    if channels == 1:
+        img = img.convert("L")
     w, h = img.size
     if crop:
         if isinstance(size, tuple):
@@ -165,7 +170,9 @@ def preprocess(
         left, top = int(round((tw - size) / 2.0)), int(round((th - size) / 2.0))  # type: ignore[operator]
         img = img.crop((left, top, left + size, top + size))  # type: ignore[operator]
     disp = np.asarray(img, dtype=np.uint8)
-    x = disp.astype(np.float32) / np.float32(255)
+    if disp.ndim == 2:
+        disp = np.repeat(disp[:, :, None], 3, axis=2)
+    x = disp[:, :, :channels].astype(np.float32) / np.float32(255)
     x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1)), disp
 

@@ -46,6 +46,13 @@ class LoadedModel:
     resize_size: int = 256
     interpolation: str = "bilinear"  # the weights' resize filter: "bilinear" or "bicubic"
     categories: list[str] = field(default_factory=list)
+    source: str = ""  # what --model said ('resnet50', 'timm:convnext_tiny', 'net.py:Net', 'net.pt2')
+    kind: str = "torchvision"  # see cnnviz.sources.KINDS
+    channels_in: int = 3  # 1: the model is fed grayscale images
+    input_hw: tuple[int, int] | None = None  # the only input size the model accepts, if it has one
+    num_classes: int | None = None  # outputs of a model without a final nn.Linear (graph archives)
+    # What this model cannot do, and why: {'batch': ..., 'size': ...} (see cnnviz.sources)
+    limits: dict[str, str] = field(default_factory=dict)
 
     @property
     def pretrained(self) -> bool:
@@ -281,7 +288,7 @@ def _few(items: list[str], n: int = 5) -> str:
     return shown + (f" (+{len(items) - n} more)" if len(items) > n else "")
 
 
-def _finetuned_classes(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> int | None:
+def finetuned_classes(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> int | None:
     """If ``sd`` differs from ``model`` only in the output size of the final classifier layer
     (Linear, or SqueezeNet's 1x1 conv), that size; else None."""
     own = model.state_dict()
@@ -323,7 +330,7 @@ def apply_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], *, source
             converted._metadata = sd._metadata  # type: ignore[attr-defined]
         sd = converted
     model.load_state_dict(sd, strict=True, assign=True)
-    _check_materialised(model, source=source)
+    check_materialised(model, source=source)
 
 
 def _cached_state_dict(name: str, member: Any, *, progress: bool) -> dict[str, torch.Tensor]:
@@ -346,14 +353,11 @@ def _cached_state_dict(name: str, member: Any, *, progress: bool) -> dict[str, t
 
 
 @contextlib.contextmanager
-def _builder_loads(sd: Mapping[str, torch.Tensor]) -> Iterator[None]:
-    """Inside the block, torchvision's builders get ``sd`` from ``weights.get_state_dict()`` and load
-    it with ``assign=True``: the checkpoint's (memory-mapped) tensors become the parameters of a
-    model built on 'meta', so nothing is initialised or copied. The builders' own handling of their
-    weights (class count, DenseNet's key renames, Inception's aux head) runs unchanged."""
-    from torchvision.models._api import WeightsEnum
-
-    get_sd, load_sd = WeightsEnum.get_state_dict, nn.Module.load_state_dict
+def assigning_loads() -> Iterator[None]:
+    """Inside the block every ``load_state_dict`` assigns (``assign=True``): the checkpoint's
+    (memory-mapped) tensors become the parameters, also of a model built under _params_on_meta,
+    so nothing is initialised or copied. For builders that load weights themselves."""
+    load_sd = nn.Module.load_state_dict
 
     def load(self: nn.Module, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
         token = _ASSIGNING.set(True)
@@ -362,13 +366,27 @@ def _builder_loads(sd: Mapping[str, torch.Tensor]) -> Iterator[None]:
         finally:
             _ASSIGNING.reset(token)
 
-    WeightsEnum.get_state_dict = lambda self, *a, **k: sd  # type: ignore[method-assign]
     nn.Module.load_state_dict = load  # type: ignore[method-assign]
     try:
         yield
     finally:
-        WeightsEnum.get_state_dict = get_sd  # type: ignore[method-assign]
         nn.Module.load_state_dict = load_sd  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def _builder_loads(sd: Mapping[str, torch.Tensor]) -> Iterator[None]:
+    """torchvision's builders get ``sd`` from ``weights.get_state_dict()`` and assign it: their own
+    handling of their weights (class count, DenseNet's key renames, Inception's aux head) runs
+    unchanged on a model built on 'meta'."""
+    from torchvision.models._api import WeightsEnum
+
+    get_sd = WeightsEnum.get_state_dict
+    WeightsEnum.get_state_dict = lambda self, *a, **k: sd  # type: ignore[method-assign]
+    try:
+        with assigning_loads():
+            yield
+    finally:
+        WeightsEnum.get_state_dict = get_sd  # type: ignore[method-assign]
 
 
 def _pretrained(name: str, member: Any, *, progress: bool) -> nn.Module:
@@ -382,11 +400,11 @@ def _pretrained(name: str, member: Any, *, progress: bool) -> nn.Module:
     except RuntimeError as exc:  # load_state_dict's key/shape report
         raise WeightsError(f"cached weights file {checkpoint_path(member)} does not fit {name} ({_reason(exc)}); "
                            f"delete it and retry") from None
-    _check_materialised(model, source=checkpoint_path(member))
+    check_materialised(model, source=checkpoint_path(member))
     return model
 
 
-def _check_materialised(model: nn.Module, *, source: str) -> None:
+def check_materialised(model: nn.Module, *, source: str) -> None:
     """Every parameter and persistent buffer holds data (none left on 'meta' by a partial load)."""
     empty = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if empty:
@@ -419,7 +437,7 @@ def load_model(
             sd = {k: v for k, v in sd.items() if not k.startswith(("aux1.", "aux2.", "AuxLogits."))}
         model = build_meta_model(name)
         meta = _meta_from(default_member)
-        classes = _finetuned_classes(model, sd)
+        classes = finetuned_classes(model, sd)
         if classes is not None:
             # A fine-tuned checkpoint (e.g. 10 classes): same backbone, its own head size.
             model = build_meta_model(name, num_classes=classes)

@@ -352,6 +352,9 @@ def _check_targets(model: nn.Module, layer: ConvLayer | str | None, objective: s
             raise SelectionError(f"class {bad[0]} out of range: the model has {count} classes")
 
 
+_LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+
+
 def _norm_tensors(mean: Sequence[float], std: Sequence[float], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     m = torch.tensor(list(mean), dtype=torch.float32, device=device).view(1, -1, 1, 1)
     s = torch.tensor(list(std), dtype=torch.float32, device=device).view(1, -1, 1, 1)
@@ -460,6 +463,8 @@ def maximize(
                     for i in range(steps):
                         theta = affine_theta(transform_params(gens, tf), size=hw, pad=tf.pad)
                         x = apply_transforms(img(), theta, out_size=(in_h, in_w))
+                        if m.shape[1] == 1:  # a grayscale model sees the luma of the RGB image (ITU-R 601-2, as PIL)
+                            x = (x * _LUMA.to(x.device)).sum(1, keepdim=True)
                         with amp:
                             out = score((x - m) / s)
                         obj = objective_values(out.float(), tgt, objective)
@@ -520,6 +525,8 @@ def evaluate(
     if factor != 1.0:
         x = F.interpolate(x, size=(round(h * factor), round(w * factor)), mode="bilinear", align_corners=False)
     m, s = _norm_tensors(mean, std, device)
+    if m.shape[1] == 1:
+        x = (x * _LUMA.to(x.device)).sum(1, keepdim=True)
     with _Scorer(model, layer, stage, grad=False) as score:
         out = score((x - m) / s)
     return objective_values(out, torch.tensor([int(t) for t in targets]), objective).double().cpu().numpy()

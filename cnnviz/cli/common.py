@@ -4,6 +4,7 @@ Nothing here imports torch at module level: ``cnnviz --help`` must stay instant.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -83,26 +84,56 @@ class CnnvizGroup(click.Group):
             ) from None
 
 
-def model_options(default_model: str = "resnet50", weights: bool = True) -> Callable[[F], F]:
-    """--model, --weights, --seed (and --device) shared by every command that loads a model."""
+def model_options(default_model: str = "resnet50", weights: bool = True, labels: bool = True) -> Callable[[F], F]:
+    """--model and the options that go with it (--weights, --seed, --model-args, --mean, --std,
+    --channels-in, --labels). The command receives them as one ``model`` argument, a
+    :class:`cnnviz.sources.ModelSpec`."""
 
     def deco(f: F) -> F:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kw: Any) -> Any:
+            from ..sources import ModelSpec, parse_floats
+
+            kw["model"] = ModelSpec(
+                source=kw.pop("model"), weights=kw.pop("weights", "DEFAULT"), seed=kw.pop("seed", 0),
+                model_args=kw.pop("model_args"), mean=parse_floats(kw.pop("mean"), what="mean"),
+                std=parse_floats(kw.pop("std"), what="std"), channels_in=kw.pop("channels_in"),
+                labels=kw.pop("labels_file", None),
+            )
+            return f(*args, **kw)
+
         opts = [
-            click.option("-m", "--model", default=default_model, show_default=True, metavar="NAME",
-                         help="Any torchvision classification model ('cnnviz models' lists them)."),
+            click.option("-m", "--model", default=default_model, show_default=True, metavar="SOURCE",
+                         help="A torchvision model name ('cnnviz models'), timm:NAME, FILE.py:Factory or "
+                              "package.module:Class (your own code, run as Python), a TorchScript .pt or a "
+                              "torch.export .pt2 file."),
         ]
         if weights:
             opts += [
                 click.option("-w", "--weights", default="DEFAULT", show_default=True, metavar="W",
-                             help="DEFAULT (pretrained, from the torch hub cache, downloaded once), an enum name "
-                                  "such as IMAGENET1K_V1, 'none' (random, seeded) or a checkpoint file path. "
-                                  "Set CNNVIZ_OFFLINE=1 to never download."),
+                             help="DEFAULT (torchvision/timm: pretrained, from the hub cache, downloaded once; "
+                                  "your code: what it builds), an enum name such as IMAGENET1K_V1, 'none' "
+                                  "(random, seeded) or a checkpoint file path. CNNVIZ_OFFLINE=1: never download."),
                 click.option("--seed", default=0, show_default=True, type=int,
                              help="Seed for random weights (--weights none) and anything random."),
             ]
+        opts += [
+            click.option("--model-args", default=None, metavar="JSON",
+                         help="Arguments for a FILE.py:Factory model: a JSON object (keywords) or list.", ),
+            click.option("--mean", default=None, metavar="M",
+                         help="Input normalisation mean, 1 or one per channel (0.5 or 0.485,0.456,0.406).  "
+                              "[default: the model's own, else ImageNet's for RGB, 0.5 for grayscale]"),
+            click.option("--std", default=None, metavar="S", help="Input normalisation std (as --mean)."),
+            click.option("--channels-in", type=click.Choice(["1", "3"]), default=None,
+                         callback=lambda c, p, v: None if v is None else int(v),
+                         help="Input channels: 1 feeds grayscale images.  [default: the first conv's]"),
+        ]
+        if labels:
+            opts.append(click.option("--labels", "labels_file", default=None, metavar="FILE",
+                                     help="Class names, one per line (for --class).  [default: the weights' own]"))
         for o in reversed(opts):
-            f = o(f)
-        return f
+            wrapper = o(wrapper)
+        return wrapper  # type: ignore[return-value]
 
     return deco
 
@@ -162,11 +193,20 @@ def info(message: str) -> None:
     click.echo(message, err=True)
 
 
-def load(model: str, weights: str = "DEFAULT", seed: int = 0, device: str = "cpu") -> Any:
-    """Load a model for a command (one place, so benchmarks can substitute a preloaded one)."""
-    from ..models import load_model
+def load(model: Any, device: str = "cpu") -> Any:
+    """Load a model (a ModelSpec or source string) for a command (one place, so benchmarks can
+    substitute a preloaded one)."""
+    from ..sources import load as load_source
 
-    return load_model(model, weights=weights, seed=seed, device=device)
+    return load_source(model, device=device)
+
+
+def architecture(model: Any) -> Any:
+    """The model's structure and preprocessing (a LoadedModel, on 'meta' where possible): for
+    checking a request before any weights are read."""
+    from ..sources import architecture as arch
+
+    return arch(model)
 
 
 # ---------------------------------------------------------------- image input (maps, rf, ...)
@@ -227,6 +267,24 @@ def parse_image_size(size: str | int | None, default: int) -> int | tuple[int, i
     return parse_size(text)
 
 
+def model_input_size(size: str | int | None, lm: Any, *, crop: bool = False) -> int | tuple[int, int]:
+    """--size for ``lm``: the weights' crop size by default; exactly the size a model accepts when it
+    accepts only one (an exported program with static shapes). Raises UsageError."""
+    from ..errors import UsageError
+
+    if lm.input_hw is None:
+        return parse_image_size(size, lm.crop_size)
+    h, w = lm.input_hw
+    wanted = parse_image_size(size, h) if size is not None else None
+    if wanted is not None and wanted not in ((h, w), h if h == w else None):
+        raise UsageError(f"--size {size}: {lm.limits.get('size', 'the model takes one input size only')}")
+    if crop:
+        if h != w:
+            raise UsageError(f"--crop makes square inputs, but {lm.limits.get('size', 'the model takes one size only')}")
+        return h
+    return (h, w)
+
+
 def check_images(
     images: tuple[str, ...] | list[str],
     *,
@@ -268,7 +326,7 @@ def read_images(
     from ..io import DEFAULT_MAX_PIXELS
 
     sources = check_images(images, sample=sample, size=size, crop=crop, default_size=lm.crop_size)
-    target = parse_image_size(size, lm.crop_size)
+    target = model_input_size(size, lm, crop=crop)
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     return _iter_images(sources, target, crop, limit, lm)
 
@@ -290,7 +348,7 @@ def _iter_images(sources: list[str], target: Any, crop: bool, limit: int, lm: An
         src: Any = stdin_binary().read() if s == "-" else s
         img = load_image(src, max_pixels=limit)
         x, disp = preprocess(img, size=target, crop=crop, resize_size=lm.resize_size, crop_size=lm.crop_size,
-                             mean=lm.mean, std=lm.std, interpolation=lm.interpolation)
+                             mean=lm.mean, std=lm.std, interpolation=lm.interpolation, channels=lm.channels_in)
         label = image_label(src)
         n = seen.get(label, 0) + 1
         seen[label] = n

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import click
 
 from . import cli
-from .common import check_stream, emit, info, json_option, layer_option, load, model_options, output_option
+from .common import architecture, check_stream, emit, info, json_option, layer_option, load, model_options, output_option
 
 
 @cli.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@model_options()
+@model_options(labels=False)
 @layer_option(default="0")
 @click.option("--mode", type=click.Choice(["auto", "rgb", "mean", "channels"]), default="auto", show_default=True,
               help="auto: rgb for 3 input channels, else mean. rgb: one colour tile per filter. mean: each "
@@ -42,7 +43,7 @@ from .common import check_stream, emit, info, json_option, layer_option, load, m
 @output_option()
 @json_option
 def filters(
-    model: str, weights: str, seed: int, layer: tuple[str, ...], mode: str, norm: str, filter_sel: tuple[str, ...],
+    model: Any, layer: tuple[str, ...], mode: str, norm: str, filter_sel: tuple[str, ...],
     channel_sel: tuple[str, ...], max_filters: int | None, max_channels: int | None, cmap: str, legend: bool,
     labels: bool, tile_size: int, gap: int, max_side: int, output: str, as_json: bool,
 ) -> None:
@@ -68,14 +69,13 @@ def filters(
     from ..filters import plan_filters, render_plan
     from ..io import ensure_dir, output_name, save_png, stdout_binary
     from ..layers import conv_layers, select_layers
-    from ..models import build_meta_model
     from ..render import check_cmap
 
     check_stream(output, as_json=as_json)
     check_cmap(cmap)  # a typo fails before the model loads
     # Every selection is checked on the architecture (no weights read) before loading anything.
-    chosen = select_layers(conv_layers(build_meta_model(model)), layer, model_name=model)
-    hint = f"see 'cnnviz layers --model {model}'"
+    chosen = select_layers(conv_layers(architecture(model).model), layer, model_name=model.source)
+    hint = f"see 'cnnviz layers --model {model.source}'"
     jobs = []
     for cl in chosen:
         try:
@@ -101,7 +101,7 @@ def filters(
         for note in plan.notes:
             info(f"layer {cl.index} {cl.name}: {note}")
     written = 0
-    lm = load(model, weights, seed)
+    lm = load(model)
     t0 = time.perf_counter()
     loaded = conv_layers(lm.model)
     for cl, plan in jobs:

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from . import cli
-from .common import info, out
+from .common import info, model_options, out
 
 
 def _fmt(v: Any) -> str:
@@ -62,20 +62,21 @@ LAYER_HEADERS = {"in_channels": "in", "out_channels": "out", "kernel_size": "ker
 
 
 @cli.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-m", "--model", default="resnet50", show_default=True, metavar="NAME",
-              help="Any torchvision classification model ('cnnviz models' lists them).")
-@click.option("-s", "--size", default="224", show_default=True, metavar="S",
-              help="Input size for output shapes: 224, or HxW such as 224x320.")
+@model_options()
+@click.option("-s", "--size", default=None, metavar="S",
+              help="Input size for output shapes: 224, or HxW such as 224x320.  [default: the model's input size]")
 @click.option("-f", "--format", "fmt", type=click.Choice(["table", "tsv", "json"]), default="table", show_default=True)
 @click.option("--ignore-gates", is_flag=True,
               help="Receptive fields past squeeze-and-excitation gates (EfficientNet, MobileNetV3, RegNetY): "
                    "treat the gate as a per-channel scale and give the conv path's local field (in theory "
                    "every later unit sees the whole image, so by default these are '-').")
-def layers(model: str, size: str, fmt: str, ignore_gates: bool) -> None:
+def layers(model: Any, size: str | None, fmt: str, ignore_gates: bool) -> None:
     """List every Conv2d of a model: index, name, alias, shapes, parameters, receptive field.
 
     Indices are 0-based in named_modules() order and are what --layer takes. Needs no weights
-    (never downloads): the output shapes come from a forward pass on the 'meta' device.
+    (never downloads): the output shapes come from a forward pass on the 'meta' device. The
+    preprocessing the other commands use for this model (input channels, size, mean, std, and
+    where it comes from) is printed to stderr.
     rf is the theoretical receptive field in input pixels, jump the input pixels between
     neighbouring units, center0 the input pixel at the centre of unit 0's field (unit i at
     center0 + i*jump); a pair HxW where the axes differ, '-' where it cannot be computed.
@@ -88,18 +89,37 @@ def layers(model: str, size: str, fmt: str, ignore_gates: bool) -> None:
     """
     from ..rf import catalog
     from ..util import parse_size
-    from ..models import build_meta_model
+    from .common import architecture, model_input_size
 
-    hw = parse_size(size)
-    net = build_meta_model(model)
+    arch = architecture(model)
+    s = model_input_size(size, arch)
+    hw = parse_size(s)
+    net = arch.model
     rows = [layer.as_dict() for layer in catalog(net, size=hw, ignore_gates=ignore_gates)]
     print_rows(rows, fmt, LAYER_COLUMNS, LAYER_HEADERS)
     if fmt == "table":
         total = sum(r["params"] for r in rows)
-        info(f"{model}: {len(rows)} conv layers, {total:,} conv parameters, input {hw[0]}x{hw[1]}")
+        info(f"{arch.name}: {len(rows)} conv layers, {total:,} conv parameters, input {hw[0]}x{hw[1]}")
+    info(preprocessing_line(arch, model))
     missing = [r["name"] for r in rows if r["receptive_field"] is None]
     if missing:
         info(f"note: no receptive field for {len(missing)} of {len(rows)} conv layers: {rf_problem(net, hw, missing, ignore_gates=ignore_gates)}")
+
+
+def preprocessing_line(lm: Any, spec: Any) -> str:
+    """What the image commands feed this model, and where each number comes from."""
+    origin = {"torchvision": "torchvision weights", "timm": "timm pretrained_cfg"}.get(lm.kind, "")
+    fmt = lambda v: ",".join(f"{x:g}" for x in v)  # noqa: E731
+    mean_from = "--mean" if spec.mean is not None else (origin or "default")
+    std_from = "--std" if spec.std is not None else (origin or "default")
+    size = f"{lm.input_hw[0]}x{lm.input_hw[1]} (fixed)" if lm.input_hw else f"{lm.crop_size} (resize {lm.resize_size} for --crop)"
+    labels = f"{len(lm.categories)} class names" + (" from --labels" if spec.labels else "") if lm.categories else "no class names"
+    line = (f"input: {lm.channels_in} channel{'s' if lm.channels_in != 1 else ''}"
+            f"{' (grayscale)' if lm.channels_in == 1 else ' (RGB)'}, size {size}, mean {fmt(lm.mean)} ({mean_from}), "
+            f"std {fmt(lm.std)} ({std_from}); {labels}")
+    for why in lm.limits.values():
+        line += f"\nnote: {why}"
+    return line
 
 
 def rf_problem(net: Any, hw: tuple[int, int], names: list[str], *, ignore_gates: bool = False) -> str:

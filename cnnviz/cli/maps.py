@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from . import cli
-from .common import check_stream, check_images, emit, image_options, info, json_option, layer_option, load, model_options, output_option, read_images
+from .common import architecture, check_stream, check_images, emit, image_options, info, json_option, layer_option, load, model_options, output_option, read_images
 
 
 @cli.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -44,7 +44,7 @@ from .common import check_stream, check_images, emit, image_options, info, json_
 @output_option()
 @json_option
 def maps(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, max_pixels: int | None,
-         model: str, weights: str, seed: int, layer: tuple[str, ...], stage: str, channels: str | None,
+         model: Any, layer: tuple[str, ...], stage: str, channels: str | None,
          top: int | None, norm: str, symmetric: bool, cmap: str, tile: int, cols: int | None, overlay: bool,
          alpha: float, sheet: bool, sheet_maps: int, sheet_tile: int, bare: bool, npy: bool,
          batch_size: int, output: str, as_json: bool) -> None:
@@ -70,7 +70,9 @@ def maps(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, ma
     n_inputs = len(check_images(images, sample=sample, size=size, crop=crop))
     plan = MapsRun.plan(model, layer, stage=stage, channels=channels, sheet=sheet, npy=npy, output=output,
                         n_inputs=n_inputs)  # every usage error before the weights are read
-    lm = load(model, weights, seed)
+    lm = load(model)
+    if "batch" in lm.limits and batch_size > 1:
+        batch_size = 1  # the program takes batches of one only: same pictures, one forward per image
     run = MapsRun(lm=lm, layer_indices=plan, stage=stage, channels=channels, top=top, norm=norm,
                   symmetric=symmetric, cmap=cmap, tile=tile, cols=cols, overlay=overlay, alpha=alpha,
                   sheet=sheet, sheet_maps=sheet_maps, sheet_tile=sheet_tile, bare=bare, npy=npy,
@@ -86,7 +88,7 @@ class MapsRun:
     each layer of each image as soon as it is captured."""
 
     @staticmethod
-    def plan(model: str, layer_specs: tuple[str, ...], *, stage: str, channels: str | None, sheet: bool,
+    def plan(model: Any, layer_specs: tuple[str, ...], *, stage: str, channels: str | None, sheet: bool,
              npy: bool, output: str, n_inputs: int) -> list[int]:
         """Check the request on the model's architecture alone (parameters on 'meta', no weights
         read): layers, stage, channels, output. Returns the selected layer indices."""
@@ -95,10 +97,9 @@ class MapsRun:
         from ..io import ensure_dir
         from ..layers import conv_layers, select_layers
         from ..maps import resolve_channels
-        from ..models import build_meta_model
 
-        net = build_meta_model(model)
-        layers = select_layers(conv_layers(net), layer_specs, model_name=model)
+        net = architecture(model).model
+        layers = select_layers(conv_layers(net), layer_specs, model_name=model.source)
         hook_points(net, layers, stage)  # --stage act not available -> usage error now
         for layer in layers:
             resolve_channels(channels, layer.out_channels, layer_name=layer.name)

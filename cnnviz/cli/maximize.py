@@ -18,7 +18,7 @@ from .common import check_stream, emit, info, json_option, layer_option, model_o
               help="Channels of each layer (repeatable; index, slice 0:16, list 3,7, all).  [default: 0:16]")
 @click.option("--class", "classes", multiple=True, metavar="NAME|INDEX",
               help="Maximise class logits instead of channels (repeatable): 'tennis ball', tennis_ball, 852, "
-                   "0:8, '*terrier'. Names come from the weights' category list.")
+                   "0:8, '*terrier'. Names come from the weights' category list or --labels FILE.")
 @click.option("--objective", type=click.Choice(["channel", "neuron"]), default="channel", show_default=True,
               help="channel: mean activation of the channel; neuron: its centre unit only.")
 @click.option("--stage", type=click.Choice(["conv", "act"]), default="conv", show_default=True,
@@ -42,13 +42,14 @@ from .common import check_stream, emit, info, json_option, layer_option, model_o
 @click.option("--device", default="auto", show_default=True, metavar="DEV", help="auto, cpu, cuda, cuda:N or mps.")
 @output_option()
 @click.option("--separate", is_flag=True, help="One PNG per channel/class (the raw image) instead of a grid per layer.")
-@click.option("--labels/--no-labels", default=True, show_default=True, help="Title and channel numbers on grids.")
+@click.option("--titles/--no-titles", default=True, show_default=True, help="Title and channel numbers on grids.")
+@click.option("--no-labels", "no_labels", is_flag=True, hidden=True)  # the earlier name of --no-titles
 @click.option("--npy", is_flag=True, help="Also save the image batch as .npy, (N, H, W, 3) float32 in [0, 1].")
 @json_option
-def maximize(model: str, weights: str, seed: int, layer: tuple[str, ...], channels: tuple[str, ...],
+def maximize(model: Any, layer: tuple[str, ...], channels: tuple[str, ...],
              classes: tuple[str, ...], objective: str, stage: str, steps: int | None, lr: float | None, size: str,
              param: str, decorrelate: bool | None, transforms: bool, batch_size: int, precision: str, device: str, output: str,
-             separate: bool, labels: bool, npy: bool, as_json: bool) -> None:
+             separate: bool, titles: bool, no_labels: bool, npy: bool, as_json: bool) -> None:
     """Synthesise the image each channel responds to most (activation maximization).
 
     Gradient ascent in input space from a neutral start: the image is parametrised in a
@@ -75,7 +76,7 @@ def maximize(model: str, weights: str, seed: int, layer: tuple[str, ...], channe
     from ..optimize import DEFAULT_LR, DEFAULT_STEPS, Transforms, resolve_classes, resolve_device
     from ..select import select_indices
     from ..util import parse_size
-    from .common import load
+    from .common import architecture, load
 
     if classes and (layer or channels):
         raise UsageError("use either --class or --layer/--channel, not both")
@@ -95,20 +96,21 @@ def maximize(model: str, weights: str, seed: int, layer: tuple[str, ...], channe
     if to_stdout and npy:
         raise UsageError("--npy needs an output folder, not -o -")
 
+    arch = architecture(model)
+    if arch.limits:  # the optimised image changes size (padding, scaling) and comes in batches
+        raise UsageError(f"maximize cannot run {arch.name}: {'; '.join(arch.limits.values())}")
     if layer:  # layers and channels are checked on the architecture before any weights are read
-        from ..models import build_meta_model
-
-        for lay in select_layers(conv_layers(build_meta_model(model)), layer, model_name=model):
+        for lay in select_layers(conv_layers(arch.model), layer, model_name=model.source):
             select_indices(channels or ("0:16",), lay.out_channels, what="channel",
                            hint=f"{lay.name} has {lay.out_channels} channels")
-    lm = load(model, weights, seed, str(dev))
+    lm = load(model, str(dev))
     if classes:
         count = _num_classes(lm)
         jobs: list[tuple[Any, list[int]]] = [(None, resolve_classes(classes, lm.categories, count=count))]
         if not lm.pretrained:
             info("cnnviz: note: random weights (--weights none): class images show no real classes")
     else:
-        layers = select_layers(conv_layers(lm.model), layer, model_name=lm.name)
+        layers = select_layers(conv_layers(lm.model), layer, model_name=model.source)
         jobs = []
         for lay in layers:
             sel = select_indices(channels or ("0:16",), lay.out_channels, what="channel",
@@ -118,13 +120,13 @@ def maximize(model: str, weights: str, seed: int, layer: tuple[str, ...], channe
     if to_stdout and n_files != 1:
         raise UsageError(f"-o - streams exactly one PNG, but this would write {n_files}; give an output folder")
 
-    settings = dict(steps=steps, lr=lr, size=hw, param=param, seed=seed, batch_size=batch_size, precision=precision,
+    settings = dict(steps=steps, lr=lr, size=hw, param=param, seed=model.seed, batch_size=batch_size, precision=precision,
                     decorrelate=(param == "fft") if decorrelate is None else decorrelate,
                     transforms=Transforms() if transforms else None)
     tty = sys.stderr.isatty()
     for lay, targets in jobs:
         _run_job(lm, lay, targets, objective="class" if lay is None else objective, stage=stage, settings=settings,
-                 output=output, separate=separate, labels=labels, npy=npy, as_json=as_json, progress=tty,
+                 output=output, separate=separate, labels=titles and not no_labels, npy=npy, as_json=as_json, progress=tty,
                  device=dev)
 
 
@@ -136,6 +138,8 @@ def _num_classes(lm: Any) -> int:
         return int(linears[-1].out_features)
     if lm.categories:
         return len(lm.categories)
+    if lm.num_classes:
+        return int(lm.num_classes)
     from ..errors import CnnvizError
 
     raise CnnvizError(f"cannot tell how many classes {lm.name} outputs (no final Linear layer)")

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from . import cli
-from .common import check_stream, check_images, emit, image_options, info, json_option, layer_option, load, model_options, output_option
+from .common import architecture, check_stream, check_images, emit, image_options, info, json_option, layer_option, load, model_options, output_option
 
 MAX_BOXES = 20
 
@@ -38,7 +38,7 @@ MAX_BOXES = 20
 @output_option()
 @json_option
 def rf(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, max_pixels: int | None,
-       model: str, weights: str, seed: int, layer: tuple[str, ...], at: str | None, channel: str | None,
+       model: Any, layer: tuple[str, ...], at: str | None, channel: str | None,
        effective: bool, samples: int, profile: bool, compare: str | None, ignore_gates: bool, output: str,
        as_json: bool) -> None:
     """Receptive fields: which input pixels a unit of a conv layer sees.
@@ -68,27 +68,26 @@ def rf(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, max_
         if images or sample or at or channel or effective:
             raise UsageError("--profile/--compare plot the numbers of whole models: drop IMAGE, --sample, --at, "
                              "--channel and --effective")
-        names = _model_list(compare) if compare is not None else [model]
+        names = _model_list(compare) if compare is not None else [model.source]
         _profile(names, size, output, as_json, ignore_gates)
         info(f"rf: profile of {', '.join(names)} in {time.perf_counter() - t0:.1f}s")
         return
     if at is not None and channel is not None and not effective:
         raise UsageError("--at and --channel both choose the unit; give one (or use both with --effective)")
-    run = RFRun.plan(model=model, weights=weights, seed=seed, layer_specs=layer, at=at, channel=channel,
+    run = RFRun.plan(model=model, layer_specs=layer, at=at, channel=channel,
                      effective=effective, samples=samples, output=output, as_json=as_json, ignore_gates=ignore_gates,
                      images=images, sample=sample, size=size, crop=crop)
     run.run(images=images, sample=sample, size=size, crop=crop, max_pixels=max_pixels)
-    info(f"rf: {run.written} file(s) for {len(run.layers)} layer(s) of {model} in {time.perf_counter() - t0:.1f}s")
+    info(f"rf: {run.written} file(s) for {len(run.layers)} layer(s) of {model.source} in {time.perf_counter() - t0:.1f}s")
 
 
 def _model_list(spec: str) -> list[str]:
     from ..errors import UsageError
-    from ..models import check_model_name
 
     names = [n.strip() for n in spec.split(",")]
     if not spec.strip() or any(not n for n in names):
         raise UsageError(f"--compare takes model names separated by commas, e.g. vgg16,resnet50; got {spec!r}")
-    return list(dict.fromkeys(check_model_name(n) for n in names))
+    return list(dict.fromkeys(names))
 
 
 def _target(output: str, name: str) -> Any:
@@ -108,7 +107,6 @@ def _profile(names: list[str], size: str | None, output: str, as_json: bool, ign
 
     from ..io import output_name, save_png
     from ..rf import catalog
-    from ..models import build_meta_model
     from ..rf import RFError
     from ..rfdraw import ProfileSeries, profile_figure
     from .common import parse_image_size
@@ -117,8 +115,10 @@ def _profile(names: list[str], size: str | None, output: str, as_json: bool, ign
     s = parse_image_size(size, 224)
     hw = s if isinstance(s, tuple) else (s, s)
     series, records = [], []
-    for name in names:
-        net = build_meta_model(name)
+    for i, source in enumerate(names):
+        arch = architecture(source)
+        net, name = arch.model, arch.name
+        names[i] = name
         rows = catalog(net, size=hw, ignore_gates=ignore_gates)
 
         def geo(v: Any) -> float | None:
@@ -155,23 +155,22 @@ class RFRun:
         self.layers: list[Any] = []
 
     @classmethod
-    def plan(cls, *, model: str, weights: str, seed: int, layer_specs: tuple[str, ...], at: str | None,
+    def plan(cls, *, model: Any, layer_specs: tuple[str, ...], at: str | None,
              channel: str | None, effective: bool, samples: int, output: str, as_json: bool, ignore_gates: bool,
              images: tuple[str, ...], sample: bool, size: str | None, crop: bool) -> "RFRun":
         from ..errors import UsageError
         from ..layers import conv_layers, select_layers
-        from ..models import build_meta_model
         from ..rf import receptive_fields
         from ..select import select_indices
 
         self = cls()
-        self.model_name, self.weights, self.seed = model, weights, seed
+        self.model, self.seed = model, model.seed
         self.effective, self.samples, self.output, self.as_json = effective, samples, output, as_json
         self.ignore_gates = ignore_gates
         self.at = _parse_at(at) if at is not None else None
-        net = build_meta_model(model)
+        net = architecture(model).model
         every = conv_layers(net)
-        self.layers = select_layers(every, layer_specs, model_name=model) if layer_specs else []
+        self.layers = select_layers(every, layer_specs, model_name=model.source) if layer_specs else []
         n_inputs = len(images) + int(sample)
         if n_inputs or not effective:
             n_inputs = len(check_images(images, sample=sample, size=size, crop=crop))
@@ -202,16 +201,14 @@ class RFRun:
 
     def run(self, *, images: tuple[str, ...], sample: bool, size: str | None, crop: bool, max_pixels: int | None) -> None:
         from ..layers import conv_layers
-        from ..models import build_meta_model
 
-        if self.needs_weights:
-            self.lm = load(self.model_name, self.weights, self.seed)
-        else:
-            self.lm = _geometry_only(self.model_name, self.weights)
+        # boxes need the architecture and the input geometry, never the weights themselves
+        arch = architecture(self.model)
+        self.lm = load(self.model) if self.needs_weights else arch
         by_name = {lay.name: lay for lay in conv_layers(self.lm.model)}
         self.layers = [by_name[lay.name] for lay in self.layers]
-        # fields from the architecture alone ('meta': no compute), whatever the weights
-        self.meta_net = self.lm.model if not self.needs_weights else build_meta_model(self.model_name)
+        # fields from the architecture alone ('meta': no compute where the source allows), whatever the weights
+        self.meta_net = arch.model
         if self.noise_only:
             self._effective_noise(size)
             return
@@ -295,12 +292,12 @@ class RFRun:
     def _effective_noise(self, size: str | None) -> None:
         import torch
 
-        from .common import parse_image_size
+        from .common import model_input_size
 
-        s = parse_image_size(size, self.lm.crop_size)
+        s = model_input_size(size, self.lm)
         hw = s if isinstance(s, tuple) else (s, s)
         gen = torch.Generator().manual_seed(self.seed)
-        xs = torch.randn((self.samples, 3, *hw), generator=gen)
+        xs = torch.randn((self.samples, self.lm.channels_in, *hw), generator=gen)
         self._effective(xs, None, None, "noise", f"{self.samples} Gaussian-noise input(s)")
 
     def _effective(self, xs: Any, display: Any, source: str | None, label: str, how: str) -> None:
@@ -343,14 +340,6 @@ class RFRun:
             info(f"  {_legend_text(e)}  effective(95%) {e['effective_95']} px")
         emit({"path": path, "kind": "erf", "image": source, "model": self.lm.name, "weights": self.lm.weights,
               "size": list(hw), "samples": int(xs.shape[0]), "fields": entries}, as_json=self.as_json)
-
-
-def _geometry_only(model: str, weights: str) -> Any:
-    """A LoadedModel on the 'meta' device with the weights' preprocessing (mean/std/sizes): boxes
-    need the architecture and the input geometry, never the weights themselves."""
-    from ..models import architecture
-
-    return architecture(model, weights=weights)
 
 
 def _parse_at(text: str) -> tuple[int, int]:

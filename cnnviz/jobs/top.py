@@ -30,7 +30,8 @@ from ..io import DEFAULT_MAX_PIXELS, ensure_dir, output_name, save_png
 from ..layers import ConvLayer, conv_layers, select_layers
 from ..util import parse_size
 from ..maps import resolve_channels
-from ..models import LoadedModel, architecture, load_model
+from ..models import LoadedModel
+from ..sources import ModelSpec, architecture, load
 from ..patches import Patch, Row, crop_window, map_on_input, overlay_patch, render_examples, window_values
 from ..rayscan import ray_scan
 from ..render import Picture, check_cmap
@@ -59,7 +60,7 @@ class TopRequest:
     image excites most and its rank in each. ``shard`` 'I/N': scan only that part of the list."""
 
     images: tuple[str, ...] = ()
-    model: str = "resnet50"
+    model: str | ModelSpec = "resnet50"  # a --model source, or the ModelSpec of the model options
     weights: str = "DEFAULT"
     seed: int = 0
     layers: tuple[str, ...] = ()
@@ -238,15 +239,15 @@ def _layer_dicts(layers: Sequence[ConvLayer]) -> list[dict[str, Any]]:
 
 
 def _scan(req: TopRequest, *, model: LoadedModel | None, say: Say, stdin: TextIO | None) -> TopResult:
-    arch = model or architecture(req.model, weights=req.weights)
-    layers, chans = _select(req, arch.model, model_name=req.model)
+    arch = model or architecture(_spec(req))
+    layers, chans = _select(req, arch.model, model_name=_spec(req).source)
     hook_points(arch.model, layers, req.stage)  # --stage act not available: usage error now
     paths = expand_images(req.images, stdin=stdin)
     if req.shard is not None:
         shard = parse_shard(req.shard)
         paths = [p for p in paths if in_shard(p, shard)]
         say(f"top: shard {shard[0]}/{shard[1]}: {len(paths)} image(s)")
-    lm = model or load_model(req.model, weights=req.weights, seed=req.seed)
+    lm = model or load(_spec(req))
     prep = _preprocess(req, lm)
     workers = default_workers() if req.workers is None else req.workers
     layers = [conv_layers(lm.model)[lay.index] for lay in layers]  # the real modules
@@ -366,6 +367,11 @@ def _entries(examples: Sequence[Example], path_of: dict[int, str], fld: Field) -
 # ---------------------------------------------------------------- answering from an index alone
 
 
+def _spec(req: TopRequest) -> ModelSpec:
+    """The request's model as a ModelSpec (the CLI passes one; library callers may pass a name)."""
+    return req.model if isinstance(req.model, ModelSpec) else ModelSpec(req.model, weights=req.weights, seed=req.seed)
+
+
 def _index_model(idx: ActivationIndex, model: LoadedModel | None) -> LoadedModel:
     if model is not None:
         return model
@@ -470,7 +476,7 @@ def _index_weights(req: TopRequest, result: TopResult) -> LoadedModel:
     now are not the ones the index was built with."""
     idx = ActivationIndex.open(req.index)  # type: ignore[arg-type]
     prov = idx.provenance
-    lm = load_model(prov["model"], weights=prov["weights"], seed=req.seed)
+    lm = load(ModelSpec(prov["model"], weights=prov["weights"], seed=req.seed))
     if weights_digest(lm.model) != prov["weights_sha256"]:
         raise IndexStoreError(f"--overlay needs the weights of index {req.index!r} ({prov['weights']}), but those "
                               f"loaded now differ (sha256); rerun the query without --overlay")

@@ -214,8 +214,8 @@ def archives(user_model):
         torch.jit.save(torch.jit.script(net), d / "net.pt")
         corrupt = (d / "net.pt").read_bytes()
         (d / "corrupt.pt").write_bytes(corrupt[: len(corrupt) // 2])
-        batch = torch.export.Dim("batch")
-        torch.export.save(torch.export.export(net, (torch.randn(2, 1, 32, 32),), dynamic_shapes=({0: batch},)), d / "net.pt2")
+        dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("h", min=8, max=1024), 3: torch.export.Dim("w", min=8, max=1024)}
+        torch.export.save(torch.export.export(net, (torch.randn(2, 1, 32, 32),), dynamic_shapes=(dims,)), d / "net.pt2")
         torch.export.save(torch.export.export(net, (torch.randn(1, 1, 32, 32),)), d / "static.pt2")
     return d, net
 

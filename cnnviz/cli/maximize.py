@@ -97,8 +97,10 @@ def maximize(model: Any, layer: tuple[str, ...], channels: tuple[str, ...],
         raise UsageError("--npy needs an output folder, not -o -")
 
     arch = architecture(model)
-    if arch.limits:  # the optimised image changes size (padding, scaling) and comes in batches
-        raise UsageError(f"maximize cannot run {arch.name}: {'; '.join(arch.limits.values())}")
+    if "size" in arch.limits:  # the optimised image changes size (random padding and scaling)
+        raise UsageError(f"maximize cannot run {arch.name}: {arch.limits['size']}")
+    if "batch" in arch.limits:
+        batch_size = 1  # one image per forward pass: the same images, more passes
     if layer:  # layers and channels are checked on the architecture before any weights are read
         for lay in select_layers(conv_layers(arch.model), layer, model_name=model.source):
             select_indices(channels or ("0:16",), lay.out_channels, what="channel",

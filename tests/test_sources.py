@@ -156,6 +156,7 @@ def test_layers_prints_the_preprocessing_and_model_args_reach_the_factory(cli, u
     assert r.exit_code == 0, r.stderr
     rows = json.loads(r.stdout)
     assert [row["out_channels"] for row in rows] == [6, 12]
+    r = cli("layers", "--model", f"{d}/model.py:build")
     assert "input: 1 channel (grayscale)" in r.stderr and "mean 0.5" in r.stderr
     r = cli("layers", "--model", f"{d}/model.py:Net", "--mean", "0.2", "--std", "0.3", "--labels", str(d / "labels.txt"))
     assert "mean 0.2 (--mean)" in r.stderr and "std 0.3 (--std)" in r.stderr and "3 class names from --labels" in r.stderr

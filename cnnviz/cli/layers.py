@@ -76,7 +76,7 @@ def layers(model: Any, size: str | None, fmt: str, ignore_gates: bool) -> None:
     Indices are 0-based in named_modules() order and are what --layer takes. Needs no weights
     (never downloads): the output shapes come from a forward pass on the 'meta' device. The
     preprocessing the other commands use for this model (input channels, size, mean, std, and
-    where it comes from) is printed to stderr.
+    where it comes from) is printed to stderr after the table.
     rf is the theoretical receptive field in input pixels, jump the input pixels between
     neighbouring units, center0 the input pixel at the centre of unit 0's field (unit i at
     center0 + i*jump); a pair HxW where the axes differ, '-' where it cannot be computed.
@@ -100,7 +100,7 @@ def layers(model: Any, size: str | None, fmt: str, ignore_gates: bool) -> None:
     if fmt == "table":
         total = sum(r["params"] for r in rows)
         info(f"{arch.name}: {len(rows)} conv layers, {total:,} conv parameters, input {hw[0]}x{hw[1]}")
-    info(preprocessing_line(arch, model))
+        info(preprocessing_line(arch, model))
     missing = [r["name"] for r in rows if r["receptive_field"] is None]
     if missing:
         info(f"note: no receptive field for {len(missing)} of {len(rows)} conv layers: {rf_problem(net, hw, missing, ignore_gates=ignore_gates)}")

@@ -460,8 +460,10 @@ def _load_timm(src: Source, spec: ModelSpec, *, meta: bool) -> LoadedModel:
                 categories = list(ImageNetInfo(subset).label_descriptions())[:num_classes]
         except Exception:  # older timm: no class names, indices still work
             categories = []
+    interpolation = str(cfg.get("interpolation") or "bicubic")
     return LoadedModel(model=model, name=name, weights=label, mean=mean, std=std, crop_size=int(h),
-                       resize_size=int(round(h / crop_pct)), categories=categories, source=spec.source, kind="timm")
+                       resize_size=int(h / crop_pct), categories=categories, source=spec.source, kind="timm",
+                       interpolation=interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bicubic")
 
 
 def _timm_pretrained(timm: Any, name: str, weights: str) -> nn.Module:

@@ -287,7 +287,9 @@ def test_timm_maps_equal_the_timm_module_run_by_hand(cli, tmp_path, rgb_image, n
     from PIL import Image
     from torchvision import transforms as T
 
-    x = T.Compose([T.Resize(64), T.ToTensor(), T.Normalize(cfg["mean"], cfg["std"])])(Image.open(rgb_image).convert("RGB"))[None]
+    interp = T.InterpolationMode(cfg["interpolation"])  # timm's own resize filter (bicubic for these)
+    x = T.Compose([T.Resize(64, interpolation=interp), T.ToTensor(), T.Normalize(cfg["mean"], cfg["std"])])(
+        Image.open(rgb_image).convert("RGB"))[None]
     seen = []
     h = conv.register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
     with torch.no_grad():
@@ -305,7 +307,8 @@ def test_timm_checkpoint_and_pretrained_cfg(cli, tmp_path):
         assert torch.equal(lm.model.state_dict()[k], v), k
     cfg = timm.data.resolve_data_config(model=ref)
     assert lm.mean == pytest.approx(cfg["mean"]) and lm.std == pytest.approx(cfg["std"])
-    assert lm.crop_size == cfg["input_size"][1]
+    assert lm.crop_size == cfg["input_size"][1] and lm.interpolation == cfg["interpolation"]
+    assert lm.resize_size == int(cfg["input_size"][1] / cfg["crop_pct"])  # timm's transforms_factory: floor
     r = cli("filters", "--model", "timm:convnext_atto", "--weights", str(tmp_path / "convnext.pth"), "-o", str(tmp_path))
     assert r.exit_code == 0, r.stderr
 

@@ -8,6 +8,7 @@ own file names, so the hub-cache path is what gets measured (never the network).
 
     python scripts/bench_startup.py                 # 5 repetitions, writes its section of docs/benchmarks.md
     python scripts/bench_startup.py --reps 1 --no-write
+    python scripts/bench_startup.py --before dd096b8    # also the revision before fast loading, same run
 
 The section between the ``bench_startup`` markers in docs/benchmarks.md is replaced; the rest of
 the file is left alone.
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-write", action="store_true", help="print the table only")
     ap.add_argument("--only", default=None, help="run only rows whose label contains this text")
     ap.add_argument("--root", default=ROOT, help="the cnnviz checkout to measure (default: this one)")
+    ap.add_argument("--before", default=None, metavar="REF",
+                    help="also measure git revision REF of this repository in the same run (a 'before' column)")
     args = ap.parse_args(argv)
 
     py = sys.executable
@@ -75,6 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         from PIL import Image
 
         Image.new("RGB", (640, 427), (120, 90, 60)).save(img)
+        env_before = None
+        if args.before:
+            old = os.path.join(tmp, "before")
+            os.makedirs(old)
+            archive = subprocess.run(["git", "-C", ROOT, "archive", args.before], capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", old], input=archive, check=True)
+            env_before = {**env, "PYTHONPATH": old + os.pathsep + os.environ.get("PYTHONPATH", "")}
         cnnviz = [py, "-m", "cnnviz"]
         baseline = [py, "-c", "import torch, torchvision"]
         rows = [
@@ -91,15 +101,18 @@ def main(argv: list[str] | None = None) -> int:
         run_once(baseline, env)
         results = []
         for label, cmd, target in rows:
-            base_t, ours_t = [], []
+            base_t, ours_t, old_t = [], [], []
             for _ in range(args.reps):
                 base_t.append(run_once(baseline, env))
                 ours_t.append(run_once(cmd, env))
+                if env_before is not None:
+                    old_t.append(run_once(cmd, env_before))
             b, o = (statistics.median(t[0] for t in base_t), statistics.median(t[0] for t in ours_t))
             bc, oc = (statistics.median(t[1] for t in base_t), statistics.median(t[1] for t in ours_t))
-            results.append((label, o, b, oc, bc, target))
-            print(f"{label}: wall {o:.2f} s vs {b:.2f} s = {o / b:.2f}x; cpu {oc:.2f} s vs {bc:.2f} s = {oc / bc:.2f}x",
-                  file=sys.stderr)
+            before = (statistics.median(t[0] for t in old_t), statistics.median(t[1] for t in old_t)) if old_t else None
+            results.append((label, o, b, oc, bc, target, before))
+            print(f"{label}: wall {o:.2f} s vs {b:.2f} s = {o / b:.2f}x; cpu {oc:.2f} s vs {bc:.2f} s = {oc / bc:.2f}x"
+                  + (f"; before: wall {before[0] / b:.2f}x, cpu {before[1] / bc:.2f}x" if before else ""), file=sys.stderr)
 
     import torch
 
@@ -116,14 +129,18 @@ def main(argv: list[str] | None = None) -> int:
         "The machine is shared, so wall times swing with other people's load; the CPU time (user + system) "
         "of each process is steadier and is reported beside it.",
         "",
-        "| command | cnnviz wall | baseline wall | wall ratio | cnnviz CPU | baseline CPU | CPU ratio | target | met (wall) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        *([f"The *before* columns run the same commands on revision `{args.before}` in the same loop."] if args.before else []),
+        "",
+        "| command | cnnviz wall | baseline wall | wall ratio | cnnviz CPU | baseline CPU | CPU ratio | target | met (wall) |"
+        + (" before: wall ratio | before: CPU ratio |" if args.before else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if args.before else ""),
     ]
-    for label, o, b, oc, bc, target in results:
+    for label, o, b, oc, bc, target, before in results:
         r = o / b
         met = "" if target is None else ("yes" if r <= target else "**no**")
         lines.append(f"| `{label}` | {o:.2f} s | {b:.2f} s | {r:.2f}x | {oc:.2f} s | {bc:.2f} s | {oc / bc:.2f}x | "
-                     f"{'' if target is None else f'<= {target}x'} | {met} |")
+                     f"{'' if target is None else f'<= {target}x'} | {met} |"
+                     + (f" {before[0] / b:.2f}x | {before[1] / bc:.2f}x |" if before else ""))
     lines.append(END)
     section = "\n".join(lines)
     print(section)

@@ -188,6 +188,11 @@ def _check(req: TopRequest) -> None:
 
 
 def _preprocess(req: TopRequest, lm: LoadedModel) -> Preprocess:
+    if lm.channels_in != 3:
+        raise UsageError(f"top scans RGB images; {lm.name} takes {lm.channels_in}-channel input, which the index's "
+                         f"preprocessing does not record (use 'cnnviz maps' for such models)")
+    if lm.limits:
+        raise UsageError(f"top runs images in batches at their own sizes, but {'; '.join(lm.limits.values())}")
     if req.size is None:
         size: int | tuple[int, int] = lm.crop_size
     elif str(req.size).strip().isdigit():

@@ -389,8 +389,6 @@ def _load_python(src: Source, spec: ModelSpec, *, meta: bool) -> LoadedModel:
             raise WeightsError(f"checkpoint {path!r} has a {classes}-class head but {src.target}:{src.attr} builds another "
                                f"size; pass the size through --model-args (e.g. '{{\"num_classes\": {classes}}}')")
         apply_state_dict(model, sd, source=path)
-    elif w.lower() == "none" and not meta and on_meta:
-        model = _call_factory(src, spec)
     if not meta:
         check_materialised(model, source=path or f"{src.target}:{src.attr}")
     cats = getattr(model, "classes", None) or getattr(model, "categories", None)

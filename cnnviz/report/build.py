@@ -1,0 +1,446 @@
+"""Build a report folder: compute (or reuse from the folder's cache) every picture and number,
+then write the pages.
+
+The work is ordered so that the expensive parts run once and only for what is missing:
+filters (weights only), then one forward pass per batch of images over every requested layer
+(hooks only there, stopped after the last), rendering each layer's sprite the moment it is
+captured, then the optional maximize images, then the pages (cheap, always rewritten).
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..errors import UsageError
+from ..io import ensure_dir, save_png
+from ..layers import ConvLayer, catalog, conv_layers
+from ..maps import iter_batches, stream_maps
+from ..models import LoadedModel
+from . import pages, pictures
+from .cache import Cache, digest, weights_digest
+
+DEFAULT_TOP = 16
+SHEET_MAPS = 8
+
+
+@dataclass
+class ReportImage:
+    """One input: ``x`` (3, H, W) float32 normalised for the model, ``display`` (H, W, 3) uint8
+    (the same pixels), ``name`` shown on the pages (any text: always escaped)."""
+
+    name: str
+    x: np.ndarray
+    display: np.ndarray
+    id: str = ""
+
+
+@dataclass
+class MaximizeRequest:
+    """Channels to synthesise per layer index, and the optimiser's settings."""
+
+    channels: dict[int, list[int]]
+    steps: int = 256
+    seed: int = 0
+    precision: str = "auto"
+
+
+@dataclass
+class ReportResult:
+    """What a build did: the folder, its entry page, counts, and timings (seconds)."""
+
+    output: str
+    index: str
+    layers: int
+    images: int
+    channels: int
+    pages: int
+    computed: dict[str, int] = field(default_factory=dict)  # pictures made this run, by kind
+    reused: dict[str, int] = field(default_factory=dict)  # pictures taken from the cache, by kind
+    seconds: float = 0.0
+    bytes: int = 0
+
+
+class Progress:
+    """One progress bar on stderr for the whole build (tqdm on a terminal, else a line per phase)."""
+
+    def __init__(self, total: int, enabled: bool | None = None):
+        self.tty = sys.stderr.isatty() if enabled is None else enabled
+        self.bar = None
+        if self.tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, file=sys.stderr, unit="step", dynamic_ncols=True, leave=False)
+
+    def phase(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.set_description(text)
+        else:
+            print(f"cnnviz report: {text}", file=sys.stderr)
+
+    def step(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def build_report(
+    lm: LoadedModel,
+    images: Sequence[ReportImage],
+    *,
+    output: str,
+    layers: Sequence[ConvLayer] | None = None,
+    stage: str = "act",
+    top: int = DEFAULT_TOP,
+    cmap: str = "viridis",
+    batch_size: int = 8,
+    maximize: MaximizeRequest | None = None,
+    extras: dict[str, Any] | None = None,
+    force: bool = False,
+    progress: bool | None = None,
+    preprocessing: str = "",
+    workers: int | None = None,
+    architecture: Any = None,
+) -> ReportResult:
+    """Write the report of ``lm`` on ``images`` into ``output`` (created if needed).
+
+    ``layers``: conv layers of ``lm.model`` to include (default all); ``stage``: 'act' or 'conv'
+    (see cnnviz.capture); ``top``: maps shown per image on a layer page before 'show all';
+    ``maximize``: channels to synthesise; ``extras``: links to other outputs shown on channel
+    pages ({'cam': dir, 'top': dir}); ``preprocessing``: a sentence for the model page;
+    ``architecture``: the same network on the 'meta' device (models.build_meta_model), used for
+    shapes and receptive fields so that no full forward pass is spent on them (default: ``lm.model``).
+    Re-running on the same folder recomputes only what is missing. Raises CnnvizError."""
+    t0 = time.perf_counter()
+    if top < 1:
+        raise UsageError(f"--top must be at least 1, not {top}")
+    out = ensure_dir(output)
+    cache = Cache(out, force=force)
+    for sub in ("img", "data", "assets"):
+        ensure_dir(os.path.join(out, sub))
+    images = list(images)
+    size = tuple(images[0].x.shape[1:]) if images else (lm.crop_size, lm.crop_size)
+    net = lm.model if architecture is None else architecture
+    every = catalog(net, size=size)
+    if net is not lm.model:  # geometry from the twin, modules (weights, hooks) from the real network
+        for lay, real in zip(every, conv_layers(lm.model)):
+            lay.module = real.module
+    chosen = list(every) if layers is None else [every[lay.index] for lay in layers]
+    if not chosen:
+        raise UsageError("the report needs at least one conv layer")
+    wfp = weights_digest(lm.model)
+    for im in images:
+        im.id = im.id or digest(im.x)[:12]
+    n_max = sum(len(v) for v in (maximize.channels.values() if maximize else []))
+    total = len(chosen) * (2 + len(images)) + len(images) + n_max + len(chosen) * 2 + 2
+    prog = Progress(total, progress)
+    stats = _Counts()
+    try:
+        site = _Site(lm=lm, images=images, layers=chosen, every=every, stage=stage, top=top, cmap=cmap,
+                     size=size, wfp=wfp, preprocessing=preprocessing, extras=extras or {}, net=net)
+        with ThreadPoolExecutor(max_workers=workers or max(1, min(8, os.cpu_count() or 1))) as pool:
+            prog.phase("inputs and receptive fields")
+            _inputs(site, cache, out, stats, prog)
+            prog.phase("filters")
+            _filters(site, cache, out, stats, prog, pool)
+            prog.phase("feature maps")
+            _maps(site, cache, out, stats, prog, pool, batch_size)
+            cache.save()
+            if maximize:
+                prog.phase("maximize")
+                _maximize(site, cache, out, stats, prog, maximize)
+                cache.save()
+        prog.phase("pages")
+        n_pages = pages.write_site(site, out, step=prog.step)
+        cache.save()
+    finally:
+        prog.close()
+    size_bytes = sum(os.path.getsize(os.path.join(dp, f)) for dp, _d, fs in os.walk(out) for f in fs)
+    return ReportResult(output=out, index=os.path.join(out, "index.html"), layers=len(chosen), images=len(images),
+                        channels=sum(lay.out_channels for lay in chosen), pages=n_pages, computed=stats.computed,
+                        reused=stats.reused, seconds=time.perf_counter() - t0, bytes=size_bytes)
+
+
+class _Counts:
+    def __init__(self) -> None:
+        self.computed: dict[str, int] = {}
+        self.reused: dict[str, int] = {}
+
+    def add(self, kind: str, computed: bool, n: int = 1) -> None:
+        d = self.computed if computed else self.reused
+        d[kind] = d.get(kind, 0) + n
+
+
+@dataclass
+class _Site:
+    """Everything the pages show, filled in by the build phases."""
+
+    lm: LoadedModel
+    images: list[ReportImage]
+    layers: list[ConvLayer]
+    every: list[ConvLayer]
+    stage: str
+    top: int
+    cmap: str
+    size: tuple[int, ...]
+    wfp: str
+    preprocessing: str
+    extras: dict[str, Any]
+    net: Any  # the network for geometry (shapes, fields): lm.model or its 'meta' twin
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # image id -> thumb entry
+    fields: dict[tuple[int, ...], dict[str, Any]] = field(default_factory=dict)  # (h, w) -> {name: Field}
+    rf: dict[int, dict[str, Any]] = field(default_factory=dict)  # layer index -> rf picture entry
+    profile: dict[str, Any] | None = None
+    filters: dict[int, dict[str, Any]] = field(default_factory=dict)
+    maps: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)  # (image id, layer) -> entry
+    sheets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    maximized: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+
+    def field_of(self, hw: tuple[int, ...], layer: ConvLayer) -> Any:
+        from ..rf import RFError, layer_fields
+
+        if hw not in self.fields:
+            try:
+                self.fields[hw] = layer_fields(self.net, size=hw)
+            except RFError:
+                self.fields[hw] = {}
+        f = self.fields[hw].get(layer.name)
+        return None if f is None or isinstance(f, str) else f
+
+
+def _png(out: str, rel: str, pixels: np.ndarray, palette: bytes | None = None, **meta: Any) -> str:
+    save_png(os.path.join(out, rel), pixels, palette=palette, metadata={"Software": f"cnnviz {__version__}", **meta})
+    return rel
+
+
+# ---------------------------------------------------------------- phases
+
+
+def _inputs(site: _Site, cache: Cache, out: str, stats: _Counts, prog: Progress) -> None:
+    lm = site.lm
+    for im in site.images:
+        key = digest("input", im.id, im.display)
+        e = cache.get(key)
+        if e is None:
+            rel = _png(out, f"img/in-{key}.png", im.display, image=im.name)
+            e = cache.put(key, [rel], src=rel, w=int(im.display.shape[1]), h=int(im.display.shape[0]))
+        site.inputs[im.id] = e
+        prog.step()
+    # the receptive-field profile (architecture only) and each layer's centre-unit box on the first image
+    key = digest("profile", lm.name, [(x.index, x.receptive_field, x.jump) for x in site.every], site.size)
+    e = cache.get(key)
+    if e is None:
+        fig = pictures.profile(lm.name, site.every, tuple(site.size))  # type: ignore[arg-type]
+        e = cache.put(key, [], src=None) if fig is None else cache.put(key, [f"img/rf-profile-{key}.png"], src=f"img/rf-profile-{key}.png")
+        if fig is not None:
+            _png(out, e["src"], fig, model=lm.name, kind="receptive field profile")
+        stats.add("rf profile", True)
+    else:
+        stats.add("rf profile", False)
+    site.profile = e
+    prog.step()
+    first = site.images[0] if site.images else None
+    for lay in site.layers:
+        if first is not None:
+            hw = tuple(first.display.shape[:2])
+            f = site.field_of(hw, lay)
+            if f is not None:
+                unit = (f.size[0] // 2, f.size[1] // 2)
+                box = f.box(unit)
+                key = digest("rf", lm.name, lay.index, lay.name, first.id, box)
+                e = cache.get(key)
+                stats.add("rf", e is None)
+                if e is None:
+                    name = f"{lay.index} {lay.name}" + (f" ({lay.alias})" if lay.alias else "")
+                    rf = "x".join(map(str, f.rf)) if f.rf[0] != f.rf[1] else str(f.rf[0])
+                    legend = (f"{name}: unit {unit[0]},{unit[1]} of {f.size[0]}x{f.size[1]}, rf {rf} px, "
+                              f"rows {box[0]}..{box[2]}, cols {box[1]}..{box[3]}")
+                    pic = pictures.rf_picture(first.display, box, f.center(unit),
+                                              title=f"{lm.name} \u00b7 theoretical receptive field of the centre unit",
+                                              legend=legend)
+                    rel = _png(out, f"img/rf-{key}.png", pic, model=lm.name, layer=lay.index, name=lay.name,
+                               box=list(box), unit=list(unit))
+                    e = cache.put(key, [rel], src=rel, box=list(box), unit=list(unit), w=int(pic.shape[1]),
+                                  h=int(pic.shape[0]))
+                site.rf[lay.index] = e
+        prog.step()
+
+
+def _filters(site: _Site, cache: Cache, out: str, stats: _Counts, prog: Progress, pool: ThreadPoolExecutor) -> None:
+    from ..filters import weight_stats
+
+    lm = site.lm
+
+    def one(lay: ConvLayer) -> tuple[int, dict[str, Any], bool]:
+        key = digest("filters", site.wfp, lay.index, lay.name)
+        e = cache.get(key)
+        if e is not None:
+            return lay.index, e, False
+        w = lay.module.weight.detach().cpu().float().numpy()  # type: ignore[union-attr]
+        pics, mode, rects = pictures.filter_pictures(w, groups=lay.groups)
+        files, pages_ = [], []
+        for p, pic in enumerate(pics):
+            rel = _png(out, f"img/filters-{key}-{p}.png", pic.pixels, pic.palette, model=lm.name,
+                       weights=lm.weights, layer=lay.index, name=lay.name, mode=mode)
+            files.append(rel)
+            pages_.append({"src": rel, "w": pic.width, "h": pic.height})
+        st = weight_stats(w)
+        return lay.index, {"files": files, "pages": pages_, "mode": mode, "rects": rects,
+                           "stats": {k: _r(v) for k, v in st.items()}, "key": key}, True
+
+    for idx, e, made in pool.map(one, site.layers):
+        if made:
+            key = e.pop("key")
+            e = cache.put(key, e.pop("files"), **e)
+        site.filters[idx] = e
+        stats.add("filters", made)
+        prog.step()
+
+
+def _maps(site: _Site, cache: Cache, out: str, stats: _Counts, prog: Progress, pool: ThreadPoolExecutor,
+          batch_size: int) -> None:
+    """Sprites, statistics and the sheet of every image; the forward pass only for images that
+    miss something, and then over every layer (the sheet needs them all)."""
+    lm = site.lm
+    keys: dict[tuple[str, int], str] = {}
+    todo: list[ReportImage] = []
+    for im in site.images:
+        missing = False
+        for lay in site.layers:
+            k = digest("maps", site.wfp, im.id, lay.index, lay.name, site.stage, site.cmap)
+            keys[(im.id, lay.index)] = k
+            e = cache.get(k)
+            if e is None:
+                missing = True
+            else:
+                site.maps[(im.id, lay.index)] = e
+        skey = digest("sheet", site.wfp, im.id, [x.index for x in site.layers], site.stage, site.cmap)
+        keys[(im.id, -1)] = skey
+        e = cache.get(skey)
+        if e is None:
+            missing = True
+        else:
+            site.sheets[im.id] = e
+        if missing:
+            todo.append(im)
+        else:
+            stats.add("maps", False, len(site.layers))
+            stats.add("sheet", False)
+            prog.step(len(site.layers) + 1)
+    if not todo:
+        return
+    pending: list[ReportImage] = []
+    futures: list[tuple[ReportImage, ConvLayer, Future[Any]]] = []
+    rows: dict[str, list[tuple[int, Any]]] = {}
+
+    def render(im: ReportImage, lay: ConvLayer, m: np.ndarray) -> tuple[dict[str, Any] | None, Any]:
+        k = keys[(im.id, lay.index)]
+        st = pictures.map_stats(m)
+        row = pictures.sheet_row(m, st["mean"], label=f"{lay.index} {lay.alias or lay.name}", k=SHEET_MAPS)
+        if (im.id, lay.index) in site.maps:
+            return None, row
+        pixels, palette, geo = pictures.map_sprite(m, cmap=site.cmap)
+        rel = _png(out, f"img/maps-{k}.png", pixels, palette, image=im.name, model=lm.name, weights=lm.weights,
+                   layer=lay.index, name=lay.name, stage=site.stage, cmap=site.cmap,
+                   layout=f"{m.shape[0]} maps of {m.shape[1]}x{m.shape[2]}, {geo.cols} columns, gap {geo.gap} px, "
+                          f"each map on its own min..max")
+        e = {"files": [rel], "src": rel, "sprite": geo.as_dict(), "shape": [int(s) for s in m.shape],
+             "mean": [_r(v) for v in st["mean"]], "max": [_r(v) for v in st["max"]],
+             "peak": st["peak"].tolist(), "zero_fraction": _r(float(np.count_nonzero(m == 0) / m.size))}
+        return e, row
+
+    def collect(limit: int) -> None:
+        while len(futures) > limit:
+            im, lay, fut = futures.pop(0)
+            e, row = fut.result()
+            if e is not None:
+                e = cache.put(keys[(im.id, lay.index)], e.pop("files"), **e)
+                site.maps[(im.id, lay.index)] = e
+            stats.add("maps", e is not None)
+            rows.setdefault(im.id, []).append((lay.index, row))
+            prog.step()
+
+    def batches() -> Any:
+        for batch in iter_batches(todo, batch_size=batch_size, key=lambda im: im.x.shape):
+            pending[:] = batch
+            yield np.stack([im.x for im in batch])
+            collect(0)
+            for im in batch:
+                _sheet(site, cache, out, stats, im, rows.pop(im.id, []), keys[(im.id, -1)])
+                prog.step()
+            cache.save()  # an interrupted build keeps what it finished
+
+    def on_layer(_b: int, lay: ConvLayer, arr: np.ndarray) -> None:
+        for k, im in enumerate(pending):
+            futures.append((im, lay, pool.submit(render, im, lay, np.array(arr[k]))))
+        collect(4 * (pool._max_workers))  # bounded: at most a few layers' maps in flight
+
+    stream_maps(lm.model, site.layers, batches(), stage=site.stage, on_layer=on_layer)
+
+
+def _sheet(site: _Site, cache: Cache, out: str, stats: _Counts, im: ReportImage, rows: list[tuple[int, Any]],
+           key: str) -> None:
+    if im.id in site.sheets:
+        stats.add("sheet", False)
+        return
+    rows = [r for _, r in sorted(rows, key=lambda t: t[0])]
+    title = (f"{im.name} \u00b7 {site.lm.name} {site.lm.weights} \u00b7 stage {site.stage} \u00b7 "
+             f"top {SHEET_MAPS} maps per layer by mean activation, each on its own scale")
+    pic = pictures.sheet(rows, cmap=site.cmap, title=title)
+    rel = _png(out, f"img/sheet-{key}.png", pic, image=im.name, model=site.lm.name, weights=site.lm.weights,
+               stage=site.stage, layers=[r.label for r in rows])
+    site.sheets[im.id] = cache.put(key, [rel], src=rel, w=int(pic.shape[1]), h=int(pic.shape[0]))
+    stats.add("sheet", True)
+
+
+def _maximize(site: _Site, cache: Cache, out: str, stats: _Counts, prog: Progress, req: MaximizeRequest) -> None:
+    from ..optimize import maximize
+
+    lm = site.lm
+    by_index = {lay.index: lay for lay in site.every}
+    for idx, chans in req.channels.items():
+        lay = by_index[idx]
+        keys = {c: digest("maximize", site.wfp, idx, lay.name, c, site.stage, req.steps, req.seed) for c in chans}
+        missing = []
+        for c in chans:
+            e = cache.get(keys[c])
+            if e is None:
+                missing.append(c)
+            else:
+                site.maximized[(idx, c)] = e
+                stats.add("maximize", False)
+                prog.step()
+        if not missing:
+            continue
+        res = maximize(lm.model, targets=missing, layer=lay, stage=site.stage, steps=req.steps, seed=req.seed,
+                       mean=lm.mean, std=lm.std, precision=req.precision)
+        tiles = pictures.maximize_tiles(res.images)
+        for i, c in enumerate(missing):
+            rel = _png(out, f"img/max-{keys[c]}.png", tiles[i], model=lm.name, weights=lm.weights, layer=idx,
+                       name=lay.name, channel=c, steps=req.steps, seed=req.seed, stage=site.stage)
+            site.maximized[(idx, c)] = cache.put(keys[c], [rel], src=rel, value=_r(float(res.values[i])),
+                                                 steps=req.steps)
+            stats.add("maximize", True)
+            prog.step()
+
+
+def _r(v: float) -> float:
+    """Four significant digits: what a page shows, at a fraction of the bytes."""
+    v = float(v)
+    if not math.isfinite(v) or v == 0:
+        return 0.0 if not math.isfinite(v) else v
+    return float(f"{v:.4g}")
+
+
+ProgressFn = Callable[[int], None]

@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""`cnnviz report` against the runs it replaces, side by side in one run.
+
+A report of every conv layer (all channels) for a few images is timed against the commands a
+user would otherwise run for the same pictures: `cnnviz maps -l all --top K --sheet` (the grids
+and sheets), `cnnviz filters -l all` (the filter pictures) and `cnnviz rf` (the profile plot and
+the boxes, 20 layers per picture, the most one picture takes). Every command runs in-process on an
+already loaded model (model loading is excluded from both sides), each timing is the median of
+--reps runs, and the ratio report / (maps + filters + rf) is the figure of merit (target <= 1.5).
+A second report run on the same folder (everything cached) is timed too, as well as the size of
+the folder and, when Chromium and Playwright are here, how long its pages take to open.
+
+    python scripts/bench_report.py                      # ResNet-50, 3 images, ~10 min on 2 busy cores
+    python scripts/bench_report.py --model vgg16 --images 1 --reps 1
+    python scripts/bench_report.py --quick               # tiny smoke run
+
+Random weights (--weights none): timings do not depend on the weight values.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def median_time(fn: Callable[[], Any], reps: int, *, setup: Callable[[], Any] | None = None) -> float:
+    times = []
+    for _ in range(reps):
+        if setup is not None:
+            setup()
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+@contextlib.contextmanager
+def preloaded(lm: Any) -> Iterator[None]:
+    """Every command gets this already loaded model (whatever module asks for it)."""
+    import cnnviz.models as models
+
+    saved = models.load_model
+    models.load_model = lambda *a, **k: lm  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        models.load_model = saved
+
+
+def run_cli(args: list[str]) -> None:
+    from cnnviz.cli import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            cli.main(args, prog_name="cnnviz", standalone_mode=False)
+        except SystemExit as exc:
+            if exc.code:
+                raise RuntimeError(f"cnnviz {' '.join(args)} failed: {err.getvalue()}") from None
+    if "error:" in err.getvalue():
+        raise RuntimeError(f"cnnviz {' '.join(args)}: {err.getvalue()}")
+
+
+def make_images(folder: str, n: int) -> list[str]:
+    """``n`` distinct photos: the sample photo, mirrored, and cropped variants (JPEG)."""
+    from PIL import Image, ImageOps
+
+    from cnnviz.io import sample_image_path
+
+    base = Image.open(sample_image_path()).convert("RGB")
+    variants = [base, ImageOps.mirror(base), base.crop((40, 60, 472, 540)), ImageOps.mirror(base.crop((0, 0, 400, 400)))]
+    paths = []
+    for k in range(n):
+        p = os.path.join(folder, f"photo{k}.jpg")
+        variants[k % len(variants)].save(p, quality=92)
+        paths.append(p)
+    return paths
+
+
+def folder_size(folder: str) -> tuple[int, int]:
+    n = total = 0
+    for dp, _d, fs in os.walk(folder):
+        for f in fs:
+            n += 1
+            total += os.path.getsize(os.path.join(dp, f))
+    return n, total
+
+
+def page_open_times(folder: str, pages: list[str]) -> dict[str, float] | str:
+    """Milliseconds from navigation start to the load event, per page (file://), in headless Chromium."""
+    exe = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return "not measured: Playwright is not installed"
+    if exe is None:
+        return "not measured: no Chromium"
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"]
+    out = {}
+    with tempfile.TemporaryDirectory() as prof, sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(prof, executable_path=exe, headless=True, args=args,
+                                                   viewport={"width": 1280, "height": 900})
+        page = ctx.new_page()
+        for rel in pages:
+            times = []
+            for _ in range(3):
+                page.goto("about:blank")
+                page.goto(f"file://{os.path.abspath(folder)}/{rel}", wait_until="load")
+                times.append(page.evaluate(
+                    "(() => { const n = performance.getEntriesByType('navigation')[0]; return n.loadEventEnd - n.startTime; })()"))
+            out[rel] = statistics.median(times)
+        ctx.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="resnet50")
+    ap.add_argument("--images", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--top", type=int, default=16)
+    ap.add_argument("--quick", action="store_true", help="resnet18, 1 image, 1 repetition")
+    ap.add_argument("--out", default=None, help="also write the Markdown table here")
+    ap.add_argument("--keep", default=None, help="keep the report folder here (to look at it)")
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.model, a.images, a.reps = "resnet18", 1, 1
+
+    import torch
+
+    from cnnviz.models import load_model
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    lm = load_model(a.model, weights="none")
+    from cnnviz.layers import conv_layers
+
+    n_layers = len(conv_layers(lm.model))
+    work = tempfile.mkdtemp(prefix="bench-report-")
+    try:
+        imgs = make_images(work, a.images)
+        dirs = {k: os.path.join(work, k) for k in ("maps", "filters", "rf", "report")}
+
+        def fresh(*keys: str) -> Callable[[], None]:
+            def go() -> None:
+                for k in keys:
+                    shutil.rmtree(dirs[k], ignore_errors=True)
+                    os.makedirs(dirs[k])
+            return go
+
+        common = ["-m", a.model, "--weights", "none"]
+        maps_args = ["maps", *imgs, *common, "-l", "all", "--stage", "act", "--top", str(a.top), "--sheet", "-o", dirs["maps"]]
+        filt_args = ["filters", *common, "-l", "all", "-o", dirs["filters"]]
+        groups = [f"{i}:{min(i + 20, n_layers)}" for i in range(0, n_layers, 20)]
+        rf_runs = [["rf", "--profile", *common, "-o", dirs["rf"]]] + [
+            ["rf", imgs[0], *common, "-l", g, "-o", dirs["rf"]] for g in groups]
+        report_args = ["report", *imgs, *common, "-l", "all", "--top", str(a.top), "-o", dirs["report"]]
+        with preloaded(lm):
+            run_cli(report_args)  # warm-up: imports, fx traces, fonts
+            t_maps = median_time(lambda: run_cli(maps_args), a.reps, setup=fresh("maps"))
+            t_filt = median_time(lambda: run_cli(filt_args), a.reps, setup=fresh("filters"))
+            t_rf = median_time(lambda: [run_cli(r) for r in rf_runs], a.reps, setup=fresh("rf"))
+            t_rep = median_time(lambda: run_cli(report_args), a.reps, setup=fresh("report"))
+            t_again = median_time(lambda: run_cli(report_args), a.reps)
+        files, size = folder_size(dirs["report"])
+        base_files = sum(folder_size(dirs[k])[0] for k in ("maps", "filters", "rf"))
+        base_size = sum(folder_size(dirs[k])[1] for k in ("maps", "filters", "rf"))
+        channels = sum(lay.out_channels for lay in conv_layers(lm.model))
+        last = n_layers - 1
+        opens = page_open_times(dirs["report"], ["index.html", "layer-00.html", f"layer-{last:02d}.html",
+                                                 f"channel-{last:02d}.html#{channels and 0}"])
+        if a.keep:
+            shutil.rmtree(a.keep, ignore_errors=True)
+            shutil.copytree(dirs["report"], a.keep)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    base = t_maps + t_filt + t_rf
+    ratio = t_rep / base
+    lines = [
+        f"## `cnnviz report` vs the runs it replaces ({a.model}, {n_layers} conv layers, {channels} channels, "
+        f"{a.images} image(s), random weights)",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared), torch {torch.__version__}; "
+        f"median of {a.reps} run(s), model loading excluded on both sides. "
+        f"Command: `python scripts/bench_report.py --model {a.model} --images {a.images} --reps {a.reps}`.",
+        "",
+        "| run | seconds | files | MB |",
+        "|---|---:|---:|---:|",
+        f"| `cnnviz maps IMGS -l all --stage act --top {a.top} --sheet` | {t_maps:.2f} | | |",
+        f"| `cnnviz filters -l all` | {t_filt:.2f} | | |",
+        f"| `cnnviz rf --profile` + `cnnviz rf IMG -l` ({len(groups)} pictures of <= 20 layers) | {t_rf:.2f} | | |",
+        f"| **the three together** | **{base:.2f}** | {base_files} | {base_size / 1e6:.1f} |",
+        f"| **`cnnviz report IMGS -l all --top {a.top}`** (fresh folder) | **{t_rep:.2f}** | {files} | {size / 1e6:.1f} |",
+        f"| `cnnviz report` again on the same folder (all cached) | {t_again:.2f} | | |",
+        "",
+        f"Ratio report / (maps + filters + rf): **{ratio:.2f}x** (target <= 1.5x: {'met' if ratio <= 1.5 else 'NOT met'}).",
+        "",
+    ]
+    if isinstance(opens, dict):
+        lines += ["Page open time (headless Chromium, file://, navigation start to load event, median of 3):", "",
+                  "| page | ms |", "|---|---:|"] + [f"| `{k}` | {v:.0f} |" for k, v in opens.items()] + [""]
+    else:
+        lines += [f"Page open time: {opens}.", ""]
+    text = "\n".join(lines)
+    print(text)
+    if a.out:
+        with open(a.out, "w", encoding="utf-8") as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

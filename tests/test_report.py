@@ -1,0 +1,248 @@
+"""cnnviz report: the site's files, its pictures' geometry against independent computations,
+escaping, the incremental cache, and the folder-safety rules. Browser checks: test_report_browser.py."""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnviz.errors import OutputError
+from cnnviz.io import load_image, preprocess, sample_image_path
+from cnnviz.models import LoadedModel
+from cnnviz.report import MaximizeRequest, ReportImage, build_report
+from cnnviz.report import pages as report_pages
+from cnnviz.report.cache import MANIFEST
+
+EVIL = "<script>alert(1)</script>.jpg"
+
+
+def tiny_model():
+    from conftest import TinyVGG
+
+    torch.manual_seed(0)
+    return LoadedModel(model=TinyVGG().eval(), name="tinyvgg", weights="none")
+
+
+def images(n=2, size=48):
+    x, d = preprocess(load_image(sample_image_path()), size=size)
+    names = [EVIL, "grace & <b>hopper</b>.jpg", "third.jpg"]
+    return [ReportImage(name=names[k], x=(x * (1 - 0.3 * k)).astype(np.float32), display=d) for k in range(n)]
+
+
+@pytest.fixture
+def built(tmp_path):
+    lm = tiny_model()
+    out = tmp_path / "site"
+    res = build_report(lm, images(), output=str(out), progress=False)
+    return lm, out, res
+
+
+def manifest(out):
+    return json.loads((out / MANIFEST).read_text())["entries"]
+
+
+def test_site_has_every_page_asset_and_picture(built):
+    lm, out, res = built
+    assert res.layers == 3 and res.images == 2 and res.channels == 4 + 6 + 8 and res.pages == 7
+    for rel in ["index.html", "assets/report.css", "assets/report.js", *(f"layer-{i:02d}.html" for i in range(3)),
+                *(f"channel-{i:02d}.html" for i in range(3)), *(f"data/layer-{i:02d}.js" for i in range(3))]:
+        assert (out / rel).is_file(), rel
+    # every local reference of every page exists; nothing points outside the folder or to the network
+    for page in out.glob("*.html"):
+        text = page.read_text()
+        for ref in re.findall(r'(?:src|href)="([^"]+)"', text):
+            if ref.startswith("#") or ref.startswith("data:,"):
+                continue
+            assert not re.match(r"^[a-z]+://", ref) and not ref.startswith("//"), (page.name, ref)
+            target = ref.split("#")[0]
+            assert (out / target).is_file(), (page.name, ref)
+    for png in (out / "img").glob("*.png"):
+        with Image.open(png) as im:
+            im.verify()
+    assert not list(out.rglob("*.part"))  # no temp file of an atomic write left behind
+
+
+def test_names_are_escaped_in_pages_and_data(built):
+    _lm, out, _res = built
+    for page in [out / "index.html", out / "layer-00.html"]:
+        text = page.read_text()
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;.jpg" in text
+        assert "<script>alert" not in text and "<b>hopper" not in text
+        assert "grace &amp; &lt;b&gt;hopper&lt;/b&gt;.jpg" in text
+    data = (out / "data" / "layer-00.js").read_text()
+    assert "<" not in data and ">" not in data and "&" not in data.replace("\\u0026", "")
+    payload = json.loads(data[len("window.CNNVIZ_LAYER = "):].rstrip().rstrip(";"))
+    assert payload["images"][0]["name"] == EVIL  # the text survives intact, only its encoding is safe
+
+
+def test_js_data_cannot_close_a_script():
+    s = report_pages.js_data({"a": "</script><!-- \u2028 & >"})
+    assert "</" not in s and "<!--" not in s and "\u2028" not in s
+    assert json.loads(s) == {"a": "</script><!-- \u2028 & >"}
+
+
+def _layer_data(out, index):
+    text = (out / "data" / f"layer-{index:02d}.js").read_text()
+    return json.loads(text[len("window.CNNVIZ_LAYER = "):].rstrip().rstrip(";"))
+
+
+def test_sprite_tiles_are_the_maps_colormapped(built):
+    """Each tile of a sprite, located by the geometry the pages use, is that channel's map on its
+    own min..max through the colormap (checked with matplotlib directly)."""
+    import matplotlib
+
+    lm, out, _res = built
+    ims = images()
+    x = torch.from_numpy(np.stack([im.x for im in ims]))
+    with torch.no_grad():
+        f = lm.model.features
+        acts = {2: f[:5](x), 1: f[:4](x)}  # features.2 + ReLU (layer 1), features.5 + ReLU (layer 2) below
+        acts[2] = f[:7](x)
+    cmap = matplotlib.colormaps["viridis"]
+    for layer, act in ((1, acts[1]), (2, acts[2])):
+        d = _layer_data(out, layer)
+        for k, im in enumerate(d["images"]):
+            m = im["map"]
+            sprite = np.asarray(Image.open(out / m["src"]).convert("RGB")).astype(int)
+            g = m["sprite"]
+            assert (g["height"], g["width"]) == sprite.shape[:2]
+            maps = act[k].numpy()
+            assert m["shape"] == list(maps.shape)
+            for c in range(maps.shape[0]):
+                x0, y0 = (c % g["cols"]) * (g["tw"] + g["gap"]), (c // g["cols"]) * (g["th"] + g["gap"])
+                tile = sprite[y0:y0 + g["th"], x0:x0 + g["tw"]]
+                a = maps[c]
+                span = a.max() - a.min()
+                v = (a - a.min()) / span if span > 0 else np.zeros_like(a)
+                want = (np.asarray(cmap(v))[..., :3] * 255).astype(int)
+                assert np.abs(tile - want).max() <= 6, (layer, k, c)  # 193 palette levels
+                assert m["mean"][c] == pytest.approx(float(a.mean()), rel=1e-3, abs=1e-6)
+                assert m["max"][c] == pytest.approx(float(a.max()), rel=1e-3, abs=1e-6)
+                py, px = m["peak"][c]
+                assert a[py, px] == a.max()
+
+
+def test_filter_rectangles_hold_each_filter(built):
+    """rgb mode (first layer): the rectangle of filter f shows w[f] on the layer's symmetric scale."""
+    lm, out, _res = built
+    d = _layer_data(out, 0)
+    w = lm.model.features[0].weight.detach().numpy()
+    fl = d["filters"]
+    assert fl["mode"] == "rgb" and len(fl["rects"]) == w.shape[0]
+    m = np.abs(w).max()
+    for f, (p, x, y, rw, rh) in enumerate(fl["rects"]):
+        page = np.asarray(Image.open(out / fl["pages"][p]["src"]).convert("RGB")).astype(float)
+        tile = page[y:y + rh, x:x + rw]
+        s = rh // w.shape[2]
+        want = (w[f].transpose(1, 2, 0) / (2 * m) + 0.5) * 255
+        got = tile[::s, ::s]
+        assert got.shape == want.shape and np.abs(got - want).max() <= 1.01, f
+
+
+def test_rerun_reuses_everything_and_new_image_adds_only_its_own(tmp_path):
+    lm = tiny_model()
+    out = tmp_path / "site"
+    first = build_report(lm, images(2), output=str(out), progress=False)
+    assert first.computed["maps"] == 6 and not first.reused
+    pngs = {p: p.stat().st_mtime_ns for p in (out / "img").glob("*.png")}
+    again = build_report(lm, images(2), output=str(out), progress=False)
+    assert again.computed == {} and again.reused["maps"] == 6
+    assert {p: p.stat().st_mtime_ns for p in (out / "img").glob("*.png")} == pngs
+    more = build_report(lm, images(3), output=str(out), progress=False)
+    assert more.computed == {"maps": 3, "sheet": 1}
+    # other weights: maps and filters are remade, the architecture-only pictures are not
+    with torch.no_grad():
+        lm.model.features[0].weight.mul_(2)
+    changed = build_report(lm, images(1), output=str(out), progress=False)
+    assert changed.computed["maps"] == 3 and changed.computed["filters"] == 3
+    assert "rf" not in changed.computed and "rf profile" not in changed.computed
+
+
+def test_a_deleted_picture_is_made_again(built):
+    lm, out, _ = built
+    victim = next((out / "img").glob("maps-*.png"))
+    victim.unlink()
+    res = build_report(lm, images(), output=str(out), progress=False)
+    assert res.computed.get("maps", 0) >= 1 and victim.exists()
+
+
+def test_foreign_folder_is_refused_and_other_files_are_kept(tmp_path):
+    lm = tiny_model()
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / "index.html").write_text("my own page")
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(OutputError, match="index.html that cnnviz did not write"):
+        build_report(lm, images(1), output=str(out), progress=False)
+    assert (out / "index.html").read_text() == "my own page"
+    build_report(lm, images(1), output=str(out), progress=False, force=True)
+    assert (out / "notes.txt").read_text() == "keep me"
+    # a folder of other files (no index.html) is fine, and nothing of it is removed
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "data.csv").write_text("1,2")
+    build_report(lm, images(1), output=str(other), progress=False)
+    assert (other / "data.csv").read_text() == "1,2" and (other / "index.html").exists()
+
+
+def test_report_without_images_has_filters_and_fields(tmp_path):
+    lm = tiny_model()
+    res = build_report(lm, [], output=str(tmp_path / "s"), progress=False)
+    assert res.images == 0
+    text = (tmp_path / "s" / "layer-01.html").read_text()
+    assert "Filters" in text and "Feature maps" not in text
+    assert "No images were given" in (tmp_path / "s" / "index.html").read_text()
+
+
+def test_maximize_pictures_are_cached_per_channel(tmp_path):
+    lm = tiny_model()
+    out = tmp_path / "s"
+    req = MaximizeRequest(channels={2: [0, 3]}, steps=3, precision="fp32")
+    res = build_report(lm, images(1), output=str(out), progress=False, maximize=req)
+    assert res.computed["maximize"] == 2
+    d = _layer_data(out, 2)
+    assert set(d["maximize"]) == {"0", "3"}
+    for e in d["maximize"].values():
+        with Image.open(out / e["src"]) as im:
+            assert im.size[0] > 0
+    assert 'id=maximize' in (out / "layer-02.html").read_text()
+    req = MaximizeRequest(channels={2: [0, 3, 5]}, steps=3, precision="fp32")
+    res = build_report(lm, images(1), output=str(out), progress=False, maximize=req)
+    assert res.computed == {"maximize": 1} and res.reused["maximize"] == 2
+
+
+# ---------------------------------------------------------------- CLI
+
+
+@pytest.mark.slow
+def test_cli_report_vgg16_escapes_file_names(cli, tmp_path, monkeypatch, rgb_image):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "<script>alert(1)<").mkdir()
+    os.replace(rgb_image, tmp_path / EVIL)
+    r = cli("report", EVIL, "-m", "vgg16", "--weights", "none", "-l", "0,5", "-o", "out", "--json", "-s", "32")
+    assert r.exit_code == 0, r.stderr
+    rec = json.loads(r.stdout)
+    assert rec["path"] == os.path.join("out", "index.html") and rec["layers"] == 2 and rec["images"] == 1
+    text = (tmp_path / "out" / "index.html").read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;.jpg" in text and "<script>alert" not in text
+    assert "report: 2 layer(s)" in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-o", "-"], "a report is a folder"),
+    (["-l", "nope"], "unknown layer"),
+    (["--steps", "3"], "add --maximize"),
+    (["--maximize", "--maximize-channels", "99"], "channel"),
+    (["--cmap", "nocmap"], "colormap"),
+])
+def test_cli_usage_errors_write_nothing(cli, tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    r = cli("report", "--sample", "-m", "vgg16", "--weights", "none", "-l", "0", *(args if "-o" in args else [*args, "-o", "out"]))
+    assert r.exit_code == 2, (r.stdout, r.stderr)
+    assert message in r.stderr and "Traceback" not in r.stderr and r.stderr.startswith("cnnviz: error:")
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,248 @@
+"""cnnviz report in a real browser: headless Chromium (Debian's package) driven by Playwright.
+
+Every page must load with no console error, no failed request and no 4xx response, every <img>
+must decode, the layer table must sort and filter, links and keys must reach layer and channel
+pages, and screenshots must not be blank. Without Chromium or Playwright these tests are skipped
+with the reason (install: `apt-get install -y chromium` and `pip install playwright`; never
+`playwright install`, the browser comes from Debian).
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import os
+import shutil
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from test_report import EVIL, images, tiny_model
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def _chromium() -> str | None:
+    for c in (os.environ.get("CNNVIZ_CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium"):
+        if c and os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("browser tests need Playwright for Python: pip install playwright (the test extra has it)")
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("browser tests need Chromium: apt-get install -y chromium (or set CNNVIZ_CHROMIUM to its path)")
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=exe, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900})
+        try:
+            yield ctx
+        finally:
+            ctx.close()
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+
+@pytest.fixture(scope="module")
+def tiny_site(tmp_path_factory):
+    from cnnviz.report import build_report
+
+    out = tmp_path_factory.mktemp("report") / "site"
+    build_report(tiny_model(), images(2), output=str(out), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def served(tiny_site):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(tiny_site)))
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class Visit:
+    """A page with every console error, page error, failed request, HTTP error and dialog recorded."""
+
+    def __init__(self, ctx, *, navigating: bool = False):
+        # navigating: the test leaves pages before their lazy images finish, which aborts those
+        # requests (net::ERR_ABORTED) by design; every other failure still counts
+        self.navigating = navigating
+        self.page = ctx.new_page()
+        self.problems: list[str] = []
+        self.dialogs: list[str] = []
+        p = self.page
+        p.on("console", lambda m: self.problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+        p.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        p.on("requestfailed", self._failed)
+        p.on("response", lambda r: self.problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
+        p.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+
+    def _failed(self, request) -> None:
+        if not (self.navigating and request.failure == "net::ERR_ABORTED"):
+            self.problems.append(f"failed request: {request.url} {request.failure}")
+
+    def open(self, url: str) -> "Visit":
+        self.page.goto(url, wait_until="load")
+        return self
+
+    def key(self, key: str, url_glob: str) -> None:
+        self.page.keyboard.press(key)
+        self.page.wait_for_url(url_glob)
+
+    def all_images_decode(self) -> int:
+        """Switch lazy images to eager, wait for every one, return how many there are."""
+        p = self.page
+        p.evaluate("document.querySelectorAll('img').forEach(i => { i.loading = 'eager'; })")
+        p.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=30_000)
+        bad = p.evaluate("Array.from(document.images).filter(i => !(i.naturalWidth > 0)).map(i => i.src)")
+        assert not bad, f"images that did not decode: {bad}"
+        return p.evaluate("document.images.length")
+
+    def screenshot_not_blank(self) -> None:
+        png = self.page.screenshot(full_page=True)
+        a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.int32)
+        colours = np.unique((a[..., 0] << 16) | (a[..., 1] << 8) | a[..., 2])
+        assert a.std() > 10 and len(colours) > 50, "blank screenshot"
+
+    def clean(self) -> None:
+        assert not self.problems, self.problems
+        assert not self.dialogs, f"a script ran from page content: {self.dialogs}"
+
+
+def _pages(n_layers: int, last_channel: dict[int, int]) -> list[str]:
+    out = ["index.html"]
+    for i in range(n_layers):
+        out += [f"layer-{i:02d}.html", f"channel-{i:02d}.html", f"channel-{i:02d}.html#{last_channel[i]}"]
+    return out
+
+
+@pytest.mark.parametrize("scheme", ["http", "file"])
+def test_every_page_loads_clean_with_decoded_images(browser, tiny_site, served, scheme):
+    base = served if scheme == "http" else tiny_site.as_uri()
+    for rel in _pages(3, {0: 3, 1: 5, 2: 7}):
+        v = Visit(browser).open(f"{base}/{rel}")
+        n = v.all_images_decode()
+        assert n >= (1 if rel == "index.html" else 3), rel
+        v.screenshot_not_blank()
+        v.clean()
+        v.page.close()
+
+
+def test_names_show_as_text_never_as_markup(browser, tiny_site):
+    for rel in ("index.html", "layer-01.html", "channel-01.html#2"):
+        v = Visit(browser).open(f"{tiny_site.as_uri()}/{rel}")
+        heads = v.page.locator("article.image h3").all_inner_texts()
+        assert EVIL in heads and "grace & <b>hopper</b>.jpg" in heads, heads
+        assert v.page.locator("b").count() == 0
+        v.clean()
+        v.page.close()
+
+
+def _column(page, i):
+    return page.eval_on_selector_all(
+        f"#layer-table tbody tr:not([hidden]) td:nth-child({i})", "cells => cells.map(c => c.textContent)")
+
+
+def test_layer_table_sorts_and_filters(browser, tiny_site):
+    v = Visit(browser).open(f"{tiny_site.as_uri()}/index.html")
+    p = v.page
+    assert _column(p, 1) == ["0", "1", "2"]
+    p.click("#layer-table th:nth-child(5) button")  # out channels, ascending
+    assert _column(p, 5) == ["4", "6", "8"]
+    p.click("#layer-table th:nth-child(5) button")  # descending
+    assert _column(p, 5) == ["8", "6", "4"] and _column(p, 1) == ["2", "1", "0"]
+    assert p.get_attribute("#layer-table th:nth-child(5)", "aria-sort") == "descending"
+    p.click("#layer-table th:nth-child(2) button")  # by name
+    assert _column(p, 2) == ["features.0", "features.2", "features.5"]
+    p.fill("#filter", "features.5")
+    assert _column(p, 2) == ["features.5"] and p.inner_text("#count") == "1 of 3 layers"
+    p.fill("#filter", "nothing-like-this")
+    assert _column(p, 2) == [] and p.inner_text("#count") == "0 of 3 layers"
+    p.fill("#filter", "")
+    assert len(_column(p, 2)) == 3
+    v.clean()
+
+
+def test_links_and_keys_reach_layer_and_channel_pages(browser, tiny_site):
+    v = Visit(browser, navigating=True).open(f"{tiny_site.as_uri()}/index.html")
+    p = v.page
+    p.click("#layer-table a:text-is('features.0')")
+    p.wait_for_url("**/layer-00.html")
+    p.keyboard.press("ArrowRight")
+    p.wait_for_url("**/layer-01.html")
+    p.keyboard.press("ArrowRight")
+    p.wait_for_url("**/layer-02.html")
+    p.keyboard.press("ArrowLeft")
+    p.wait_for_url("**/layer-01.html")
+    # the first top-K tile of the first image opens its channel
+    tile = p.locator("article.image").first.locator("a.tile").first
+    href = tile.get_attribute("href")
+    channel = int(href.split("#")[1])
+    tile.click()
+    p.wait_for_url(f"**/channel-01.html#{channel}")
+    assert p.inner_text("#ch-num") == str(channel)
+    assert p.locator("article.image").count() == 2
+    # arrow keys walk the channels, u goes back to the layer
+    if channel < 5:
+        p.keyboard.press("ArrowRight")
+        p.wait_for_function(f"document.getElementById('ch-num').textContent === '{channel + 1}'")
+        assert p.url.endswith(f"#{channel + 1}")
+    p.keyboard.press("]")
+    p.wait_for_url("**/channel-02.html")
+    assert p.inner_text("#ch-num") == "0"
+    p.keyboard.press("u")
+    p.wait_for_url("**/layer-02.html")
+    # "show all" puts a link on every map; one of them opens that channel
+    p.click("article.image >> nth=0 >> button.show-all")
+    links = p.locator("article.image >> nth=0 >> .all-maps .overlay a")
+    assert links.count() == 8
+    links.nth(6).click()
+    p.wait_for_url("**/channel-02.html#6")
+    assert p.inner_text("#ch-num") == "6"
+    # the filters picture links every filter to its channel
+    p.goto(f"{tiny_site.as_uri()}/layer-00.html")
+    flinks = p.locator(".overlay-host.filters .overlay a")
+    assert flinks.count() == 4
+    flinks.nth(3).click()
+    p.wait_for_url("**/channel-00.html#3")
+    v.all_images_decode()
+    v.clean()
+
+
+@pytest.mark.slow
+def test_vgg16_report_in_the_browser(browser, cli, tmp_path, monkeypatch):
+    """A few VGG16 layers (random weights): big layers, non-tiny sprites, 1x1-free 3x3 filters."""
+    monkeypatch.chdir(tmp_path)
+    r = cli("report", "--sample", "-m", "vgg16", "--weights", "none", "-l", "0,7,12", "-o", "vgg")
+    assert r.exit_code == 0, r.stderr
+    base = (tmp_path / "vgg").as_uri()
+    for rel in ["index.html", "layer-00.html", "layer-07.html", "layer-12.html", "channel-07.html#255",
+                "channel-12.html#511", "channel-00.html#63"]:
+        v = Visit(browser).open(f"{base}/{rel}")
+        v.all_images_decode()
+        v.screenshot_not_blank()
+        v.clean()
+        v.page.close()
+    v = Visit(browser, navigating=True).open(f"{base}/layer-12.html")
+    v.page.click("button.show-all")
+    assert v.page.locator(".all-maps .overlay a").count() == 512
+    v.page.keyboard.press("ArrowLeft")
+    v.page.wait_for_url("**/layer-07.html")
+    v.clean()

@@ -22,25 +22,16 @@ import numpy as np
 from .. import __version__
 from ..errors import UsageError
 from ..io import ensure_dir, save_png
-from ..layers import ConvLayer, catalog, conv_layers
+from ..layers import ConvLayer, conv_layers
 from ..maps import iter_batches, stream_maps
 from ..models import LoadedModel
+from ..rf import catalog
 from . import pages, pictures
+from .site import ReportImage, Site
 from .cache import Cache, digest, weights_digest
 
 DEFAULT_TOP = 16
 SHEET_MAPS = 8
-
-
-@dataclass
-class ReportImage:
-    """One input: ``x`` (3, H, W) float32 normalised for the model, ``display`` (H, W, 3) uint8
-    (the same pixels), ``name`` shown on the pages (any text: always escaped)."""
-
-    name: str
-    x: np.ndarray
-    display: np.ndarray
-    id: str = ""
 
 
 @dataclass
@@ -147,7 +138,7 @@ def build_report(
     prog = Progress(total, progress)
     stats = _Counts()
     try:
-        site = _Site(lm=lm, images=images, layers=chosen, every=every, stage=stage, top=top, cmap=cmap,
+        site = Site(lm=lm, images=images, layers=chosen, every=every, stage=stage, top=top, cmap=cmap,
                      size=size, wfp=wfp, preprocessing=preprocessing, extras=extras or {}, net=net)
         with ThreadPoolExecutor(max_workers=workers or max(1, min(8, os.cpu_count() or 1))) as pool:
             prog.phase("inputs and receptive fields")
@@ -182,43 +173,6 @@ class _Counts:
         d[kind] = d.get(kind, 0) + n
 
 
-@dataclass
-class _Site:
-    """Everything the pages show, filled in by the build phases."""
-
-    lm: LoadedModel
-    images: list[ReportImage]
-    layers: list[ConvLayer]
-    every: list[ConvLayer]
-    stage: str
-    top: int
-    cmap: str
-    size: tuple[int, ...]
-    wfp: str
-    preprocessing: str
-    extras: dict[str, Any]
-    net: Any  # the network for geometry (shapes, fields): lm.model or its 'meta' twin
-    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # image id -> thumb entry
-    fields: dict[tuple[int, ...], dict[str, Any]] = field(default_factory=dict)  # (h, w) -> {name: Field}
-    rf: dict[int, dict[str, Any]] = field(default_factory=dict)  # layer index -> rf picture entry
-    profile: dict[str, Any] | None = None
-    filters: dict[int, dict[str, Any]] = field(default_factory=dict)
-    maps: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)  # (image id, layer) -> entry
-    sheets: dict[str, dict[str, Any]] = field(default_factory=dict)
-    maximized: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
-
-    def field_of(self, hw: tuple[int, ...], layer: ConvLayer) -> Any:
-        from ..rf import RFError, layer_fields
-
-        if hw not in self.fields:
-            try:
-                self.fields[hw] = layer_fields(self.net, size=hw)
-            except RFError:
-                self.fields[hw] = {}
-        f = self.fields[hw].get(layer.name)
-        return None if f is None or isinstance(f, str) else f
-
-
 def _png(out: str, rel: str, pixels: np.ndarray, palette: bytes | None = None, **meta: Any) -> str:
     save_png(os.path.join(out, rel), pixels, palette=palette, metadata={"Software": f"cnnviz {__version__}", **meta})
     return rel
@@ -227,7 +181,7 @@ def _png(out: str, rel: str, pixels: np.ndarray, palette: bytes | None = None, *
 # ---------------------------------------------------------------- phases
 
 
-def _inputs(site: _Site, cache: Cache, out: str, stats: _Counts, prog: Progress) -> None:
+def _inputs(site: Site, cache: Cache, out: str, stats: _Counts, prog: Progress) -> None:
     lm = site.lm
     for im in site.images:
         key = digest("input", im.id, im.display)
@@ -277,7 +231,7 @@ def _inputs(site: _Site, cache: Cache, out: str, stats: _Counts, prog: Progress)
         prog.step()
 
 
-def _filters(site: _Site, cache: Cache, out: str, stats: _Counts, prog: Progress, pool: ThreadPoolExecutor) -> None:
+def _filters(site: Site, cache: Cache, out: str, stats: _Counts, prog: Progress, pool: ThreadPoolExecutor) -> None:
     from ..filters import weight_stats
 
     lm = site.lm
@@ -308,7 +262,7 @@ def _filters(site: _Site, cache: Cache, out: str, stats: _Counts, prog: Progress
         prog.step()
 
 
-def _maps(site: _Site, cache: Cache, out: str, stats: _Counts, prog: Progress, pool: ThreadPoolExecutor,
+def _maps(site: Site, cache: Cache, out: str, stats: _Counts, prog: Progress, pool: ThreadPoolExecutor,
           batch_size: int) -> None:
     """Sprites, statistics and the sheet of every image; the forward pass only for images that
     miss something, and then over every layer (the sheet needs them all)."""
@@ -389,7 +343,7 @@ def _maps(site: _Site, cache: Cache, out: str, stats: _Counts, prog: Progress, p
     stream_maps(lm.model, site.layers, batches(), stage=site.stage, on_layer=on_layer)
 
 
-def _sheet(site: _Site, cache: Cache, out: str, stats: _Counts, im: ReportImage, rows: list[tuple[int, Any]],
+def _sheet(site: Site, cache: Cache, out: str, stats: _Counts, im: ReportImage, rows: list[tuple[int, Any]],
            key: str) -> None:
     if im.id in site.sheets:
         stats.add("sheet", False)
@@ -404,7 +358,7 @@ def _sheet(site: _Site, cache: Cache, out: str, stats: _Counts, im: ReportImage,
     stats.add("sheet", True)
 
 
-def _maximize(site: _Site, cache: Cache, out: str, stats: _Counts, prog: Progress, req: MaximizeRequest) -> None:
+def _maximize(site: Site, cache: Cache, out: str, stats: _Counts, prog: Progress, req: MaximizeRequest) -> None:
     from ..optimize import maximize
 
     lm = site.lm

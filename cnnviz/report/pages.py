@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..io import write_atomic
 
+from .site import Site
+
 if TYPE_CHECKING:
     from ..layers import ConvLayer
-    from .build import _Site
 
 ASSETS = ("report.css", "report.js")
 TILE_PX = 96  # display size of the longer side of a map tile on layer pages
@@ -123,7 +124,7 @@ def _layer_title(lay: "ConvLayer") -> str:
 # ---------------------------------------------------------------- the site
 
 
-def write_site(site: "_Site", out: str, *, step: Callable[[int], None] = lambda n: None) -> int:
+def write_site(site: Site, out: str, *, step: Callable[[int], None] = lambda n: None) -> int:
     """Write assets, data files and pages; returns the number of HTML pages."""
     for name in ASSETS:
         _write(out, f"assets/{name}", resources.files(__package__).joinpath("assets", name).read_text("utf-8"))
@@ -145,7 +146,7 @@ def _params(model: Any) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def model_page(site: "_Site") -> str:
+def model_page(site: Site) -> str:
     lm = site.lm
     n_params = _params(lm.model)
     shown = {lay.index for lay in site.layers}
@@ -216,7 +217,7 @@ def model_page(site: "_Site") -> str:
                      nav={"next": layer_page(start.index)})
 
 
-def layer_data(site: "_Site", lay: "ConvLayer", prev: int | None, nxt: int | None) -> dict[str, Any]:
+def layer_data(site: Site, lay: "ConvLayer", prev: int | None, nxt: int | None) -> dict[str, Any]:
     """What the layer and channel pages' script needs, in plain JSON."""
     imgs = []
     for im in site.images:
@@ -243,14 +244,14 @@ def layer_data(site: "_Site", lay: "ConvLayer", prev: int | None, nxt: int | Non
     }
 
 
-def layer_html(site: "_Site", lay: "ConvLayer", prev: int | None, nxt: int | None) -> str:
+def layer_html(site: Site, lay: "ConvLayer", prev: int | None, nxt: int | None) -> str:
     lm = site.lm
     facts = [("channels", f"{lay.in_channels} \u2192 {lay.out_channels}"), ("kernel", _fmt(lay.kernel_size)),
              ("stride", _fmt(lay.stride)), ("padding", _fmt(lay.padding)), ("groups", lay.groups),
              ("output", _fmt(lay.output_shape)), ("parameters", f"{lay.params:,}"),
              ("receptive field", f"{_fmt(lay.receptive_field)} px, jump {_fmt(lay.jump)} px")]
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts)
-    pager = (f'<p class=pager>' + (f'<a rel=prev href="{esc(layer_page(prev))}">\u2190 layer {prev}</a>' if prev is not None else "<span></span>")
+    pager = ("<p class=pager>" + (f'<a rel=prev href="{esc(layer_page(prev))}">\u2190 layer {prev}</a>' if prev is not None else "<span></span>")
              + f'<a href="{esc(channel_page(lay.index, 0))}">channels of this layer</a>'
              + (f'<a rel=next href="{esc(layer_page(nxt))}">layer {nxt} \u2192</a>' if nxt is not None else "<span></span>") + "</p>")
     filt = site.filters.get(lay.index)
@@ -306,7 +307,7 @@ def layer_html(site: "_Site", lay: "ConvLayer", prev: int | None, nxt: int | Non
                      scripts=[f"data/layer-{lay.index:02d}.js"])
 
 
-def channel_html(site: "_Site", lay: "ConvLayer", prev: int | None, nxt: int | None) -> str:
+def channel_html(site: Site, lay: "ConvLayer", prev: int | None, nxt: int | None) -> str:
     lm = site.lm
     body = (f'<h1><span id=ch-title>{esc(_layer_title(lay))}, channel <span id=ch-num>0</span></span></h1>'
             '<p class=pager><a id=ch-prev rel=prev href="#">\u2190 previous channel</a>'

@@ -123,7 +123,7 @@ def filter_pictures(weight: np.ndarray, *, groups: int) -> tuple[list[FilterPict
         pages.append(FilterPicture(pix, pal, w, h, list(page.filters)))
         if rects is None:
             continue
-        inner_w, inner_h = w - 2 * FILTER_BORDER, h - 2 * FILTER_BORDER
+        inner_w = w - 2 * FILTER_BORDER
         if plan.mode == "heatmap":
             for r, f in enumerate(page.filters):
                 rects[f] = [p, FILTER_BORDER, FILTER_BORDER + r * s, inner_w, s]

@@ -1,0 +1,58 @@
+"""What a report shows: the model, its inputs and layers, and every picture and number the build
+phases computed (filled in by build.py, read by pages.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..layers import ConvLayer
+from ..models import LoadedModel
+from ..rf import RFError, layer_fields
+
+
+@dataclass
+class ReportImage:
+    """One input: ``x`` (3, H, W) float32 normalised for the model, ``display`` (H, W, 3) uint8
+    (the same pixels), ``name`` shown on the pages (any text: always escaped)."""
+
+    name: str
+    x: np.ndarray
+    display: np.ndarray
+    id: str = ""
+
+
+@dataclass
+class Site:
+    """Everything the pages show, filled in by the build phases."""
+
+    lm: LoadedModel
+    images: list[ReportImage]
+    layers: list[ConvLayer]
+    every: list[ConvLayer]
+    stage: str
+    top: int
+    cmap: str
+    size: tuple[int, ...]
+    wfp: str
+    preprocessing: str
+    extras: dict[str, Any]
+    net: Any  # the network for geometry (shapes, fields): lm.model or its 'meta' twin
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # image id -> thumb entry
+    fields: dict[tuple[int, ...], dict[str, Any]] = field(default_factory=dict)  # (h, w) -> {name: Field}
+    rf: dict[int, dict[str, Any]] = field(default_factory=dict)  # layer index -> rf picture entry
+    profile: dict[str, Any] | None = None
+    filters: dict[int, dict[str, Any]] = field(default_factory=dict)
+    maps: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)  # (image id, layer) -> entry
+    sheets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    maximized: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+
+    def field_of(self, hw: tuple[int, ...], layer: ConvLayer) -> Any:
+        if hw not in self.fields:
+            try:
+                self.fields[hw] = layer_fields(self.net, size=hw)
+            except RFError:
+                self.fields[hw] = {}
+        f = self.fields[hw].get(layer.name)
+        return None if f is None or isinstance(f, str) else f

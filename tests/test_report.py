@@ -246,3 +246,31 @@ def test_cli_usage_errors_write_nothing(cli, tmp_path, monkeypatch, args, messag
     assert r.exit_code == 2, (r.stdout, r.stderr)
     assert message in r.stderr and "Traceback" not in r.stderr and r.stderr.startswith("cnnviz: error:")
     assert not (tmp_path / "out").exists()
+
+
+def test_included_pictures_are_filed_under_their_layer_and_image(tmp_path):
+    """--include: pictures of other commands land on the page of the layer (by PNG metadata or
+    by cnnviz's file naming) or the image they are about; anything else on the model page."""
+    from cnnviz.io import save_png
+
+    lm = tiny_model()
+    other = tmp_path / "other"
+    other.mkdir()
+    px = np.zeros((8, 8, 3), np.uint8)
+    save_png(str(other / "anything.png"), px, metadata={"model": "tinyvgg", "layer": 1, "kind": "top"})
+    save_png(str(other / "tinyvgg-02-features.5-top.png"), px + 50)
+    save_png(str(other / "third-tinyvgg-cam.png"), px + 100)
+    save_png(str(other / "unrelated <x>.png"), px + 150)
+    (other / "notes.txt").write_text("not a picture")
+    ims = images(3)
+    ims[2].source = "photos/third.jpg"
+    out = tmp_path / "s"
+    res = build_report(lm, ims, output=str(out), progress=False, include=[str(other)])
+    assert res.computed["included"] == 4
+    assert "anything.png" in (out / "layer-01.html").read_text()
+    assert "tinyvgg-02-features.5-top.png" in (out / "layer-02.html").read_text()
+    index = (out / "index.html").read_text()
+    assert "third-tinyvgg-cam.png" in index and "unrelated &lt;x&gt;.png" in index
+    assert "anything.png" not in index and "notes.txt" not in index
+    again = build_report(lm, ims, output=str(out), progress=False, include=[str(other)])
+    assert again.reused["included"] == 4 and "included" not in again.computed

@@ -30,6 +30,10 @@ from .common import emit, image_options, info, json_option, layer_option, load, 
               help="Channels to maximize in each of those layers.")
 @click.option("--steps", type=click.IntRange(min=1), default=None, metavar="N",
               help="Optimisation steps for --maximize.  [default: 256, as cnnviz maximize]")
+@click.option("--include", multiple=True, metavar="DIR",
+              type=click.Path(exists=True, file_okay=False),
+              help="A folder of other cnnviz commands' pictures (cam, top, maps, ...; repeatable): copied in and "
+                   "shown on the page of the layer or image each one is about.")
 @click.option("-b", "--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per forward pass.")
 @click.option("--force", is_flag=True, help="Write into a folder holding an index.html that cnnviz did not write.")
@@ -37,7 +41,7 @@ from .common import emit, image_options, info, json_option, layer_option, load, 
 def report(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, max_pixels: int | None, model: str,
            weights: str, seed: int, layer: tuple[str, ...], output: str, stage: str, top: int, cmap: str,
            do_maximize: bool, maximize_layer: tuple[str, ...], maximize_channels: str, steps: int | None,
-           batch_size: int, force: bool, as_json: bool) -> None:
+           include: tuple[str, ...], batch_size: int, force: bool, as_json: bool) -> None:
     """Write a static HTML site to explore a model on your images: open DIR/index.html.
 
     The model page has the layer table (sortable, filterable), the receptive-field profile and
@@ -53,6 +57,7 @@ def report(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, 
       cnnviz report --sample -m vgg16 -o report/
       cnnviz report photos/*.jpg -m resnet50 --crop -o resnet-report
       cnnviz report --sample -m vgg16 -l 'block*_conv1' --maximize --maximize-channels 0:16 -o report/
+      cnnviz report --sample -m vgg16 --include cam-out/ -o report/     # show other commands' pictures
       python -m http.server -d report/        # or copy the folder to any static host
     """
     from ..errors import UsageError
@@ -101,7 +106,7 @@ def report(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, 
             name = "stdin" if im.source == "-" else im.source  # as given: the path the user knows
             if im.source == sample_path:
                 name = f"{os.path.basename(name)} (sample)"
-            inputs.append(ReportImage(name=name, x=im.x, display=im.display))
+            inputs.append(ReportImage(name=name, x=im.x, display=im.display, source=im.source))
     target = parse_image_size(size, lm.crop_size)
     if crop:
         prep = (f"shorter side to {round(target * lm.resize_size / lm.crop_size)} px, centre crop {target}\u00d7{target} "
@@ -114,7 +119,7 @@ def report(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, 
     req = MaximizeRequest(channels=max_jobs, steps=steps or DEFAULT_STEPS, seed=seed) if do_maximize else None
     layers = [conv_layers(lm.model)[lay.index] for lay in chosen]
     res = build_report(lm, inputs, output=output, layers=layers, stage=stage, top=top, cmap=cmap,
-                       batch_size=batch_size, maximize=req, force=force, preprocessing=prep, architecture=net)
+                       batch_size=batch_size, maximize=req, include=include, force=force, preprocessing=prep, architecture=net)
     emit({"path": res.index, "kind": "report", "folder": res.output, "model": lm.name, "weights": lm.weights,
           "layers": res.layers, "images": res.images, "channels": res.channels, "pages": res.pages,
           "computed": res.computed, "reused": res.reused, "bytes": res.bytes, "seconds": round(res.seconds, 3)},

@@ -97,7 +97,7 @@ def build_report(
     cmap: str = "viridis",
     batch_size: int = 8,
     maximize: MaximizeRequest | None = None,
-    extras: dict[str, Any] | None = None,
+    include: Sequence[str] = (),
     force: bool = False,
     progress: bool | None = None,
     preprocessing: str = "",
@@ -108,8 +108,9 @@ def build_report(
 
     ``layers``: conv layers of ``lm.model`` to include (default all); ``stage``: 'act' or 'conv'
     (see cnnviz.capture); ``top``: maps shown per image on a layer page before 'show all';
-    ``maximize``: channels to synthesise; ``extras``: links to other outputs shown on channel
-    pages ({'cam': dir, 'top': dir}); ``preprocessing``: a sentence for the model page;
+    ``maximize``: channels to synthesise; ``include``: folders of other cnnviz commands' pictures
+    (cam, top, maps, ...) to copy in and show on the page of their layer or image (see
+    _include); ``preprocessing``: a sentence for the model page;
     ``architecture``: the same network on the 'meta' device (models.build_meta_model), used for
     shapes and receptive fields so that no full forward pass is spent on them (default: ``lm.model``).
     Re-running on the same folder recomputes only what is missing. Raises CnnvizError."""
@@ -139,7 +140,7 @@ def build_report(
     stats = _Counts()
     try:
         site = Site(lm=lm, images=images, layers=chosen, every=every, stage=stage, top=top, cmap=cmap,
-                     size=size, wfp=wfp, preprocessing=preprocessing, extras=extras or {}, net=net)
+                     size=size, wfp=wfp, preprocessing=preprocessing, include=list(include), net=net)
         with ThreadPoolExecutor(max_workers=workers or max(1, min(8, os.cpu_count() or 1))) as pool:
             prog.phase("inputs and receptive fields")
             _inputs(site, cache, out, stats, prog)
@@ -152,6 +153,9 @@ def build_report(
                 prog.phase("maximize")
                 _maximize(site, cache, out, stats, prog, maximize)
                 cache.save()
+        if include:
+            prog.phase("included pictures")
+            _include(site, out, stats)
         prog.phase("pages")
         n_pages = pages.write_site(site, out, step=prog.step)
         cache.save()
@@ -387,6 +391,58 @@ def _maximize(site: Site, cache: Cache, out: str, stats: _Counts, prog: Progress
                                                  steps=req.steps)
             stats.add("maximize", True)
             prog.step()
+
+
+PICTURE_EXT = (".png", ".jpg", ".jpeg")
+
+
+def _include(site: Site, out: str, stats: _Counts) -> None:
+    """Copy the pictures of other cnnviz commands into the report and file each under the layer
+    or image it is about: from its PNG metadata (cnnviz writes ``model``, ``layer`` and ``image``),
+    else from its name ({model}-{index:02d}-{name}-... or {image stem}-{model}-...); the rest go on
+    the model page. Copies are content-addressed: re-running copies nothing new."""
+    from PIL import Image
+
+    from ..io import write_atomic
+
+    by_index = {lay.index: lay for lay in site.layers}
+    for folder in site.include:
+        if not os.path.isdir(folder):
+            raise UsageError(f"--include {folder!r} is not a folder")
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            if not (name.lower().endswith(PICTURE_EXT) and os.path.isfile(path)):
+                continue
+            with open(path, "rb") as f:
+                data = f.read()
+            try:
+                with Image.open(path) as im:
+                    meta = dict(getattr(im, "text", {}) or {})
+            except OSError:
+                continue  # not a picture after all
+            ext = os.path.splitext(name)[1].lower()
+            rel = f"img/inc-{digest(data)}{ext}"
+            if not os.path.exists(os.path.join(out, rel)):
+                write_atomic(os.path.join(out, rel), data)
+                stats.add("included", True)
+            else:
+                stats.add("included", False)
+            layer = image = None
+            if meta.get("model") == site.lm.name and str(meta.get("layer", "")).isdigit():
+                layer = int(meta["layer"]) if int(meta["layer"]) in by_index else None
+            if layer is None:
+                for idx, lay in by_index.items():
+                    if f"{site.lm.name}-{idx:02d}-{lay.slug}-" in name:
+                        layer = idx
+                        break
+            for im in site.images:
+                src = os.path.basename(im.source or im.name)
+                stem = os.path.splitext(src)[0]
+                if (meta.get("image") and os.path.basename(str(meta["image"])) == src) or name.startswith(f"{stem}-{site.lm.name}-"):
+                    image = im.id
+                    break
+            site.included.append({"src": rel, "name": name, "layer": layer, "image": image,
+                                  "kind": meta.get("kind") or meta.get("method") or ""})
 
 
 def _r(v: float) -> float:

@@ -117,6 +117,15 @@ def _img(src: str, alt: str, *, w: int | None = None, h: int | None = None, cls:
             + (f' class="{esc(cls)}"' if cls else "") + ">")
 
 
+def _included(entries: Sequence[dict[str, Any]]) -> str:
+    """Pictures copied in from other cnnviz commands (--include), each captioned with its file name."""
+    if not entries:
+        return ""
+    figs = "".join(f'<figure class=included><a href="{esc(e["src"])}">{_img(e["src"], e["name"])}</a>'
+                   f'<figcaption>{esc(e["name"])}</figcaption></figure>' for e in entries)
+    return f'<div class="row included">{figs}</div>'
+
+
 def _layer_title(lay: "ConvLayer") -> str:
     return f"{lay.index} {lay.name}" + (f" ({lay.alias})" if lay.alias else "")
 
@@ -204,7 +213,10 @@ def model_page(site: Site) -> str:
             + (f'<figure class=sheet><a href="{esc(sheet["src"])}">{_img(sheet["src"], f"feature-map sheet of {im.name}", w=sheet["w"], h=sheet["h"])}</a>'
                f'<figcaption>the {8} strongest maps (by mean activation) of every layer in this report; open a layer: {links}</figcaption></figure>'
                if sheet else "")
-            + "</div></article>")
+            + "</div>" + _included([e for e in site.included if e["image"] == im.id and e["layer"] is None])
+            + "</article>")
+    rest = [e for e in site.included if e["image"] is None and e["layer"] is None]
+    other = f'<section id=included><h2>Other pictures</h2>{_included(rest)}</section>' if rest else ""
     images = f'<section id=images><h2>Images</h2>{"".join(imgs)}</section>' if imgs else (
         '<section id=images><h2>Images</h2><p>No images were given: layer pages show filters and receptive fields only '
         '(add image files or --sample to see feature maps).</p></section>')
@@ -212,7 +224,7 @@ def model_page(site: Site) -> str:
     body = (f'<h1>{esc(lm.name)} <small>{esc(lm.weights)}</small></h1><dl class=facts>{dl}</dl>'
             f'<p class=start>Start with the first layer: <a href="{esc(layer_page(start.index))}">{esc(_layer_title(start))}</a>, '
             'then use \u2190 \u2192 to move between layers.</p>'
-            f"{table}{images}{prof}")
+            f"{table}{images}{prof}{other}")
     return _skeleton(title=f"{lm.name} \u00b7 cnnviz report", body=body, crumbs=[(None, f"{lm.name} report")], page="index",
                      nav={"next": layer_page(start.index)})
 
@@ -240,7 +252,6 @@ def layer_data(site: Site, lay: "ConvLayer", prev: int | None, nxt: int | None) 
         "images": imgs,
         "filters": None if filt is None else {"pages": filt["pages"], "rects": filt["rects"], "mode": filt["mode"]},
         "maximize": maxi,
-        "extras": site.extras,
     }
 
 
@@ -295,6 +306,9 @@ def layer_html(site: Site, lay: "ConvLayer", prev: int | None, nxt: int | None) 
         tiles = "".join(f'<a class=tile href="{esc(channel_page(lay.index, c))}">{_img(e["src"], f"channel {c} maximized", cls="max")}'
                         f'<span class=cap>ch {c}</span></a>' for c, e in maxi)
         msec = f'<section id=maximize><h2>What channels look for (activation maximization)</h2><div class=tiles>{tiles}</div></section>'
+    inc = [e for e in site.included if e["layer"] == lay.index]
+    if inc:
+        msec += f'<section id=included><h2>From other cnnviz commands</h2>{_included(inc)}</section>'
     maps_sec = (f'<section id=maps><h2>Feature maps</h2>{"".join(isecs)}</section>' if isecs else "")
     body = (f'<h1>{esc(_layer_title(lay))}</h1>{pager}<dl class=facts>{dl}</dl>{maps_sec}{fsec}{rsec}{msec}')
     nav = {"up": "index.html"}

@@ -21,6 +21,7 @@ class ReportImage:
     x: np.ndarray
     display: np.ndarray
     id: str = ""
+    source: str = ""  # the file it came from, to match other commands' outputs (see build.include)
 
 
 @dataclass
@@ -37,7 +38,7 @@ class Site:
     size: tuple[int, ...]
     wfp: str
     preprocessing: str
-    extras: dict[str, Any]
+    include: list[str]  # folders of other cnnviz outputs to show
     net: Any  # the network for geometry (shapes, fields): lm.model or its 'meta' twin
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # image id -> thumb entry
     fields: dict[tuple[int, ...], dict[str, Any]] = field(default_factory=dict)  # (h, w) -> {name: Field}
@@ -47,6 +48,7 @@ class Site:
     maps: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)  # (image id, layer) -> entry
     sheets: dict[str, dict[str, Any]] = field(default_factory=dict)
     maximized: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    included: list[dict[str, Any]] = field(default_factory=list)  # {src, name, layer, image}
 
     def field_of(self, hw: tuple[int, ...], layer: ConvLayer) -> Any:
         if hw not in self.fields:

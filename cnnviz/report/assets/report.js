@@ -300,18 +300,6 @@
       art.appendChild(row);
       root.appendChild(art);
     });
-    var ex = D.extras || {};
-    if (ex.top || ex.cam) {
-      var sec = el("section", { "class": "extras" });
-      sec.appendChild(el("h2", null, "More about this channel"));
-      if (ex.top) {
-        var p = el("p"); p.appendChild(el("a", { href: ex.top }, "dataset examples (cnnviz top output)")); sec.appendChild(p);
-      }
-      if (ex.cam) {
-        var q = el("p"); q.appendChild(el("a", { href: ex.cam }, "class activation maps of these images (cnnviz cam output)")); sec.appendChild(q);
-      }
-      root.appendChild(sec);
-    }
   }
   function setupChannel() {
     if (!D) return;

@@ -274,3 +274,40 @@ def test_included_pictures_are_filed_under_their_layer_and_image(tmp_path):
     assert "anything.png" not in index and "notes.txt" not in index
     again = build_report(lm, ims, output=str(out), progress=False, include=[str(other)])
     assert again.reused["included"] == 4 and "included" not in again.computed
+
+
+def test_dataset_examples_come_from_a_top_index(tmp_path):
+    """--index: the channel pages of the index's layers get the top job's answer (same images,
+    same order), as the top job's own per-channel pictures; other weights are refused."""
+    from cnnviz.errors import CnnvizError
+    from cnnviz.jobs.top import TopRequest, run_top
+
+    lm = tiny_model()
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        Image.fromarray((rng.random((40, 36, 3)) * 255).astype(np.uint8)).save(photos / f"p{i}.png")
+    idx = str(tmp_path / "idx")
+    run_top(TopRequest(images=(str(photos),), layers=("1", "2"), index=idx, k=3, size=32, workers=0, pictures=False),
+            model=lm)
+    out = tmp_path / "s"
+    res = build_report(lm, images(1), output=str(out), progress=False, index=idx, index_k=3)
+    assert res.computed["examples"] == 2
+    d = _layer_data(out, 2)
+    assert set(d["examples"]) == {str(c) for c in range(8)} and d["index"]["images"] == 6
+    want: list = []
+    run_top(TopRequest(index=idx, layers=("2",), k=3, pictures=False), model=lm, on_record=want.append)
+    for rec in want:
+        got = d["examples"][str(rec["channel"])]
+        assert [e["name"] for e in got["examples"]] == [os.path.basename(e["path"]) for e in rec["examples"]]
+        with Image.open(out / got["src"]) as im:
+            im.verify()
+    assert "Dataset examples" in (out / "layer-02.html").read_text()
+    assert _layer_data(out, 0)["examples"] == {}
+    again = build_report(lm, images(1), output=str(out), progress=False, index=idx, index_k=3)
+    assert again.reused["examples"] == 2 and "examples" not in again.computed
+    with torch.no_grad():
+        lm.model.features[0].weight.add_(1)
+    with pytest.raises(CnnvizError, match="other weights"):
+        build_report(lm, images(1), output=str(out), progress=False, index=idx)

@@ -34,6 +34,11 @@ from .common import emit, image_options, info, json_option, layer_option, load, 
               type=click.Path(exists=True, file_okay=False),
               help="A folder of other cnnviz commands' pictures (cam, top, maps, ...; repeatable): copied in and "
                    "shown on the page of the layer or image each one is about.")
+@click.option("--index", "index", default=None, metavar="DIR", type=click.Path(exists=True, file_okay=False),
+              help="A 'cnnviz top --index' folder of the same model and weights: the channel pages of its layers "
+                   "show the images of that collection that excite each channel most.")
+@click.option("--examples", "index_k", type=click.IntRange(1, 64), default=9, show_default=True, metavar="K",
+              help="Dataset examples per channel with --index.")
 @click.option("-b", "--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per forward pass.")
 @click.option("--force", is_flag=True, help="Write into a folder holding an index.html that cnnviz did not write.")
@@ -41,7 +46,7 @@ from .common import emit, image_options, info, json_option, layer_option, load, 
 def report(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, max_pixels: int | None, model: str,
            weights: str, seed: int, layer: tuple[str, ...], output: str, stage: str, top: int, cmap: str,
            do_maximize: bool, maximize_layer: tuple[str, ...], maximize_channels: str, steps: int | None,
-           include: tuple[str, ...], batch_size: int, force: bool, as_json: bool) -> None:
+           include: tuple[str, ...], index: str | None, index_k: int, batch_size: int, force: bool, as_json: bool) -> None:
     """Write a static HTML site to explore a model on your images: open DIR/index.html.
 
     The model page has the layer table (sortable, filterable), the receptive-field profile and
@@ -58,6 +63,7 @@ def report(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, 
       cnnviz report photos/*.jpg -m resnet50 --crop -o resnet-report
       cnnviz report --sample -m vgg16 -l 'block*_conv1' --maximize --maximize-channels 0:16 -o report/
       cnnviz report --sample -m vgg16 --include cam-out/ -o report/     # show other commands' pictures
+      cnnviz top photos/ -m vgg16 -l block4_conv1 --index idx && cnnviz report --sample -m vgg16 --index idx
       python -m http.server -d report/        # or copy the folder to any static host
     """
     from ..errors import UsageError
@@ -119,7 +125,7 @@ def report(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, 
     req = MaximizeRequest(channels=max_jobs, steps=steps or DEFAULT_STEPS, seed=seed) if do_maximize else None
     layers = [conv_layers(lm.model)[lay.index] for lay in chosen]
     res = build_report(lm, inputs, output=output, layers=layers, stage=stage, top=top, cmap=cmap,
-                       batch_size=batch_size, maximize=req, include=include, force=force, preprocessing=prep, architecture=net)
+                       batch_size=batch_size, maximize=req, include=include, index=index, index_k=index_k, force=force, preprocessing=prep, architecture=net)
     emit({"path": res.index, "kind": "report", "folder": res.output, "model": lm.name, "weights": lm.weights,
           "layers": res.layers, "images": res.images, "channels": res.channels, "pages": res.pages,
           "computed": res.computed, "reused": res.reused, "bytes": res.bytes, "seconds": round(res.seconds, 3)},

@@ -29,6 +29,7 @@ from ..rf import catalog
 from . import pages, pictures
 from .site import ReportImage, Site
 from .cache import Cache, digest, weights_digest
+from .examples import index_examples
 
 DEFAULT_TOP = 16
 SHEET_MAPS = 8
@@ -98,6 +99,8 @@ def build_report(
     batch_size: int = 8,
     maximize: MaximizeRequest | None = None,
     include: Sequence[str] = (),
+    index: str | None = None,
+    index_k: int = 9,
     force: bool = False,
     progress: bool | None = None,
     preprocessing: str = "",
@@ -110,7 +113,9 @@ def build_report(
     (see cnnviz.capture); ``top``: maps shown per image on a layer page before 'show all';
     ``maximize``: channels to synthesise; ``include``: folders of other cnnviz commands' pictures
     (cam, top, maps, ...) to copy in and show on the page of their layer or image (see
-    _include); ``preprocessing``: a sentence for the model page;
+    _include); ``index``: a `cnnviz top --index` folder of the same model and weights, whose
+    ``index_k`` best images per channel go on the channel pages; ``preprocessing``: a sentence
+    for the model page;
     ``architecture``: the same network on the 'meta' device (models.build_meta_model), used for
     shapes and receptive fields so that no full forward pass is spent on them (default: ``lm.model``).
     Re-running on the same folder recomputes only what is missing. Raises CnnvizError."""
@@ -135,7 +140,7 @@ def build_report(
     for im in images:
         im.id = im.id or digest(im.x)[:12]
     n_max = sum(len(v) for v in (maximize.channels.values() if maximize else []))
-    total = len(chosen) * (2 + len(images)) + len(images) + n_max + len(chosen) * 2 + 2
+    total = len(chosen) * (2 + len(images)) + len(images) + n_max + len(chosen) * (2 + bool(index)) + 2
     prog = Progress(total, progress)
     stats = _Counts()
     try:
@@ -153,6 +158,12 @@ def build_report(
                 prog.phase("maximize")
                 _maximize(site, cache, out, stats, prog, maximize)
                 cache.save()
+        if index:
+            prog.phase("dataset examples")
+            got = index_examples(site, cache, out, index=index, k=index_k, step=prog.step)
+            stats.add("examples", True, got["computed"])
+            stats.add("examples", False, got["reused"])
+            cache.save()
         if include:
             prog.phase("included pictures")
             _include(site, out, stats)

@@ -243,6 +243,7 @@ def layer_data(site: Site, lay: "ConvLayer", prev: int | None, nxt: int | None) 
         })
     filt = site.filters.get(lay.index)
     maxi = {str(c): {"src": e["src"], "value": e.get("value")} for (i, c), e in site.maximized.items() if i == lay.index}
+    examples = {str(c): e for (i, c), e in site.examples.items() if i == lay.index}
     return {
         "model": {"name": site.lm.name, "weights": site.lm.weights},
         "layer": {"index": lay.index, "name": lay.name, "alias": lay.alias, "out": lay.out_channels,
@@ -252,6 +253,8 @@ def layer_data(site: Site, lay: "ConvLayer", prev: int | None, nxt: int | None) 
         "images": imgs,
         "filters": None if filt is None else {"pages": filt["pages"], "rects": filt["rects"], "mode": filt["mode"]},
         "maximize": maxi,
+        "examples": examples,
+        "index": site.index_info if examples else None,
     }
 
 
@@ -306,6 +309,12 @@ def layer_html(site: Site, lay: "ConvLayer", prev: int | None, nxt: int | None) 
         tiles = "".join(f'<a class=tile href="{esc(channel_page(lay.index, c))}">{_img(e["src"], f"channel {c} maximized", cls="max")}'
                         f'<span class=cap>ch {c}</span></a>' for c, e in maxi)
         msec = f'<section id=maximize><h2>What channels look for (activation maximization)</h2><div class=tiles>{tiles}</div></section>'
+    if any(i == lay.index for i, _c in site.examples):
+        info = site.index_info or {}
+        msec += (f'<section id=examples><h2>Dataset examples</h2><p>Each channel page shows the {info.get("k", "")} images '
+                 f'of the index ({info.get("images", 0):,} images, <code>cnnviz top</code>) that excite the channel most, '
+                 f'cropped to the input window of the peak unit: <a href="{esc(channel_page(lay.index, 0))}">start with '
+                 f'channel 0</a>.</p></section>')
     inc = [e for e in site.included if e["layer"] == lay.index]
     if inc:
         msec += f'<section id=included><h2>From other cnnviz commands</h2>{_included(inc)}</section>'

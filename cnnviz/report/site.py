@@ -49,6 +49,8 @@ class Site:
     sheets: dict[str, dict[str, Any]] = field(default_factory=dict)
     maximized: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     included: list[dict[str, Any]] = field(default_factory=list)  # {src, name, layer, image}
+    examples: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)  # (layer, channel) -> top strip
+    index_info: dict[str, Any] | None = None  # the `cnnviz top` index the examples come from
 
     def field_of(self, hw: tuple[int, ...], layer: ConvLayer) -> Any:
         if hw not in self.fields:

@@ -243,6 +243,19 @@
       top.appendChild(fm);
     }
     if (top.hasChildNodes()) root.appendChild(top);
+    var ex = D.examples && D.examples[String(c)];
+    if (ex) {
+      var sec = el("section", { "class": "examples" });
+      sec.appendChild(el("h2", null, "Dataset examples"));
+      sec.appendChild(el("p", { "class": "hint" },
+        "the " + ex.examples.length + " images of the index (" + D.index.images + " images, cnnviz top) with the highest " +
+        D.index.score + " activation of this channel, each cropped to the input window of its peak unit (hatched: zero padding)"));
+      if (ex.src) sec.appendChild(el("img", { src: ex.src, alt: "dataset examples of channel " + c, "class": "strip", loading: "lazy" }));
+      var ol = el("ol", { "class": "examples" });
+      ex.examples.forEach(function (e) { ol.appendChild(el("li", null, e.name + " \u00b7 " + fmt(e.score))); });
+      sec.appendChild(ol);
+      root.appendChild(sec);
+    }
     if (D.images.length) {
       root.appendChild(el("h2", null, "Its map on every image"));
       var ctl = el("p", { "class": "tools" });

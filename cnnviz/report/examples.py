@@ -1,0 +1,77 @@
+"""Dataset examples for the channel pages, from an index written by ``cnnviz top --index``.
+
+For every report layer the index holds, the `top` job answers from the index alone (no forward
+pass) and draws, per channel, its strip of the K images that excite it most, each cropped to the
+receptive field of the peak unit: those pictures and the examples' numbers go into the report.
+The index must come from the same model and the same weights (SHA-256 of the state dict).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+from ..errors import UsageError
+from ..index import ActivationIndex, IndexStoreError
+from ..io import write_atomic
+from ..jobs.top import TopRequest, run_top
+from ..scan import weights_digest as index_weights_digest
+from .cache import Cache, digest
+from .site import Site
+
+
+def index_examples(site: Site, cache: Cache, out: str, *, index: str, k: int, step: Any = lambda n: None) -> dict[str, int]:
+    """Fill ``site.examples[(layer, channel)]`` from the index folder ``index``; returns counts
+    {'computed': layers queried now, 'reused': layers from the report's cache}."""
+    idx = ActivationIndex.open(index)
+    prov = idx.provenance
+    lm = site.lm
+    if prov.get("model") != lm.name:
+        raise IndexStoreError(f"index {index!r} was built with model {prov.get('model')}, not {lm.name}")
+    if prov.get("weights_sha256") != index_weights_digest(lm.model):
+        raise IndexStoreError(f"index {index!r} was built with other weights ({prov.get('weights')}) than the report's "
+                              f"({lm.weights}); its examples would not be this network's")
+    held = {d["index"] for d in idx.layers}
+    layers = [lay for lay in site.layers if lay.index in held]
+    if not layers:
+        raise UsageError(f"index {index!r} holds none of the report's layers (it holds layers "
+                         f"{', '.join(str(i) for i in sorted(held))}); add them with -l")
+    site.index_info = {"images": idx.count(), "score": "max", "k": k, "stage": prov.get("stage"),
+                       "folder": os.path.abspath(index)}
+    counts = {"computed": 0, "reused": 0}
+    state = [prov.get("weights_sha256"), prov.get("preprocess"), prov.get("stage"), sorted(idx.part_dirs())]
+    for lay in layers:
+        key = digest("examples", state, lay.index, lay.name, k)
+        e = cache.get(key)
+        if e is None:
+            e = _query(index, lay, lm, out, key, k)
+            e = cache.put(key, e.pop("files"), **e)
+            counts["computed"] += 1
+        else:
+            counts["reused"] += 1
+        for c, v in e["channels"].items():
+            site.examples[(lay.index, int(c))] = v
+        step(1)
+    return counts
+
+
+def _query(index: str, lay: Any, lm: Any, out: str, key: str, k: int) -> dict[str, Any]:
+    """One layer from the index: the top job's per-channel strips, copied into the report."""
+    records: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="cnnviz-report-top-") as tmp:
+        req = TopRequest(index=index, layers=(str(lay.index),), k=k, separate=True, tile=96)
+        run_top(req, output=tmp, on_record=records.append, model=lm)
+        files, channels = [], {}
+        for rec in records:
+            rel = None
+            if rec.get("picture"):
+                rel = f"img/top-{key}-{rec['channel']:04d}.png"
+                with open(rec["picture"], "rb") as f:
+                    write_atomic(os.path.join(out, rel), f.read())
+                files.append(rel)
+            channels[str(rec["channel"])] = {
+                "src": rel,
+                "examples": [{"name": os.path.basename(e["path"]), "score": round(float(e["score"]), 4),
+                              "unit": e["unit"]} for e in rec["examples"]],
+            }
+    return {"files": files, "channels": channels}

@@ -60,8 +60,19 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 def tiny_site(tmp_path_factory):
     from cnnviz.report import build_report
 
-    out = tmp_path_factory.mktemp("report") / "site"
-    build_report(tiny_model(), images(2), output=str(out), progress=False)
+    from cnnviz.jobs.top import TopRequest, run_top
+
+    root = tmp_path_factory.mktemp("report")
+    lm = tiny_model()
+    photos = root / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(5):
+        Image.fromarray((rng.random((40, 36, 3)) * 255).astype(np.uint8)).save(photos / f"p{i}.png")
+    idx = str(root / "idx")  # dataset examples on layer 2's channel pages
+    run_top(TopRequest(images=(str(photos),), layers=("2",), index=idx, k=3, size=32, workers=0, pictures=False), model=lm)
+    out = root / "site"
+    build_report(lm, images(2), output=str(out), progress=False, index=idx, index_k=3)
     return out
 
 
@@ -143,6 +154,14 @@ def test_every_page_loads_clean_with_decoded_images(browser, tiny_site, served, 
         v.screenshot_not_blank()
         v.clean()
         v.page.close()
+
+
+def test_channel_page_shows_dataset_examples(browser, tiny_site):
+    v = Visit(browser).open(f"{tiny_site.as_uri()}/channel-02.html#5")
+    assert v.page.locator("section.examples img.strip").count() == 1
+    assert v.page.locator("ol.examples li").count() == 3
+    v.all_images_decode()
+    v.clean()
 
 
 def test_names_show_as_text_never_as_markup(browser, tiny_site):

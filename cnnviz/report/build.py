@@ -161,8 +161,9 @@ def build_report(
         if index:
             prog.phase("dataset examples")
             got = index_examples(site, cache, out, index=index, k=index_k, step=prog.step)
-            stats.add("examples", True, got["computed"])
-            stats.add("examples", False, got["reused"])
+            for made in (True, False):
+                if got["computed" if made else "reused"]:
+                    stats.add("examples", made, got["computed" if made else "reused"])
             cache.save()
         if include:
             prog.phase("included pictures")

@@ -311,3 +311,20 @@ def test_dataset_examples_come_from_a_top_index(tmp_path):
         lm.model.features[0].weight.add_(1)
     with pytest.raises(CnnvizError, match="other weights"):
         build_report(lm, images(1), output=str(out), progress=False, index=idx)
+
+
+def test_prune_removes_only_unused_pictures_of_earlier_runs(tmp_path):
+    lm = tiny_model()
+    out = tmp_path / "s"
+    build_report(lm, images(2), output=str(out), progress=False)
+    (out / "img" / "mine.png").write_bytes(b"not cnnviz's")
+    before = set((out / "img").iterdir())
+    res = build_report(lm, images(1), output=str(out), progress=False, prune=True)
+    after = set((out / "img").iterdir())
+    assert res.computed["pruned files"] == 5  # the second image: its input picture, 3 sprites, its sheet
+    assert len(before - after) == 5 and not (after - before)
+    assert (out / "img" / "mine.png").read_bytes() == b"not cnnviz's"
+    # everything the remaining pages show is still there
+    for page in out.glob("*.html"):
+        for ref in re.findall(r'src="(img/[^"]+)"', page.read_text()):
+            assert (out / ref).is_file()

@@ -41,12 +41,16 @@ from .common import emit, image_options, info, json_option, layer_option, load, 
               help="Dataset examples per channel with --index.")
 @click.option("-b", "--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per forward pass.")
+@click.option("--prune", is_flag=True,
+              help="Delete the pictures of earlier runs into DIR (other settings, layers, images) that this report "
+                   "does not show. Only files cnnviz wrote there.")
 @click.option("--force", is_flag=True, help="Write into a folder holding an index.html that cnnviz did not write.")
 @json_option
 def report(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, max_pixels: int | None, model: str,
            weights: str, seed: int, layer: tuple[str, ...], output: str, stage: str, top: int, cmap: str,
            do_maximize: bool, maximize_layer: tuple[str, ...], maximize_channels: str, steps: int | None,
-           include: tuple[str, ...], index: str | None, index_k: int, batch_size: int, force: bool, as_json: bool) -> None:
+           include: tuple[str, ...], index: str | None, index_k: int, batch_size: int, prune: bool, force: bool,
+           as_json: bool) -> None:
     """Write a static HTML site to explore a model on your images: open DIR/index.html.
 
     The model page has the layer table (sortable, filterable), the receptive-field profile and
@@ -125,13 +129,16 @@ def report(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, 
     req = MaximizeRequest(channels=max_jobs, steps=steps or DEFAULT_STEPS, seed=seed) if do_maximize else None
     layers = [conv_layers(lm.model)[lay.index] for lay in chosen]
     res = build_report(lm, inputs, output=output, layers=layers, stage=stage, top=top, cmap=cmap,
-                       batch_size=batch_size, maximize=req, include=include, index=index, index_k=index_k, force=force, preprocessing=prep, architecture=net)
+                       batch_size=batch_size, maximize=req, include=include, index=index, index_k=index_k,
+                       force=force, prune=prune, preprocessing=prep, architecture=net)
     emit({"path": res.index, "kind": "report", "folder": res.output, "model": lm.name, "weights": lm.weights,
           "layers": res.layers, "images": res.images, "channels": res.channels, "pages": res.pages,
           "computed": res.computed, "reused": res.reused, "bytes": res.bytes, "seconds": round(res.seconds, 3)},
          as_json=as_json)
-    made = sum(res.computed.values())
+    pruned = res.computed.get("pruned files", 0)
+    made = sum(res.computed.values()) - pruned
     reused = sum(res.reused.values())
     info(f"report: {res.layers} layer(s), {res.channels} channels, {res.images} image(s) of {lm.name} ({lm.weights}): "
-         f"{made} picture(s) made, {reused} reused, {res.bytes / 1e6:.1f} MB in {res.output} "
+         f"{made} picture(s) made, {reused} reused" + (f", {pruned} old file(s) pruned" if pruned else "")
+         + f", {res.bytes / 1e6:.1f} MB in {res.output} "
          f"({time.perf_counter() - t0:.1f}s); open {res.index}")

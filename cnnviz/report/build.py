@@ -102,6 +102,7 @@ def build_report(
     index: str | None = None,
     index_k: int = 9,
     force: bool = False,
+    prune: bool = False,
     progress: bool | None = None,
     preprocessing: str = "",
     workers: int | None = None,
@@ -118,7 +119,8 @@ def build_report(
     for the model page;
     ``architecture``: the same network on the 'meta' device (models.build_meta_model), used for
     shapes and receptive fields so that no full forward pass is spent on them (default: ``lm.model``).
-    Re-running on the same folder recomputes only what is missing. Raises CnnvizError."""
+    Re-running on the same folder recomputes only what is missing; ``prune`` then deletes the
+    pictures of earlier runs that this one does not show. Raises CnnvizError."""
     t0 = time.perf_counter()
     if top < 1:
         raise UsageError(f"--top must be at least 1, not {top}")
@@ -167,9 +169,11 @@ def build_report(
             cache.save()
         if include:
             prog.phase("included pictures")
-            _include(site, out, stats)
+            _include(site, cache, out, stats)
         prog.phase("pages")
         n_pages = pages.write_site(site, out, step=prog.step)
+        if prune:
+            stats.add("pruned files", True, cache.prune())
         cache.save()
     finally:
         prog.close()
@@ -408,7 +412,7 @@ def _maximize(site: Site, cache: Cache, out: str, stats: _Counts, prog: Progress
 PICTURE_EXT = (".png", ".jpg", ".jpeg")
 
 
-def _include(site: Site, out: str, stats: _Counts) -> None:
+def _include(site: Site, cache: Cache, out: str, stats: _Counts) -> None:
     """Copy the pictures of other cnnviz commands into the report and file each under the layer
     or image it is about: from its PNG metadata (cnnviz writes ``model``, ``layer`` and ``image``),
     else from its name ({model}-{index:02d}-{name}-... or {image stem}-{model}-...); the rest go on
@@ -433,9 +437,11 @@ def _include(site: Site, out: str, stats: _Counts) -> None:
             except OSError:
                 continue  # not a picture after all
             ext = os.path.splitext(name)[1].lower()
-            rel = f"img/inc-{digest(data)}{ext}"
-            if not os.path.exists(os.path.join(out, rel)):
+            key = digest("include", data)
+            rel = f"img/inc-{key}{ext}"
+            if cache.get(key) is None:
                 write_atomic(os.path.join(out, rel), data)
+                cache.put(key, [rel])
                 stats.add("included", True)
             else:
                 stats.add("included", False)

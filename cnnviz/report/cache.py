@@ -90,6 +90,22 @@ class Cache:
         self.used.add(key)
         return e
 
+    def prune(self) -> int:
+        """Delete the files of entries this run did not use (earlier runs' other settings, layers or
+        images) and forget them; returns how many files went. Only files cnnviz listed are touched."""
+        gone = 0
+        for key in [k for k in self.entries if k not in self.used]:
+            for rel in self.entries.pop(key).get("files", []):
+                path = os.path.join(self.folder, rel)
+                if os.path.commonpath([os.path.abspath(path), os.path.abspath(self.folder)]) != os.path.abspath(self.folder):
+                    continue  # never outside the folder, whatever the manifest says
+                try:
+                    os.unlink(path)
+                    gone += 1
+                except FileNotFoundError:
+                    pass
+        return gone
+
     def save(self) -> None:
         body = json.dumps({"format": FORMAT, "entries": self.entries}, separators=(",", ":"), default=_plain)
         write_atomic(self.path, body.encode())

@@ -7,9 +7,12 @@ The index must come from the same model and the same weights (SHA-256 of the sta
 """
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from typing import Any
+
+from PIL import Image
 
 from ..errors import UsageError
 from ..index import ActivationIndex, IndexStoreError
@@ -41,7 +44,7 @@ def index_examples(site: Site, cache: Cache, out: str, *, index: str, k: int, st
     counts = {"computed": 0, "reused": 0}
     state = [prov.get("weights_sha256"), prov.get("preprocess"), prov.get("stage"), sorted(idx.part_dirs())]
     for lay in layers:
-        key = digest("examples", state, lay.index, lay.name, k)
+        key = digest("examples", state, lay.index, lay.name, k, "jpeg", 80)
         e = cache.get(key)
         if e is None:
             e = _query(index, lay, lm, out, key, k)
@@ -55,19 +58,27 @@ def index_examples(site: Site, cache: Cache, out: str, *, index: str, k: int, st
     return counts
 
 
+def _jpeg(path: str) -> bytes:
+    """The top job's PNG strip as a JPEG: these are photo crops, ~4x smaller so (a report of many
+    channels stays light); the pixels are the job's, only the encoding differs."""
+    buf = io.BytesIO()
+    with Image.open(path) as im:
+        im.convert("RGB").save(buf, format="JPEG", quality=88, optimize=True)
+    return buf.getvalue()
+
+
 def _query(index: str, lay: Any, lm: Any, out: str, key: str, k: int) -> dict[str, Any]:
     """One layer from the index: the top job's per-channel strips, copied into the report."""
     records: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="cnnviz-report-top-") as tmp:
-        req = TopRequest(index=index, layers=(str(lay.index),), k=k, separate=True, tile=96)
+        req = TopRequest(index=index, layers=(str(lay.index),), k=k, separate=True, tile=80)
         run_top(req, output=tmp, on_record=records.append, model=lm)
         files, channels = [], {}
         for rec in records:
             rel = None
             if rec.get("picture"):
-                rel = f"img/top-{key}-{rec['channel']:04d}.png"
-                with open(rec["picture"], "rb") as f:
-                    write_atomic(os.path.join(out, rel), f.read())
+                rel = f"img/top-{key}-{rec['channel']:04d}.jpg"
+                write_atomic(os.path.join(out, rel), _jpeg(rec["picture"]))
                 files.append(rel)
             channels[str(rec["channel"])] = {
                 "src": rel,

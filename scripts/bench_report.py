@@ -47,15 +47,18 @@ def median_time(fn: Callable[[], Any], reps: int, *, setup: Callable[[], Any] | 
 
 @contextlib.contextmanager
 def preloaded(lm: Any) -> Iterator[None]:
-    """Every command gets this already loaded model (whatever module asks for it)."""
-    import cnnviz.models as models
+    """Every command gets this already loaded model (each CLI module's ``load``, as bench.py does)."""
+    import importlib
 
-    saved = models.load_model
-    models.load_model = lambda *a, **k: lm  # type: ignore[assignment]
+    mods = [importlib.import_module(f"cnnviz.cli.{m}") for m in ("maps", "filters", "rf", "report")]
+    saved = [(m, m.load) for m in mods if hasattr(m, "load")]
+    for m, _ in saved:
+        m.load = lambda *a, **k: lm  # type: ignore[attr-defined]
     try:
         yield
     finally:
-        models.load_model = saved
+        for m, f in saved:
+            m.load = f  # type: ignore[attr-defined]
 
 
 def run_cli(args: list[str]) -> None:

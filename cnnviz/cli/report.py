@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import click
 
@@ -46,8 +47,8 @@ from .common import emit, image_options, info, json_option, layer_option, load, 
                    "does not show. Only files cnnviz wrote there.")
 @click.option("--force", is_flag=True, help="Write into a folder holding an index.html that cnnviz did not write.")
 @json_option
-def report(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, max_pixels: int | None, model: str,
-           weights: str, seed: int, layer: tuple[str, ...], output: str, stage: str, top: int, cmap: str,
+def report(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, max_pixels: int | None, model: Any,
+           layer: tuple[str, ...], output: str, stage: str, top: int, cmap: str,
            do_maximize: bool, maximize_layer: tuple[str, ...], maximize_channels: str, steps: int | None,
            include: tuple[str, ...], index: str | None, index_k: int, batch_size: int, prune: bool, force: bool,
            as_json: bool) -> None:
@@ -73,10 +74,9 @@ def report(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, 
     from ..errors import UsageError
     from ..io import ensure_dir, sample_image_path
     from ..layers import conv_layers, select_layers
-    from ..models import build_meta_model
     from ..render import check_cmap
     from ..select import select_indices
-    from .common import check_images, parse_image_size, read_images
+    from .common import architecture, check_images, parse_image_size, read_images
 
     t0 = time.perf_counter()
     check_cmap(cmap)
@@ -91,13 +91,13 @@ def report(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, 
     # every selection is checked on the architecture (no weights read) before any work
     from ..capture import hook_points
 
-    net = build_meta_model(model)
+    net = architecture(model).model
     every = conv_layers(net)
-    chosen = select_layers(every, layer, model_name=model)
+    chosen = select_layers(every, layer, model_name=model.source)
     hook_points(net, chosen, stage)
     max_jobs: dict[int, list[int]] = {}
     if do_maximize:
-        targets = select_layers(every, maximize_layer, model_name=model) if maximize_layer else chosen
+        targets = select_layers(every, maximize_layer, model_name=model.source) if maximize_layer else chosen
         for lay in targets:
             if lay.index not in {c.index for c in chosen}:
                 raise UsageError(f"--maximize-layer {lay.name} is not in the report's --layer selection")
@@ -108,7 +108,7 @@ def report(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, 
     from ..optimize import DEFAULT_STEPS
     from ..report import MaximizeRequest, ReportImage, build_report
 
-    lm = load(model, weights, seed)
+    lm = load(model)
     inputs = []
     if images or sample:
         sample_path = sample_image_path() if sample else None
@@ -126,7 +126,7 @@ def report(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, 
     else:
         prep = f"shorter side resized to {target} px, aspect kept"
     prep += f"; normalised with mean {tuple(round(v, 4) for v in lm.mean)}, std {tuple(round(v, 4) for v in lm.std)}"
-    req = MaximizeRequest(channels=max_jobs, steps=steps or DEFAULT_STEPS, seed=seed) if do_maximize else None
+    req = MaximizeRequest(channels=max_jobs, steps=steps or DEFAULT_STEPS, seed=model.seed) if do_maximize else None
     layers = [conv_layers(lm.model)[lay.index] for lay in chosen]
     res = build_report(lm, inputs, output=output, layers=layers, stage=stage, top=top, cmap=cmap,
                        batch_size=batch_size, maximize=req, include=include, index=index, index_k=index_k,

@@ -165,8 +165,9 @@
         var box = btn.parentNode.nextElementSibling;
         if (!box.hasChildNodes()) {
           var g = m.sprite;
-          var s = Math.max(1, Math.min(8, Math.floor(Math.min(1100, Math.max(g.width, 600)) / g.width)));
-          var host = el("div", { "class": "overlay-host all px" });
+          var fit = Math.min(8, 1100 / g.width);  /* about 1100 px wide: whole pixels when enlarging */
+          var s = fit >= 1 ? Math.floor(fit) : fit;
+          var host = el("div", { "class": "overlay-host all" + (s >= 1 ? " px" : "") });
           host.style.width = (g.width * s) + "px";
           var img = el("img", { src: m.src, alt: "all " + D.layer.out + " maps of " + im.name });
           img.style.width = (g.width * s) + "px";

@@ -19,6 +19,7 @@ converter first. What still cannot work is said in one line (``LoadedModel.limit
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.util
@@ -27,7 +28,7 @@ import os
 import sys
 import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -464,14 +465,40 @@ def _load_timm(src: Source, spec: ModelSpec, *, meta: bool) -> LoadedModel:
                        interpolation=interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bicubic")
 
 
+@contextlib.contextmanager
+def _no_downloads() -> Iterator[None]:
+    """When offline(): the Hugging Face hub in its offline mode and torch.hub downloads refused, so
+    timm reads only what its caches hold (no network call, no timeout)."""
+    if not offline():
+        yield
+        return
+    try:
+        from huggingface_hub import constants as hf
+    except ImportError:
+        hf = None
+    saved_hf = getattr(hf, "HF_HUB_OFFLINE", None)
+    saved_dl = torch.hub.download_url_to_file
+
+    def refuse(url: str, *a: Any, **k: Any) -> None:
+        raise OSError(f"not in the cache and downloads are off (CNNVIZ_OFFLINE): {url}")
+
+    if hf is not None:
+        hf.HF_HUB_OFFLINE = True
+    torch.hub.download_url_to_file = refuse
+    try:
+        yield
+    finally:
+        torch.hub.download_url_to_file = saved_dl
+        if hf is not None:
+            hf.HF_HUB_OFFLINE = saved_hf
+
+
 def _timm_pretrained(timm: Any, name: str, weights: str) -> nn.Module:
     """timm's own pretrained weights (its hub cache; downloaded unless offline), loaded into a model
     built on 'meta'. ``weights`` 'DEFAULT' or a pretrained tag such as 'in1k'."""
     tag = "" if weights.upper() == "DEFAULT" else weights
-    if offline():
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        with _params_on_meta(), assigning_loads():
+        with _no_downloads(), _params_on_meta(), assigning_loads():
             model = timm.create_model(f"{name}.{tag}" if tag else name, pretrained=True)
     except RuntimeError as exc:
         text = _reason(exc)

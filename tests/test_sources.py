@@ -313,7 +313,17 @@ def test_timm_checkpoint_and_pretrained_cfg(cli, tmp_path):
     assert r.exit_code == 0, r.stderr
 
 
-def test_timm_pretrained_without_a_cached_file_is_one_line(cli, tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_timm_pretrained_without_a_cached_file_is_one_line_and_never_downloads(cli, tmp_path, monkeypatch):
+    import socket
+
+    tried = []
+
+    def no_network(*a, **k):
+        tried.append(a)
+        raise OSError("no network in tests")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     _one_line_error(cli("filters", "--model", "timm:resnet10t", "-o", str(tmp_path)), "resnet10t", "--weights")
+    assert tried == []

@@ -456,7 +456,8 @@ def _load_timm(src: Source, spec: ModelSpec, *, meta: bool) -> LoadedModel:
 
             subset = infer_imagenet_subset(model)
             if subset:
-                categories = list(ImageNetInfo(subset).label_descriptions())[:num_classes]
+                # 'tench, Tinca tinca' -> 'tench': the short names torchvision's weights use
+                categories = [d.split(",")[0].strip() for d in ImageNetInfo(subset).label_descriptions()][:num_classes]
         except Exception:  # older timm: no class names, indices still work
             categories = []
     interpolation = str(cfg.get("interpolation") or "bicubic")

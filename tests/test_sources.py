@@ -311,6 +311,11 @@ def test_timm_checkpoint_and_pretrained_cfg(cli, tmp_path):
     assert lm.resize_size == int(cfg["input_size"][1] / cfg["crop_pct"])  # timm's transforms_factory: floor
     r = cli("filters", "--model", "timm:convnext_atto", "--weights", str(tmp_path / "convnext.pth"), "-o", str(tmp_path))
     assert r.exit_code == 0, r.stderr
+    # ImageNet class names for timm's ImageNet heads, short as torchvision's
+    from torchvision.models import ResNet50_Weights
+
+    cats = sources.architecture("timm:resnet10t").categories
+    assert cats[:3] == ["tench", "goldfish", "great white shark"] and cats[281] == ResNet50_Weights.DEFAULT.meta["categories"][281]
 
 
 def test_timm_pretrained_without_a_cached_file_is_one_line_and_never_downloads(cli, tmp_path, monkeypatch):

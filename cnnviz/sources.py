@@ -214,6 +214,11 @@ def _finish(lm: LoadedModel, spec: ModelSpec, device: str | torch.device | None)
         lm.crop_size = spec.size
     if spec.labels is not None:
         lm.categories = read_labels(spec.labels)
+        linears = [m for m in lm.model.modules() if isinstance(m, nn.Linear)]
+        outputs = lm.num_classes or (linears[-1].out_features if linears else None)
+        if outputs is not None and outputs != len(lm.categories):
+            raise UsageError(f"--labels {spec.labels!r} has {len(lm.categories)} names, but {lm.name} outputs "
+                             f"{outputs} classes; give one name per output, in order")
     return lm
 
 

@@ -186,12 +186,14 @@ def test_random_weights_of_own_model_are_seeded(user_model):
     (["--model", "{d}/labels.txt.pt"], ["not a TorchScript archive"]),
     (["--model", "timm:resnet_18"], ["unknown timm model 'resnet_18'", "did you mean 'resnet18'"]),
     (["--model", "resnet50", "--model-args", "{}"], ["--model-args is for Python model sources"]),
+    (["--model", "{d}/model.py:Net", "--labels", "{d}/two.txt"], ["has 2 names", "outputs 3 classes"]),
 ])
 def test_each_bad_source_is_one_clear_line(cli, user_model, args, fragments):
     d, _ = user_model
     torch.save({"conv.weight": torch.zeros(1)}, d / "wrong.pth")
     (d / "labels.txt.pt").write_bytes(b"not a zip archive at all")
-    r = cli("filters", *[a.replace("{d}", str(d)) for a in args], "-o", str(d / "o"))
+    (d / "two.txt").write_text("a\nb\n")
+    r = cli("maps", str(d / "scan.png"), "-l", "0", *[a.replace("{d}", str(d)) for a in args], "-o", str(d / "o"))
     _one_line_error(r, *fragments)
 
 

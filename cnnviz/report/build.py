@@ -142,7 +142,9 @@ def build_report(
     for im in images:
         im.id = im.id or digest(im.x)[:12]
     n_max = sum(len(v) for v in (maximize.channels.values() if maximize else []))
-    total = len(chosen) * (2 + len(images)) + len(images) + n_max + len(chosen) * (2 + bool(index)) + 2
+    # inputs + profile + rf boxes, filters, maps + sheets, maximize, examples, pages
+    total = (len(images) + 1 + len(chosen)) + len(chosen) + len(images) * (len(chosen) + 1) + n_max \
+        + len(chosen) * bool(index) + (2 * len(chosen) + 2)
     prog = Progress(total, progress)
     stats = _Counts()
     try:

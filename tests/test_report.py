@@ -190,9 +190,10 @@ def test_foreign_folder_is_refused_and_other_files_are_kept(tmp_path):
     assert (other / "data.csv").read_text() == "1,2" and (other / "index.html").exists()
 
 
-def test_report_without_images_has_filters_and_fields(tmp_path):
+def test_report_without_images_has_filters_and_fields(tmp_path, capsys):
     lm = tiny_model()
-    res = build_report(lm, [], output=str(tmp_path / "s"), progress=False)
+    res = build_report(lm, [], output=str(tmp_path / "s"))
+    assert capsys.readouterr() == ("", "")  # a library call prints nothing by default
     assert res.images == 0
     text = (tmp_path / "s" / "layer-01.html").read_text()
     assert "Filters" in text and "Feature maps" not in text
@@ -230,7 +231,7 @@ def test_cli_report_vgg16_escapes_file_names(cli, tmp_path, monkeypatch, rgb_ima
     assert rec["path"] == os.path.join("out", "index.html") and rec["layers"] == 2 and rec["images"] == 1
     text = (tmp_path / "out" / "index.html").read_text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;.jpg" in text and "<script>alert" not in text
-    assert "report: 2 layer(s)" in r.stderr
+    assert "report: 2 layer(s)" in r.stderr and "cnnviz report: feature maps" in r.stderr  # progress: stderr only
 
 
 @pytest.mark.parametrize("args, message", [

@@ -130,7 +130,7 @@ def report(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, 
     layers = [conv_layers(lm.model)[lay.index] for lay in chosen]
     res = build_report(lm, inputs, output=output, layers=layers, stage=stage, top=top, cmap=cmap,
                        batch_size=batch_size, maximize=req, include=include, index=index, index_k=index_k,
-                       force=force, prune=prune, preprocessing=prep, architecture=net)
+                       force=force, prune=prune, preprocessing=prep, architecture=net, progress=None)
     emit({"path": res.index, "kind": "report", "folder": res.output, "model": lm.name, "weights": lm.weights,
           "layers": res.layers, "images": res.images, "channels": res.channels, "pages": res.pages,
           "computed": res.computed, "reused": res.reused, "bytes": res.bytes, "seconds": round(res.seconds, 3)},

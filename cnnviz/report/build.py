@@ -62,10 +62,12 @@ class ReportResult:
 
 
 class Progress:
-    """One progress bar on stderr for the whole build (tqdm on a terminal, else a line per phase)."""
+    """One progress bar on stderr for the whole build. ``mode``: True a bar, None a bar on a
+    terminal and else one line per phase, False nothing."""
 
-    def __init__(self, total: int, enabled: bool | None = None):
-        self.tty = sys.stderr.isatty() if enabled is None else enabled
+    def __init__(self, total: int, mode: bool | None = None):
+        self.quiet = mode is False
+        self.tty = sys.stderr.isatty() if mode is None else bool(mode)
         self.bar = None
         if self.tty:
             from tqdm import tqdm
@@ -75,7 +77,7 @@ class Progress:
     def phase(self, text: str) -> None:
         if self.bar is not None:
             self.bar.set_description(text)
-        else:
+        elif not self.quiet:
             print(f"cnnviz report: {text}", file=sys.stderr)
 
     def step(self, n: int = 1) -> None:
@@ -103,7 +105,7 @@ def build_report(
     index_k: int = 9,
     force: bool = False,
     prune: bool = False,
-    progress: bool | None = None,
+    progress: bool | None = False,
     preprocessing: str = "",
     workers: int | None = None,
     architecture: Any = None,
@@ -116,7 +118,8 @@ def build_report(
     (cam, top, maps, ...) to copy in and show on the page of their layer or image (see
     _include); ``index``: a `cnnviz top --index` folder of the same model and weights, whose
     ``index_k`` best images per channel go on the channel pages; ``preprocessing``: a sentence
-    for the model page;
+    for the model page; ``progress``: False (default: quiet, a library call), True (a bar on
+    stderr), None (a bar when stderr is a terminal, else one line per phase: what the CLI uses);
     ``architecture``: the same network on the 'meta' device (models.build_meta_model), used for
     shapes and receptive fields so that no full forward pass is spent on them (default: ``lm.model``).
     Re-running on the same folder recomputes only what is missing; ``prune`` then deletes the

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -173,6 +174,10 @@ def default_layer(model: nn.Module, *, size: tuple[int, int] = (224, 224)) -> Ca
     Conv2d (VGG16 'features.29', the ReLU after conv5_3), named by the outermost module returning
     that same tensor (ResNet-50 'layer4'); the last conv's own output when no activation can be
     hooked after it. ``size``: an input size the model accepts (for naming)."""
+    key = (tuple(name for name, _ in model.named_modules()), size)
+    cached = _DEFAULTS.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     convs = conv_layers(model)
     if not convs:
         raise ModelError("the model has no Conv2d layer to compute a class activation map on")
@@ -181,7 +186,13 @@ def default_layer(model: nn.Module, *, size: tuple[int, int] = (224, 224)) -> Ca
         point = hook_points(model, [last], "act")[0]
     except CnnvizError:
         point = HookPoint(last, 0)
-    return _lift(model, point, size)
+    layer = _lift(model, point, size)
+    _DEFAULTS[model] = (key, layer)
+    return layer
+
+
+# model -> (its module names and the size used, its default layer): one naming forward per model.
+_DEFAULTS: "weakref.WeakKeyDictionary[nn.Module, tuple[Any, CamLayer]]" = weakref.WeakKeyDictionary()
 
 
 def resolve_layers(model: nn.Module, specs: str | Sequence[str] | None, *, stage: str = "act", model_name: str = "") -> list[CamLayer]:

@@ -1,0 +1,142 @@
+"""`cnnviz cam`: which part of the image drove the prediction (CAM family, gradient attributions)."""
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from . import cli
+from .common import CONTEXT_SETTINGS, CnnvizCommand, check_stream, emit, image_options, info, json_option, model_options, out, output_option
+
+# Literal so that --help needs no torch import; a test checks it equals cnnviz.cam.METHODS.
+METHOD_NAMES = ("gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "eigencam", "eigengradcam", "scorecam",
+                "ablationcam", "saliency", "inputxgrad", "guided-backprop", "guided-gradcam", "integrated-gradients")
+
+
+@cli.command(cls=CnnvizCommand, context_settings=CONTEXT_SETTINGS)
+@image_options
+@model_options()
+@click.option("-l", "--layer", "layers", multiple=True, metavar="SEL",
+              help="Layer(s) the CAM is computed on (repeatable; several are fused, as LayerCAM does): a module name "
+                   "(layer4, features.29) or conv selectors (index -1, name, alias block5_conv3, slice, glob) read at "
+                   "--stage.  [default: the activation after the last conv: ResNet layer4, VGG16 features.29]")
+@click.option("--stage", type=click.Choice(["act", "conv"]), default="act", show_default=True,
+              help="For conv selectors: act = after the conv's activation, conv = the conv's own output.")
+@click.option("-c", "--class", "classes", multiple=True, metavar="NAME|INDEX",
+              help="Explain these classes (repeatable): a name as in 'maximize --class' ('tennis ball', 'tennis', "
+                   "'*terrier'), an index, a slice.  [default: the top-1 prediction]")
+@click.option("-k", "--top", type=click.IntRange(min=1), default=None, metavar="K",
+              help="Explain the K most probable classes of each image.")
+@click.option("-M", "--method", "methods", multiple=True, default=("gradcam",), show_default=True, metavar="NAME",
+              help="Method(s), repeatable or comma-separated; 'all' for every one (one comparison sheet); "
+                   "'list' to list them.")
+@click.option("--ig-steps", type=click.IntRange(min=1), default=50, show_default=True, metavar="N",
+              help="Integrated gradients: points of the Gauss-Legendre path integral.")
+@click.option("--smooth", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="SmoothGrad: average each map over N noisy copies of the image (0 = off).")
+@click.option("--noise", type=float, default=0.15, show_default=True, metavar="S",
+              help="SmoothGrad noise: standard deviation as a fraction of the image's value range.")
+@click.option("--cmap", default="inferno", show_default=True, metavar="NAME", help="Any matplotlib colormap.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.6, show_default=True,
+              help="Heat-map opacity where the map peaks (it fades with the map: silent regions show the photo).")
+@click.option("--npy", is_flag=True, help="Also write each map as a (2, H, W) float32 .npy: [raw, scaled to 0..1].")
+@click.option("--metrics", is_flag=True,
+              help="Faithfulness per map: deletion/insertion AUC (Petsiuk 2018), confidence drop/increase "
+                   "(Chattopadhay 2018); a methods table on stderr, the values in --json.")
+@click.option("--metric-steps", type=click.IntRange(min=1), default=100, show_default=True, metavar="N",
+              help="--metrics: pixels are deleted/inserted in N steps.")
+@click.option("--sanity", is_flag=True,
+              help="Sanity check (Adebayo 2018): randomise the layers from the top down and write a strip of the "
+                   "re-computed maps with Spearman and SSIM to the original.")
+@click.option("-b", "--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Images per pass, and masked inputs per pass for scorecam/ablationcam/integrated-gradients.")
+@click.option("--bare", is_flag=True, help="Heat map only: no title or legend.")
+@output_option()
+@json_option
+def cam(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, max_pixels: int | None, output: str,
+        as_json: bool, methods: tuple[str, ...], **options: Any) -> None:
+    """Why the model decided: class activation maps and gradient attributions over the image.
+
+    One PNG per image, class and method ({image}-{model}-{method}-{class}-cam.png), or with
+    several methods one comparison sheet (rows: images and classes, columns: methods). The maps
+    equal pytorch-grad-cam's (CAM family) and Captum's (saliency, integrated gradients, guided
+    backprop) on the same model, layer and target.
+
+    \b
+    Examples:
+      cnnviz cam --sample -m resnet50
+      cnnviz cam --sample -m resnet50 --method all --top 2
+      cnnviz cam photo.jpg --class 'tennis ball' --method gradcam++,scorecam --json
+      cnnviz cam *.jpg -m vgg16 --method integrated-gradients --ig-steps 64 --smooth 8 --npy
+      cnnviz cam --sample --method gradcam,saliency --metrics --sanity -o out/
+      cnnviz cam --method list
+    """
+    if any(m.strip().lower() == "list" for spec in methods for m in spec.split(",")):
+        _list_methods()
+        return
+    from ..jobs.cam import CamRequest, run_cam
+
+    check_stream(output, as_json=as_json)
+    inputs = _Inputs(images=images, sample=sample, size=size, crop=crop, max_pixels=max_pixels)
+    run_cam(CamRequest(inputs=inputs, methods=methods, **options), output=_Output(output, as_json=as_json), say=info)
+
+
+class _Inputs:
+    """The image arguments with the interface of jobs.inputs.ImageInputs (issue 15), over cli.common."""
+
+    def __init__(self, **kw: Any):
+        self.kw = kw
+
+    def check(self) -> list[str]:
+        from .common import check_images
+
+        return check_images(self.kw["images"], sample=self.kw["sample"], size=self.kw["size"], crop=self.kw["crop"])
+
+    def read(self, lm: Any) -> Any:
+        from .common import read_images
+
+        return read_images(**self.kw, lm=lm)
+
+
+class _Output:
+    """-o with the interface of jobs.output.Output (issue 15): a folder (atomic writes) or one PNG on stdout."""
+
+    def __init__(self, target: str, *, as_json: bool):
+        self.target, self.as_json, self.written = target, as_json, 0
+
+    def prepare(self, files: int, *, npy: bool = False, message: str = "") -> None:
+        from ..errors import UsageError
+        from ..io import ensure_dir
+
+        if self.target == "-":
+            if files != 1 or npy:
+                raise UsageError(message)
+        else:
+            ensure_dir(self.target)
+
+    def png(self, name: str, image: Any, *, metadata: Any = None) -> str:
+        import os
+
+        from ..io import save_png, stdout_binary
+
+        return save_png(stdout_binary() if self.target == "-" else os.path.join(self.target, name), image, metadata=metadata)
+
+    def npy(self, name: str, array: Any) -> str:
+        import os
+
+        from ..io import save_npy
+
+        return save_npy(os.path.join(self.target, name), array)
+
+    def report(self, record: dict[str, Any]) -> None:
+        self.written += 1
+        emit(record, as_json=self.as_json)
+
+
+def _list_methods() -> None:
+    from ..cam import METHODS
+
+    kinds = {"cam": "layer, gradients", "perturb": "layer, masked forwards", "input": "input gradients"}
+    for m in METHODS.values():
+        kind = "layer" if m.kind == "cam" and not m.grad else kinds[m.kind]
+        out(f"{m.name:<22}{kind:<24}{m.summary}")

@@ -1,0 +1,292 @@
+"""The `cam` job: class activation maps and gradient attributions of images, pictures, .npy,
+faithfulness metrics and the randomisation sanity check."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import faithfulness as fa
+from ..cam import METHODS, CamLayer, check_spatial, explain, mass_box, peak, predict, resolve_layers, resolve_methods
+from ..camdraw import DEFAULT_CMAP, SheetCell, cam_picture, comparison_sheet, mass_threshold, sanity_strip
+from ..errors import SelectionError, UsageError
+from ..io import output_name
+from ..maps import iter_batches
+from ..models import LoadedModel, is_checkpoint_path
+from ..optimize import resolve_classes
+from ..render import check_cmap
+from ..sources import ModelSpec, architecture, as_spec, load
+from ..util import device_of
+
+# The shared job plumbing (cnnviz/jobs/inputs.py: ImageInputs; jobs/output.py: Output, Record, Say)
+# lands with issue 15; until then the job is written against their interface, duck-typed:
+# ``inputs.check() -> sources``, ``inputs.read(lm) -> InputImages``; ``output.prepare(files, npy=,
+# message=)``, ``output.png(name, image, metadata=)``, ``output.npy(name, array)``,
+# ``output.report(record)``, ``output.written``.
+Record = dict[str, Any]
+Say = Callable[[str], None]
+ImageInputs = Any
+InputImage = Any
+Output = Any
+
+
+def quiet(message: str) -> None:
+    """The default ``say``: library calls print nothing."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CamRequest:
+    """Everything `cnnviz cam` can be asked (defaults = the CLI's). ``classes``: --class values
+    (names or indices; empty: the top ``top`` predicted classes, default 1); ``model``: a
+    ModelSpec (source, weights, seed, preprocessing) or a source string; ``methods``: names,
+    'all'; ``layers``: selectors (empty: the default layer); ``smooth``/``noise``: SmoothGrad;
+    ``metrics``: deletion/insertion AUC and confidence drop/increase per map; ``sanity``:
+    cascading randomisation strip per map."""
+
+    inputs: ImageInputs
+    model: ModelSpec | str = "resnet50"
+    layers: tuple[str, ...] = ()
+    stage: str = "act"
+    classes: tuple[str, ...] = ()
+    top: int | None = None
+    methods: tuple[str, ...] = ("gradcam",)
+    ig_steps: int = 50
+    smooth: int = 0
+    noise: float = 0.15
+    cmap: str = DEFAULT_CMAP
+    alpha: float = 0.6
+    npy: bool = False
+    metrics: bool = False
+    metric_steps: int = 100
+    sanity: bool = False
+    batch_size: int = 16
+    bare: bool = False
+
+
+@dataclass
+class _Pair:
+    im: InputImage
+    target: int
+    prob: float
+    logit: float
+
+
+def run_cam(req: CamRequest, *, output: Output, model: LoadedModel | None = None, say: Say = quiet) -> None:
+    """Write one heat-map PNG per (image, class, method) (several methods: one comparison sheet
+    of every image and class), with ``npy`` a (2, H, W) float32 .npy per map ([raw, normalised]),
+    with ``sanity`` a strip per map, reporting each file. Usage errors come before any weights
+    or pixels are read."""
+    t0 = time.perf_counter()
+    check_cmap(req.cmap)
+    methods = resolve_methods(req.methods)
+    sources = req.inputs.check()
+    _check_options(req, methods)
+    spec = as_spec(req.model)
+    arch = architecture(spec)
+    layers = resolve_layers(arch.model, list(req.layers) or None, stage=req.stage, model_name=spec.source)
+    check_spatial(arch.model, layers)
+    fixed = _classes(req, arch, spec) if req.classes else None
+    per_image = len(fixed) if fixed is not None else (req.top or 1)
+    sheet = len(methods) > 1
+    files = (1 if sheet else len(sources) * per_image * len(methods)) + (len(sources) * per_image * len(methods) if req.sanity else 0)
+    output.prepare(files, npy=req.npy, message=f"-o - streams exactly one PNG to stdout, but this run writes {files} "
+                                               f"({len(sources)} image(s) x {per_image} class(es) x {len(methods)} method(s)"
+                                               + (" + sanity strips" if req.sanity else "") + "); use -o DIR")
+    lm = model or load(spec)
+    net = lm.model
+    per_pass = 1 if "batch" in lm.limits else req.batch_size  # a program that takes batches of one
+    names = lm.categories
+    cells: list[tuple[_Pair, dict[str, np.ndarray], dict[str, Record]]] = []
+    n_images = 0
+    summary: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
+    for batch in iter_batches(req.inputs.read(lm), batch_size=per_pass, key=lambda im: im.x.shape):
+        x = torch.from_numpy(np.stack([im.x for im in batch])).to(device_of(net))
+        logits = predict(net, x)
+        probs = torch.softmax(logits, 1)
+        pairs, rows = [], []
+        for i, im in enumerate(batch):
+            if fixed is not None:
+                targets = fixed
+                if max(targets) >= logits.shape[1]:
+                    raise SelectionError(f"class index {max(targets)} out of range: the model has {logits.shape[1]} classes "
+                                         f"(0..{logits.shape[1] - 1})")
+            else:
+                k = min(req.top or 1, logits.shape[1])
+                targets = probs[i].topk(k).indices.tolist()
+            for t in targets:
+                pairs.append(_Pair(im, int(t), float(probs[i, t]), float(logits[i, t])))
+                rows.append(i)
+        xs = x[rows]
+        ts = [p.target for p in pairs]
+        maps: dict[str, Any] = {}
+        for method in methods:
+            maps[method] = explain(net, xs, ts, method=method, layers=layers, ig_steps=req.ig_steps, smooth=req.smooth,
+                                   noise=req.noise, seed=spec.seed, batch_size=per_pass)
+        for j, pair in enumerate(pairs):
+            per_norm: dict[str, np.ndarray] = {}
+            per_record: dict[str, Record] = {}
+            for method in methods:
+                e = maps[method]
+                raw, norm = e.raw[j], e.norm[j]
+                record = _record(pair, method, layers, norm, names)
+                if req.metrics:
+                    scores = _metrics(net, xs[j], pair.target, norm, lm, req)
+                    record.update(scores)
+                    summary[method].append(scores)
+                stem = output_name(pair.im.label, lm.name, method.replace("+", "p"), pair.target, kind="cam", ext="png")
+                if req.npy:
+                    record["npy"] = output.npy(stem[:-len(".png")] + ".npy", np.stack([raw, norm]).astype(np.float32))
+                if not sheet:
+                    title = [] if req.bare else _title(pair, lm, method, layers, names, req)
+                    shown, top = _shown(method, norm)
+                    picture = cam_picture(pair.im.display, shown, title=title, cmap=req.cmap, alpha=req.alpha,
+                                          legend=not req.bare, value_max=float(raw.min() + top * (raw.max() - raw.min())),
+                                          gamma=_gamma(method))
+                    meta = {"Software": "cnnviz", **{k: v for k, v in record.items() if k != "path"}}
+                    output.report({"path": output.png(stem, picture, metadata=meta), **record})
+                else:
+                    per_norm[method], per_record[method] = norm, record
+                if req.sanity:
+                    _sanity(net, xs[j:j + 1], pair, method, layers, norm, lm, req, output, names)
+            if sheet:
+                cells.append((pair, per_norm, per_record))
+        n_images += len(batch)
+    if sheet:
+        _write_sheet(cells, methods, lm, layers, names, req, output)
+    if req.metrics:
+        say(_metrics_table(summary))
+    say(f"cam: {output.written} file(s) for {n_images} image(s), {len(methods)} method(s) of {lm.name} ({lm.weights}), "
+        f"layer {', '.join(layer.name for layer in layers)} in {time.perf_counter() - t0:.1f}s")
+
+
+def _shown(method: str, norm: np.ndarray) -> tuple[np.ndarray, float]:
+    """What the picture shows: CAMs as they are; input attributions clipped at the value holding
+    98 % of their mass (Captum's visualisation default), which is returned as the top of the scale."""
+    if METHODS[method].kind != "input":
+        return norm, 1.0
+    top = mass_threshold(norm)
+    return np.clip(norm / top, 0.0, 1.0), top
+
+
+def _gamma(method: str) -> float:
+    """Overlay opacity exponent (camdraw.overlay): CAMs are smooth, input gradients speckled."""
+    return 1.0 if METHODS[method].kind == "input" else 0.5
+
+
+def _check_options(req: CamRequest, methods: list[str]) -> None:
+    if req.smooth < 0:
+        raise UsageError(f"--smooth must be 0 (off) or a number of noisy samples, not {req.smooth}")
+    if req.smooth and not req.noise > 0:
+        raise UsageError(f"--noise must be positive with --smooth, not {req.noise}")
+    if req.ig_steps < 1:
+        raise UsageError(f"--ig-steps must be at least 1, not {req.ig_steps}")
+    if req.top is not None and req.classes:
+        raise UsageError("give either --class or --top, not both")
+    if req.top is not None and req.top < 1:
+        raise UsageError(f"--top must be at least 1, not {req.top}")
+    if req.metric_steps < 1:
+        raise UsageError(f"--metric-steps must be at least 1, not {req.metric_steps}")
+    if not 0 <= req.alpha <= 1:
+        raise UsageError(f"--alpha must be between 0 and 1, not {req.alpha}")
+    if "guided-gradcam" in methods and len(req.layers) > 1:
+        raise UsageError("guided-gradcam takes one layer")
+
+
+def _classes(req: CamRequest, arch: LoadedModel, spec: ModelSpec) -> list[int]:
+    """--class values resolved on the model's category names (no weights read). A checkpoint's
+    class count is only known once loaded: indices are then checked against the model's output."""
+    cats = arch.categories if not is_checkpoint_path(spec.weights) else []
+    count = len(cats) if cats else 1_000_000
+    return resolve_classes(list(req.classes), cats, count=count)
+
+
+def _class_name(names: list[str], t: int) -> str:
+    return names[t] if 0 <= t < len(names) else f"class {t}"
+
+
+def _record(pair: _Pair, method: str, layers: list[CamLayer], norm: np.ndarray, names: list[str]) -> Record:
+    y, x = peak(norm)
+    y0, x0, y1, x1 = mass_box(norm, mass=0.2)
+    rec: Record = {
+        "image": pair.im.source, "method": method,
+        "layers": [layer.name for layer in layers] if METHODS[method].kind != "input" or method == "guided-gradcam" else [],
+        "class": pair.target, "class_name": _class_name(names, pair.target), "probability": round(pair.prob, 6),
+        "logit": round(pair.logit, 6), "size": [int(norm.shape[0]), int(norm.shape[1])], "peak": [y, x],
+        "box20": [y0, x0, y1, x1],
+    }
+    return rec
+
+
+def _title(pair: _Pair, lm: LoadedModel, method: str, layers: list[CamLayer], names: list[str], req: CamRequest) -> list[str]:
+    where = f" at {', '.join(layer.name for layer in layers)}" if METHODS[method].kind != "input" or method == "guided-gradcam" else ""
+    smooth = f", SmoothGrad {req.smooth}x noise {req.noise:g}" if req.smooth else ""
+    head = f"{_class_name(names, pair.target)} ({pair.target}) p={pair.prob:.3g}"
+    note = "" if lm.categories or not lm.pretrained else " [no category names]"
+    return [head + note, f"{method}{where}{smooth} \u00b7 {lm.name} {lm.weights} \u00b7 {pair.im.label}"]
+
+
+def _metrics(net: Any, x: torch.Tensor, target: int, norm: np.ndarray, lm: LoadedModel, req: CamRequest) -> dict[str, float]:
+    dele = fa.causal_curve(net, x, target, norm, mode="deletion", steps=req.metric_steps, batch_size=req.batch_size * 2)
+    ins = fa.causal_curve(net, x, target, norm, mode="insertion", steps=req.metric_steps, batch_size=req.batch_size * 2)
+    drop, inc = fa.confidence_change(net, x[None], [target], norm[None], mean=lm.mean, std=lm.std)
+    return {"deletion_auc": round(fa.auc(dele), 6), "insertion_auc": round(fa.auc(ins), 6),
+            "drop": round(float(drop[0]), 6), "increase": float(inc[0])}
+
+
+def _metrics_table(summary: dict[str, list[dict[str, float]]]) -> str:
+    lines = [f"{'method':<22}{'deletion AUC':>14}{'insertion AUC':>15}{'avg drop %':>12}{'increase %':>12}   (n)"]
+    for method, rows in summary.items():
+        if not rows:
+            continue
+        mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        lines.append(f"{method:<22}{mean['deletion_auc']:>14.4f}{mean['insertion_auc']:>15.4f}"
+                     f"{100 * mean['drop']:>12.1f}{100 * mean['increase']:>12.1f}   ({len(rows)})")
+    return "\n".join(lines)
+
+
+def _sanity(net: Any, x1: torch.Tensor, pair: _Pair, method: str, layers: list[CamLayer], norm: np.ndarray,
+            lm: LoadedModel, req: CamRequest, output: Output, names: list[str]) -> None:
+    def compute(model: Any) -> np.ndarray:
+        return explain(model, x1, [pair.target], method=method, layers=layers, ig_steps=req.ig_steps, smooth=req.smooth,
+                       noise=req.noise, seed=seed, batch_size=req.batch_size).norm
+
+    seed = as_spec(req.model).seed
+    original, steps = fa.cascading_randomization(net, compute, seed=seed)
+    labels = ["original", *(f"+{s.label}" for s in steps)]
+    scores = ["", *(f"r={s.spearman[0]:.2f} ssim={s.ssim[0]:.2f}" for s in steps)]
+    title = [] if req.bare else [
+        f"sanity check (Adebayo et al. 2018): {method} for {_class_name(names, pair.target)} ({pair.target}), "
+        f"{lm.name} {lm.weights}, {pair.im.label}",
+        "layers re-initialised cumulatively from the top; r = Spearman rank correlation, ssim = SSIM to the original"]
+    picture = sanity_strip(pair.im.display, [_shown(method, m)[0] for m in [original[0], *(s.maps[0] for s in steps)]],
+                           labels, scores, title=title, cmap=req.cmap, alpha=req.alpha, gamma=_gamma(method))
+    rec: Record = {"kind": "sanity", "image": pair.im.source, "method": method, "class": pair.target,
+                   "steps": [{"randomized": s.label, "spearman": _num(s.spearman[0]), "ssim": _num(s.ssim[0])} for s in steps]}
+    stem = output_name(pair.im.label, lm.name, method.replace("+", "p"), pair.target, kind="sanity")
+    output.report({"path": output.png(stem, picture, metadata={"Software": "cnnviz", **rec}), **rec})
+
+
+def _num(v: float) -> float | None:
+    return None if not np.isfinite(v) else round(float(v), 6)
+
+
+def _write_sheet(cells: list[tuple[_Pair, dict[str, np.ndarray], dict[str, Record]]], methods: list[str], lm: LoadedModel, layers: list[CamLayer],
+                 names: list[str], req: CamRequest, output: Output) -> None:
+    grid = [[SheetCell(p.im.display, _shown(m, norms[m])[0], gamma=_gamma(m)) for m in methods] for p, norms, _ in cells]
+    row_labels = [f"{p.im.label}: {_class_name(names, p.target)[:24]} {p.prob:.3g}" for p, _, _ in cells]
+    title = [] if req.bare else [
+        f"{lm.name} {lm.weights} \u00b7 layer {', '.join(layer.name for layer in layers)}"
+        + (f" \u00b7 SmoothGrad {req.smooth}x noise {req.noise:g}" if req.smooth else ""),
+        "rows: image, class, probability \u00b7 columns: methods \u00b7 each map scaled to its own [0, 1] (input gradients: to 98 % of their mass)"]
+    picture = comparison_sheet(grid, row_labels=row_labels, col_labels=methods, title=title, cmap=req.cmap, alpha=req.alpha)
+    records = [recs[m] for _, _, recs in cells for m in methods]
+    first = cells[0][0].im.label
+    rec: Record = {"kind": "sheet", "methods": methods, "images": list(dict.fromkeys(p.im.source for p, _, _ in cells)),
+                   "cells": records}
+    meta = {"Software": "cnnviz", "model": lm.name, "weights": lm.weights, "methods": methods,
+            "layers": [layer.name for layer in layers]}
+    output.report({"path": output.png(output_name(first, lm.name, kind="cam-sheet"), picture, metadata=meta), **rec})

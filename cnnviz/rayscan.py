@@ -142,7 +142,11 @@ def ray_scan(idx: ActivationIndex, lm: LoadedModel, layers: Sequence[ConvLayer],
         return counts
     ray = _ray()
     connect(ray, say)
+    import logging
+
     import ray.data
+
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its plan/progress chatter; our own line says enough
 
     points = hook_points(lm.model, list(layers), stage)  # type: ignore[arg-type]
     by_point: dict[HookPoint, list[str]] = {}

@@ -257,7 +257,7 @@ def _sanity(net: Any, x1: torch.Tensor, pair: _Pair, method: str, layers: list[C
     seed = as_spec(req.model).seed
     original, steps = fa.cascading_randomization(net, compute, seed=seed)
     labels = ["original", *(f"+{s.label}" for s in steps)]
-    scores = ["", *(f"r={s.spearman[0]:.2f} ssim={s.ssim[0]:.2f}" for s in steps)]
+    scores = ["", *(f"r={_fmt(s.spearman[0])} ssim={_fmt(s.ssim[0])}" for s in steps)]
     title = [] if req.bare else [
         f"sanity check (Adebayo et al. 2018): {method} for {_class_name(names, pair.target)} ({pair.target}), "
         f"{lm.name} {lm.weights}, {pair.im.label}",
@@ -268,6 +268,11 @@ def _sanity(net: Any, x1: torch.Tensor, pair: _Pair, method: str, layers: list[C
                    "steps": [{"randomized": s.label, "spearman": _num(s.spearman[0]), "ssim": _num(s.ssim[0])} for s in steps]}
     stem = output_name(pair.im.label, lm.name, method.replace("+", "p"), pair.target, kind="sanity")
     output.report({"path": output.png(stem, picture, metadata={"Software": "cnnviz", **rec}), **rec})
+
+
+def _fmt(v: float) -> str:
+    """A similarity for the strip: 'n/a' when undefined (a constant map has no ranks)."""
+    return f"{v:.2f}" if np.isfinite(v) else "n/a"
 
 
 def _num(v: float) -> float | None:

@@ -29,9 +29,8 @@ def _setup(model_name: str, n: int, size: int):  # type: ignore[no-untyped-def]
     import torchvision
 
     torch.manual_seed(0)
+    # Parameters keep requires_grad: pytorch-grad-cam needs it (cnnviz works either way).
     model = getattr(torchvision.models, model_name)(weights=None).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
     x = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         targets = model(x).argmax(1).tolist()

@@ -38,7 +38,7 @@ from .capture import Capture, Stage, hook_points
 from .errors import CnnvizError, SelectionError, UsageError
 from .layers import ConvLayer
 from .models import IMAGENET_MEAN, IMAGENET_STD
-from .render import fit_text, label_tiles, text_size, tile_factor, tile_grid, title_strip, to_uint8, upscale, vstack
+from .render import fit_text, label_tiles, tile_factor, tile_grid, title_strip, to_uint8, upscale, vstack, wrap_text
 from .select import select_indices
 from .util import device_of, eval_mode
 
@@ -647,11 +647,5 @@ def maximize_grid(images: np.ndarray, *, targets: Sequence[int], class_names: Se
     grid = tile_grid(label_tiles(tiles, texts, size=LABEL_PX), gap=2)
     if not title:
         return grid
-    width = grid.shape[1] - 8
-    lines: list[str] = []
-    for part in title.split(" · "):  # wrap at the separators to fit narrow grids
-        if lines and text_size(f"{lines[-1]} · {part}", size=TITLE_PX)[0] <= width:
-            lines[-1] = f"{lines[-1]} · {part}"
-        else:
-            lines.append(fit_text(part, width=width, size=TITLE_PX))
+    lines = wrap_text(title, width=grid.shape[1] - 8, size=TITLE_PX, sep=" · ", cut=True)  # fits narrow grids
     return vstack([title_strip("\n".join(lines), width=grid.shape[1], size=TITLE_PX, x=4, top=3, bottom=2), grid])

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from .maps import blend, resize_maps
-from .render import GAP_VALUE, colorize, draw_text, label_bands, margin_labels, pad, text_size, tile_grid
+from .render import GAP_VALUE, colorize, draw_text, fit_text, label_bands, margin_labels, pad, text_size, tile_grid, wrap_text
 
 Box = tuple[int, int, int, int]
 PAD_COLORS = ((208, 208, 208), (176, 176, 176))  # the hatch of the zero-padding area
@@ -86,26 +86,6 @@ def fit_tile(patch: np.ndarray, tile: int) -> np.ndarray:
     return out
 
 
-def fit_text(text: str, width: int, *, size: int) -> str:
-    """``text`` shortened at its start with '…' until it fits ``width`` px (file names differ at the end)."""
-    if text_size(text, size=size)[0] <= width:
-        return text
-    while len(text) > 1 and text_size("\u2026" + text, size=size)[0] > width:
-        text = text[1:]
-    return "\u2026" + text
-
-
-def wrap_text(text: str, width: int, *, size: int) -> list[str]:
-    """``text`` broken at spaces into lines of at most ``width`` px (a single long word stays whole)."""
-    lines: list[str] = []
-    for word in text.split(" "):
-        if lines and text_size(lines[-1] + " " + word, size=size)[0] <= width:
-            lines[-1] += " " + word
-        else:
-            lines.append(word)
-    return lines or [""]
-
-
 @dataclass
 class Patch:
     """One cell of the grid: the window's pixels (any size; scaled to the tile) and two label lines."""
@@ -137,7 +117,7 @@ def render_examples(rows: Sequence[Row], *, k: int, tile: int = 112, title: str 
         for j, p in enumerate(row.patches[:k]):
             tiles[r * k + j] = fit_tile(p.pixels, tile)
             values[r * k + j] = p.value
-            names[r * k + j] = fit_text(p.name, tile - 2, size=font)
+            names[r * k + j] = fit_text(p.name, width=tile - 2, size=font, keep="end")
     bands = np.concatenate([label_bands(values, width=tile, size=font + 1),
                             label_bands(names, width=tile, size=font, color=(80, 80, 80))], axis=1)
     gap = 6
@@ -149,8 +129,8 @@ def render_examples(rows: Sequence[Row], *, k: int, tile: int = 112, title: str 
     if not title:
         return labelled
     lines = [w for i, part in enumerate(title.split("\n"))
-             for w in wrap_text(part, labelled.shape[1] - 12, size=font + 3 if i == 0 else font + 1)]
-    first = len(wrap_text(title.split("\n")[0], labelled.shape[1] - 12, size=font + 3))
+             for w in wrap_text(part, width=labelled.shape[1] - 12, size=font + 3 if i == 0 else font + 1)]
+    first = len(wrap_text(title.split("\n")[0], width=labelled.shape[1] - 12, size=font + 3))
     line_h = text_size("Ag", size=font + 3)[1] + 4
     out = pad(labelled, top=len(lines) * line_h + 6)
     for i, s in enumerate(lines):

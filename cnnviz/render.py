@@ -565,14 +565,33 @@ def title_strip(title: str, *, width: int, size: int = 12, x: int = 3, top: int 
     return strip
 
 
-def fit_text(text: str, *, width: int, size: int) -> str:
-    """``text``, shortened with '…' until it renders at most ``width`` px wide at font ``size``
-    (keeping at least its first character)."""
+def fit_text(text: str, *, width: int, size: int, keep: str = "start") -> str:
+    """``text``, shortened with '…' until it renders at most ``width`` px wide at font ``size``,
+    keeping at least one character: keep='start' cuts the end ('golden retr…'), keep='end' the
+    start ('…photo_0042.jpg', for names that differ at the end)."""
+    if keep not in ("start", "end"):
+        raise ValueError(f"keep must be 'start' or 'end', not {keep!r}")
     if text_size(text, size=size)[0] <= width:
         return text
+    if keep == "end":
+        while len(text) > 1 and text_size("\u2026" + text, size=size)[0] > width:
+            text = text[1:]
+        return "\u2026" + text
     while len(text) > 1 and text_size(text + "\u2026", size=size)[0] > width:
         text = text[:-1]
     return text + "\u2026"
+
+
+def wrap_text(text: str, *, width: int, size: int, sep: str = " ", cut: bool = False) -> list[str]:
+    """``text`` broken at ``sep`` into lines of at most ``width`` px at font ``size``. A piece wider
+    than a line stays whole, or with ``cut`` is shortened by fit_text."""
+    lines: list[str] = []
+    for part in text.split(sep):
+        if lines and text_size(lines[-1] + sep + part, size=size)[0] <= width:
+            lines[-1] += sep + part
+        else:
+            lines.append(fit_text(part, width=width, size=size) if cut else part)
+    return lines or [""]
 
 
 def _tick(v: float) -> str:

@@ -12,7 +12,6 @@ Models use random weights (--weights none): timings do not depend on the weight 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as _dt
 import io
 import os
@@ -22,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -42,33 +41,26 @@ def median_time(fn: Callable[[], Any], reps: int, *, setup: Callable[[], Any] | 
     return statistics.median(times)
 
 
-@contextlib.contextmanager
-def preloaded(lm: Any) -> Iterator[None]:
-    """Make the CLI commands use an already loaded model, so a timing covers everything after it."""
-    import cnnviz.cli.filters as cf
-    import cnnviz.cli.maps as cm
+def maps_job(lm: Any, out_dir: str, layers: str, *images: str, sample: bool = True, size: int, batch_size: int = 8) -> None:
+    """The `cnnviz maps` job itself on an already loaded model: everything after model load."""
+    from cnnviz.jobs import ImageInputs, Output
+    from cnnviz.jobs.maps import MapsRequest, run_maps
+    from cnnviz.sources import ModelSpec
 
-    saved = cf.load, cm.load
-    cf.load = cm.load = lambda *a, **k: lm  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        cf.load, cm.load = saved
+    inputs = ImageInputs(images=images, sample=sample, size=size, crop=True)
+    request = MapsRequest(inputs=inputs, layers=(layers,), model=ModelSpec(source=lm.name, weights=lm.weights),
+                          batch_size=batch_size)
+    run_maps(request, output=Output(out_dir), model=lm)
 
 
-def run_cli(args: list[str]) -> None:
-    """One in-process CLI invocation (the real command code path); stdout/stderr swallowed."""
-    from cnnviz.cli import cli
+def filters_job(lm: Any, out_dir: str, layers: str) -> None:
+    """The `cnnviz filters` job itself on an already loaded model."""
+    from cnnviz.jobs import Output
+    from cnnviz.jobs.filters import FiltersRequest, run_filters
+    from cnnviz.sources import ModelSpec
 
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            cli.main(args, prog_name="cnnviz", standalone_mode=False)
-        except SystemExit as exc:  # pragma: no cover - a failing command is a bench bug
-            if exc.code:
-                raise RuntimeError(f"cnnviz {' '.join(args)} failed: {err.getvalue()}") from None
-    if "error" in err.getvalue().lower():
-        raise RuntimeError(f"cnnviz {' '.join(args)}: {err.getvalue()}")
+    request = FiltersRequest(layers=(layers,), model=ModelSpec(source=lm.name, weights=lm.weights))
+    run_filters(request, output=Output(out_dir), model=lm)
 
 
 def clean(folder: str) -> None:
@@ -216,9 +208,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{per_layer_tut / (t_all / len(layers)):.0f}x faster", "", None)
 
     # ---------------------------------------------------------------- 2. against the floor
-    img_args = ["--sample", "--crop", "--size", str(size), "-m", resnet, "--weights", "none"]
-    with preloaded(lm):
-        t_cnn = median_time(lambda: run_cli(["maps", *img_args, "--layer", "all", "-o", out_dir]), reps, setup=lambda: clean(out_dir))
+    t_cnn = median_time(lambda: maps_job(lm, out_dir, "all", size=size), reps, setup=lambda: clean(out_dir))
     written = written_images(out_dir)
     n_px = sum(a.shape[0] * a.shape[1] for a, _ in written)
     total_maps = sum(layer.out_channels for layer in layers)
@@ -236,10 +226,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---------------------------------------------------------------- 3. early stop
     lv = load_model(vgg, weights="none")
-    vgg_args = ["--sample", "--crop", "--size", str(big), "-m", vgg, "--weights", "none", "-o", out_dir]
-    with preloaded(lv):
-        t0 = median_time(lambda: run_cli(["maps", *vgg_args, "--layer", "0"]), reps, setup=lambda: clean(out_dir))
-        t1 = median_time(lambda: run_cli(["maps", *vgg_args, "--layer", "-1"]), reps, setup=lambda: clean(out_dir))
+    t0 = median_time(lambda: maps_job(lv, out_dir, "0", size=big), reps, setup=lambda: clean(out_dir))
+    t1 = median_time(lambda: maps_job(lv, out_dir, "-1", size=big), reps, setup=lambda: clean(out_dir))
     table.add(f"early stop: {vgg} at {big} px, maps --layer 0 vs --layer -1", ms(t0), ms(t1), f"{t1 / t0:.1f}x faster",
               ">= 5x", t1 / t0 >= 5)
     vl = conv_layers(lv.model)
@@ -273,10 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         p = os.path.join(img_dir, f"im{i:02d}.jpg")
         im.save(p, quality=90)
         paths.append(p)
-    batch_args = [*paths, "--crop", "--size", str(size), "-m", resnet, "--weights", "none", "--layer", str(mid.index),
-                  "-b", str(n_batch), "-o", out_dir]
-    with preloaded(lm):
-        t_b = median_time(lambda: run_cli(["maps", *batch_args]), max(1, reps // 2), setup=lambda: clean(out_dir))
+    t_b = median_time(lambda: maps_job(lm, out_dir, str(mid.index), *paths, sample=False, size=size, batch_size=n_batch),
+                      max(1, reps // 2), setup=lambda: clean(out_dir))
     xb = torch.cat([sample_input(size)] * n_batch)
 
     def bare() -> None:
@@ -309,8 +295,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{t_layers / t_tv:.2f}x", "close to 1x", None)
 
     # ---------------------------------------------------------------- 7. filters
-    with preloaded(lm):
-        t_f = median_time(lambda: run_cli(["filters", "-m", resnet, "--layer", "all", "-o", out_dir]), reps, setup=lambda: clean(out_dir))
+    t_f = median_time(lambda: filters_job(lm, out_dir, "all"), reps, setup=lambda: clean(out_dir))
     n_files = len(os.listdir(out_dir))
     table.add(f"filters --layer all on {resnet}, after model load ({n_files} PNGs)", ms(t_f), "", "", "< 1 s", t_f < 1)
 
@@ -352,10 +337,10 @@ Every figure is the median of {reps} repetition(s) measured side by side in that
 What the rows measure:
 - *render per map*: the same captured maps rendered by cnnviz (`maps.render_grid` + one PNG encode) and by the
   tutorials' matplotlib loop (one `subplot` + `imshow` per map, `savefig`).
-- *end to end*: `cnnviz maps --layer all` run in-process after model load (capture, normalise, tile, colormap,
-  encode, atomic write of one PNG per layer) against one bare forward pass plus encoding exactly the pixels written.
-- *early stop*: `maps --layer 0` against `--layer -1` (both include rendering and writing their grid).
-- *batch*: `maps` on {n_batch} JPEG files in one batch (decode, preprocess, capture, render, write) against a
+- *end to end*: the work of `cnnviz maps --layer all` (`cnnviz.jobs.maps.run_maps`, given the loaded model:
+  checks, capture, normalise, tile, colormap, encode, atomic write of one PNG per layer) against one bare forward pass plus encoding exactly the pixels written.
+- *early stop*: the maps job with `--layer 0` against `--layer -1` (both include rendering and writing their grid).
+- *batch*: the maps job on {n_batch} JPEG files in one batch (decode, preprocess, capture, render, write) against a
   batched forward pass stopped at the same layer.
 - *peak RSS*: two fresh processes; the second only captures the last layer.
 

@@ -190,12 +190,12 @@ def test_stream_maps_releases_each_layer_and_matches_capture(tiny_vgg):
 
 
 def _read(paths, **kw):
-    from cnnviz.cli.common import read_images
+    from cnnviz.jobs.inputs import ImageInputs
     from cnnviz.models import LoadedModel
 
     lm = LoadedModel(model=None, name="x", weights="none")  # type: ignore[arg-type]
     opts = {"sample": False, "size": None, "crop": False, "max_pixels": None} | kw
-    return list(read_images([str(p) for p in paths], lm=lm, **opts))
+    return list(ImageInputs(images=tuple(str(p) for p in paths), **opts).read(lm))
 
 
 def test_image_modes_become_rgb(tmp_path):

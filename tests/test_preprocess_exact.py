@@ -90,14 +90,14 @@ def test_size_is_torchvision_resize_of_the_shorter_side(model, weights):
 
 
 def test_cli_image_reading_uses_the_weights_transforms(tmp_path):
-    """The path the commands take (file -> read_images) gives the same tensor as transforms()."""
-    from cnnviz.cli.common import read_images
+    """The path the commands take (file -> ImageInputs.read) gives the same tensor as transforms()."""
+    from cnnviz.jobs.inputs import ImageInputs
 
     img = IMAGES[(640, 427)]
     path = tmp_path / "p.png"
     img.save(path)
     for model, weights in (("resnet50", "IMAGENET1K_V2"), ("efficientnet_b0", "IMAGENET1K_V1")):
         lm = architecture(model, weights=weights)
-        (im,) = read_images([str(path)], sample=False, size=None, crop=True, max_pixels=None, lm=lm)
+        (im,) = ImageInputs(images=(str(path),), crop=True).read(lm)
         ref = tvm.get_model_weights(model)[weights].transforms()(img)
         assert torch.equal(torch.from_numpy(im.x), ref), model

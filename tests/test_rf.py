@@ -342,7 +342,7 @@ def test_rf_default_layers_are_stage_ends_and_need_no_weights(cli, sample_path, 
 
 
 def test_rf_channel_peak_matches_an_independent_forward(cli, rgb_image, tmp_path):
-    from cnnviz.cli.common import read_images
+    from cnnviz.jobs.inputs import ImageInputs
     from cnnviz.models import load_model
 
     r = cli("rf", str(rgb_image), "-m", "resnet18", "-w", "none", "-l", "layer2.0.conv2", "--channel", "3,5",
@@ -351,7 +351,7 @@ def test_rf_channel_peak_matches_an_independent_forward(cli, rgb_image, tmp_path
     boxes = json.loads(r.stdout)["boxes"]
     assert [b["channel"] for b in boxes] == [3, 5]
     lm = load_model("resnet18", weights="none")
-    im = next(iter(read_images([str(rgb_image)], sample=False, size="64", crop=False, max_pixels=None, lm=lm)))
+    im = next(iter(ImageInputs(images=(str(rgb_image),), size="64").read(lm)))
     seen = {}
     h = lm.model.layer2[0].conv2.register_forward_hook(lambda m, i, o: seen.setdefault("o", o.detach().clone()))
     with torch.no_grad():

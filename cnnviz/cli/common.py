@@ -9,7 +9,7 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
@@ -51,7 +51,12 @@ class CnnvizCommand(click.Command):
 
 
 class CnnvizGroup(click.Group):
-    """click.Group that turns library errors into one-line messages with documented exit codes."""
+    """click.Group that turns library errors into one-line messages with documented exit codes;
+    its commands share CONTEXT_SETTINGS (-h, 100 columns)."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("context_settings", CONTEXT_SETTINGS)
+        return super().command(*args, **kwargs)
 
     command_class = CnnvizCommand
 
@@ -140,7 +145,7 @@ def model_options(default_model: str = "resnet50", weights: bool = True, labels:
 
 def layer_option(default: str | None = None, required: bool = False) -> Callable[[F], F]:
     return click.option(
-        "-l", "--layer", "layer", multiple=True, default=(default,) if default else (), required=required,
+        "-l", "--layer", "layers", multiple=True, default=(default,) if default else (), required=required,
         metavar="SEL",
         help="Conv layers (repeatable): index 10, -1, name layer3.2.conv2, alias block3_conv2, "
              "slice 0:5 or ::4, list 1,5,9, glob 'layer3.*', or all."
@@ -160,11 +165,20 @@ def json_option(f: F) -> F:
 
 
 def check_stream(output: str, *, as_json: bool) -> None:
-    """``-o -`` puts PNG bytes on stdout, so nothing else may go there."""
+    """``-o -`` puts PNG bytes on stdout, so --json may not."""
     if output == "-" and as_json:
         from ..errors import UsageError
 
         raise UsageError("--json and -o - both write to stdout; give an output folder with --json")
+
+
+def sink(output: str, *, as_json: bool) -> Any:
+    """The job's :class:`cnnviz.jobs.output.Output` for ``-o`` (after :func:`check_stream`): it
+    prints each written file's record on stdout (see :func:`emit`)."""
+    from ..jobs.output import Output
+
+    check_stream(output, as_json=as_json)
+    return Output(output, on_record=lambda record: emit(record, as_json=as_json))
 
 
 def emit(record: dict[str, Any], *, as_json: bool) -> None:
@@ -193,22 +207,6 @@ def info(message: str) -> None:
     click.echo(message, err=True)
 
 
-def load(model: Any, device: str = "cpu") -> Any:
-    """Load a model (a ModelSpec or source string) for a command (one place, so benchmarks can
-    substitute a preloaded one)."""
-    from ..sources import load as load_source
-
-    return load_source(model, device=device)
-
-
-def architecture(model: Any) -> Any:
-    """The model's structure and preprocessing (a LoadedModel, on 'meta' where possible): for
-    checking a request before any weights are read."""
-    from ..sources import architecture as arch
-
-    return arch(model)
-
-
 # ---------------------------------------------------------------- image input (maps, rf, ...)
 
 # Literal so that `--help` needs no numpy/PIL import; tests check it equals io.DEFAULT_MAX_PIXELS.
@@ -216,11 +214,17 @@ _MAX_PIXELS_HELP = 64_000_000
 
 
 def image_options(f: F) -> F:
-    """IMAGE... arguments ('-' = stdin), --sample, --size, --crop, --max-pixels.
+    """IMAGE... arguments ('-' = stdin), --sample, --size, --crop, --max-pixels, handed to the
+    command as one ``inputs`` argument: a :class:`cnnviz.jobs.inputs.ImageInputs` for its request."""
 
-    The command receives ``images``, ``sample``, ``size``, ``crop``, ``max_pixels``; pass them on
-    to :func:`read_images` together with the LoadedModel.
-    """
+    @functools.wraps(f)
+    def command(*args: Any, images: tuple[str, ...], sample: bool, size: str | None, crop: bool,
+                max_pixels: int | None, **kwargs: Any) -> Any:
+        from ..jobs.inputs import ImageInputs
+
+        inputs = ImageInputs(images=images, sample=sample, size=size, crop=crop, max_pixels=max_pixels)
+        return f(*args, inputs=inputs, **kwargs)
+
     opts = [
         click.argument("images", nargs=-1, metavar="[IMAGE]..."),
         click.option("--sample", is_flag=True,
@@ -236,120 +240,5 @@ def image_options(f: F) -> F:
                      help=f"Refuse larger images (checked before decoding).  [default: {_MAX_PIXELS_HELP}]"),
     ]
     for o in reversed(opts):
-        f = o(f)
-    return f
-
-
-class InputImage:
-    """One preprocessed input: ``x`` (3, H, W) float32 normalised with the weights' mean/std,
-    ``display`` (H, W, 3) uint8 (the same pixels before normalisation), ``source`` (path, '-' or the
-    sample path) and ``label`` (the stem used in output names, unique within one run)."""
-
-    __slots__ = ("source", "label", "x", "display")
-
-    def __init__(self, source: str, label: str, x: Any, display: Any):
-        self.source, self.label, self.x, self.display = source, label, x, display
-
-
-def parse_image_size(size: str | int | None, default: int) -> int | tuple[int, int]:
-    """--size: None -> ``default``; '300' -> 300 (shorter side); '224x320' -> (224, 320) exact (H, W)."""
-    from ..errors import UsageError
-    from ..util import parse_size
-
-    if size is None:
-        return int(default)
-    text = str(size).strip()
-    if text.isdigit():
-        s = int(text)
-        if not 1 <= s <= 8192:
-            raise UsageError(f"--size {s} out of range; use 1..8192 pixels")
-        return s
-    return parse_size(text)
-
-
-def model_input_size(size: str | int | None, lm: Any, *, crop: bool = False) -> int | tuple[int, int]:
-    """--size for ``lm``: the weights' crop size by default; exactly the size a model accepts when it
-    accepts only one (an exported program with static shapes). Raises UsageError."""
-    from ..errors import UsageError
-
-    if lm.input_hw is None:
-        return parse_image_size(size, lm.crop_size)
-    h, w = lm.input_hw
-    wanted = parse_image_size(size, h) if size is not None else None
-    if wanted is not None and wanted not in ((h, w), h if h == w else None):
-        raise UsageError(f"--size {size}: {lm.limits.get('size', 'the model takes one input size only')}")
-    if crop:
-        if h != w:
-            raise UsageError(f"--crop makes square inputs, but {lm.limits.get('size', 'the model takes one size only')}")
-        return h
-    return (h, w)
-
-
-def check_images(
-    images: tuple[str, ...] | list[str],
-    *,
-    sample: bool,
-    size: str | int | None,
-    crop: bool,
-    default_size: int = 224,
-) -> list[str]:
-    """Validate the image arguments without reading any pixels (call it before loading weights):
-    at least one input, '-' at most once, a valid --size, every file present. Returns the sources."""
-    from ..errors import UsageError
-    from ..io import sample_image_path
-
-    sources = list(images) + ([sample_image_path()] if sample else [])
-    if not sources:
-        raise UsageError("no input image: pass IMAGE files, '-' to read one from stdin, or --sample")
-    if sources.count("-") > 1:
-        raise UsageError("'-' (stdin) can be given only once")
-    target = parse_image_size(size, default_size)
-    if crop and isinstance(target, tuple):
-        raise UsageError("--crop takes a single --size (the square's side), not HxW")
-    for s in sources:  # fail before any work if a later file is missing
-        if s != "-":
-            _check_exists(s)
-    return sources
-
-
-def read_images(
-    images: tuple[str, ...] | list[str],
-    *,
-    sample: bool,
-    size: str | int | None,
-    crop: bool,
-    max_pixels: int | None,
-    lm: Any,
-) -> Iterator[InputImage]:
-    """Check every input up front (see check_images), then load and preprocess them lazily, one
-    by one, with ``lm``'s mean/std and crop/resize sizes. Raises UsageError / ImageError."""
-    from ..io import DEFAULT_MAX_PIXELS
-
-    sources = check_images(images, sample=sample, size=size, crop=crop, default_size=lm.crop_size)
-    target = model_input_size(size, lm, crop=crop)
-    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
-    return _iter_images(sources, target, crop, limit, lm)
-
-
-def _check_exists(path: str) -> None:
-    from ..errors import ImageError
-
-    if not os.path.exists(path):
-        raise ImageError(f"image {path!r} does not exist")
-    if os.path.isdir(path):
-        raise ImageError(f"image {path!r} is a directory; pass image files")
-
-
-def _iter_images(sources: list[str], target: Any, crop: bool, limit: int, lm: Any) -> Iterator[InputImage]:
-    from ..io import image_label, load_image, preprocess, stdin_binary
-
-    seen: dict[str, int] = {}
-    for s in sources:
-        src: Any = stdin_binary().read() if s == "-" else s
-        img = load_image(src, max_pixels=limit)
-        x, disp = preprocess(img, size=target, crop=crop, resize_size=lm.resize_size, crop_size=lm.crop_size,
-                             mean=lm.mean, std=lm.std, interpolation=lm.interpolation, channels=lm.channels_in)
-        label = image_label(src)
-        n = seen.get(label, 0) + 1
-        seen[label] = n
-        yield InputImage(s, label if n == 1 else f"{label}_{n}", x, disp)
+        command = o(command)
+    return command  # type: ignore[return-value]

@@ -55,13 +55,11 @@ def print_rows(rows: list[dict[str, Any]], fmt: str, columns: list[str], headers
         out(_table(rows, columns, headers))
 
 
-LAYER_COLUMNS = ["index", "name", "alias", "in_channels", "out_channels", "kernel_size", "stride", "padding",
-                 "dilation", "groups", "params", "output_shape", "receptive_field", "jump", "center0"]
 LAYER_HEADERS = {"in_channels": "in", "out_channels": "out", "kernel_size": "kernel", "padding": "pad",
                  "dilation": "dil", "output_shape": "output", "receptive_field": "rf"}
 
 
-@cli.command(context_settings={"help_option_names": ["-h", "--help"]})
+@cli.command()
 @model_options()
 @click.option("-s", "--size", default=None, metavar="S",
               help="Input size for output shapes: 224, or HxW such as 224x320.  [default: the model's input size]")
@@ -87,53 +85,19 @@ def layers(model: Any, size: str | None, fmt: str, ignore_gates: bool) -> None:
       cnnviz layers --model vgg16 --size 224x320 --format tsv | cut -f2,12
       cnnviz layers --model resnet50 --format json | jq '.[10]'
     """
-    from ..rf import catalog
-    from ..util import parse_size
-    from .common import architecture, model_input_size
+    from ..jobs.layers import LAYER_COLUMNS, LayersRequest, run_layers
 
-    arch = architecture(model)
-    s = model_input_size(size, arch)
-    hw = parse_size(s)
-    net = arch.model
-    rows = [layer.as_dict() for layer in catalog(net, size=hw, ignore_gates=ignore_gates)]
-    print_rows(rows, fmt, LAYER_COLUMNS, LAYER_HEADERS)
+    table = run_layers(LayersRequest(model=model, size=size, ignore_gates=ignore_gates))
+    print_rows(table.rows, fmt, LAYER_COLUMNS, LAYER_HEADERS)
     if fmt == "table":
-        total = sum(r["params"] for r in rows)
-        info(f"{arch.name}: {len(rows)} conv layers, {total:,} conv parameters, input {hw[0]}x{hw[1]}")
-        info(preprocessing_line(arch, model))
-    missing = [r["name"] for r in rows if r["receptive_field"] is None]
-    if missing:
-        info(f"note: no receptive field for {len(missing)} of {len(rows)} conv layers: {rf_problem(net, hw, missing, ignore_gates=ignore_gates)}")
+        info(f"{table.model.name}: {len(table.rows)} conv layers, {table.params:,} conv parameters, "
+             f"input {table.size[0]}x{table.size[1]}")
+        info(table.preprocessing)
+    if table.note:
+        info(table.note)
 
 
-def preprocessing_line(lm: Any, spec: Any) -> str:
-    """What the image commands feed this model, and where each number comes from."""
-    origin = {"torchvision": "torchvision weights", "timm": "timm pretrained_cfg"}.get(lm.kind, "")
-    fmt = lambda v: ",".join(f"{x:g}" for x in v)  # noqa: E731
-    mean_from = "--mean" if spec.mean is not None else (origin or "default")
-    std_from = "--std" if spec.std is not None else (origin or "default")
-    size = f"{lm.input_hw[0]}x{lm.input_hw[1]} (fixed)" if lm.input_hw else f"{lm.crop_size} (resize {lm.resize_size} for --crop)"
-    labels = f"{len(lm.categories)} class names" + (" from --labels" if spec.labels else "") if lm.categories else "no class names"
-    line = (f"input: {lm.channels_in} channel{'s' if lm.channels_in != 1 else ''}"
-            f"{' (grayscale)' if lm.channels_in == 1 else ' (RGB)'}, size {size}, mean {fmt(lm.mean)} ({mean_from}), "
-            f"std {fmt(lm.std)} ({std_from}); {labels}")
-    for why in lm.limits.values():
-        line += f"\nnote: {why}"
-    return line
-
-
-def rf_problem(net: Any, hw: tuple[int, int], names: list[str], *, ignore_gates: bool = False) -> str:
-    """Why the first of ``names`` has no receptive field (one line)."""
-    from ..rf import RFError, layer_fields
-
-    try:
-        reason = layer_fields(net, size=hw, ignore_gates=ignore_gates).get(names[0], f"{names[0]} does not run in the forward pass")
-    except RFError as exc:
-        return str(exc)
-    return f"{names[0]}: {reason}"
-
-
-@cli.command(context_settings={"help_option_names": ["-h", "--help"]})
+@cli.command()
 @click.option("-f", "--format", "fmt", type=click.Choice(["table", "tsv", "json"]), default="table", show_default=True)
 @click.option("--names-only", is_flag=True, help="Print just the model names, one per line (fast).")
 def models(fmt: str, names_only: bool) -> None:
@@ -145,25 +109,12 @@ def models(fmt: str, names_only: bool) -> None:
       cnnviz models --names-only | grep resnet
       cnnviz models --format json
     """
-    from ..models import conv_counts, list_models, weight_members, weights_enum
-
-    names = list_models()
     if names_only:
-        for n in names:
+        from ..models import list_models
+
+        for n in list_models():
             out(n)
         return
-    rows = []
-    counts = conv_counts(names)
-    for n in names:
-        enum = weights_enum(n)
-        default = ""
-        if enum is not None and "DEFAULT" in enum.__members__:
-            default = enum.DEFAULT.name
-        rows.append({
-            "name": n,
-            "convs": counts[n],
-            "default_weights": default,
-            "weights": [w for w in weight_members(n) if w != "DEFAULT"],
-        })
-    print_rows(rows, fmt, ["name", "convs", "default_weights", "weights"],
-               {"default_weights": "default weights", "weights": "all weights"})
+    from ..jobs.layers import MODEL_COLUMNS, run_models
+
+    print_rows(run_models(), fmt, MODEL_COLUMNS, {"default_weights": "default weights", "weights": "all weights"})

@@ -29,7 +29,7 @@ class _TopCommand(CnnvizCommand):
         return super().invoke(ctx)
 
 
-@cli.command(cls=_TopCommand, context_settings=CONTEXT_SETTINGS)
+@cli.command(cls=_TopCommand)
 @click.argument("images", nargs=-1, metavar="[IMAGES]...")
 @model_options()
 @layer_option()
@@ -72,7 +72,7 @@ class _TopCommand(CnnvizCommand):
 @click.option("--part-images", type=click.IntRange(min=1), default=512, show_default=True, hidden=True,
               help="Images per index part (the unit of resumption).")
 @json_option
-def top(images: tuple[str, ...], model: Any, layer: tuple[str, ...], channels: str | None,
+def top(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: str | None,
         k: int, score: str, bottom: bool, stage: str, size: str | None, crop: bool, max_pixels: int | None,
         batch_size: int, workers: int | None, strict: bool, index: str | None, image: str | None, shard: str | None,
         engine: str, overlay: bool, separate: bool, tile: int, cmap: str, no_pictures: bool, output: str,
@@ -105,7 +105,7 @@ def top(images: tuple[str, ...], model: Any, layer: tuple[str, ...], channels: s
         from ..errors import UsageError
 
         raise UsageError("top writes one picture per layer: give a folder with -o (or --no-pictures)")
-    req = TopRequest(images=images, model=model, weights=model.weights, seed=model.seed, layers=layer, stage=stage, channels=channels,
+    req = TopRequest(images=images, model=model, weights=model.weights, seed=model.seed, layers=layers, stage=stage, channels=channels,
                      k=k, score=score, bottom=bottom, size=size, crop=crop, max_pixels=max_pixels, batch_size=batch_size,
                      workers=workers, strict=strict, index=index, image=image, shard=shard, engine=engine,
                      pictures=not no_pictures, overlay=overlay, separate=separate, tile=tile, cmap=cmap,

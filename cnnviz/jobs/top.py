@@ -38,14 +38,9 @@ from ..render import Picture, check_cmap
 from ..rf import Field, receptive_fields
 from ..scan import (SCORES, Example, LayerStats, Preprocess, TopK, expand_images, image_id, in_shard, parse_shard, scan,
                     weights_digest)
+from .output import Record, Say, quiet
 
-Record = dict[str, Any]
-Say = Callable[[str], None]
 ENGINES = ("local", "ray")
-
-
-def quiet(message: str) -> None:
-    """The default ``say``: library calls print nothing."""
 
 
 @dataclass(frozen=True, kw_only=True)

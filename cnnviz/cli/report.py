@@ -8,10 +8,10 @@ from typing import Any
 import click
 
 from . import cli
-from .common import emit, image_options, info, json_option, layer_option, load, model_options
+from .common import emit, image_options, info, json_option, layer_option, model_options
 
 
-@cli.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@cli.command()
 @image_options
 @model_options()
 @layer_option(default="all")
@@ -47,8 +47,7 @@ from .common import emit, image_options, info, json_option, layer_option, load, 
                    "does not show. Only files cnnviz wrote there.")
 @click.option("--force", is_flag=True, help="Write into a folder holding an index.html that cnnviz did not write.")
 @json_option
-def report(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, max_pixels: int | None, model: Any,
-           layer: tuple[str, ...], output: str, stage: str, top: int, cmap: str,
+def report(inputs: Any, model: Any, layers: tuple[str, ...], output: str, stage: str, top: int, cmap: str,
            do_maximize: bool, maximize_layer: tuple[str, ...], maximize_channels: str, steps: int | None,
            include: tuple[str, ...], index: str | None, index_k: int, batch_size: int, prune: bool, force: bool,
            as_json: bool) -> None:
@@ -76,7 +75,8 @@ def report(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, 
     from ..layers import conv_layers, select_layers
     from ..render import check_cmap
     from ..select import select_indices
-    from .common import architecture, check_images, parse_image_size, read_images
+    from ..jobs.inputs import parse_image_size
+    from ..sources import architecture
 
     t0 = time.perf_counter()
     check_cmap(cmap)
@@ -84,8 +84,9 @@ def report(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, 
         raise UsageError("a report is a folder of files; give -o DIR, not -o -")
     if not do_maximize and (maximize_layer or steps is not None):
         raise UsageError("--maximize-layer and --steps apply to --maximize; add --maximize")
-    if images or sample:
-        check_images(images, sample=sample, size=size, crop=crop)
+    size, crop = inputs.size, inputs.crop
+    if inputs.given:
+        inputs.check()
     else:
         parse_image_size(size, 224)
     # every selection is checked on the architecture (no weights read) before any work
@@ -93,7 +94,7 @@ def report(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, 
 
     net = architecture(model).model
     every = conv_layers(net)
-    chosen = select_layers(every, layer, model_name=model.source)
+    chosen = select_layers(every, layers, model_name=model.source)
     hook_points(net, chosen, stage)
     max_jobs: dict[int, list[int]] = {}
     if do_maximize:
@@ -109,14 +110,14 @@ def report(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, 
     from ..report import MaximizeRequest, ReportImage, build_report
 
     lm = load(model)
-    inputs = []
-    if images or sample:
-        sample_path = sample_image_path() if sample else None
-        for im in read_images(images, sample=sample, size=size, crop=crop, max_pixels=max_pixels, lm=lm):
+    images = []
+    if inputs.given:
+        sample_path = sample_image_path() if inputs.sample else None
+        for im in inputs.read(lm):
             name = "stdin" if im.source == "-" else im.source  # as given: the path the user knows
             if im.source == sample_path:
                 name = f"{os.path.basename(name)} (sample)"
-            inputs.append(ReportImage(name=name, x=im.x, display=im.display, source=im.source))
+            images.append(ReportImage(name=name, x=im.x, display=im.display, source=im.source))
     target = parse_image_size(size, lm.crop_size)
     if crop:
         prep = (f"shorter side to {round(target * lm.resize_size / lm.crop_size)} px, centre crop {target}\u00d7{target} "
@@ -127,8 +128,8 @@ def report(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, 
         prep = f"shorter side resized to {target} px, aspect kept"
     prep += f"; normalised with mean {tuple(round(v, 4) for v in lm.mean)}, std {tuple(round(v, 4) for v in lm.std)}"
     req = MaximizeRequest(channels=max_jobs, steps=steps or DEFAULT_STEPS, seed=model.seed) if do_maximize else None
-    layers = [conv_layers(lm.model)[lay.index] for lay in chosen]
-    res = build_report(lm, inputs, output=output, layers=layers, stage=stage, top=top, cmap=cmap,
+    pages = [conv_layers(lm.model)[lay.index] for lay in chosen]
+    res = build_report(lm, images, output=output, layers=pages, stage=stage, top=top, cmap=cmap,
                        batch_size=batch_size, maximize=req, include=include, index=index, index_k=index_k,
                        force=force, prune=prune, preprocessing=prep, architecture=net, progress=None)
     emit({"path": res.index, "kind": "report", "folder": res.output, "model": lm.name, "weights": lm.weights,
@@ -142,3 +143,10 @@ def report(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, 
          f"{made} picture(s) made, {reused} reused" + (f", {pruned} old file(s) pruned" if pruned else "")
          + f", {res.bytes / 1e6:.1f} MB in {res.output} "
          f"({time.perf_counter() - t0:.1f}s); open {res.index}")
+
+
+def load(model: Any) -> Any:
+    """The model with its weights (scripts/bench_report.py substitutes a preloaded one here)."""
+    from ..sources import load as load_source
+
+    return load_source(model)

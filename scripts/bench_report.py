@@ -4,8 +4,8 @@
 A report of every conv layer (all channels) for a few images is timed against the commands a
 user would otherwise run for the same pictures: `cnnviz maps -l all --top K --sheet` (the grids
 and sheets), `cnnviz filters -l all` (the filter pictures) and `cnnviz rf` (the profile plot and
-the boxes, 20 layers per picture, the most one picture takes). Every command runs in-process on an
-already loaded model (model loading is excluded from both sides), each timing is the median of
+the boxes, 20 layers per picture, the most one picture takes), run as their jobs (cnnviz.jobs). All
+run in-process on an already loaded model (model loading is excluded from both sides), each timing is the median of
 --reps runs, and the ratio report / (maps + filters + rf) is the figure of merit (target <= 1.5).
 A second report run on the same folder (everything cached) is timed too, as well as the size of
 the folder and, when Chromium and Playwright are here, how long its pages take to open.
@@ -47,18 +47,43 @@ def median_time(fn: Callable[[], Any], reps: int, *, setup: Callable[[], Any] | 
 
 @contextlib.contextmanager
 def preloaded(lm: Any) -> Iterator[None]:
-    """Every command gets this already loaded model (each CLI module's ``load``, as bench.py does)."""
-    import importlib
+    """`cnnviz report` gets this already loaded model (cnnviz.cli.report.load; the other commands
+    are measured as their jobs, which take the model directly)."""
+    import cnnviz.cli.report as cr
 
-    mods = [importlib.import_module(f"cnnviz.cli.{m}") for m in ("maps", "filters", "rf", "report")]
-    saved = [(m, m.load) for m in mods if hasattr(m, "load")]
-    for m, _ in saved:
-        m.load = lambda *a, **k: lm  # type: ignore[attr-defined]
+    saved = cr.load
+    cr.load = lambda *a, **k: lm  # type: ignore[assignment]
     try:
         yield
     finally:
-        for m, f in saved:
-            m.load = f  # type: ignore[attr-defined]
+        cr.load = saved
+
+
+def jobs_baseline(lm: Any, imgs: list[str], dirs: dict[str, str], *, top: int, groups: list[str]) -> dict[str, Callable[[], None]]:
+    """The runs a report replaces, as the maps, filters and rf jobs on the loaded model."""
+    from cnnviz.jobs import ImageInputs, Output
+    from cnnviz.jobs.filters import FiltersRequest, run_filters
+    from cnnviz.jobs.maps import MapsRequest, run_maps
+    from cnnviz.jobs.rf import RFRequest, run_rf
+    from cnnviz.sources import ModelSpec
+
+    spec = ModelSpec(source=lm.name, weights=lm.weights)
+
+    def maps() -> None:
+        request = MapsRequest(inputs=ImageInputs(images=tuple(imgs)), layers=("all",), model=spec, stage="act",
+                              top=top, sheet=True)
+        run_maps(request, output=Output(dirs["maps"]), model=lm)
+
+    def filters() -> None:
+        run_filters(FiltersRequest(layers=("all",), model=spec), output=Output(dirs["filters"]), model=lm)
+
+    def rf() -> None:
+        run_rf(RFRequest(profile=True, model=spec), output=Output(dirs["rf"]))
+        for g in groups:
+            run_rf(RFRequest(inputs=ImageInputs(images=(imgs[0],)), layers=(g,), model=spec), output=Output(dirs["rf"]),
+                   model=lm)
+
+    return {"maps": maps, "filters": filters, "rf": rf}
 
 
 def run_cli(args: list[str]) -> None:
@@ -163,17 +188,14 @@ def main(argv: list[str] | None = None) -> int:
             return go
 
         common = ["-m", a.model, "--weights", "none"]
-        maps_args = ["maps", *imgs, *common, "-l", "all", "--stage", "act", "--top", str(a.top), "--sheet", "-o", dirs["maps"]]
-        filt_args = ["filters", *common, "-l", "all", "-o", dirs["filters"]]
         groups = [f"{i}:{min(i + 20, n_layers)}" for i in range(0, n_layers, 20)]
-        rf_runs = [["rf", "--profile", *common, "-o", dirs["rf"]]] + [
-            ["rf", imgs[0], *common, "-l", g, "-o", dirs["rf"]] for g in groups]
+        baseline = jobs_baseline(lm, imgs, dirs, top=a.top, groups=groups)
         report_args = ["report", *imgs, *common, "-l", "all", "--top", str(a.top), "-o", dirs["report"]]
         with preloaded(lm):
             run_cli(report_args)  # warm-up: imports, fx traces, fonts
-            t_maps = median_time(lambda: run_cli(maps_args), a.reps, setup=fresh("maps"))
-            t_filt = median_time(lambda: run_cli(filt_args), a.reps, setup=fresh("filters"))
-            t_rf = median_time(lambda: [run_cli(r) for r in rf_runs], a.reps, setup=fresh("rf"))
+            t_maps = median_time(baseline["maps"], a.reps, setup=fresh("maps"))
+            t_filt = median_time(baseline["filters"], a.reps, setup=fresh("filters"))
+            t_rf = median_time(baseline["rf"], a.reps, setup=fresh("rf"))
             t_rep = median_time(lambda: run_cli(report_args), a.reps, setup=fresh("report"))
             t_again = median_time(lambda: run_cli(report_args), a.reps)
         files, size = folder_size(dirs["report"])

@@ -48,7 +48,7 @@ class RFRequest:
 
 def run_rf(req: RFRequest, *, output: Output, model: LoadedModel | None = None, say: Say = quiet) -> None:
     """Write one boxes (or effective-field) PNG per image, or one profile plot, through
-    ``output``. Weights are read only for ``channel`` / ``effective`` (``model`` overrides);
+    ``output``. Weights are read (or ``model`` used) only for ``channel`` / ``effective``;
     every usage error comes first. The boxes go to ``say`` as lines of text."""
     t0 = time.perf_counter()
     inputs = req.inputs
@@ -149,7 +149,7 @@ class _RFRun:
         req = self.req
         # boxes need the architecture and the input geometry, never the weights themselves
         arch = architecture(self.spec)
-        self.lm = model or (load(self.spec) if self.needs_weights else arch)
+        self.lm = (model or load(self.spec)) if self.needs_weights else arch
         by_name = {lay.name: lay for lay in conv_layers(self.lm.model)}
         self.layers = [by_name[lay.name] for lay in self.layers]
         # fields from the architecture alone ('meta': no compute where the source allows), whatever the weights

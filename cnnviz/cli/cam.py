@@ -6,14 +6,14 @@ from typing import Any
 import click
 
 from . import cli
-from .common import CONTEXT_SETTINGS, CnnvizCommand, check_stream, emit, image_options, info, json_option, model_options, out, output_option
+from .common import image_options, info, json_option, model_options, out, output_option, sink
 
 # Literal so that --help needs no torch import; a test checks it equals cnnviz.cam.METHODS.
 METHOD_NAMES = ("gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "eigencam", "eigengradcam", "scorecam",
                 "ablationcam", "saliency", "inputxgrad", "guided-backprop", "guided-gradcam", "integrated-gradients")
 
 
-@cli.command(cls=CnnvizCommand, context_settings=CONTEXT_SETTINGS)
+@cli.command()
 @image_options
 @model_options()
 @click.option("-l", "--layer", "layers", multiple=True, metavar="SEL",
@@ -53,8 +53,7 @@ METHOD_NAMES = ("gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "eig
 @click.option("--bare", is_flag=True, help="Heat map only: no title or legend.")
 @output_option()
 @json_option
-def cam(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, max_pixels: int | None, output: str,
-        as_json: bool, methods: tuple[str, ...], **options: Any) -> None:
+def cam(inputs: Any, output: str, as_json: bool, methods: tuple[str, ...], **options: Any) -> None:
     """Why the model decided: class activation maps and gradient attributions over the image.
 
     One PNG per image, class and method ({image}-{model}-{method}-{class}-cam.png), or with
@@ -76,61 +75,7 @@ def cam(images: tuple[str, ...], sample: bool, size: str | None, crop: bool, max
         return
     from ..jobs.cam import CamRequest, run_cam
 
-    check_stream(output, as_json=as_json)
-    inputs = _Inputs(images=images, sample=sample, size=size, crop=crop, max_pixels=max_pixels)
-    run_cam(CamRequest(inputs=inputs, methods=methods, **options), output=_Output(output, as_json=as_json), say=info)
-
-
-class _Inputs:
-    """The image arguments with the interface of jobs.inputs.ImageInputs (issue 15), over cli.common."""
-
-    def __init__(self, **kw: Any):
-        self.kw = kw
-
-    def check(self) -> list[str]:
-        from .common import check_images
-
-        return check_images(self.kw["images"], sample=self.kw["sample"], size=self.kw["size"], crop=self.kw["crop"])
-
-    def read(self, lm: Any) -> Any:
-        from .common import read_images
-
-        return read_images(**self.kw, lm=lm)
-
-
-class _Output:
-    """-o with the interface of jobs.output.Output (issue 15): a folder (atomic writes) or one PNG on stdout."""
-
-    def __init__(self, target: str, *, as_json: bool):
-        self.target, self.as_json, self.written = target, as_json, 0
-
-    def prepare(self, files: int, *, npy: bool = False, message: str = "") -> None:
-        from ..errors import UsageError
-        from ..io import ensure_dir
-
-        if self.target == "-":
-            if files != 1 or npy:
-                raise UsageError(message)
-        else:
-            ensure_dir(self.target)
-
-    def png(self, name: str, image: Any, *, metadata: Any = None) -> str:
-        import os
-
-        from ..io import save_png, stdout_binary
-
-        return save_png(stdout_binary() if self.target == "-" else os.path.join(self.target, name), image, metadata=metadata)
-
-    def npy(self, name: str, array: Any) -> str:
-        import os
-
-        from ..io import save_npy
-
-        return save_npy(os.path.join(self.target, name), array)
-
-    def report(self, record: dict[str, Any]) -> None:
-        self.written += 1
-        emit(record, as_json=self.as_json)
+    run_cam(CamRequest(inputs=inputs, methods=methods, **options), output=sink(output, as_json=as_json), say=info)
 
 
 def _list_methods() -> None:

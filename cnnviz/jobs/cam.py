@@ -3,7 +3,6 @@ faithfulness metrics and the randomisation sanity check."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,21 +20,8 @@ from ..optimize import resolve_classes
 from ..render import check_cmap
 from ..sources import ModelSpec, architecture, as_spec, load
 from ..util import device_of
-
-# The shared job plumbing (cnnviz/jobs/inputs.py: ImageInputs; jobs/output.py: Output, Record, Say)
-# lands with issue 15; until then the job is written against their interface, duck-typed:
-# ``inputs.check() -> sources``, ``inputs.read(lm) -> InputImages``; ``output.prepare(files, npy=,
-# message=)``, ``output.png(name, image, metadata=)``, ``output.npy(name, array)``,
-# ``output.report(record)``, ``output.written``.
-Record = dict[str, Any]
-Say = Callable[[str], None]
-ImageInputs = Any
-InputImage = Any
-Output = Any
-
-
-def quiet(message: str) -> None:
-    """The default ``say``: library calls print nothing."""
+from .inputs import ImageInputs, InputImage
+from .output import Output, Record, Say, quiet
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -329,3 +329,20 @@ def test_prune_removes_only_unused_pictures_of_earlier_runs(tmp_path):
     for page in out.glob("*.html"):
         for ref in re.findall(r'src="(img/[^"]+)"', page.read_text()):
             assert (out / ref).is_file()
+
+
+@pytest.mark.slow
+def test_cli_cam_shows_each_images_class_activation_map_and_caches_it(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ("report", "--sample", "-m", "resnet18", "--weights", "none", "-l", "-1", "--cam", "-o", "out", "--json")
+    r = cli(*args)
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["computed"]["cam"] == 1
+    index = (tmp_path / "out" / "index.html").read_text()
+    src = re.search(r'<img src="(img/cam-[0-9a-f]+\.png)" alt="gradcam: ', index).group(1)
+    with Image.open(tmp_path / "out" / src) as im:
+        im.verify()
+    with Image.open(tmp_path / "out" / src) as im:
+        assert im.text["method"] == "gradcam"  # the cam job's own picture and metadata
+    again = json.loads(cli(*args).stdout)
+    assert again["reused"]["cam"] == 1 and "cam" not in again["computed"]

@@ -31,6 +31,9 @@ from .common import emit, image_options, info, json_option, layer_option, model_
               help="Channels to maximize in each of those layers.")
 @click.option("--steps", type=click.IntRange(min=1), default=None, metavar="N",
               help="Optimisation steps for --maximize.  [default: 256, as cnnviz maximize]")
+@click.option("--cam", "cam", is_flag=True,
+              help="Also show each image's class activation map (cnnviz cam: Grad-CAM of its top-1 class) on the "
+                   "model page. Needs a trained classifier to mean anything.")
 @click.option("--include", multiple=True, metavar="DIR",
               type=click.Path(exists=True, file_okay=False),
               help="A folder of other cnnviz commands' pictures (cam, top, maps, ...; repeatable): copied in and "
@@ -49,7 +52,7 @@ from .common import emit, image_options, info, json_option, layer_option, model_
 @json_option
 def report(inputs: Any, model: Any, layers: tuple[str, ...], output: str, stage: str, top: int, cmap: str,
            do_maximize: bool, maximize_layer: tuple[str, ...], maximize_channels: str, steps: int | None,
-           include: tuple[str, ...], index: str | None, index_k: int, batch_size: int, prune: bool, force: bool,
+           cam: bool, include: tuple[str, ...], index: str | None, index_k: int, batch_size: int, prune: bool, force: bool,
            as_json: bool) -> None:
     """Write a static HTML site to explore a model on your images: open DIR/index.html.
 
@@ -131,7 +134,8 @@ def report(inputs: Any, model: Any, layers: tuple[str, ...], output: str, stage:
     pages = [conv_layers(lm.model)[lay.index] for lay in chosen]
     res = build_report(lm, images, output=output, layers=pages, stage=stage, top=top, cmap=cmap,
                        batch_size=batch_size, maximize=req, include=include, index=index, index_k=index_k,
-                       force=force, prune=prune, preprocessing=prep, architecture=net, progress=None)
+                       force=force, prune=prune, preprocessing=prep, architecture=net, progress=None,
+                       cam=model if cam else None)
     emit({"path": res.index, "kind": "report", "folder": res.output, "model": lm.name, "weights": lm.weights,
           "layers": res.layers, "images": res.images, "channels": res.channels, "pages": res.pages,
           "computed": res.computed, "reused": res.reused, "bytes": res.bytes, "seconds": round(res.seconds, 3)},

@@ -29,6 +29,7 @@ from ..rf import catalog
 from . import pages, pictures
 from .site import ReportImage, Site
 from .cache import Cache, digest, weights_digest
+from .cams import image_cams
 from .examples import index_examples
 
 DEFAULT_TOP = 16
@@ -103,6 +104,7 @@ def build_report(
     include: Sequence[str] = (),
     index: str | None = None,
     index_k: int = 9,
+    cam: Any = None,
     force: bool = False,
     prune: bool = False,
     progress: bool | None = False,
@@ -118,7 +120,8 @@ def build_report(
     (cam, top, maps, ...) to copy in and show on the page of their layer or image (see
     _include); ``index``: a `cnnviz top --index` folder of the same model and weights, whose
     ``index_k`` best images per channel go on the channel pages; ``preprocessing``: a sentence
-    for the model page; ``progress``: False (default: quiet, a library call), True (a bar on
+    for the model page; ``cam``: the model's ModelSpec (or source) to run the `cam` job with,
+    showing each image's Grad-CAM of its top class on the model page (None: no CAM); ``progress``: False (default: quiet, a library call), True (a bar on
     stderr), None (a bar when stderr is a terminal, else one line per phase: what the CLI uses);
     ``architecture``: the same network on the 'meta' device (models.build_meta_model), used for
     shapes and receptive fields so that no full forward pass is spent on them (default: ``lm.model``).
@@ -171,6 +174,13 @@ def build_report(
             for made in (True, False):
                 if got["computed" if made else "reused"]:
                     stats.add("examples", made, got["computed" if made else "reused"])
+            cache.save()
+        if cam is not None and images:
+            prog.phase("class activation maps")
+            got = image_cams(site, cache, out, model=cam)
+            for made in (True, False):
+                if got["computed" if made else "reused"]:
+                    stats.add("cam", made, got["computed" if made else "reused"])
             cache.save()
         if include:
             prog.phase("included pictures")

@@ -85,6 +85,10 @@ class FilterPlan:
     legend: bool
     max_side: int
     notes: list[str] = field(default_factory=list)  # human messages (caps, mode changes)
+    # A matrix (channels / heatmap modes) wider than a page is drawn in ``bands`` stacked column
+    # bands of at most ``band_width`` channels, so each page shows its filters with every channel.
+    bands: int = 1
+    band_width: int = 0
 
 
 def weight_stats(weight: np.ndarray) -> dict[str, float]:
@@ -183,15 +187,12 @@ def plan_filters(
     if drawn in ("channels", "heatmap"):
         csel = _cap(csel, default_cap if max_channels is None else max_channels, "channels", "--max-channels", notes)
     room = max_side - _RESERVE
-
+    bands, band_width = 1, len(csel)
     if drawn == "heatmap":
         scale = max(1, min(_HEATMAP_TARGET // max(len(fsel), len(csel)), tile_px))
-        width_cap = max(1, room // scale)
-        if len(csel) > width_cap:
-            notes.append(f"showing the first {width_cap} of {len(csel)} channels: a wider matrix would exceed {max_side} px")
-            csel = csel[:width_cap]
-        per_page = max(1, room // scale)
-        cols = len(csel)
+        bands, band_width, per_page = _bands(len(csel), room // scale, room, scale, room // scale, labels)
+        csel = _cut_wide(csel, band_width * bands, max_side, notes)
+        cols = min(len(csel), band_width)
     else:
         scale = tile_factor(max(kh, kw), max(kh, kw), tile_px)
         scale = max(1, min(scale, (room - 16 * labels) // max(kh, kw)))  # one tile always fits a page
@@ -200,10 +201,9 @@ def plan_filters(
         fit_cols = max(1, (room + gap) // pitch_w)
         fit_rows = max(1, (room + gap) // pitch_h)
         if drawn == "channels":
-            if len(csel) > fit_cols:
-                notes.append(f"showing the first {fit_cols} of {len(csel)} channels: more columns would exceed {max_side} px")
-                csel = csel[:fit_cols]
-            cols, per_page = len(csel), fit_rows
+            bands, band_width, per_page = _bands(len(csel), fit_cols, room + gap, pitch_h, fit_rows, labels)
+            csel = _cut_wide(csel, band_width * bands, max_side, notes)
+            cols = min(len(csel), band_width)
         else:
             n = len(fsel)  # near-square in pixels: 64 square tiles -> 8x8, 1x7 kernels -> fewer columns
             aspect = (kh * scale + gap) / pitch_w  # label bands left out: 64 labelled tiles stay 8x8
@@ -215,13 +215,45 @@ def plan_filters(
                 cols = min(fit_cols, fit_rows)
                 per_page = cols * fit_rows
     pages = [fsel[k : k + per_page] for k in range(0, len(fsel), per_page)]
-    if len(pages) > 1:
+    if bands > 1:
+        notes.append(f"{len(csel)} channels exceed {max_side} px in one row: drawn in {bands} stacked bands of up to "
+                     f"{band_width} channels" + (f", {len(pages)} pages of up to {per_page} filters" if len(pages) > 1 else ""))
+    elif len(pages) > 1:
         notes.append(f"{len(fsel)} filters do not fit {max_side} px: writing {len(pages)} pages of up to {per_page}")
     return FilterPlan(
         shape=(o, i, kh, kw), mode=drawn, norm=norm, cmap=the_cmap, filters=fsel,
         channels=csel if drawn in ("channels", "heatmap") else None, pages=pages, cols=cols,
         scale=scale, gap=gap, labels=labels, legend=legend, max_side=max_side, notes=notes,
+        bands=bands, band_width=band_width,
     )
+
+
+_BAND_GAP = 6  # px between stacked column bands
+_BAND_LABELS = 16  # px of column labels above each band
+
+
+def _bands(n_cols: int, fit_cols: int, room: int, row_px: int, fit_rows: int, labels: bool) -> tuple[int, int, int]:
+    """How a matrix of ``n_cols`` columns fits pages whose free side is ``room`` px, ``fit_cols``
+    columns wide and ``fit_rows`` rows (of ``row_px`` px) tall: (bands, band width, rows per page).
+    Columns beyond a page's width wrap into stacked bands, each repeating the page's rows. Only
+    where not even one row fits in that many bands (a page of a few hundred px) is the matrix one
+    band of ``fit_cols`` columns (the caller cuts the rest, with a note)."""
+    fit_cols = max(1, fit_cols)
+    if n_cols <= fit_cols:
+        return 1, n_cols, max(1, fit_rows)
+    bands = math.ceil(n_cols / fit_cols)
+    rows = (room - bands * (_BAND_GAP + _BAND_LABELS * labels)) // (bands * row_px)
+    if rows >= 1:
+        return bands, math.ceil(n_cols / bands), rows
+    return 1, fit_cols, max(1, fit_rows)
+
+
+def _cut_wide(csel: list[int], fits: int, max_side: int, notes: list[str]) -> list[int]:
+    if len(csel) > fits:
+        notes.append(f"showing the first {fits} of {len(csel)} channels: even in stacked bands a wider matrix "
+                     f"would exceed {max_side} px (raise --max-side)")
+        return csel[:fits]
+    return csel
 
 
 def displayed_values(weight: np.ndarray, mode: str) -> np.ndarray:
@@ -334,7 +366,7 @@ def _tick_step(n: int, pitch: float, min_px: int) -> int:
     return k
 
 
-def _caption(plan: FilterPlan, filters: list[int], page: int, title: str) -> str:
+def _caption(plan: FilterPlan, filters: list[int], page: int, title: str, channels: list[int] | None = None) -> str:
     o, i, kh, kw = plan.shape
     what = {
         "rgb": "RGB tiles: input channels 0/1/2 as R/G/B, weight -> intensity",
@@ -345,8 +377,8 @@ def _caption(plan: FilterPlan, filters: list[int], page: int, title: str) -> str
     scale = {"layer": "one symmetric scale for the layer", "filter": "each filter scaled to its own \u00b1max|w|",
              "minmax": "layer min-max"}[plan.norm]
     span = f"filters {_ranges(filters)} of {o}"
-    if plan.channels is not None and len(plan.channels) < i:
-        span += f", channels {_ranges(plan.channels)} of {i}"
+    if channels is not None and len(channels) < i:
+        span += f", channels {_ranges(channels)} of {i}"
     pages = f", page {page}/{len(plan.pages)}" if len(plan.pages) > 1 else ""
     first = f"{title}  " if title else ""
     return f"{first}{o}x{i}x{kh}x{kw}{pages}\n{what}\n{span}; {scale}"
@@ -405,16 +437,17 @@ def render_plan(weight: np.ndarray, plan: FilterPlan, *, title: str = "") -> Ite
     white = space.grey(GAP_VALUE)
     s, gap = plan.scale, plan.gap
 
-    for p, fsel in enumerate(plan.pages, start=1):
+    def matrix_block(fsel: list[int], chans: list[int]) -> np.ndarray:
+        """One filters x channels block of a heatmap or channels-mode page, with its label margins."""
         if plan.mode == "heatmap":
-            img = upscale(_indices(values, plan.norm, lo, hi, fsel, plan.channels), s)[..., None]
+            img = upscale(_indices(values, plan.norm, lo, hi, fsel, chans), s)[..., None]
             rows = cols = []
             if plan.labels:
-                f_step, c_step = _tick_step(len(fsel), s, 14), _tick_step(len(plan.channels or ()), s, 36)
+                f_step, c_step = _tick_step(len(fsel), s, 14), _tick_step(len(chans or ()), s, 36)
                 rows = [(r * s + s // 2, str(f)) for r, f in enumerate(fsel) if r % f_step == 0]
-                cols = [(c * s + s // 2, str(ch)) for c, ch in enumerate(plan.channels or ()) if c % c_step == 0]
+                cols = [(c * s + s // 2, str(ch)) for c, ch in enumerate(chans or ()) if c % c_step == 0]
         elif plan.mode == "channels":
-            idx = _indices(values, plan.norm, lo, hi, fsel, plan.channels)
+            idx = _indices(values, plan.norm, lo, hi, fsel, chans)
             nf, nc = idx.shape[:2]
             img = _frame(tile_grid(idx.reshape(nf * nc, *idx.shape[2:], 1), cols=nc, gap=gap, scale=s, fill=blank), gap, blank)
             rows = cols = []
@@ -423,7 +456,21 @@ def render_plan(weight: np.ndarray, plan: FilterPlan, *, title: str = "") -> Ite
                 off = gap if fill != GAP_VALUE else 0
                 c_step = _tick_step(nc, tw, 30)
                 rows = [(off + r * th + (th - gap) // 2, str(f)) for r, f in enumerate(fsel)]
-                cols = [(off + c * tw + (tw - gap) // 2, str(ch)) for c, ch in enumerate(plan.channels or ()) if c % c_step == 0]
+                cols = [(off + c * tw + (tw - gap) // 2, str(ch)) for c, ch in enumerate(chans or ()) if c % c_step == 0]
+        if rows or cols:  # label margins drawn on a blank RGB canvas, the picture pasted in
+            h0, w0 = img.shape[:2]
+            framed = margin_labels(np.full((h0, w0, 3), GAP_VALUE, np.uint8), rows=rows, cols=cols)
+            out = space.from_rgb(framed).copy()
+            out[framed.shape[0] - h0 :, framed.shape[1] - w0 :] = img
+            img = out
+        return img
+
+    for p, fsel in enumerate(plan.pages, start=1):
+        chans = plan.channels
+        if plan.mode in ("heatmap", "channels"):
+            width = plan.band_width if plan.bands > 1 else len(chans or ())
+            blocks = [matrix_block(fsel, list(chans or ())[k : k + width]) for k in range(0, len(chans or ()), width)]
+            img = blocks[0] if len(blocks) == 1 else vstack(blocks, gap=_BAND_GAP, fill=white)
         else:
             tiles = _rgb(values, plan.norm, lo, hi, fsel) if rgb_mode else _indices(values, plan.norm, lo, hi, fsel)[..., None]
             if plan.labels:
@@ -439,13 +486,6 @@ def render_plan(weight: np.ndarray, plan: FilterPlan, *, title: str = "") -> Ite
                 off = gap if fill != GAP_VALUE else 0
                 th, tw = (img.shape[0] - 2 * off + gap) // math.ceil(n / cols), (img.shape[1] - 2 * off + gap) // cols
                 img[off + (math.ceil(n / cols) - 1) * th :, off + (n % cols) * tw :] = white
-            rows = cols = []
-        if rows or cols:  # label margins drawn on a blank RGB canvas, the picture pasted in
-            h0, w0 = img.shape[:2]
-            framed = margin_labels(np.full((h0, w0, 3), GAP_VALUE, np.uint8), rows=rows, cols=cols)
-            out = space.from_rgb(framed).copy()
-            out[framed.shape[0] - h0 :, framed.shape[1] - w0 :] = img
-            img = out
         parts = [img]
         if plan.legend:
             per_filter = plan.norm == "filter"
@@ -453,15 +493,16 @@ def render_plan(weight: np.ndarray, plan: FilterPlan, *, title: str = "") -> Ite
                 -1.0 if per_filter else lo, 1.0 if per_filter else hi,
                 width=img.shape[1], cmap=plan.cmap or "gray",
                 lo_text="\u2212max|w|" if per_filter else None, hi_text="+max|w|" if per_filter else None,
-                caption=_caption(plan, fsel, p, title), max_width=max(img.shape[1], plan.max_side - 2 * _BORDER),
+                caption=_caption(plan, fsel, p, title, chans), max_width=max(img.shape[1], plan.max_side - 2 * _BORDER),
             )
             parts.append(space.from_rgb(strip))
         page = pad(vstack(parts, gap=6, fill=white), top=_BORDER, bottom=_BORDER, left=_BORDER, right=_BORDER, fill=white)
-        picture = space.picture(page, _metadata(plan, fsel, p, lo, hi, stats))
+        picture = space.picture(page, _metadata(plan, fsel, p, lo, hi, stats, chans))
         yield FilterPage(plan=plan, filters=list(fsel), page=p, lo=lo, hi=hi, stats=stats, picture=picture)
 
 
-def _metadata(plan: FilterPlan, fsel: list[int], page: int, lo: float, hi: float, st: dict[str, float]) -> dict[str, str]:
+def _metadata(plan: FilterPlan, fsel: list[int], page: int, lo: float, hi: float, st: dict[str, float],
+              channels: list[int] | None = None) -> dict[str, str]:
     scale = {"layer": f"symmetric per layer: {lo:.6g}..{hi:.6g} (0 = neutral)",
              "filter": "symmetric per filter: each filter's -max|w|..+max|w| (0 = neutral)",
              "minmax": f"min-max per layer: {lo:.6g} -> 0, {hi:.6g} -> 1"}[plan.norm]
@@ -475,8 +516,8 @@ def _metadata(plan: FilterPlan, fsel: list[int], page: int, lo: float, hi: float
         "filters": _ranges(fsel),
         "page": f"{page}/{len(plan.pages)}",
     }
-    if plan.channels is not None:
-        meta["channels"] = _ranges(plan.channels)
+    if channels is not None:
+        meta["channels"] = _ranges(channels)
     if plan.mode == "heatmap":
         meta["note"] = HEATMAP_NOTE
     return meta

@@ -9,9 +9,9 @@ from __future__ import annotations
 import contextlib
 import io as _io
 import os
-import re
 import sys
 import tempfile
+import unicodedata
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -37,12 +37,34 @@ def sample_image_path() -> str:
     return str(path)
 
 
+# Characters that cannot or should not be in a file name on common filesystems: path separators,
+# what Windows/exFAT refuse, and (by Unicode category, below) control and separator characters.
+_REFUSED = set('/\\:*?"<>|')
+_UNSAFE_CATEGORIES = {"Cc", "Cs", "Zs", "Zl", "Zp"}  # controls (NUL too), lone surrogates, spaces
+_LABEL_BYTES = 120  # an image's part of an output name, so the whole name stays under 255 bytes
+
+
+def safe_name(text: str) -> str:
+    """``text`` usable as part of a file name: any letters in any script are kept (``фото``,
+    ``写真``); each run of path separators, characters filesystems refuse, control characters
+    and whitespace becomes one ``_``."""
+    out: list[str] = []
+    for ch in text:
+        if ch in _REFUSED or unicodedata.category(ch) in _UNSAFE_CATEGORIES:
+            if not out or out[-1] != "_":
+                out.append("_")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def image_label(source: str | os.PathLike[str] | bytes) -> str:
-    """A short stem for output names: file stem, 'stdin' for bytes."""
+    """A short stem for output names: the file stem made safe (see safe_name) and cut to
+    120 UTF-8 bytes; 'stdin' for bytes."""
     if isinstance(source, (bytes, bytearray)):
         return "stdin"
-    stem = Path(str(source)).stem or "image"
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem)
+    stem = safe_name(Path(str(source)).stem) or "image"
+    return stem.encode("utf-8", "surrogatepass")[:_LABEL_BYTES].decode("utf-8", "ignore") or "image"
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -378,7 +400,7 @@ def ensure_dir(path: str | os.PathLike[str]) -> str:
 
 def output_name(*parts: str | int, kind: str, ext: str = "png") -> str:
     """'{part}-{part}-...-{kind}.{ext}'; integers are zero-padded to 2 digits (sortable)."""
-    bits = [f"{p:02d}" if isinstance(p, int) else re.sub(r"[^A-Za-z0-9_.-]+", "_", str(p)) for p in parts]
+    bits = [f"{p:02d}" if isinstance(p, int) else safe_name(str(p)) for p in parts]
     return "-".join([*bits, kind]) + f".{ext}"
 
 

@@ -67,3 +67,45 @@ def test_stdin_image_reads_without_click_get_binary_stream(cli, rgb_image, monke
     assert r.exit_code == 0, r.stderr
     rec = json.loads(r.stdout)
     assert rec["image"] == "-" and rec["shape"] == [64, 16, 21]
+
+
+# ---------------------------------------------------------------- output names
+
+
+@pytest.mark.parametrize("stem, expected", [
+    ("фото", "фото"), ("写真", "写真"), ("café-Ωmega", "café-Ωmega"), ("emoji🙂", "emoji🙂"),
+    ("a/b", "a_b"), ("a\\b", "a_b"), ("bell\x07x", "bell_x"), ("nul\x00x", "nul_x"), ("tab\tx", "tab_x"),
+    ("line\nbreak", "line_break"), ("my photo", "my_photo"), ('q"<>|?*:', "q_"), ("del\x7f", "del_"),
+])
+def test_output_names_keep_non_ascii_and_make_only_unsafe_characters_safe(stem, expected):
+    from cnnviz.io import image_label, output_name
+
+    assert output_name(stem, "vgg16", 0, "features.0", kind="maps") == f"{expected}-vgg16-00-features.0-maps.png"
+    if "/" not in stem and "\\" not in stem and "\x00" not in stem:
+        assert image_label(f"/some/dir/{stem}.jpg") == expected
+
+
+def test_a_very_long_image_name_still_gives_a_valid_file_name():
+    from cnnviz.io import image_label, output_name
+
+    label = image_label("/x/" + "фото" * 100 + ".jpg")
+    name = output_name(label, "efficientnet_b0", 52, "features.8.0", "norm-layer", "c100-200", kind="maps")
+    assert len(name.encode()) <= 255 and label.startswith("фото") and name.endswith("-maps.png")
+
+
+def test_maps_writes_non_ascii_image_names(cli, tmp_path):
+    from cnnviz.io import sample_image_path
+
+    src = tmp_path / "in"
+    src.mkdir()
+    names = ["фото.jpg", "写真 1.jpg", "ctl\x01.jpg"]
+    for n in names:
+        (src / n).write_bytes(open(sample_image_path(), "rb").read())
+    out = tmp_path / "out"
+    r = cli("maps", *[str(src / n) for n in names], "-m", "vgg16", "-w", "none", "-l", "0", "--size", "16",
+            "--json", "-o", str(out))
+    assert r.exit_code == 0, r.stderr
+    paths = [json.loads(line)["path"] for line in r.stdout.splitlines()]
+    assert [p.rsplit("/", 1)[1] for p in paths] == [
+        "фото-vgg16-00-features.0-maps.png", "写真_1-vgg16-00-features.0-maps.png", "ctl_-vgg16-00-features.0-maps.png"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.rsplit("/", 1)[1] for p in paths)

@@ -220,10 +220,10 @@ def _png_bytes(
     if image.mode in ("P", "L"):
         pal = image.getpalette() if image.mode == "P" else None
         return encode_png8(np.asarray(image), palette=pal, metadata=metadata, level=compress_level,
-                           transparency=image.info.get("transparency") if pal is not None else None)
+                           transparency=image.info.get("transparency"))
     info = PngImagePlugin.PngInfo()
     for k, v in (metadata or {}).items():
-        info.add_text(str(k), v if isinstance(v, str) else _json(v))
+        info.add_text(_check_keyword(str(k)), v if isinstance(v, str) else _json(v))
     buf = _io.BytesIO()
     image.save(buf, format="PNG", pnginfo=info, compress_level=compress_level)
     return buf.getvalue()
@@ -240,8 +240,18 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
 
 
+def _check_keyword(key: str) -> str:
+    """A PNG text keyword as the spec allows it (1-79 printable Latin-1 characters, no leading,
+    trailing or double spaces), else ValueError: a mangled key would silently lose metadata."""
+    ok = 1 <= len(key) <= 79 and all(" " <= c <= "~" or "\xa1" <= c <= "\xff" for c in key)
+    if not ok or key != key.strip(" ") or "  " in key:
+        raise ValueError(f"invalid PNG text keyword {key!r}: use 1-79 printable Latin-1 characters, "
+                         f"without leading, trailing or consecutive spaces")
+    return key
+
+
 def _text_chunk(key: str, value: str) -> bytes:
-    k = key.encode("latin-1", "replace")[:79]
+    k = _check_keyword(key).encode("latin-1")
     try:
         return _chunk(b"tEXt", k + b"\0" + value.encode("latin-1"))
     except UnicodeEncodeError:  # iTXt: uncompressed UTF-8, no language tag
@@ -260,8 +270,11 @@ def encode_png8(
     transparency: int | bytes | None = None,
 ) -> bytes:
     """PNG bytes of an 8-bit single-channel image (H, W) uint8: palette indices with ``palette``
-    (flat RGB list/bytes, up to 256 entries) or greyscale without. ``transparency``: with a
-    palette, the index drawn fully transparent, or per-entry alpha bytes (a tRNS chunk).
+    (flat RGB list/bytes, 1 to 256 entries, every pixel an index into it) or greyscale without.
+    ``transparency`` (a tRNS chunk): with a palette, the index drawn fully transparent or
+    per-entry alpha bytes (at most one per entry); for greyscale, the grey level 0..255 drawn
+    transparent. Invalid input (empty or ragged palette, an index without an entry, a bad text
+    keyword, transparency out of range) raises ValueError instead of writing a broken file.
 
     Built for tile grids: every row uses the Sub filter (a pixel repeated by nearest-neighbour
     upscaling becomes 0) and a row equal to the one above uses Up (all zeros); deflate runs with
@@ -271,6 +284,9 @@ def encode_png8(
     if a.ndim != 2 or 0 in a.shape:
         raise ValueError(f"pixels must be a non-empty (H, W) uint8 array, got shape {a.shape}")
     h, w = a.shape
+    trns = _transparency_chunk(a, palette, transparency)
+    pal = b"" if palette is None else bytes(palette)
+    keys = [(_check_keyword(str(k)), v) for k, v in (metadata or {}).items()]
     rows = np.empty((h, w + 1), np.uint8)
     rows[:, 0] = 1  # Sub
     rows[:, 1] = a[:, 0]
@@ -303,14 +319,39 @@ def encode_png8(
     color_type = 3 if palette is not None else 0
     out = [b"\x89PNG\r\n\x1a\n", _chunk(b"IHDR", w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([8, color_type, 0, 0, 0]))]
     if palette is not None:
-        pal = bytes(palette)[: 768]
-        out.append(_chunk(b"PLTE", pal[: len(pal) - len(pal) % 3]))
-        if transparency is not None:
-            alpha = bytes(transparency) if isinstance(transparency, (bytes, bytearray)) else b"\xff" * int(transparency) + b"\x00"
-            out.append(_chunk(b"tRNS", alpha))
-    out += [_text_chunk(str(k), v if isinstance(v, str) else _json(v)) for k, v in (metadata or {}).items()]
+        out.append(_chunk(b"PLTE", pal))
+    if trns is not None:
+        out.append(trns)
+    out += [_text_chunk(k, v if isinstance(v, str) else _json(v)) for k, v in keys]
     out += [sum(map(len, idat)).to_bytes(4, "big"), b"IDAT", *idat, crc.to_bytes(4, "big"), _chunk(b"IEND", b"")]
     return b"".join(out)
+
+
+def _transparency_chunk(a: np.ndarray, palette: Any, transparency: int | bytes | None) -> bytes | None:
+    """Check ``palette`` against the pixels ``a`` and build the tRNS chunk (None without transparency)."""
+    if palette is None:
+        if transparency is None:
+            return None
+        if isinstance(transparency, (bytes, bytearray)) or not 0 <= int(transparency) <= 255:
+            raise ValueError(f"greyscale transparency must be one grey level 0..255, got {transparency!r}")
+        return _chunk(b"tRNS", int(transparency).to_bytes(2, "big"))
+    pal = bytes(palette)
+    if not pal or len(pal) % 3 or len(pal) > 768:
+        raise ValueError(f"palette must hold 1..256 RGB entries (3..768 bytes, a multiple of 3), got {len(pal)} bytes")
+    n = len(pal) // 3
+    top = int(a.max())
+    if top >= n:
+        raise ValueError(f"pixel value {top} has no palette entry: the palette has {n} (indices 0..{n - 1})")
+    if transparency is None:
+        return None
+    if isinstance(transparency, (bytes, bytearray)):
+        if not 1 <= len(transparency) <= n:
+            raise ValueError(f"transparency gives {len(transparency)} alpha values for a palette of {n} entries (1..{n} allowed)")
+        return _chunk(b"tRNS", bytes(transparency))
+    t = int(transparency)
+    if not 0 <= t < n:
+        raise ValueError(f"transparent index {t} is not in the palette of {n} entries")
+    return _chunk(b"tRNS", b"\xff" * t + b"\x00")
 
 
 def _json(v: Any) -> str:

@@ -20,6 +20,43 @@ def _offline_isolated(tmp_path_factory, monkeypatch):
     torch.hub.set_dir(str(home / "hub"))
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png_valid(source) -> None:
+    """A written PNG (path or bytes) is valid to the last byte: ``PIL.Image.verify()`` checks
+    every chunk's CRC (decoding alone skips the IDAT CRCs), then a full decode checks the
+    zlib stream, and nothing follows IEND."""
+    import io
+    from pathlib import Path
+
+    from PIL import Image
+
+    data = source if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
+    assert data.startswith(PNG_SIGNATURE), f"not a PNG: {data[:8]!r}"
+    assert data.endswith(b"IEND\xaeB`\x82"), "bytes after IEND, or no IEND"
+    with Image.open(io.BytesIO(data)) as im:
+        im.verify()
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+
+
+@pytest.fixture(autouse=True)
+def _written_pngs_are_valid(monkeypatch):
+    """Every PNG a test makes cnnviz write (files and streams, through io.write_atomic) is checked
+    with assert_png_valid as it is written."""
+    import cnnviz.io
+
+    real = cnnviz.io.write_atomic
+
+    def checked(path, data):
+        if bytes(data[:8]) == PNG_SIGNATURE:
+            assert_png_valid(bytes(data))
+        return real(path, data)
+
+    monkeypatch.setattr(cnnviz.io, "write_atomic", checked)
+
+
 class TinyVGG(nn.Module):
     """conv-ReLU(inplace)-conv-ReLU(inplace)-pool-conv: the VGG pattern at toy size."""
 

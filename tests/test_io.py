@@ -148,10 +148,7 @@ def test_fuzz_valid_images_of_any_mode(mode, w, h, fmt):
         img.save(buf, format=fmt)
     except (OSError, ValueError, KeyError):
         return  # Pillow cannot write this mode in this format: nothing to read
-    try:
-        out = load_image(buf.getvalue())
-    except CnnvizError:
-        return
+    out = load_image(buf.getvalue())  # a valid image Pillow wrote must be accepted, whatever its mode
     assert out.mode == "RGB" and out.size == (w, h)
 
 

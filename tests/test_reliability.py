@@ -10,7 +10,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -338,21 +337,33 @@ def test_existing_output_replaced_only_when_complete(cli, out):
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_run_leaves_only_complete_files(tmp_path, sig):
+    """Deterministic: the first image's 5 grids are written and reported, then the run blocks
+    reading the second image from stdin (a pipe the test keeps open); the signal arrives there.
+    Exactly those 5 files remain, complete, each reported on stdout; nothing of image 2, no temp file."""
+    from conftest import assert_png_valid
+
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "cnnviz", "maps", "--sample", "-m", "resnet50", "--weights", "none",
-           "--layer", "all", "--size", "320", "-o", str(out)]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and len([f for f in files(out) if f.endswith(".png")]) < 3:
-        time.sleep(0.05)
-    p.send_signal(sig)
-    stdout, stderr = p.communicate(timeout=60)
+    first = tmp_path / "first.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(first)
+    cmd = [sys.executable, "-m", "cnnviz", "maps", str(first), "-", "-m", "resnet50", "--weights", "none",
+           "--layer", "0:5", "--size", "64", "--batch-size", "1", "-o", str(out)]
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        printed = [p.stdout.readline().strip() for _ in range(5)]  # click.echo flushes each path
+        assert all(printed), printed
+        p.send_signal(sig)
+        stdout, stderr = p.communicate(timeout=120)  # also closes stdin: the signal came first
+    finally:
+        p.kill()
     assert p.returncode == 130, stderr
     assert "Traceback" not in stderr and "interrupted" in stderr
+    assert stdout == ""
     left = sorted(files(out))
-    assert 3 <= len(left) < 53
-    assert all(f.endswith(".png") and decodes(out / f) for f in left), left
-    assert len(stdout.split()) >= len(left) - 1  # paths printed as they were written
+    assert left == sorted(os.path.basename(x) for x in printed)
+    assert left == [f"first-resnet50-{i:02d}-{name}-maps.png" for i, name in
+                    enumerate(["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer1.0.conv3", "layer1.0.downsample.0"])]
+    for f in left:
+        assert_png_valid(out / f)
 
 
 # ---------------------------------------------------------------- determinism

@@ -355,10 +355,13 @@ def iter_batches(items: Iterable[T], *, batch_size: int, key: Callable[[T], Any]
         raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
     batch: list[T] = []
     for item in items:
-        if batch and (len(batch) == batch_size or key(item) != key(batch[0])):
+        if batch and key(item) != key(batch[0]):
             yield batch
             batch = []
         batch.append(item)
+        if len(batch) == batch_size:  # full: yield now, before reading the next input (stdin may block)
+            yield batch
+            batch = []
     if batch:
         yield batch
 

@@ -29,6 +29,10 @@ SKIP = {  # substring of the example -> why it cannot run in a test
     "--engine ray": "needs a Ray cluster (ray start); the ray engine has its own test in test_top.py",
     "ray start": "starts a Ray cluster",
     "$SLURM_ARRAY_TASK_ID": "runs inside a SLURM array job (the same sharding runs here via the GNU parallel example)",
+    # Landed on main while this harness was being written; their examples (other flags, pipes
+    # from one cnnviz into another) still need harness support: listed as unfinished in issue 15.
+    "cnnviz cam": "cam examples not yet covered by this harness",
+    "cnnviz report": "report examples not yet covered by this harness",
 }
 WEIGHTED = {"maps", "filters", "maximize", "rf", "top"}
 # Examples that take several seconds even shrunk: marked slow (they still run in CI).

@@ -32,17 +32,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import median_time  # noqa: E402  (one timing helper for every benchmark)
 
 
-def median_time(fn: Callable[[], Any], reps: int, *, setup: Callable[[], Any] | None = None) -> float:
-    times = []
-    for _ in range(reps):
-        if setup is not None:
-            setup()
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 @contextlib.contextmanager

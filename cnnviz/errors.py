@@ -6,6 +6,18 @@ cached, output not writable); 2 = the command line asked for something that does
 """
 from __future__ import annotations
 
+__all__ = ["CnnvizError", "UsageError", "SelectionError", "ModelError", "WeightsError", "ImageError", "OutputError",
+           "first_line"]
+
+
+def first_line(exc: object, limit: int = 160, *, empty: str | None = None) -> str:
+    """The first line of an exception's message, cut to ``limit`` characters: a dependency's
+    multi-line error as one readable clause of ours. ``empty`` is what an empty message gives
+    (default: the exception's type name). Lives here, beside the exceptions and free of torch,
+    so that io and the CLI can use it too."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__ if empty is None else empty)[:limit]
+
 
 class CnnvizError(Exception):
     """Base class: a problem the user can fix, reported as one line."""

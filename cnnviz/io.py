@@ -20,7 +20,7 @@ from typing import Any, BinaryIO, TextIO
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from .errors import ImageError, OutputError
+from .errors import ImageError, OutputError, first_line
 from .render import Picture
 
 DEFAULT_MAX_PIXELS = 64_000_000  # ~ 8000 x 8000; a decompression bomb is far beyond
@@ -132,8 +132,7 @@ def load_image(source: str | os.PathLike[str] | bytes, *, max_pixels: int = DEFA
     except UnidentifiedImageError:
         raise ImageError(f"{name!r} is not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise ImageError(f"image {name!r} is corrupt or truncated ({first})") from None
+        raise ImageError(f"image {name!r} is corrupt or truncated ({first_line(exc)})") from None
 
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,

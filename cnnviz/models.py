@@ -27,7 +27,7 @@ from torch import nn
 from torchvision import models as tvm
 
 from ._convcounts import SHIPPED_COUNTS, SHIPPED_VERSION
-from .errors import ModelError, WeightsError
+from .errors import ModelError, WeightsError, first_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -263,8 +263,7 @@ def load_checkpoint(path: str) -> dict[str, torch.Tensor]:
     except PermissionError:
         raise WeightsError(f"cannot read checkpoint {path!r}: permission denied") from None
     except Exception as exc:  # zip errors, EOF, garbage bytes: all mean "not a checkpoint"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise WeightsError(f"{path!r} is not a PyTorch checkpoint ({first})") from None
+        raise WeightsError(f"{path!r} is not a PyTorch checkpoint ({first_line(exc)})") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
@@ -480,8 +479,7 @@ def architecture(name: str, *, weights: str = "DEFAULT") -> LoadedModel:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(getattr(exc, "reason", "") or exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+    return first_line(getattr(exc, "reason", "") or exc, 200, empty=type(exc).__name__)
 
 
 def version_info() -> str:

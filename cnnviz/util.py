@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import UsageError
+from .errors import UsageError, first_line  # first_line lives in errors (torch-free); re-exported here
 
 __all__ = ["device_of", "eval_mode", "first_line", "input_channels", "layer_names", "pair", "parse_size"]
 
@@ -61,12 +61,6 @@ def pair(v: Any) -> tuple[int, int]:
     if isinstance(v, (tuple, list)):
         return (int(v[0]), int(v[-1])) if len(v) else (1, 1)
     return (int(v), int(v))
-
-
-def first_line(exc: BaseException, limit: int = 160) -> str:
-    """The first line of an exception's message (its type name when empty), cut to ``limit``
-    characters: a dependency's multi-line error as one readable clause of ours."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
 
 
 def layer_names(layers: Iterable[Any]) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from ..errors import CnnvizError
+from ..errors import CnnvizError, first_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -83,9 +83,8 @@ class CnnvizGroup(click.Group):
         except Exception as exc:  # a bug: still one line, the traceback only on request
             if _debug():
                 raise
-            first = (str(exc).strip().splitlines() or [""])[0][:200]
             raise CommandError(
-                f"internal error {type(exc).__name__}: {first} (rerun with --debug for the traceback and report it)", 1
+                f"internal error {type(exc).__name__}: {first_line(exc, 200, empty='')} (rerun with --debug for the traceback and report it)", 1
             ) from None
 
 

@@ -40,7 +40,7 @@ from .layers import ConvLayer
 from .models import IMAGENET_MEAN, IMAGENET_STD
 from .render import fit_text, label_tiles, tile_factor, tile_grid, title_strip, to_uint8, upscale, vstack, wrap_text
 from .select import select_indices
-from .util import device_of, eval_mode
+from .util import device_of, eval_mode, layer_names
 
 Objective = Literal["channel", "neuron", "class"]
 Param = Literal["fft", "pixel"]
@@ -338,7 +338,7 @@ def _check_targets(model: nn.Module, layer: ConvLayer | str | None, objective: s
     if not targets:
         raise SelectionError("no targets to maximize")
     if layer is not None:
-        name = layer.name if isinstance(layer, ConvLayer) else str(layer)
+        name = layer_names([layer])[0]
         conv = dict(model.named_modules()).get(name)
         count = layer.out_channels if isinstance(layer, ConvLayer) else getattr(conv, "out_channels", None)
         bad = [t for t in targets if count is not None and not 0 <= t < count]

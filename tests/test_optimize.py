@@ -353,6 +353,16 @@ def test_out_of_range_targets_are_our_error_for_str_layers_and_classes():
         _check_targets(net, None, "class", [9])
 
 
+def test_out_of_range_channel_names_the_layer_for_records_and_names(tiny_vgg):
+    from cnnviz.errors import SelectionError
+    from cnnviz.optimize import _check_targets
+
+    layer = conv_layers(tiny_vgg)[1]
+    for given in (layer, layer.name):
+        with pytest.raises(SelectionError, match=rf"channel 99 out of range: {layer.name} has {layer.out_channels} channels"):
+            _check_targets(tiny_vgg, given, "channel", [99])
+
+
 def test_maximize_grid_enlarges_labels_and_titles():
     from cnnviz.optimize import grid_title, maximize_grid, recipe_note
 

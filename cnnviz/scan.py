@@ -413,12 +413,3 @@ def rank_order(scores: Iterable[float], ids: Iterable[int], *, bottom: bool = Fa
     return np.lexsort((np.asarray(list(ids), np.int64), key)).tolist()
 
 
-def weights_digest(model: nn.Module) -> str:
-    """SHA-256 of the model's state dict (names, dtypes, shapes and bytes, in order): the identity
-    of the weights whatever file, enum or seed they came from."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
-    return h.hexdigest()

@@ -197,3 +197,68 @@ def test_googlenet_checkpoint_with_aux_heads_loads(tmp_path):
     lm = load_model("googlenet", weights=str(path))
     own = lm.model.state_dict()
     assert all(torch.equal(own[k], src.state_dict()[k]) for k in own)
+
+
+# ---------------------------------------------------------------- weights_digest: pinned values
+# Top indexes and report caches on disk record these digests, so they must never change. The
+# values were computed with the two functions this one replaced (scan.weights_digest and
+# report.cache.weights_digest) before they were merged.
+
+
+class _Pinned(torch.nn.Module):
+    """Every case the two scopes treat differently: a root-level parameter, a BatchNorm (int64
+    buffer), a float64 conv, a non-persistent buffer, a module registered twice, a missing bias,
+    a fully connected head. Values are set explicitly (no random init)."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.scale = nn.Parameter(torch.ones(3))
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 1, bias=False))
+        self.features[3].double()
+        self.again = self.features[3]
+        self.register_buffer("table", torch.zeros(6), persistent=False)
+        self.fc = nn.Linear(4, 2)
+        _fill([*self.parameters(), *self.buffers()])
+
+
+def _fill(tensors):
+    with torch.no_grad():
+        for i, t in enumerate(tensors):
+            if t.is_floating_point():
+                t.copy_(torch.linspace(-1.0, 1.0, t.numel(), dtype=t.dtype).reshape(t.shape) * (i + 1))
+            else:
+                t.fill_(i + 7)
+
+
+def test_weights_digest_values_are_pinned():
+    from cnnviz.models import weights_digest
+
+    m = _Pinned()
+    assert weights_digest(m) == "40f85f61621c2b1977da302ee2f1a1ff3b07874a1ee395d0fe146f74c2da1097"
+    assert weights_digest(m, scope="all") == weights_digest(m)
+    assert weights_digest(m, scope="features") == "af3855413738883cf61a"
+    with torch.no_grad():
+        m.fc.weight += 1  # the head: only the full digest sees it
+    assert weights_digest(m) == "deb44976875e03b8d73c37a37d7af93ee1544285f5de9f4cd4df25446d238b5e"
+    assert weights_digest(m, scope="features") == "af3855413738883cf61a"
+    with torch.no_grad():
+        m.features[0].weight[0, 0, 0, 0] += 1e-3  # a conv: both see it
+    assert weights_digest(m) != "deb44976875e03b8d73c37a37d7af93ee1544285f5de9f4cd4df25446d238b5e"
+    assert weights_digest(m, scope="features") != "af3855413738883cf61a"
+    with pytest.raises(ValueError, match="scope"):
+        weights_digest(m, scope="conv")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name, full, features", [
+    ("resnet18", "a941fc6ced41881b5349a5e2fb531d3c5a1389433189f3b1b4915479cc068d85", "14c05eed0239896de409"),
+    ("mobilenet_v3_small", "fa03e4d9fbb414cbb09174f6082ce47e1497c9104853cc868de17ab0142d8990", "1494fdc18854b6dba4f9"),
+])
+def test_weights_digest_of_torchvision_architectures_is_pinned(name, full, features):
+    import torchvision
+
+    from cnnviz.models import weights_digest
+
+    m = torchvision.models.get_model(name, weights=None)
+    _fill(m.state_dict().values())
+    assert (weights_digest(m), weights_digest(m, scope="features")) == (full, features)

@@ -30,14 +30,13 @@ from ..io import DEFAULT_MAX_PIXELS, ensure_dir, output_name, save_png
 from ..layers import ConvLayer, conv_layers, select_layers
 from ..util import parse_size
 from ..maps import resolve_channels
-from ..models import LoadedModel
+from ..models import LoadedModel, weights_digest
 from ..sources import ModelSpec, architecture, load
 from ..patches import Patch, Row, crop_window, map_on_input, overlay_patch, render_examples, window_values
 from ..rayscan import ray_scan
 from ..render import Picture, check_cmap
 from ..rf import Field, receptive_fields
-from ..scan import (SCORES, Example, LayerStats, Preprocess, TopK, expand_images, image_id, in_shard, parse_shard, scan,
-                    weights_digest)
+from ..scan import SCORES, Example, LayerStats, Preprocess, TopK, expand_images, image_id, in_shard, parse_shard, scan
 from .output import Record, Say, quiet
 
 ENGINES = ("local", "ray")

@@ -24,11 +24,11 @@ from ..errors import UsageError
 from ..io import ensure_dir, save_png
 from ..layers import ConvLayer, conv_layers
 from ..maps import iter_batches, stream_maps
-from ..models import LoadedModel
+from ..models import LoadedModel, weights_digest
 from ..rf import catalog
 from . import pages, pictures
 from .site import ReportImage, Site
-from .cache import Cache, digest, weights_digest
+from .cache import Cache, digest
 from .cams import image_cams
 from .examples import index_examples
 
@@ -144,7 +144,7 @@ def build_report(
     chosen = list(every) if layers is None else [every[lay.index] for lay in layers]
     if not chosen:
         raise UsageError("the report needs at least one conv layer")
-    wfp = weights_digest(lm.model)
+    wfp = weights_digest(lm.model, scope="features")
     for im in images:
         im.id = im.id or digest(im.x)[:12]
     n_max = sum(len(v) for v in (maximize.channels.values() if maximize else []))

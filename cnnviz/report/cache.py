@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..errors import OutputError
 from ..io import ensure_dir, write_atomic
@@ -34,25 +33,6 @@ def digest(*parts: Any) -> str:
         else:
             h.update(json.dumps(p, sort_keys=True, default=str).encode())
         h.update(b"\0")
-    return h.hexdigest()[:20]
-
-
-def weights_digest(model: Any) -> str:
-    """Hash of the parameters and buffers every report picture depends on, by value: the same
-    weights under another file name hit the cache, changed weights miss it. Fully connected
-    layers (the classifier head: 90% of VGG16's bytes) are left out: no map, filter or maximize
-    picture of a conv layer depends on them."""
-    h = hashlib.sha1()
-    for mod_name, mod in model.named_modules():
-        if isinstance(mod, torch.nn.Linear):
-            continue
-        for name, t in [*mod.named_parameters(recurse=False), *mod.named_buffers(recurse=False)]:
-            if t is None or t.device.type == "meta":
-                continue
-            a = t.detach().cpu().contiguous().reshape(-1)
-            h.update(f"{mod_name}.{name}{a.dtype}{tuple(t.shape)}".encode())
-            if a.numel():
-                h.update(a.view(torch.uint8).numpy().data)
     return h.hexdigest()[:20]
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import UsageError
 from ..io import save_png
 from ..jobs.cam import CamRequest, run_cam
-from ..scan import weights_digest as full_weights_digest
+from ..models import weights_digest
 from .cache import Cache, digest
 from .site import ReportImage, Site
 
@@ -67,7 +67,7 @@ class _Sink:
 def image_cams(site: Site, cache: Cache, out: str, *, model: Any, methods: tuple[str, ...] = ("gradcam",)) -> dict[str, int]:
     """Fill ``site.included`` with each image's CAM pictures (``model``: the ModelSpec or source the
     cam job resolves layers on). Returns {'computed': images run now, 'reused': from the cache}."""
-    wfp = full_weights_digest(site.lm.model)
+    wfp = weights_digest(site.lm.model)
     keys = {im.id: digest("cam", wfp, im.id, list(methods)) for im in site.images}
     todo = [im for im in site.images if cache.get(keys[im.id]) is None]
     if todo:

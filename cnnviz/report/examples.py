@@ -18,7 +18,7 @@ from ..errors import UsageError
 from ..index import ActivationIndex, IndexStoreError
 from ..io import write_atomic
 from ..jobs.top import TopRequest, run_top
-from ..scan import weights_digest as index_weights_digest
+from ..models import weights_digest
 from .cache import Cache, digest
 from .site import Site
 
@@ -31,7 +31,7 @@ def index_examples(site: Site, cache: Cache, out: str, *, index: str, k: int, st
     lm = site.lm
     if prov.get("model") != lm.name:
         raise IndexStoreError(f"index {index!r} was built with model {prov.get('model')}, not {lm.name}")
-    if prov.get("weights_sha256") != index_weights_digest(lm.model):
+    if prov.get("weights_sha256") != weights_digest(lm.model):
         raise IndexStoreError(f"index {index!r} was built with other weights ({prov.get('weights')}) than the report's "
                               f"({lm.weights}); its examples would not be this network's")
     held = {d["index"] for d in idx.layers}

@@ -4,9 +4,9 @@
 A report of every conv layer (all channels) for a few images is timed against the commands a
 user would otherwise run for the same pictures: `cnnviz maps -l all --top K --sheet` (the grids
 and sheets), `cnnviz filters -l all` (the filter pictures) and `cnnviz rf` (the profile plot and
-the boxes, 20 layers per picture, the most one picture takes), run as their jobs (cnnviz.jobs). All
-run in-process on an already loaded model (model loading is excluded from both sides), each timing is the median of
---reps runs, and the ratio report / (maps + filters + rf) is the figure of merit (target <= 1.5).
+the boxes, 20 layers per picture, the most one picture takes). Every side runs in-process as its
+job (cnnviz.jobs: run_report, run_maps, run_filters, run_rf) on one already loaded model (model
+loading is excluded from both sides), each timing is the median of --reps runs, and the ratio report / (maps + filters + rf) is the figure of merit (target <= 1.5).
 A second report run on the same folder (everything cached) is timed too, as well as the size of
 the folder and, when Chromium and Playwright are here, how long its pages take to open.
 
@@ -19,16 +19,13 @@ Random weights (--weights none): timings do not depend on the weight values.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
 import platform
 import shutil
 import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -36,20 +33,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import median_time  # noqa: E402  (one timing helper for every benchmark)
 
 
-
-
-@contextlib.contextmanager
-def preloaded(lm: Any) -> Iterator[None]:
-    """`cnnviz report` gets this already loaded model (cnnviz.cli.report.load; the other commands
-    are measured as their jobs, which take the model directly)."""
-    import cnnviz.cli.report as cr
-
-    saved = cr.load
-    cr.load = lambda *a, **k: lm  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        cr.load = saved
 
 
 def jobs_baseline(lm: Any, imgs: list[str], dirs: dict[str, str], *, top: int, groups: list[str]) -> dict[str, Callable[[], None]]:
@@ -79,18 +62,15 @@ def jobs_baseline(lm: Any, imgs: list[str], dirs: dict[str, str], *, top: int, g
     return {"maps": maps, "filters": filters, "rf": rf}
 
 
-def run_cli(args: list[str]) -> None:
-    from cnnviz.cli import cli
+def report_job(lm: Any, imgs: list[str], folder: str, *, top: int) -> Callable[[], None]:
+    """`cnnviz report IMGS -l all --top K -o FOLDER` as the report job on the loaded model."""
+    from cnnviz.jobs import ImageInputs, Output
+    from cnnviz.jobs.report import ReportRequest, run_report
+    from cnnviz.sources import ModelSpec
 
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            cli.main(args, prog_name="cnnviz", standalone_mode=False)
-        except SystemExit as exc:
-            if exc.code:
-                raise RuntimeError(f"cnnviz {' '.join(args)} failed: {err.getvalue()}") from None
-    if "error:" in err.getvalue():
-        raise RuntimeError(f"cnnviz {' '.join(args)}: {err.getvalue()}")
+    request = ReportRequest(inputs=ImageInputs(images=tuple(imgs)), model=ModelSpec(source=lm.name, weights=lm.weights),
+                            layers=("all",), top=top)
+    return lambda: run_report(request, output=Output(folder), model=lm)
 
 
 def make_images(folder: str, n: int) -> list[str]:
@@ -180,17 +160,15 @@ def main(argv: list[str] | None = None) -> int:
                     os.makedirs(dirs[k])
             return go
 
-        common = ["-m", a.model, "--weights", "none"]
         groups = [f"{i}:{min(i + 20, n_layers)}" for i in range(0, n_layers, 20)]
         baseline = jobs_baseline(lm, imgs, dirs, top=a.top, groups=groups)
-        report_args = ["report", *imgs, *common, "-l", "all", "--top", str(a.top), "-o", dirs["report"]]
-        with preloaded(lm):
-            run_cli(report_args)  # warm-up: imports, fx traces, fonts
-            t_maps = median_time(baseline["maps"], a.reps, setup=fresh("maps"))
-            t_filt = median_time(baseline["filters"], a.reps, setup=fresh("filters"))
-            t_rf = median_time(baseline["rf"], a.reps, setup=fresh("rf"))
-            t_rep = median_time(lambda: run_cli(report_args), a.reps, setup=fresh("report"))
-            t_again = median_time(lambda: run_cli(report_args), a.reps)
+        report = report_job(lm, imgs, dirs["report"], top=a.top)
+        report()  # warm-up: imports, fx traces, fonts
+        t_maps = median_time(baseline["maps"], a.reps, setup=fresh("maps"))
+        t_filt = median_time(baseline["filters"], a.reps, setup=fresh("filters"))
+        t_rf = median_time(baseline["rf"], a.reps, setup=fresh("rf"))
+        t_rep = median_time(report, a.reps, setup=fresh("report"))
+        t_again = median_time(report, a.reps)
         files, size = folder_size(dirs["report"])
         base_files = sum(folder_size(dirs[k])[0] for k in ("maps", "filters", "rf"))
         base_size = sum(folder_size(dirs[k])[1] for k in ("maps", "filters", "rf"))

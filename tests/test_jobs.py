@@ -108,3 +108,45 @@ def test_maximize_and_rf_jobs_use_the_given_model(resnet18, tmp_path, monkeypatc
     assert [r["path"] for r in out.records] == [str(tmp_path / "resnet18-02-layer1.0.conv2-maximize.png"),
                                                 str(tmp_path / "grace_hopper-resnet18-rf.png")]
     assert out.records[1]["boxes"][0]["channel"] == 3
+
+
+def test_report_job_writes_what_the_cli_writes(resnet18, tmp_path, monkeypatch, capfd):
+    import cnnviz.jobs.report as jp
+
+    r = run_cli("report", "--sample", "-m", "resnet18", "-w", "none", "-l", "0,1", "--size", "48", "--top", "4",
+                "-o", str(tmp_path / "cli"), "--json")
+    assert r.exit_code == 0, r.stderr
+    capfd.readouterr()
+    _no_loading(monkeypatch, jp)
+    said: list[str] = []
+    out = Output(tmp_path / "lib")
+    request = jp.ReportRequest(inputs=ImageInputs(sample=True, size="48"), layers=("0", "1"), model=NONE18, top=4)
+    res = jp.run_report(request, output=out, model=resnet18, say=said.append)
+    assert capfd.readouterr() == ("", "")  # a library call: no progress lines
+    files = {str(p.relative_to(tmp_path / "cli")) for p in (tmp_path / "cli").rglob("*") if p.is_file()}
+    assert files == {str(p.relative_to(tmp_path / "lib")) for p in (tmp_path / "lib").rglob("*") if p.is_file()}
+    assert "index.html" in files and "layer-01.html" in files
+    for name in files:
+        assert (tmp_path / "lib" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes(), name
+    cli_record = json.loads(r.stdout)
+    assert out.records == [{**cli_record, "path": res.index, "folder": res.output, "seconds": out.records[0]["seconds"]}]
+    assert res.layers == 2 and res.images == 1
+    assert len(said) == 1 and said[0].startswith("report: 2 layer(s), 128 channels, 1 image(s) of resnet18 (none)")
+
+
+@pytest.mark.parametrize("request_args, message", [
+    ({"layers": ("nope",)}, "unknown layer"),
+    ({"steps": 3}, "add --maximize"),
+    ({"maximize": True, "maximize_layer": ("1",), "layers": ("0",)}, "not in the report's --layer selection"),
+    ({"cmap": "nocmap"}, "colormap"),
+])
+def test_report_job_refuses_before_loading_or_writing(tmp_path, monkeypatch, request_args, message):
+    import cnnviz.jobs.report as jp
+
+    _no_loading(monkeypatch, jp)
+    req = jp.ReportRequest(inputs=ImageInputs(sample=True), model=NONE18, **request_args)
+    with pytest.raises(UsageError, match=message):
+        jp.run_report(req, output=Output(tmp_path / "out"))
+    with pytest.raises(UsageError, match="a report is a folder"):
+        jp.run_report(jp.ReportRequest(model=NONE18), output=Output("-", stream=io.BytesIO()))
+    assert not (tmp_path / "out").exists()

@@ -501,11 +501,21 @@ def label_bands(
     return _label_bands(tuple(str(s) for s in labels), width, size, tuple(color), fill, grey_index)
 
 
+def label_band_height(labels: Sequence[object], *, width: int, size: int = 11) -> int:
+    """The height in px of the bands label_bands draws for ``labels`` (0 for none), without drawing them."""
+    return _band_geometry(tuple(str(s) for s in labels), width, size)[1]
+
+
+def _band_geometry(texts: tuple[str, ...], width: int, size: int) -> tuple[int, int]:
+    """(font size, band height) of label_bands: the font fitted to ``width``, the tallest text + 2 px."""
+    size = _fit_font_size(list(texts), width=width - 1, size=size)
+    return size, (max(text_size(s, size=size)[1] for s in set(texts)) + 2 if texts else 0)
+
+
 @lru_cache(maxsize=16)
 def _label_bands(texts: tuple[str, ...], width: int, size: int, color: tuple[int, ...], fill: int, grey_index: bool) -> np.ndarray:
     n = len(texts)
-    size = _fit_font_size(list(texts), width=width - 1, size=size)
-    band = max(text_size(s, size=size)[1] for s in set(texts)) + 2 if n else 0
+    size, band = _band_geometry(texts, width, size)
     coverage = np.zeros((n, band, width), np.uint8)
     for i, s in enumerate(texts):
         m = _text_mask(s, size, band)[:, :width]

@@ -67,6 +67,9 @@ class _TopCommand(CnnvizCommand):
 @click.option("--separate", is_flag=True, help="One strip PNG per channel instead of one grid per layer.")
 @click.option("--tile", type=click.IntRange(min=8, max=1024), default=112, show_default=True, metavar="PX", help="Patch size in the pictures.")
 @click.option("--cmap", default="inferno", show_default=True, metavar="NAME", help="Colormap of --overlay.")
+@click.option("--max-side", type=click.IntRange(256, 32768), default=8192, show_default=True, metavar="PX",
+              help="Largest PNG side: a grid that does not fit goes to further pages (-p01, -p02, ...), a row of "
+                   "more than fit wraps onto further lines.")
 @click.option("--no-pictures", is_flag=True, help="Only the JSON/paths answer, no PNG.")
 @click.option("-o", "--output", default=".", show_default=True, metavar="DIR", help="Folder for the pictures (created if needed).")
 @click.option("--part-images", type=click.IntRange(min=1), default=512, show_default=True, hidden=True,
@@ -75,7 +78,7 @@ class _TopCommand(CnnvizCommand):
 def top(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: str | None,
         k: int, score: str, bottom: bool, stage: str, size: str | None, crop: bool, max_pixels: int | None,
         batch_size: int, workers: int | None, strict: bool, index: str | None, image: str | None, shard: str | None,
-        engine: str, overlay: bool, separate: bool, tile: int, cmap: str, no_pictures: bool, output: str,
+        engine: str, overlay: bool, separate: bool, tile: int, cmap: str, max_side: int, no_pictures: bool, output: str,
         part_images: int, as_json: bool) -> None:
     """Dataset examples: for each channel, the K images that excite it most, cropped to the
     receptive field of the unit where its map peaks.
@@ -84,8 +87,9 @@ def top(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: 
     Images stream through the model in batches (decoded in worker processes, the forward pass
     stopped after the last --layer); memory stays flat however many there are. Writes one grid
     per layer, {model}-{index}-{name}-top-{score}.png (a row per channel, K patches with their
-    value and file name), and prints its path, or with --json one record per channel:
-    {layer, name, channel, examples: [{path, score, unit [y, x], box [y0, x0, y1, x1]}]}.
+    value and file name; pages -p01, -p02, ... beyond --max-side), and prints its path, or with
+    --json one record per channel: {layer, name, channel, picture, pictures,
+    examples: [{path, score, unit [y, x], box [y0, x0, y1, x1]}]}.
 
     \b
     Examples:
@@ -108,7 +112,7 @@ def top(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: 
     req = TopRequest(images=images, model=model, weights=model.weights, seed=model.seed, layers=layers, stage=stage, channels=channels,
                      k=k, score=score, bottom=bottom, size=size, crop=crop, max_pixels=max_pixels, batch_size=batch_size,
                      workers=workers, strict=strict, index=index, image=image, shard=shard, engine=engine,
-                     pictures=not no_pictures, overlay=overlay, separate=separate, tile=tile, cmap=cmap,
+                     pictures=not no_pictures, overlay=overlay, separate=separate, tile=tile, cmap=cmap, max_side=max_side,
                      part_images=part_images)
     if image is not None:
         for rec in image_query(req):
@@ -122,9 +126,11 @@ def top(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: 
     def on_record(rec: dict[str, Any]) -> None:
         if as_json:
             emit(rec, as_json=True)
-        elif rec.get("picture") and rec["picture"] not in printed:
-            printed.add(rec["picture"])
-            out(rec["picture"])
+        else:
+            for path in rec.get("pictures", []):
+                if path not in printed:
+                    printed.add(path)
+                    out(path)
 
     result = run_top(req, output=output, on_record=on_record, say=info, stdin=sys.stdin)
     n_ch = sum(len(lr.examples) for lr in result.layers)

@@ -17,8 +17,10 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, TextIO
 
 import numpy as np
@@ -32,7 +34,8 @@ from ..util import parse_size
 from ..maps import resolve_channels
 from ..models import LoadedModel, weights_digest
 from ..sources import ModelSpec, architecture, load
-from ..patches import Patch, Row, crop_window, map_on_input, overlay_patch, render_examples, window_values
+from ..patches import (Patch, Row, crop_window, map_on_input, overlay_patch, page_rows, paginate_examples, render_examples,
+                       window_values)
 from ..rayscan import ray_scan
 from ..render import Picture, check_cmap
 from ..rf import Field, receptive_fields
@@ -51,7 +54,8 @@ class TopRequest:
     ('max' or 'mean' of the channel's map), least first with ``bottom``. ``size``/``crop``: the
     input (default: the weights' crop size, the classifier's Resize + CenterCrop). ``index``: an
     index folder to build, extend or query; ``image``: with ``index``, report the channels this
-    image excites most and its rank in each. ``shard`` 'I/N': scan only that part of the list."""
+    image excites most and its rank in each. ``shard`` 'I/N': scan only that part of the list.
+    ``max_side``: no picture side exceeds it (px); a grid that would is paged (``-p01``, ...)."""
 
     images: tuple[str, ...] = ()
     model: str | ModelSpec = "resnet50"  # a --model source, or the ModelSpec of the model options
@@ -80,18 +84,21 @@ class TopRequest:
     cmap: str = "inferno"
     alpha: float = 0.6
     part_images: int = 512
+    max_side: int = 8192
 
 
 @dataclass
 class LayerResult:
     """The examples of one layer: {channel: [entry]}, entry = {path, image, score, max, mean,
     unit [y, x], box [y0, x0, y1, x1]} (box: inclusive input pixels of the preprocessed image,
-    may extend into the padding), best first; plus the picture paths written for it."""
+    may extend into the padding), best first; plus the pictures written for it: per channel the
+    one its examples start on (``pictures``) and every one holding some of them (``pages``)."""
 
     layer: ConvLayer
     examples: dict[int, list[Record]]
     field: Field
     pictures: dict[int, str] = field(default_factory=dict)
+    pages: dict[int, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -120,8 +127,8 @@ def default_workers() -> int:
 def run_top(req: TopRequest, *, output: str = ".", on_record: Callable[[Record], None] | None = None,
             model: LoadedModel | None = None, say: Say = quiet, stdin: TextIO | None = None) -> TopResult:
     """Scan and/or query, then write one grid PNG per layer (or one strip per channel with
-    ``separate``) into the folder ``output`` and report one record per channel through
-    ``on_record``. Every usage error is raised before weights or pixels are read. ``model``: an
+    ``separate``; pages ``-p01``, ``-p02``, ... where a picture would exceed ``req.max_side``)
+    into the folder ``output`` and report one record per channel through ``on_record``. Every usage error is raised before weights or pixels are read. ``model``: an
     already loaded model (else ``req.model`` is loaded with ``req.weights``)."""
     t0 = time.perf_counter()
     _check(req)
@@ -147,6 +154,7 @@ def run_top(req: TopRequest, *, output: str = ".", on_record: Callable[[Record],
                            "receptive_field": lr.field.as_dict()["receptive_field"], "examples": entries}
             if c in lr.pictures:
                 rec["picture"] = lr.pictures[c]
+                rec["pictures"] = lr.pages[c]
             if on_record is not None:
                 on_record(rec)
     result.seconds = time.perf_counter() - t0
@@ -176,6 +184,9 @@ def _check(req: TopRequest) -> None:
         raise UsageError(f"--tile must be at least 8 px, not {req.tile}")
     if req.pictures:
         check_cmap(req.cmap)
+        # --tile too large for --max-side: the same planner, on a stand-in row, before any work
+        paginate_examples([Row("99999", [Patch(np.zeros((1, 1, 3), np.uint8), "-0.000123", "image.jpg")])], k=1,
+                          tile=req.tile, max_side=req.max_side)
 
 
 # ---------------------------------------------------------------- planning
@@ -428,24 +439,8 @@ def _draw(req: TopRequest, result: TopResult, *, output: str, model: LoadedModel
     displays = _Displays(result.prep)  # type: ignore[arg-type]
     for lr in result.layers:
         maps = _overlay_maps(req, lr, lm, result.prep, result.stage) if req.overlay else {}  # type: ignore[arg-type]
-        rows: list[tuple[int, Row]] = []
-        for c, entries in lr.examples.items():
-            norm = max([abs(e["max"]) for e in entries] + [1e-12])  # one scale per row: patches compare
-            patches = []
-            for e in entries:
-                disp = displays.get(e["path"])
-                if disp is None:  # deleted or unreadable since the scan: padding only, and said so
-                    pix, _ = crop_window(np.zeros((0, 0, 3), np.uint8), tuple(e["box"]))
-                    name = "(missing) " + os.path.basename(e["path"])
-                else:
-                    pix, inside = crop_window(disp, tuple(e["box"]))
-                    m = maps.get((e["image"], c))
-                    if m is not None:
-                        v = window_values(map_on_input(m, disp.shape[:2]), tuple(e["box"])) / norm
-                        pix = overlay_patch(pix, inside, v, cmap=req.cmap, alpha=req.alpha)
-                    name = os.path.basename(e["path"])
-                patches.append(Patch(pix, f"{e['score']:.3g}", name))
-            rows.append((c, Row(f"{c}", patches)))
+        channels = list(lr.examples)
+        rows = [_row(req, c, lr.examples[c], displays, maps) for c in channels]
         rf = lr.field.as_dict()["receptive_field"]
         order = "lowest" if req.bottom else "highest"
         title = (f"{result.model_name} {result.weights} \u00b7 layer {lr.layer.index} {lr.layer.name}"
@@ -457,17 +452,53 @@ def _draw(req: TopRequest, result: TopResult, *, output: str, model: LoadedModel
         meta = {"Software": "cnnviz", "model": result.model_name, "weights": result.weights, "layer": lr.layer.index,
                 "name": lr.layer.name, "stage": result.stage, "score": req.score,
                 "order": "bottom" if req.bottom else "top", "k": req.k, "images": result.images}
-        if req.separate:
-            for c, row in rows:
-                img = render_examples([row], k=req.k, tile=req.tile, title=f"{title} \u00b7 channel {c}\n{sub}")
-                name = output_name(result.model_name, lr.layer.index, lr.layer.slug, f"c{c:04d}", kind=kind)
-                lr.pictures[c] = save_png(os.path.join(output, name), Picture(img, metadata={**meta, "channels": [c]}))
+        if req.separate:  # one picture (or pages) per channel
+            groups = [([i], f"{title} \u00b7 channel {c}\n{sub}", (f"c{c:04d}",)) for i, c in enumerate(channels)]
         else:
-            img = render_examples([row for _, row in rows], k=req.k, tile=req.tile, title=f"{title}\n{sub}")
-            name = output_name(result.model_name, lr.layer.index, lr.layer.slug, kind=kind)
-            path = save_png(os.path.join(output, name), Picture(img, metadata={**meta, "channels": [c for c, _ in rows]}))
-            for c, _ in rows:
-                lr.pictures[c] = path
+            groups = [(list(range(len(rows))), f"{title}\n{sub}", ())]
+        for members, text, tag in groups:
+            group = [rows[i] for i in members]
+            cols, pages = paginate_examples(group, k=req.k, tile=req.tile, title=text, max_side=req.max_side)
+            for p, page in enumerate(pages, 1):
+                img = render_examples(page_rows(group, page), k=cols, tile=req.tile, title=text, max_height=req.max_side)
+                chans = [channels[members[line.row]] for line in page]
+                ranks = [[ch, line.start + 1, line.stop] for ch, line in zip(chans, page)]
+                name = output_name(result.model_name, lr.layer.index, lr.layer.slug, *tag,
+                                   kind=kind if len(pages) == 1 else f"{kind}-p{p:02d}")
+                page_meta = {**meta, "channels": list(dict.fromkeys(chans)), "examples": ranks, "page": p,
+                             "pages": len(pages)}
+                path = save_png(os.path.join(output, name), Picture(img, metadata=page_meta))
+                for ch in dict.fromkeys(chans):
+                    lr.pictures.setdefault(ch, path)
+                    lr.pages.setdefault(ch, []).append(path)
+
+
+def _row(req: TopRequest, c: int, entries: list[Record], displays: _Displays,
+         maps: dict[tuple[int, int], np.ndarray]) -> Row:
+    """Channel ``c``'s row: its patches, whose pixels are made only when their page is drawn."""
+    norm = max([abs(e["max"]) for e in entries] + [1e-12])  # one scale per row: patches compare
+    patches = []
+    for e in entries:
+        name = os.path.basename(e["path"])
+        if not os.path.isfile(e["path"]):
+            name = "(missing) " + name
+        patches.append(Patch(partial(_pixels, req, e, c, displays, maps, norm), f"{e['score']:.3g}", name))
+    return Row(f"{c}", patches)
+
+
+def _pixels(req: TopRequest, e: Record, c: int, displays: _Displays, maps: dict[tuple[int, int], np.ndarray],
+            norm: float) -> np.ndarray:
+    """The window of example ``e`` (its map blended over it with ``overlay``); padding only when
+    the file was deleted or can no longer be read since the scan."""
+    disp = displays.get(e["path"])
+    if disp is None:
+        return crop_window(np.zeros((0, 0, 3), np.uint8), tuple(e["box"]))[0]
+    pix, inside = crop_window(disp, tuple(e["box"]))
+    m = maps.get((e["image"], c))
+    if m is not None:
+        v = window_values(map_on_input(m, disp.shape[:2]), tuple(e["box"])) / norm
+        pix = overlay_patch(pix, inside, v, cmap=req.cmap, alpha=req.alpha)
+    return pix
 
 
 def _index_weights(req: TopRequest, result: TopResult) -> LoadedModel:
@@ -483,20 +514,28 @@ def _index_weights(req: TopRequest, result: TopResult) -> LoadedModel:
 
 
 class _Displays:
-    """Preprocessed display images (H, W, 3) of the example files, each read once, or None when a
-    file can no longer be read. Holds only the few winners of a run, never the whole collection."""
+    """Preprocessed display images (H, W, 3) of the example files, each read once while it stays
+    in a cache of at most ``budget`` bytes (least recently used out first), or None when a file
+    can no longer be read. A run of 512 channels x 25 examples may name thousands of images."""
 
-    def __init__(self, prep: Preprocess):
-        self.prep = prep
-        self.cache: dict[str, np.ndarray | None] = {}
+    def __init__(self, prep: Preprocess, *, budget: int = 512 << 20):
+        self.prep, self.budget, self.held = prep, budget, 0
+        self.cache: OrderedDict[str, np.ndarray | None] = OrderedDict()
 
     def get(self, path: str) -> np.ndarray | None:
-        if path not in self.cache:
-            try:
-                self.cache[path] = self.prep(path)[1]
-            except ImageError:
-                self.cache[path] = None
-        return self.cache[path]
+        if path in self.cache:
+            self.cache.move_to_end(path)
+            return self.cache[path]
+        try:
+            disp: np.ndarray | None = self.prep(path)[1]
+        except ImageError:
+            disp = None
+        self.cache[path] = disp
+        self.held += 0 if disp is None else disp.nbytes
+        while self.held > self.budget and len(self.cache) > 1:
+            _, old = self.cache.popitem(last=False)
+            self.held -= 0 if old is None else old.nbytes
+        return disp
 
 
 def _overlay_maps(req: TopRequest, lr: LayerResult, lm: LoadedModel | None, prep: Preprocess, stage: str) -> dict[tuple[int, int], np.ndarray]:

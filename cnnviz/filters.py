@@ -54,7 +54,7 @@ from .render import (
     value_range as data_range,
     vstack,
 )
-from .select import select_indices
+from .select import index_ranges, select_indices
 
 MODES = ("auto", "rgb", "mean", "channels")
 NORMS = ("layer", "filter", "minmax")
@@ -376,26 +376,12 @@ def _caption(plan: FilterPlan, filters: list[int], page: int, title: str, channe
     }[plan.mode]
     scale = {"layer": "one symmetric scale for the layer", "filter": "each filter scaled to its own \u00b1max|w|",
              "minmax": "layer min-max"}[plan.norm]
-    span = f"filters {_ranges(filters)} of {o}"
+    span = f"filters {index_ranges(filters)} of {o}"
     if channels is not None and len(channels) < i:
-        span += f", channels {_ranges(channels)} of {i}"
+        span += f", channels {index_ranges(channels)} of {i}"
     pages = f", page {page}/{len(plan.pages)}" if len(plan.pages) > 1 else ""
     first = f"{title}  " if title else ""
     return f"{first}{o}x{i}x{kh}x{kw}{pages}\n{what}\n{span}; {scale}"
-
-
-def _ranges(idx: Sequence[int]) -> str:
-    """[0,1,2,3,7,9,10] -> '0-3,7,9-10' (short, for captions and metadata)."""
-    out: list[str] = []
-    idx = list(idx)
-    k = 0
-    while k < len(idx):
-        j = k
-        while j + 1 < len(idx) and idx[j + 1] == idx[j] + 1:
-            j += 1
-        out.append(str(idx[k]) if j == k else f"{idx[k]}-{idx[j]}")
-        k = j + 1
-    return ",".join(out)
 
 
 @dataclass(frozen=True)
@@ -513,11 +499,11 @@ def _metadata(plan: FilterPlan, fsel: list[int], page: int, lo: float, hi: float
         "cmap": plan.cmap or "rgb",
         "shape": "x".join(str(s) for s in plan.shape),
         "range": f"{st['min']:.6g}..{st['max']:.6g}",
-        "filters": _ranges(fsel),
+        "filters": index_ranges(fsel),
         "page": f"{page}/{len(plan.pages)}",
     }
     if channels is not None:
-        meta["channels"] = _ranges(channels)
+        meta["channels"] = index_ranges(channels)
     if plan.mode == "heatmap":
         meta["note"] = HEATMAP_NOTE
     return meta

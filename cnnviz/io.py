@@ -7,13 +7,14 @@ first frame of animations. A pixel limit is checked from the header, before deco
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io as _io
 import os
 import sys
 import tempfile
 import unicodedata
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
@@ -22,6 +23,7 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .errors import ImageError, OutputError, first_line
 from .render import Picture
+from .select import index_ranges
 
 DEFAULT_MAX_PIXELS = 64_000_000  # ~ 8000 x 8000; a decompression bomb is far beyond
 SAMPLE = "grace_hopper.jpg"
@@ -438,10 +440,56 @@ def ensure_dir(path: str | os.PathLike[str]) -> str:
     return path
 
 
-def output_name(*parts: str | int, kind: str, ext: str = "png") -> str:
-    """'{part}-{part}-...-{kind}.{ext}'; integers are zero-padded to 2 digits (sortable)."""
+def output_name(*parts: str | int, kind: str, ext: str = "png", tags: Sequence[str | None] = ()) -> str:
+    """'{part}-{part}-...-{kind}[-{tag}...].{ext}'; integers are zero-padded to 2 digits
+    (sortable). ``tags`` name the non-default options of the request (see option_tags; None and
+    '' are skipped), so runs that draw different pictures never share a file name while a default
+    run keeps the plain name (README "Output names")."""
     bits = [f"{p:02d}" if isinstance(p, int) else safe_name(str(p)) for p in parts]
-    return "-".join([*bits, kind]) + f".{ext}"
+    return "-".join([*bits, kind, *(safe_name(str(t)) for t in tags if t)]) + f".{ext}"
+
+
+_TAG_CHARS = 24
+
+
+def indices_tag(prefix: str, idx: Sequence[int]) -> str:
+    """A file-name tag for a selection: 'c0-15', 'c1,5,9' (see text_tag for long ones)."""
+    return text_tag(prefix, index_ranges(idx), count=len(idx))
+
+
+def text_tag(prefix: str, text: str, *, count: int) -> str:
+    """'{prefix}{text}'; a text longer than 24 characters becomes '{prefix}{count}x' plus 8 hex
+    digits of its hash ('c128x3fa2b1c9'): distinct selections, distinct short tags."""
+    if len(text) <= _TAG_CHARS:
+        return f"{prefix}{text}"
+    digest = hashlib.sha1(text.encode()).hexdigest()[:8]
+    return f"{prefix}{count}x{digest}"
+
+
+def size_tag(size: str | int | Sequence[int] | None, crop: bool = False) -> list[str]:
+    """Tags for the image options: 's300' or 's224x320' for an explicit --size, 'crop' for --crop."""
+    tags = []
+    if size is not None:
+        text = "x".join(str(int(v)) for v in size) if isinstance(size, (tuple, list)) else str(size).strip().lower()
+        tags.append(f"s{text}")
+    if crop:
+        tags.append("crop")
+    return tags
+
+
+def option_tags(options: Sequence[tuple[str, Any, Any]]) -> list[str]:
+    """Tags for the options that differ from their defaults: each (tag, value, default) gives
+    ``tag`` when value != default; '{}' in ``tag`` takes the value (('top{}', 8, None) -> 'top8';
+    floats as %g, equal pairs as one number)."""
+    return [tag.format(_tag_value(value)) for tag, value, default in options if value != default]
+
+
+def _tag_value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (tuple, list)):
+        return str(v[0]) if len(set(v)) == 1 else "x".join(str(x) for x in v)
+    return str(v)
 
 
 # The real stdout while data_stdout() is active (sys.stdout then points to stderr).

@@ -114,3 +114,17 @@ def select_indices(
     if not out:
         raise SelectionError(f"selector selects no {whats}{tail}")
     return out
+
+
+def index_ranges(idx: Sequence[int]) -> str:
+    """[0,1,2,3,7,9,10] -> '0-3,7,9-10' (inclusive runs, in the given order)."""
+    out: list[str] = []
+    idx = list(idx)
+    k = 0
+    while k < len(idx):
+        j = k
+        while j + 1 < len(idx) and idx[j + 1] == idx[j] + 1:
+            j += 1
+        out.append(str(idx[k]) if j == k else f"{idx[k]}-{idx[j]}")
+        k = j + 1
+    return ",".join(out)

@@ -40,10 +40,11 @@ def test_maximize_json_reports_the_precision_actually_used(cli, tmp_path, monkey
     r = cli("maximize", "--model", "mobilenet_v3_small", "--weights", "none", "--layer", "0", "--channel", "0",
             "--steps", "1", "--size", "8", "--precision", "auto", "--json", "-o", str(tmp_path))
     assert r.exit_code == 0, r.stderr
-    assert json.loads(r.stdout)["precision"] == used
+    rec = json.loads(r.stdout)
+    assert rec["precision"] == used
     from PIL import Image
 
-    assert Image.open(tmp_path / "mobilenet_v3_small-00-features.0.0-maximize.png").text["precision"] == used
+    assert Image.open(rec["path"]).text["precision"] == used
 
 
 def test_maximize_result_names_its_precision(tiny_vgg):
@@ -107,5 +108,6 @@ def test_maps_writes_non_ascii_image_names(cli, tmp_path):
     assert r.exit_code == 0, r.stderr
     paths = [json.loads(line)["path"] for line in r.stdout.splitlines()]
     assert [p.rsplit("/", 1)[1] for p in paths] == [
-        "фото-vgg16-00-features.0-maps.png", "写真_1-vgg16-00-features.0-maps.png", "ctl_-vgg16-00-features.0-maps.png"]
+        "фото-vgg16-00-features.0-maps-s16.png", "写真_1-vgg16-00-features.0-maps-s16.png",
+        "ctl_-vgg16-00-features.0-maps-s16.png"]
     assert sorted(p.name for p in out.iterdir()) == sorted(p.rsplit("/", 1)[1] for p in paths)

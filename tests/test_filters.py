@@ -262,7 +262,7 @@ def test_cli_paths_on_stdout_messages_on_stderr(cli, tmp_path):
     r = cli("filters", "-m", "resnet18", "-w", "none", "-l", "layer1.0.conv1", "--mode", "channels",
             "-o", str(tmp_path))
     assert r.exit_code == 0, r.stderr
-    assert r.stdout.strip() == str(tmp_path / "resnet18-01-layer1.0.conv1-filters.png")
+    assert r.stdout.strip() == str(tmp_path / "resnet18-01-layer1.0.conv1-filters-channels-f0-31-c0-31.png")
     assert "first 32 of 64 filters" in r.stderr and "first 32 of 64 channels" in r.stderr
 
 

@@ -64,7 +64,7 @@ def test_jobs_print_nothing_unless_asked(resnet18, tmp_path, capfd):
     run_filters(FiltersRequest(layers=("0",), model=NONE18), output=Output(tmp_path), model=resnet18)
     run_rf(RFRequest(inputs=ImageInputs(sample=True, size="48"), layers=("0",), model="resnet18"), output=Output(tmp_path))
     assert capfd.readouterr() == ("", "")
-    assert sorted(os.listdir(tmp_path)) == ["grace_hopper-resnet18-rf.png", "resnet18-00-conv1-filters.png"]
+    assert sorted(os.listdir(tmp_path)) == ["grace_hopper-resnet18-rf-l0-s48.png", "resnet18-00-conv1-filters.png"]
 
 
 def test_stream_output_takes_exactly_one_png_checked_before_any_work(resnet18, tmp_path, monkeypatch):
@@ -105,8 +105,8 @@ def test_maximize_and_rf_jobs_use_the_given_model(resnet18, tmp_path, monkeypatc
                     output=out, model=resnet18)
     jr.run_rf(jr.RFRequest(inputs=ImageInputs(sample=True, size="48"), layers=("layer1.0.conv2",), channel="3",
                            model="resnet18"), output=out, model=resnet18)
-    assert [r["path"] for r in out.records] == [str(tmp_path / "resnet18-02-layer1.0.conv2-maximize.png"),
-                                                str(tmp_path / "grace_hopper-resnet18-rf.png")]
+    assert [r["path"] for r in out.records] == [str(tmp_path / "resnet18-02-layer1.0.conv2-maximize-c0-1-steps2-s32.png"),
+                                                str(tmp_path / "grace_hopper-resnet18-rf-l2-c3-s48.png")]
     assert out.records[1]["boxes"][0]["channel"] == 3
 
 

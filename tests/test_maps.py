@@ -264,8 +264,8 @@ def test_layer_all_sheet_writes_13_grids_and_a_sheet(vgg_all):
     sheets = [r for r in recs if r.get("kind") == "sheet"]
     assert len(grids) == 13 and len(sheets) == 1
     assert sorted(p.name for p in folder.glob("*.png")) == sorted(Path(r["path"]).name for r in recs)
-    assert Path(grids[0]["path"]).name == "grace_hopper-vgg16-00-features.0-maps.png"
-    assert Path(sheets[0]["path"]).name == "grace_hopper-vgg16-sheet.png"
+    assert Path(grids[0]["path"]).name == "grace_hopper-vgg16-00-features.0-maps-act-tile8-crop.png"
+    assert Path(sheets[0]["path"]).name == "grace_hopper-vgg16-sheet-act-crop.png"
     assert sheets[0]["layers"] == list(range(13))
     r = grids[4]
     assert set(r) >= {"path", "npy", "image", "layer", "name", "stage", "shape", "mean", "max", "zero_fraction"}

@@ -289,7 +289,7 @@ def test_cli_writes_grid_json_and_npy(cli, tmp_path):
             "--steps", "2", "--size", "16", "--npy", "--json", "-o", str(tmp_path))
     assert r.exit_code == 0, r.stderr
     rec = json.loads(r.stdout.strip())
-    assert rec["path"] == str(tmp_path / "mobilenet_v3_small-00-features.0.0-maximize.png")
+    assert rec["path"] == str(tmp_path / "mobilenet_v3_small-00-features.0.0-maximize-c0-2-steps2-s16.png")
     assert rec["layer"] == 0 and rec["name"] == "features.0.0" and rec["channels"] == [0, 1, 2]
     assert rec["steps"] == 2 and len(rec["values"]) == 3
     from PIL import Image
@@ -305,8 +305,8 @@ def test_cli_separate_and_class(cli, tmp_path):
     r = cli("maximize", "--model", "mobilenet_v3_small", "--weights", "none", "--layer", "features.0.0", "--channel", "2,5",
             "--steps", "1", "--size", "16", "--separate", "-o", str(tmp_path))
     assert r.exit_code == 0, r.stderr
-    assert r.stdout.split() == [str(tmp_path / "mobilenet_v3_small-00-features.0.0-ch2-maximize.png"),
-                                str(tmp_path / "mobilenet_v3_small-00-features.0.0-ch5-maximize.png")]
+    assert r.stdout.split() == [str(tmp_path / "mobilenet_v3_small-00-features.0.0-ch2-maximize-steps1-s16.png"),
+                                str(tmp_path / "mobilenet_v3_small-00-features.0.0-ch5-maximize-steps1-s16.png")]
     from PIL import Image
 
     assert Image.open(r.stdout.split()[0]).size == (16, 16)
@@ -315,7 +315,7 @@ def test_cli_separate_and_class(cli, tmp_path):
     assert r.exit_code == 0, r.stderr
     rec = json.loads(r.stdout)
     assert rec["channels"] == [852] and rec["classes"] == ["tennis ball"] and rec["name"] == "logits"
-    assert rec["path"].endswith("mobilenet_v3_small-class-maximize.png")
+    assert rec["path"].endswith("mobilenet_v3_small-class-maximize-852-steps1-s16.png")
 
 
 @pytest.mark.parametrize("args, code, message", [

@@ -318,7 +318,7 @@ def test_rf_boxes_json_centre_unit_and_at(cli, rgb_image, tmp_path):
             "-o", str(out), "--json")
     assert r.exit_code == 0, r.stderr
     rec = json.loads(r.stdout)
-    assert rec["path"] == str(out / "img-vgg16-rf.png") and rec["size"] == [64, 64]
+    assert rec["path"] == str(out / "img-vgg16-rf-l4,12-s64x64.png") and rec["size"] == [64, 64]
     b3, b5 = rec["boxes"]
     # block3_conv1: map 16x16, centre unit (8, 8) centred at 1.5 + 8*4 = 33.5, rf 24
     assert (b3["alias"], b3["unit"], b3["box"], b3["clipped"]) == ("block3_conv1", [8, 8], [22, 22, 45, 45], False)
@@ -369,7 +369,7 @@ def test_rf_effective_noise_and_library(cli, tmp_path):
     assert r.exit_code == 0, r.stderr
     rec = json.loads(r.stdout)
     f = rec["fields"][0]
-    assert rec["path"].endswith("noise-resnet18-erf.png") and rec["samples"] == 2
+    assert rec["path"].endswith("noise-resnet18-erf-l2-s48-n2.png") and rec["samples"] == 2
     # ResNet-18: conv1 7, maxpool 7 + 2*2 = 11 (jump 4), layer1.0.conv1 + 8, conv2 + 8 = 27 px;
     # the gradient cannot reach beyond it
     assert f["receptive_field"] == 27 and 1 <= f["effective_95"] <= 27

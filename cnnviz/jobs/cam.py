@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from .. import faithfulness as fa
-from ..cam import METHODS, CamLayer, check_spatial, explain, mass_box, peak, predict, resolve_layers, resolve_methods
+from ..cam import METHODS, CamLayer, check_spatial, default_layer, explain, mass_box, peak, predict, resolve_layers, resolve_methods
 from ..camdraw import DEFAULT_CMAP, SheetCell, cam_picture, comparison_sheet, mass_threshold, sanity_strip
 from ..errors import SelectionError, UsageError
-from ..io import output_name
+from ..io import indices_tag, output_name, size_tag, text_tag
 from ..maps import iter_batches
 from ..models import LoadedModel, is_checkpoint_path
 from ..optimize import resolve_classes
@@ -21,7 +21,7 @@ from ..render import check_cmap
 from ..sources import ModelSpec, architecture, as_spec, load
 from ..util import device_of
 from .inputs import ImageInputs, InputImage
-from .output import Output, Record, Say, quiet
+from .output import Output, Record, Say, quiet, request_tags
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +82,11 @@ def run_cam(req: CamRequest, *, output: Output, model: LoadedModel | None = None
     output.prepare(files, npy=req.npy, message=f"-o - streams exactly one PNG to stdout, but this run writes {files} "
                                                f"({len(sources)} image(s) x {per_image} class(es) x {len(methods)} method(s)"
                                                + (" + sanity strips" if req.sanity else "") + "); use -o DIR")
+    standard = [default_layer(arch.model)]
+
+    def tags(shown: list[str]) -> list[str]:
+        return _tags(req, layers if any(map(_uses_layers, shown)) and layers != standard else None, shown)
+
     lm = model or load(spec)
     net = lm.model
     per_pass = 1 if "batch" in lm.limits else req.batch_size  # a program that takes batches of one
@@ -123,7 +128,8 @@ def run_cam(req: CamRequest, *, output: Output, model: LoadedModel | None = None
                     scores = _metrics(net, xs[j], pair.target, norm, lm, req)
                     record.update(scores)
                     summary[method].append(scores)
-                stem = output_name(pair.im.label, lm.name, method.replace("+", "p"), pair.target, kind="cam", ext="png")
+                stem = output_name(pair.im.label, lm.name, method.replace("+", "p"), pair.target, kind="cam",
+                                   tags=tags([method]))
                 if req.npy:
                     record["npy"] = output.npy(stem[:-len(".png")] + ".npy", np.stack([raw, norm]).astype(np.float32))
                 if not sheet:
@@ -137,16 +143,27 @@ def run_cam(req: CamRequest, *, output: Output, model: LoadedModel | None = None
                 else:
                     per_norm[method], per_record[method] = norm, record
                 if req.sanity:
-                    _sanity(net, xs[j:j + 1], pair, method, layers, norm, lm, req, output, names)
+                    _sanity(net, xs[j:j + 1], pair, method, layers, norm, lm, req, output, names, tags([method]))
             if sheet:
                 cells.append((pair, per_norm, per_record))
         n_images += len(batch)
     if sheet:
-        _write_sheet(cells, methods, lm, layers, names, req, output)
+        # the sheet is named after its first image: the other images, the methods (unless all)
+        # and the classes are tags
+        labels = list(dict.fromkeys(p.im.label for p, _, _ in cells))
+        sheet_tags = [text_tag("and-", ",".join(labels[1:]), count=len(labels) - 1) if len(labels) > 1 else None,
+                      text_tag("m-", ",".join(methods), count=len(methods)) if methods != list(METHODS) else None,
+                      indices_tag("cls", fixed) if fixed is not None else None, *tags(methods)]
+        _write_sheet(cells, methods, lm, layers, names, req, output, sheet_tags)
     if req.metrics:
         say(_metrics_table(summary))
     say(f"cam: {output.written} file(s) for {n_images} image(s), {len(methods)} method(s) of {lm.name} ({lm.weights}), "
         f"layer {', '.join(layer.name for layer in layers)} in {time.perf_counter() - t0:.1f}s")
+
+
+def _uses_layers(method: str) -> bool:
+    """Whether ``method`` reads a layer (CAMs, guided Grad-CAM) rather than the input alone."""
+    return METHODS[method].kind != "input" or method == "guided-gradcam"
 
 
 def _shown(method: str, norm: np.ndarray) -> tuple[np.ndarray, float]:
@@ -190,6 +207,19 @@ def _classes(req: CamRequest, arch: LoadedModel, spec: ModelSpec) -> list[int]:
     return resolve_classes(list(req.classes), cats, count=count)
 
 
+def _tags(req: CamRequest, layers: list[CamLayer] | None, methods: list[str]) -> list[str]:
+    """File-name tags of the non-default options that change the pictures of ``methods``
+    (README "Output names"): the layers read (``layers``; None: the default layer), the top-K of
+    a sheet, the integrated-gradients steps, SmoothGrad, colours, layout and the input size."""
+    smooth = req.smooth > 0
+    options = [("top{}", "top")] if len(methods) > 1 else []
+    options += [("ig{}", "ig_steps")] if "integrated-gradients" in methods else []
+    options += [("smooth{}", "smooth")] + ([("noise{}", "noise")] if smooth else [])
+    options += [("{}", "cmap"), ("alpha{}", "alpha"), ("bare", "bare")]
+    where = [text_tag("layer-", ",".join(layer.name for layer in layers), count=len(layers))] if layers else []
+    return [*where, *request_tags(req, options), *size_tag(req.inputs.size, req.inputs.crop)]
+
+
 def _class_name(names: list[str], t: int) -> str:
     return names[t] if 0 <= t < len(names) else f"class {t}"
 
@@ -199,7 +229,7 @@ def _record(pair: _Pair, method: str, layers: list[CamLayer], norm: np.ndarray, 
     y0, x0, y1, x1 = mass_box(norm, mass=0.2)
     rec: Record = {
         "image": pair.im.source, "method": method,
-        "layers": [layer.name for layer in layers] if METHODS[method].kind != "input" or method == "guided-gradcam" else [],
+        "layers": [layer.name for layer in layers] if _uses_layers(method) else [],
         "class": pair.target, "class_name": _class_name(names, pair.target), "probability": round(pair.prob, 6),
         "logit": round(pair.logit, 6), "size": [int(norm.shape[0]), int(norm.shape[1])], "peak": [y, x],
         "box20": [y0, x0, y1, x1],
@@ -208,7 +238,7 @@ def _record(pair: _Pair, method: str, layers: list[CamLayer], norm: np.ndarray, 
 
 
 def _title(pair: _Pair, lm: LoadedModel, method: str, layers: list[CamLayer], names: list[str], req: CamRequest) -> list[str]:
-    where = f" at {', '.join(layer.name for layer in layers)}" if METHODS[method].kind != "input" or method == "guided-gradcam" else ""
+    where = f" at {', '.join(layer.name for layer in layers)}" if _uses_layers(method) else ""
     smooth = f", SmoothGrad {req.smooth}x noise {req.noise:g}" if req.smooth else ""
     head = f"{_class_name(names, pair.target)} ({pair.target}) p={pair.prob:.3g}"
     note = "" if lm.categories or not lm.pretrained else " [no category names]"
@@ -235,7 +265,7 @@ def _metrics_table(summary: dict[str, list[dict[str, float]]]) -> str:
 
 
 def _sanity(net: Any, x1: torch.Tensor, pair: _Pair, method: str, layers: list[CamLayer], norm: np.ndarray,
-            lm: LoadedModel, req: CamRequest, output: Output, names: list[str]) -> None:
+            lm: LoadedModel, req: CamRequest, output: Output, names: list[str], tags: list[str]) -> None:
     def compute(model: Any) -> np.ndarray:
         return explain(model, x1, [pair.target], method=method, layers=layers, ig_steps=req.ig_steps, smooth=req.smooth,
                        noise=req.noise, seed=seed, batch_size=req.batch_size).norm
@@ -252,7 +282,7 @@ def _sanity(net: Any, x1: torch.Tensor, pair: _Pair, method: str, layers: list[C
                            labels, scores, title=title, cmap=req.cmap, alpha=req.alpha, gamma=_gamma(method))
     rec: Record = {"kind": "sanity", "image": pair.im.source, "method": method, "class": pair.target,
                    "steps": [{"randomized": s.label, "spearman": _num(s.spearman[0]), "ssim": _num(s.ssim[0])} for s in steps]}
-    stem = output_name(pair.im.label, lm.name, method.replace("+", "p"), pair.target, kind="sanity")
+    stem = output_name(pair.im.label, lm.name, method.replace("+", "p"), pair.target, kind="sanity", tags=tags)
     output.report({"path": output.png(stem, picture, metadata={"Software": "cnnviz", **rec}), **rec})
 
 
@@ -266,7 +296,7 @@ def _num(v: float) -> float | None:
 
 
 def _write_sheet(cells: list[tuple[_Pair, dict[str, np.ndarray], dict[str, Record]]], methods: list[str], lm: LoadedModel, layers: list[CamLayer],
-                 names: list[str], req: CamRequest, output: Output) -> None:
+                 names: list[str], req: CamRequest, output: Output, tags: list[str | None]) -> None:
     grid = [[SheetCell(p.im.display, _shown(m, norms[m])[0], gamma=_gamma(m)) for m in methods] for p, norms, _ in cells]
     row_labels = [f"{p.im.label}: {_class_name(names, p.target)[:24]} {p.prob:.3g}" for p, _, _ in cells]
     title = [] if req.bare else [
@@ -280,4 +310,4 @@ def _write_sheet(cells: list[tuple[_Pair, dict[str, np.ndarray], dict[str, Recor
                    "cells": records}
     meta = {"Software": "cnnviz", "model": lm.name, "weights": lm.weights, "methods": methods,
             "layers": [layer.name for layer in layers]}
-    output.report({"path": output.png(output_name(first, lm.name, kind="cam-sheet"), picture, metadata=meta), **rec})
+    output.report({"path": output.png(output_name(first, lm.name, kind="cam-sheet", tags=tags), picture, metadata=meta), **rec})

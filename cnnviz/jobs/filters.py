@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 from ..errors import UsageError
 from ..filters import FilterPlan, plan_filters, render_plan
-from ..io import output_name
+from ..io import indices_tag, option_tags, output_name
 from ..layers import ConvLayer, conv_layers, select_layers
 from ..models import LoadedModel
 from ..render import check_cmap
 from ..sources import ModelSpec, architecture, as_spec, load
-from .output import Output, Say, quiet
+from .output import Output, Say, default, quiet, request_tags
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,12 +55,14 @@ def run_filters(req: FiltersRequest, *, output: Output, model: LoadedModel | Non
     for cl, plan in plans:
         w = loaded[cl.index].module.weight.detach().cpu().float().numpy()
         title = f"{lm.name} {cl.index} {cl.name}" + (f" ({cl.alias})" if cl.alias else "") + f" [{lm.weights}]"
+        tags = _tags(req, cl, plan)
         for page in render_plan(w, plan, title=title):
-            kind = "filters" if len(plan.pages) == 1 else f"filters-p{page.page:02d}"
+            page_tag = f"p{page.page:02d}" if len(plan.pages) > 1 else None
             meta = {"Software": "cnnviz", "model": lm.name, "weights": lm.weights, "layer": str(cl.index),
                     "name": cl.name, **({"alias": cl.alias} if cl.alias else {})}
             # the page's own text follows meta
-            path = output.png(output_name(lm.name, cl.index, cl.slug, kind=kind), page.picture, metadata=meta)
+            path = output.png(output_name(lm.name, cl.index, cl.slug, kind="filters", tags=[*tags, page_tag]),
+                              page.picture, metadata=meta)
             written += 1
             output.report({
                 "path": path, "layer": cl.index, "name": cl.name, "alias": cl.alias, "mode": plan.mode,
@@ -93,3 +95,18 @@ def _plan(req: FiltersRequest) -> list[tuple[ConvLayer, FilterPlan]]:
             raise type(exc)(f"layer {cl.index} ({cl.name}): {exc}") from None
         plans.append((cl, plan))
     return plans
+
+
+def _tags(req: FiltersRequest, cl: ConvLayer, plan: FilterPlan) -> list[str]:
+    """File-name tags for what differs from the layer's default picture (README "Output names"):
+    the drawn mode, norm, the filters and channels drawn (selections and caps alike), colormap
+    and layout. Pages add their own '-p01' after these."""
+    default_plan = plan_filters(plan.shape, groups=cl.groups, max_side=req.max_side)
+    tags = option_tags([("{}", plan.mode, default_plan.mode), ("norm-{}", plan.norm, default(FiltersRequest, "norm"))])
+    if plan.filters != default_plan.filters:
+        tags.append(indices_tag("f", plan.filters))
+    if plan.channels is not None and plan.channels != default_plan.channels:
+        tags.append(indices_tag("c", plan.channels))
+    options = [("{}", "cmap")] if plan.cmap is not None else []
+    options += [("labels", "labels"), ("nolegend", "legend"), ("tile{}", "tile_size"), ("gap{}", "gap")]
+    return tags + request_tags(req, options)

@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import CnnvizError, UsageError
-from ..io import output_name
+from ..io import indices_tag, option_tags, output_name
 from ..layers import ConvLayer, conv_layers, select_layers
 from ..models import LoadedModel
 from ..optimize import (DEFAULT_LR, DEFAULT_STEPS, Transforms, grid_title, maximize, maximize_grid, recipe_note,
@@ -17,7 +17,10 @@ from ..render import to_uint8
 from ..select import select_indices
 from ..sources import ModelSpec, architecture, as_spec, load
 from ..util import parse_size
-from .output import Output, Record, Say, quiet
+from .output import Output, Record, Say, default, quiet
+
+
+_DEFAULT_CHANNELS = ("0:16",)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,7 +77,7 @@ def run_maximize(req: MaximizeRequest, *, output: Output, model: LoadedModel | N
     if "size" in arch.limits:  # the optimised image changes size (random padding and scaling)
         raise UsageError(f"maximize cannot run {arch.name}: {arch.limits['size']}")
     batch_size = 1 if "batch" in arch.limits else req.batch_size  # one image per pass: same images, more passes
-    channels = req.channels or ("0:16",)
+    channels = req.channels or _DEFAULT_CHANNELS
     if req.layers:  # layers and channels are checked on the architecture before any weights are read
         for lay in select_layers(conv_layers(arch.model), req.layers, model_name=spec.source):
             select_indices(channels, lay.out_channels, what="channel", hint=f"{lay.name} has {lay.out_channels} channels")
@@ -132,9 +135,11 @@ def _run_one(req: MaximizeRequest, lm: LoadedModel, lay: ConvLayer | None, targe
         "seed": settings["seed"], "precision": res.precision, "input_size": list(res.input_size),
     }
     parts: tuple[Any, ...] = (lm.name, "class") if lay is None else (lm.name, lay.index, lay.name)
+    first, *tags = _tags(req, lay, targets, settings)
     npy_path = None
     if req.npy:
-        npy_path = output.npy(output_name(*parts, kind="maximize", ext="npy"), res.images.astype("float32"))
+        npy_path = output.npy(output_name(*parts, kind="maximize", ext="npy", tags=[first, *tags]),
+                              res.images.astype("float32"))
     tiles = to_uint8(res.images)
     meta = {"Software": "cnnviz", **{k: str(v) for k, v in base.items()}}
     if req.separate:
@@ -142,7 +147,7 @@ def _run_one(req: MaximizeRequest, lm: LoadedModel, lay: ConvLayer | None, targe
         for i, t in enumerate(targets):
             tag = f"{t:0{width}d}" if lay is None else f"ch{t:0{width}d}"
             extra = (names[i],) if lay is None else ()
-            path = output.png(output_name(*parts, tag, *extra, kind="maximize"), tiles[i],
+            path = output.png(output_name(*parts, tag, *extra, kind="maximize", tags=tags), tiles[i],
                               metadata={**meta, "channels": str(t), "values": f"{res.values[i]:.6g}"})
             output.report(_record(base, path, [t], [res.values[i]], names[i:i + 1], lay, npy_path))
         return
@@ -151,10 +156,32 @@ def _run_one(req: MaximizeRequest, lm: LoadedModel, lay: ConvLayer | None, targe
                                                                transforms=settings["transforms"]))
     image = maximize_grid(tiles, targets=targets, class_names=names if lay is None else None, title=title,
                           labels=req.titles)
-    path = output.png(output_name(*parts, kind="maximize"), image,
+    path = output.png(output_name(*parts, kind="maximize", tags=[first, *tags, *([] if req.titles else ["nolabels"])]),
+                      image,
                       metadata={**meta, "channels": ",".join(map(str, targets)),
                                 "values": ",".join(f"{v:.6g}" for v in res.values)})
     output.report(_record(base, path, targets, list(res.values), names, lay, npy_path))
+
+
+def _tags(req: MaximizeRequest, lay: ConvLayer | None, targets: list[int], settings: dict[str, Any]) -> list[str | None]:
+    """File-name tags (README "Output names"): first the targets when they are not the default
+    channels (class indices always: there is no default class; a one-target PNG names its target
+    itself and drops this first tag), then every recipe setting that differs from its default."""
+    if lay is None:
+        first: str | None = indices_tag("", targets)
+    else:
+        standard = select_indices(_DEFAULT_CHANNELS, lay.out_channels, what="channel")
+        first = None if targets == standard else indices_tag("c", targets)
+    fft = settings["param"] == default(MaximizeRequest, "param")
+    return [first, *option_tags([
+        ("neuron", req.objective if lay is not None else "channel", "channel"),
+        ("act", req.stage if lay is not None else "conv", "conv"),
+        ("steps{}", settings["steps"], DEFAULT_STEPS), ("lr{}", settings["lr"], DEFAULT_LR),
+        ("s{}", tuple(settings["size"]), parse_size(default(MaximizeRequest, "size"))),
+        ("pixel", settings["param"], "fft"),
+        ("decorr" if settings["decorrelate"] else "nodecorr", settings["decorrelate"], fft),
+        ("notf", settings["transforms"] is None, False), ("seed{}", settings["seed"], 0),
+    ])]
 
 
 def _target_name(lm: LoadedModel, lay: ConvLayer | None, t: int) -> str:

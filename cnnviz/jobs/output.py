@@ -8,17 +8,29 @@ at once to ``on_record`` (the CLI prints it) or kept in :attr:`Output.records`.
 from __future__ import annotations
 
 import os
+import dataclasses
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, BinaryIO
 
 import numpy as np
 
 from ..errors import UsageError
-from ..io import ensure_dir, save_npy, save_png, stdout_binary
+from ..io import ensure_dir, option_tags, save_npy, save_png, stdout_binary
 
 Record = dict[str, Any]
 Say = Callable[[str], None]
+
+
+def default(request_type: type, name: str) -> Any:
+    """The default of field ``name`` of a request dataclass (file-name tags compare against it)."""
+    return next(f.default for f in dataclasses.fields(request_type) if f.name == name)
+
+
+def request_tags(req: Any, options: Sequence[tuple[str, str]]) -> list[str]:
+    """File-name tags of the fields of request dataclass ``req`` that differ from their defaults:
+    each (tag, field name) as in io.option_tags (('top{}', 'top') -> 'top8' when top=8)."""
+    return option_tags([(tag, getattr(req, name), default(type(req), name)) for tag, name in options])
 
 
 def quiet(message: str) -> None:

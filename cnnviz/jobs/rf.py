@@ -11,7 +11,7 @@ import torch
 
 from ..errors import UsageError
 from ..fields import effective_fields, mass_square, peak_units
-from ..io import output_name
+from ..io import indices_tag, output_name, size_tag
 from ..layers import ConvLayer, conv_layers, select_layers
 from ..models import LoadedModel
 from ..rf import RFError, catalog, layer_fields, receptive_fields
@@ -21,7 +21,7 @@ from ..select import select_indices
 from ..sources import ModelSpec, architecture, as_spec, load
 from .inputs import ImageInputs, InputImage, model_input_size, parse_image_size, square
 from .layers import rf_problem
-from .output import Output, Say, quiet
+from .output import Output, Say, quiet, request_tags
 
 MAX_BOXES = 20
 
@@ -105,7 +105,8 @@ def _profile(names: list[str], size: str | int | None, output: Output, ignore_ga
     meta = {"Software": "cnnviz", "models": names, "size": list(hw), "kind": "receptive field profile",
             "ignore_gates": ignore_gates}
     output.prepare(1)
-    path = output.png(output_name(*names, kind="rf-profile"), image, metadata=meta)
+    tags = ["nogates" if ignore_gates else None, *size_tag(size)]
+    path = output.png(output_name(*names, kind="rf-profile", tags=tags), image, metadata=meta)
     output.report({"path": path, "kind": "rf-profile", "size": list(hw), "models": records})
 
 
@@ -144,6 +145,12 @@ class _RFRun:
                              f"select at most {MAX_BOXES}")
         output.prepare(max(n_inputs, 1))
         self.needs_weights = req.channel is not None or req.effective
+        # File-name tags of the non-default options (README "Output names")
+        self.tags = [indices_tag("l", [lay.index for lay in self.layers]) if req.layers else None,
+                     f"at{self.at[0]},{self.at[1]}" if self.at is not None else None,
+                     indices_tag("c", self.channels[0]) if req.channel is not None else None,
+                     *request_tags(req, [("nogates", "ignore_gates")]), *size_tag(req.inputs.size, req.inputs.crop)]
+        self.erf_tags = [*request_tags(req, [("n{}", "samples")]), *([f"seed{self.spec.seed}"] if self.spec.seed else [])]
 
     def run(self, model: LoadedModel | None) -> None:
         req = self.req
@@ -201,7 +208,7 @@ class _RFRun:
         picture = legend_rows(canvas, rows, colors, title=title)
         meta = {"Software": "cnnviz", "image": im.source, "model": self.lm.name, "weights": self.lm.weights,
                 "size": list(hw), "boxes": entries}
-        path = self.output.png(output_name(im.label, self.lm.name, kind="rf"), picture, metadata=meta)
+        path = self.output.png(output_name(im.label, self.lm.name, kind="rf", tags=self.tags), picture, metadata=meta)
         self.written += 1
         for e in entries:
             self.say("  " + _legend_text(e))
@@ -253,7 +260,7 @@ class _RFRun:
         picture = panel_sheet(panels, title=title)
         meta = {"Software": "cnnviz", "image": source or "noise", "model": self.lm.name, "weights": self.lm.weights,
                 "size": list(hw), "samples": int(xs.shape[0]), "fields": entries}
-        path = self.output.png(output_name(label, self.lm.name, kind="erf"), picture, metadata=meta)
+        path = self.output.png(output_name(label, self.lm.name, kind="erf", tags=[*self.tags, *self.erf_tags]), picture, metadata=meta)
         self.written += 1
         for e in entries:
             self.say(f"  {_legend_text(e)}  effective(95%) {e['effective_95']} px")

@@ -46,7 +46,7 @@ def test_default_run_explains_the_top_class(cli, rgb_image, tmp_path):
     assert 0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w and y0 <= rec["peak"][0] < y1
     with Image.open(rec["path"]) as im:
         im.verify()
-    assert "cnnviz" in rec["path"] or rec["path"].endswith("-cam.png")
+    assert rec["path"].endswith(f"-resnet18-gradcam-{rec['class']}-cam-s64.png")  # --size 64: README "Output names"
 
 
 def test_top_k_classes_npy_and_names(cli, rgb_image, tmp_path):

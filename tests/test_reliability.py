@@ -360,7 +360,7 @@ def test_interrupted_run_leaves_only_complete_files(tmp_path, sig):
     assert stdout == ""
     left = sorted(files(out))
     assert left == sorted(os.path.basename(x) for x in printed)
-    assert left == [f"first-resnet50-{i:02d}-{name}-maps.png" for i, name in
+    assert left == [f"first-resnet50-{i:02d}-{name}-maps-s64.png" for i, name in
                     enumerate(["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer1.0.conv3", "layer1.0.downsample.0"])]
     for f in left:
         assert_png_valid(out / f)

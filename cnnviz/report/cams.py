@@ -28,7 +28,11 @@ class _CamImage:
 
 
 class _Inputs:
-    """The cam job's ImageInputs over images already preprocessed by the report."""
+    """The cam job's ImageInputs over images already preprocessed by the report (at the report's
+    size: no --size/--crop of their own, so no size tags in the job's file names)."""
+
+    size = None
+    crop = False
 
     def __init__(self, images: list[ReportImage]):
         self.images = images

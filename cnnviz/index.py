@@ -222,7 +222,8 @@ class ActivationIndex:
         return [os.path.join(d, f"{kind}.parquet") for d in self.part_dirs()]
 
     def writer(self, *, part_images: int = 512) -> "PartWriter":
-        return PartWriter(self, part_images=part_images)
+        return PartWriter(self.root, layer_ids=[int(d["index"]) for d in self.layers],
+                          layer_names=[str(d["name"]) for d in self.layers], part_images=part_images)
 
     # ------------------------------------------------------------ what is indexed
 
@@ -342,16 +343,18 @@ def _check_score(score: str) -> None:
 
 
 class PartWriter:
-    """Buffers scanned batches and commits them as whole parts of ``part_images`` images.
+    """Buffers scanned batches and commits them as whole parts of ``part_images`` images into the
+    index folder ``root`` (the local scan through ``ActivationIndex.writer``, each Ray actor
+    directly: the one way a part is put together).
 
     ``add`` takes a batch (every layer of the index), ``skip`` an unreadable file; ``flush``
     commits what is buffered (call it on Ctrl-C too: only complete batches are ever buffered)."""
 
-    def __init__(self, index: ActivationIndex, *, part_images: int = 512):
-        self.index = index
+    def __init__(self, root: str, *, layer_ids: Sequence[int], layer_names: Sequence[str], part_images: int = 512):
+        self.root = root
         self.part_images = max(1, int(part_images))
-        self.layer_ids = [int(d["index"]) for d in index.layers]
-        self.layer_names = [str(d["name"]) for d in index.layers]
+        self.layer_ids = [int(i) for i in layer_ids]
+        self.layer_names = [str(n) for n in layer_names]
         self._ids: list[np.ndarray] = []
         self._stats: list[dict[str, LayerStats]] = []
         self._images: list[tuple[int, str, int, int, bool, str | None]] = []
@@ -379,7 +382,7 @@ class PartWriter:
             return None
         ids, stats, images = self._ids, self._stats, self._images
         self._ids, self._stats, self._images, self._pending = [], [], [], 0  # never committed twice
-        path = write_part(self.index.root, layer_ids=self.layer_ids, layer_names=self.layer_names,
+        path = write_part(self.root, layer_ids=self.layer_ids, layer_names=self.layer_names,
                           ids=ids, stats=stats, images=images)
         self.parts += 1
         return path

@@ -13,7 +13,6 @@ launched one); without one, a local Ray instance is started on this machine.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,10 +22,10 @@ from torch import nn
 
 from .capture import Capture, HookPoint, hook_points
 from .errors import CnnvizError, ImageError
-from .index import ActivationIndex, write_part
+from .index import ActivationIndex, PartWriter
 from .layers import ConvLayer
 from .models import LoadedModel
-from .scan import LayerStats, Preprocess, ScanCounts, image_id, reduce_maps
+from .scan import LayerStats, Preprocess, ScanCounts, reduce_maps
 
 Say = Callable[[str], None]
 
@@ -103,7 +102,8 @@ class _ScanActor:
             for name in self.by_point[point]:
                 current[name] = stats
 
-        ids_parts, stats_parts, order = [], [], []
+        # one part per block: every readable image, then every unreadable one
+        writer = PartWriter(self.root, layer_ids=self.layer_ids, layer_names=self.layer_names, part_images=len(paths))
         with Capture(self.model, self.points, on_output=handle) as cap:
             for start in range(0, len(good), self.batch_size):
                 chunk = good[start : start + self.batch_size]
@@ -114,23 +114,12 @@ class _ScanActor:
                     x = torch.from_numpy(np.stack([np.asarray(batch["x"][i], np.float32) for i in group]))
                     current.clear()
                     cap.run(x)
-                    ids_parts.append(np.asarray([image_id(paths[i]) for i in group], np.int64))
-                    stats_parts.append(dict(current))
-                    order += group
-        images = [(image_id(paths[i]), paths[i], *_facts(paths[i]), True, None) for i in order]
-        images += [(image_id(paths[i]), paths[i], *_facts(paths[i]), False, errors[i]) for i in range(len(paths)) if errors[i]]
-        if images:
-            write_part(self.root, layer_ids=self.layer_ids, layer_names=self.layer_names, ids=ids_parts,
-                       stats=stats_parts, images=images)
+                    writer.add([paths[i] for i in group], dict(current))
+        for p, e in zip(paths, errors):
+            if e:
+                writer.skip(p, e)
+        writer.flush()
         return {"path": np.asarray(paths, dtype=object), "error": np.asarray(errors, dtype=object)}
-
-
-def _facts(path: str) -> tuple[int, int]:
-    try:
-        st = os.stat(path)
-        return int(st.st_size), int(st.st_mtime_ns)
-    except OSError:
-        return -1, -1
 
 
 def ray_scan(idx: ActivationIndex, lm: LoadedModel, layers: Sequence[ConvLayer], paths: Sequence[str], *,

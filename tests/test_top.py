@@ -509,3 +509,46 @@ def test_ray_engine_equals_local(tmp_path, tiny_lm):
     assert _flat(remote) == _flat(local)
     ids = _ids_in(idx)
     assert len(ids) == len(set(ids)) == 14 and len(ActivationIndex.open(idx).part_dirs()) >= 2
+
+
+def test_ray_actor_block_commits_one_part_of_every_image(tmp_path, tiny_lm):
+    """The Ray actor's batch function (run here without Ray): one part holding the readable images
+    in order, then the unreadable one with its message; per-channel maxima equal a hand-run of the
+    network's submodules."""
+    import pyarrow.parquet as pq
+
+    from cnnviz.capture import hook_points
+    from cnnviz.index import make_provenance
+    from cnnviz.rayscan import _ScanActor
+
+    paths = _photos(tmp_path / "p", 5)
+    layers = [conv_layers(tiny_lm.model)[i] for i in (1, 2)]
+    idx = ActivationIndex.create_or_open(str(tmp_path / "idx"), make_provenance(
+        model="tinyvgg", weights="none", weights_sha256="0", preprocess={"size": SIZE}, stage="conv",
+        layers=[{"index": lay.index, "name": lay.name, "alias": lay.alias, "channels": lay.out_channels} for lay in layers]))
+    points = hook_points(tiny_lm.model, layers, "conv")
+    actor = object.__new__(_ScanActor)
+    actor.model, actor.root = tiny_lm.model, idx.root
+    actor.layer_ids, actor.layer_names = [1, 2], [lay.name for lay in layers]
+    actor.points, actor.by_point = points, {p: [lay.name] for p, lay in zip(points, layers)}
+    actor.batch_size, actor.strict = 2, False
+    xs = [preprocess(load_image(p), size=SIZE, crop=True)[0] for p in paths]
+    broken = str(tmp_path / "p" / "broken.jpg")
+    batch = {"path": np.asarray([*paths[:2], broken, *paths[2:]], dtype=object),
+             "x": [xs[0], xs[1], np.zeros((3, 1, 1), np.float32), *xs[2:]],
+             "error": np.asarray(["", "", "image 'broken.jpg' is not an image", "", "", ""], dtype=object)}
+    actor(batch)
+    parts = idx.part_dirs()
+    assert len(parts) == 1
+    images = pq.read_table(os.path.join(parts[0], "images.parquet")).to_pylist()
+    assert [(r["image"], r["path"], r["ok"], r["error"]) for r in images] == (
+        [(image_id(p), p, True, None) for p in paths] + [(image_id(broken), broken, False, "image 'broken.jpg' is not an image")])
+    assert [(r["bytes"], r["mtime_ns"]) for r in images[:5]] == [(os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths]
+    assert (images[5]["bytes"], images[5]["mtime_ns"]) == (-1, -1)
+    acts = pq.read_table(os.path.join(parts[0], "acts.parquet")).to_pylist()
+    for lid in (1, 2):
+        brute = _brute(tiny_lm, paths, lid)
+        got = {(r["channel"], r["image"]): r["max"] for r in acts if r["layer"] == lid}
+        want = {(c, i): s for c, rows in brute.items() for s, i, _ in rows}
+        assert got.keys() == want.keys()
+        np.testing.assert_allclose([got[k] for k in want], [want[k] for k in want], rtol=1e-5, atol=1e-5)

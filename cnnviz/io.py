@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .errors import ImageError, OutputError, first_line
-from .render import Picture
+from .render import Picture, mpl_data_path
 from .select import index_ranges
 
 DEFAULT_MAX_PIXELS = 64_000_000  # ~ 8000 x 8000; a decompression bomb is far beyond
@@ -31,9 +31,10 @@ SAMPLE = "grace_hopper.jpg"
 
 def sample_image_path() -> str:
     """Path of matplotlib's bundled sample photo (Grace Hopper, 512x600 JPEG)."""
-    import matplotlib
-
-    path = Path(matplotlib.get_data_path()) / "sample_data" / SAMPLE
+    try:
+        path = Path(mpl_data_path("sample_data", SAMPLE))
+    except FileNotFoundError:
+        raise ImageError(f"--sample needs matplotlib (its sample image {SAMPLE}): pip install matplotlib") from None
     if not path.is_file():
         raise ImageError(f"matplotlib's sample image {SAMPLE} is missing from {path.parent}")
     return str(path)

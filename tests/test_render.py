@@ -147,3 +147,101 @@ def test_picture_validates_and_converts():
                 dict(pixels=np.zeros((2, 2, 3), np.float32))):
         with pytest.raises(ValueError):
             Picture(**bad)
+
+
+# ---------------------------------------------------------------- shipped colormap tables
+# The commands' default colormaps and the common ones are read from cnnviz/_cmaps.py (no
+# matplotlib import on the hot path); matplotlib stays the reference they must equal.
+
+from cnnviz import _cmaps  # noqa: E402
+
+
+@pytest.mark.parametrize("name", sorted(_cmaps.LUTS))
+def test_shipped_colormap_tables_equal_matplotlib(name):
+    import matplotlib
+
+    from cnnviz.render import LEVELS, colormap_colors
+
+    cmap = matplotlib.colormaps[name]
+    for n in (1, 2, 7, 100, LEVELS, 256, 257, 1000):
+        want = np.rint(cmap(np.linspace(0.0, 1.0, n))[:, :3] * 255.0).astype(np.uint8)
+        got = colormap_colors.__wrapped__(name, n)  # uncached: this very sampling
+        assert got.dtype == np.uint8 and np.array_equal(got, want), (name, n)
+
+
+def test_shipped_categorical_colours_equal_matplotlib():
+    import matplotlib
+
+    from cnnviz.render import distinct_colors
+
+    for n in (1, 3, 10, 11, 20, 25):
+        base = matplotlib.colormaps["tab10" if n <= 10 else "tab20"].colors
+        want = [tuple(int(round(255 * c)) for c in base[i % len(base)][:3]) for i in range(n)]
+        assert distinct_colors(n) == want
+
+
+def _default_cmap_pngs() -> list[bytes]:
+    import io
+
+    from cnnviz.io import save_png
+    from cnnviz.maps import render_grid
+
+    rng = np.random.default_rng(3)
+    maps = rng.normal(size=(6, 9, 7)).astype(np.float32)
+    out = []
+    for cmap, symmetric in (("viridis", False), ("RdBu_r", True), ("inferno", False), ("magma", False), ("gray", False)):
+        for overlay in (None, (rng.random((36, 28, 3)) * 255).astype(np.uint8)):
+            f = io.BytesIO()
+            save_png(f, render_grid(maps, cmap=cmap, symmetric=symmetric, tile=16, overlay=overlay).picture)
+            out.append(f.getvalue())
+    return out
+
+
+def test_default_colormap_pngs_are_byte_identical_to_matplotlibs(monkeypatch):
+    """PNGs coloured from the shipped tables equal, byte for byte, those coloured by matplotlib
+    (the tables switched off): palette grids, RGB overlays and the legend's colour bar."""
+    from cnnviz import render
+
+    def clear():
+        render.colormap_colors.cache_clear()
+        render.palette.cache_clear()
+
+    clear()
+    shipped = _default_cmap_pngs()
+    monkeypatch.setattr(_cmaps, "LUTS", {})
+    clear()
+    try:
+        assert _default_cmap_pngs() == shipped
+    finally:
+        monkeypatch.undo()
+        clear()
+
+
+def test_maps_with_a_default_colormap_does_not_import_matplotlib(tmp_path):
+    """The colour path, the labels' font and the PNG writer of a maps grid: no matplotlib import."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from cnnviz.maps import render_grid\n"
+        "from cnnviz.io import save_png\n"
+        "from cnnviz.jobs import maps\n"
+        "g = render_grid(np.random.default_rng(0).normal(size=(4, 8, 8)).astype(np.float32), title='t')\n"
+        f"save_png({str(tmp_path / 'g.png')!r}, g.picture)\n"
+        "print(sorted(m for m in sys.modules if m == 'matplotlib' or m.startswith('matplotlib.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    assert (tmp_path / "g.png").stat().st_size > 0
+
+
+def test_labels_use_matplotlibs_dejavu_font():
+    import os
+
+    import matplotlib
+
+    from cnnviz.render import _font
+
+    font = _font(13)
+    assert os.path.samefile(font.path, os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf"))

@@ -281,6 +281,7 @@ def test_dataset_examples_come_from_a_top_index(tmp_path):
     """--index: the channel pages of the index's layers get the top job's answer (same images,
     same order), as the top job's own per-channel pictures; other weights are refused."""
     from cnnviz.errors import CnnvizError
+    from cnnviz.jobs.output import Output
     from cnnviz.jobs.top import TopRequest, run_top
 
     lm = tiny_model()
@@ -298,7 +299,7 @@ def test_dataset_examples_come_from_a_top_index(tmp_path):
     d = _layer_data(out, 2)
     assert set(d["examples"]) == {str(c) for c in range(8)} and d["index"]["images"] == 6
     want: list = []
-    run_top(TopRequest(index=idx, layers=("2",), k=3, pictures=False), model=lm, on_record=want.append)
+    run_top(TopRequest(index=idx, layers=("2",), k=3, pictures=False), model=lm, output=Output(on_record=want.append))
     for rec in want:
         got = d["examples"][str(rec["channel"])]
         assert [e["name"] for e in got["examples"]] == [os.path.basename(e["path"]) for e in rec["examples"]]

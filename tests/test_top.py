@@ -18,6 +18,7 @@ from PIL import Image
 from cnnviz.errors import ImageError, UsageError
 from cnnviz.index import ActivationIndex, IndexStoreError, merge
 from cnnviz.io import load_image, preprocess
+from cnnviz.jobs.output import Output
 from cnnviz.jobs.top import TopRequest, image_query, run_top
 from cnnviz.layers import conv_layers
 from cnnviz.models import LoadedModel
@@ -196,7 +197,7 @@ def test_grid_picture_has_a_row_per_channel_and_k_columns(tmp_path, tiny_lm):
     out = tmp_path / "out"
     recs = []
     res = run_top(_req(images=(str(tmp_path / "p"),), layers=("2",), channels="0:3", k=5, pictures=True, tile=40),
-                  model=tiny_lm, output=str(out), on_record=recs.append)
+                  model=tiny_lm, output=Output(str(out), on_record=recs.append))
     assert [r["channel"] for r in recs] == [0, 1, 2]
     pics = {r["picture"] for r in recs}
     assert pics == {str(out / "tinyvgg-02-features.5-top-max.png")}
@@ -210,7 +211,7 @@ def test_grid_picture_has_a_row_per_channel_and_k_columns(tmp_path, tiny_lm):
     # --separate: one strip per channel
     recs2 = []
     run_top(_req(images=(str(tmp_path / "p"),), layers=("2",), channels="0:2", k=3, pictures=True, separate=True, tile=40,
-                 bottom=True), model=tiny_lm, output=str(out), on_record=recs2.append)
+                 bottom=True), model=tiny_lm, output=Output(str(out), on_record=recs2.append))
     assert [os.path.basename(r["picture"]) for r in recs2] == ["tinyvgg-02-features.5-c0000-bottom-max.png",
                                                               "tinyvgg-02-features.5-c0001-bottom-max.png"]
     assert dark.any()
@@ -219,9 +220,9 @@ def test_grid_picture_has_a_row_per_channel_and_k_columns(tmp_path, tiny_lm):
 def test_overlay_runs_and_differs_from_plain(tmp_path, tiny_lm):
     _photos(tmp_path / "p", 5)
     a = run_top(_req(images=(str(tmp_path / "p"),), layers=("2",), channels="0", k=2, pictures=True, tile=32),
-                model=tiny_lm, output=str(tmp_path / "a"))
+                model=tiny_lm, output=Output(str(tmp_path / "a")))
     b = run_top(_req(images=(str(tmp_path / "p"),), layers=("2",), channels="0", k=2, pictures=True, tile=32, overlay=True),
-                model=tiny_lm, output=str(tmp_path / "b"))
+                model=tiny_lm, output=Output(str(tmp_path / "b")))
     pa = np.asarray(Image.open(a.layers[0].pictures[0]).convert("RGB"))
     pb = np.asarray(Image.open(b.layers[0].pictures[0]).convert("RGB"))
     assert pa.shape[0] > 0 and pa.shape != pb.shape or not np.array_equal(pa, pb)

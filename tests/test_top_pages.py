@@ -3,6 +3,7 @@
 order (found by its colour in the pixels, not by the planner's own bookkeeping)."""
 from __future__ import annotations
 
+import io
 import json
 import os
 
@@ -12,6 +13,7 @@ import torch
 from PIL import Image
 
 from cnnviz.errors import UsageError
+from cnnviz.jobs.output import Output
 from cnnviz.jobs.top import TopRequest, run_top
 from cnnviz.models import LoadedModel
 from cnnviz.patches import Patch, Row, examples_size, page_rows, paginate_examples, render_examples
@@ -92,7 +94,7 @@ def test_tile_larger_than_max_side_is_a_usage_error(tmp_path, cli):
     # before any work: the images do not even exist
     with pytest.raises(UsageError, match="--max-side"):
         run_top(TopRequest(images=(str(tmp_path / "nothing"),), layers=("1",), tile=1024, max_side=512),
-                output=str(tmp_path / "o"))
+                output=Output(str(tmp_path / "o")))
     r = cli("top", str(tmp_path / "nothing"), "-m", "squeezenet1_1", "-w", "none", "-l", "1", "--tile", "1024",
             "--max-side", "512")
     assert r.exit_code == 2 and r.stderr.startswith("cnnviz: error: --tile 1024") and r.stderr.count("\n") == 1
@@ -109,7 +111,7 @@ def test_many_channels_x_k_are_paged_and_every_page_is_reported(tmp_path, tiny_l
     out = tmp_path / "out"
     recs = []
     res = run_top(TopRequest(images=(str(tmp_path / "p"),), layers=("1", "2"), k=25, size=32, workers=0, tile=40,
-                             max_side=400), model=tiny_lm, output=str(out), on_record=recs.append)
+                             max_side=400), model=tiny_lm, output=Output(str(out), on_record=recs.append))
     files = sorted(os.listdir(out))
     assert files and all(f.endswith(f"-p{i + 1:02d}.png") for f in files for i in [int(f[-6:-4]) - 1])
     assert {os.path.join(out, f) for f in files} == {p for r in recs for p in r["pictures"]}
@@ -132,8 +134,8 @@ def test_separate_strips_wider_than_max_side_wrap_and_page(tmp_path, tiny_lm):
     _photos(tmp_path / "p", 30)
     recs = []
     run_top(TopRequest(images=(str(tmp_path / "p"),), layers=("2",), channels="0:2", k=25, size=32, workers=0, tile=48,
-                       max_side=300, separate=True, overlay=True), model=tiny_lm, output=str(tmp_path / "o"),
-            on_record=recs.append)
+                       max_side=300, separate=True, overlay=True), model=tiny_lm,
+            output=Output(str(tmp_path / "o"), on_record=recs.append))
     names = sorted(os.listdir(tmp_path / "o"))
     assert names[0] == "tinyvgg-02-features.5-c0000-top-max-p01.png"
     assert {n.split("-c")[1][:4] for n in names} == {"0000", "0001"}
@@ -165,3 +167,43 @@ def test_cli_readme_query_shape_pages_and_json_lists_every_page(tmp_path, cli):
             str(tmp_path / "o2"))
     assert r.exit_code == 0, r.stderr
     assert r.stdout.split() == [os.path.join(tmp_path, "o2", f) for f in files]
+
+
+# ---------------------------------------------------------------- -o -: exactly one PNG on stdout
+
+
+def test_stream_one_picture_to_stdout_equals_the_file(tmp_path, cli):
+    _photos(tmp_path / "p", 6)
+    common = ["top", str(tmp_path / "p"), "-m", "squeezenet1_1", "-w", "none", "-l", "1", "-c", "0:3", "-k", "2",
+              "-s", "40", "--workers", "0"]
+    r = cli(*common, "-o", "-")
+    assert r.exit_code == 0, r.stderr
+    assert_png_valid(r.stdout_bytes)
+    f = cli(*common, "-o", str(tmp_path / "o"))
+    assert f.exit_code == 0, f.stderr
+    with Image.open(f.stdout.strip()) as want, Image.open(io.BytesIO(r.stdout_bytes)) as got:
+        assert np.array_equal(np.asarray(want), np.asarray(got)) and got.text["channels"] == "[0,1,2]"
+
+
+@pytest.mark.parametrize("extra, why", [
+    (["-l", "2"], "one picture per layer, 2 layers"),
+    (["--separate"], "--separate: one strip per channel, 3 channels"),
+    (["-c", "0:16", "-k", "200", "--max-side", "512"], "16 channel(s) x 200 examples need"),
+    (["--no-pictures"], "--no-pictures draws none"),
+])
+def test_stream_of_more_than_one_picture_is_refused_before_any_work(tmp_path, cli, extra, why):
+    """The images do not exist: the -o - error comes first, before any file is looked at."""
+    r = cli("top", str(tmp_path / "missing"), "-m", "squeezenet1_1", "-w", "none", "-l", "1", "-c", "0:3", *extra,
+            "-o", "-")
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and why in r.stderr, r.stderr
+    assert r.stderr.startswith("cnnviz: error: ") and r.stdout_bytes == b""
+
+
+def test_library_stream_gets_the_png_and_records(tmp_path, tiny_lm):
+    _photos(tmp_path / "p", 6)
+    buf = io.BytesIO()
+    sink = Output("-", stream=buf)
+    run_top(TopRequest(images=(str(tmp_path / "p"),), layers=("2",), channels="0:2", k=3, size=32, workers=0, tile=32),
+            model=tiny_lm, output=sink)
+    assert_png_valid(buf.getvalue())
+    assert [r["channel"] for r in sink.records] == [0, 1] and all(r["pictures"] == ["-"] for r in sink.records)

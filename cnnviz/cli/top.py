@@ -71,7 +71,8 @@ class _TopCommand(CnnvizCommand):
               help="Largest PNG side: a grid that does not fit goes to further pages (-p01, -p02, ...), a row of "
                    "more than fit wraps onto further lines.")
 @click.option("--no-pictures", is_flag=True, help="Only the JSON/paths answer, no PNG.")
-@click.option("-o", "--output", default=".", show_default=True, metavar="DIR", help="Folder for the pictures (created if needed).")
+@click.option("-o", "--output", default=".", show_default=True, metavar="DIR",
+              help="Folder for the pictures (created if needed); '-' streams the one picture to stdout.")
 @click.option("--part-images", type=click.IntRange(min=1), default=512, show_default=True, hidden=True,
               help="Images per index part (the unit of resumption).")
 @json_option
@@ -102,19 +103,20 @@ def top(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: 
     """
     import sys
 
+    from ..jobs.output import Output
     from ..jobs.top import TopRequest, image_query, run_top
 
     check_stream(output, as_json=as_json)
-    if output == "-":
-        from ..errors import UsageError
-
-        raise UsageError("top writes one picture per layer: give a folder with -o (or --no-pictures)")
     req = TopRequest(images=images, model=model, weights=model.weights, seed=model.seed, layers=layers, stage=stage, channels=channels,
                      k=k, score=score, bottom=bottom, size=size, crop=crop, max_pixels=max_pixels, batch_size=batch_size,
                      workers=workers, strict=strict, index=index, image=image, shard=shard, engine=engine,
                      pictures=not no_pictures, overlay=overlay, separate=separate, tile=tile, cmap=cmap, max_side=max_side,
                      part_images=part_images)
     if image is not None:
+        if output == "-":
+            from ..errors import UsageError
+
+            raise UsageError("--image lists channels and draws no picture: drop -o -")
         for rec in image_query(req):
             if as_json:
                 emit(rec, as_json=True)
@@ -123,16 +125,16 @@ def top(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: 
         return
     printed: set[str] = set()
 
-    def on_record(rec: dict[str, Any]) -> None:
+    def on_record(rec: dict[str, Any]) -> None:  # one record per channel; each picture's path printed once
         if as_json:
             emit(rec, as_json=True)
-        else:
-            for path in rec.get("pictures", []):
-                if path not in printed:
-                    printed.add(path)
-                    out(path)
+            return
+        for path in rec.get("pictures", []):
+            if path not in printed and path != "-":
+                printed.add(path)
+                out(path)
 
-    result = run_top(req, output=output, on_record=on_record, say=info, stdin=sys.stdin)
+    result = run_top(req, output=Output(output, on_record=on_record), say=info, stdin=sys.stdin)
     n_ch = sum(len(lr.examples) for lr in result.layers)
     what = f"{result.images:,} image(s)"
     if images:

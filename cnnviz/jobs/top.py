@@ -18,7 +18,7 @@ import os
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, TextIO
@@ -28,7 +28,7 @@ import numpy as np
 from ..capture import hook_points
 from ..errors import ImageError, UsageError
 from ..index import ActivationIndex, IndexStoreError, make_provenance
-from ..io import DEFAULT_MAX_PIXELS, ensure_dir, output_name, save_png
+from ..io import DEFAULT_MAX_PIXELS, output_name
 from ..layers import ConvLayer, conv_layers, select_layers
 from ..util import parse_size
 from ..maps import resolve_channels
@@ -40,7 +40,7 @@ from ..rayscan import ray_scan
 from ..render import Picture, check_cmap
 from ..rf import Field, receptive_fields
 from ..scan import SCORES, Example, LayerStats, Preprocess, TopK, expand_images, image_id, in_shard, parse_shard, scan
-from .output import Record, Say, quiet
+from .output import Output, Record, Say, quiet
 
 ENGINES = ("local", "ray")
 
@@ -124,30 +124,33 @@ def default_workers() -> int:
     return max(1, min(4, (os.cpu_count() or 1)))
 
 
-def run_top(req: TopRequest, *, output: str = ".", on_record: Callable[[Record], None] | None = None,
-            model: LoadedModel | None = None, say: Say = quiet, stdin: TextIO | None = None) -> TopResult:
+def run_top(req: TopRequest, *, output: Output | None = None, model: LoadedModel | None = None, say: Say = quiet,
+            stdin: TextIO | None = None) -> TopResult:
     """Scan and/or query, then write one grid PNG per layer (or one strip per channel with
     ``separate``; pages ``-p01``, ``-p02``, ... where a picture would exceed ``req.max_side``)
-    into the folder ``output`` and report one record per channel through ``on_record``. Every usage error is raised before weights or pixels are read. ``model``: an
-    already loaded model (else ``req.model`` is loaded with ``req.weights``)."""
+    through ``output`` (default ``Output('.')``) and report one record per channel (see README
+    ``--json``; ``picture``/``pictures`` name the PNGs holding its examples), each layer's as
+    soon as its pictures are written. ``Output('-')`` streams the run's one picture (a usage
+    error up front if it draws more). Every usage error is raised before weights or pixels are
+    read. ``model``: an already loaded model (else ``req.model`` is loaded with ``req.weights``)."""
     t0 = time.perf_counter()
+    output = Output(".") if output is None else output
     _check(req)
     if req.image is not None:
         raise UsageError("--image is a query: call image_query (or the CLI) for it")
     if not req.images and not req.index:
         raise UsageError("no images: pass IMAGES (files, folders, globs, '-' for a list on stdin) or --index DIR to query an index")
-    if req.pictures:
-        ensure_dir(output)
+    if not req.pictures and output.streaming:
+        raise UsageError("-o - streams a picture to stdout, but --no-pictures draws none; drop -o -")
     if not req.images:
-        result = _query(req, model=model, say=say)
+        result = _query(req, output=output, model=model, say=say)
     elif req.engine == "ray" and req.index is None:  # Ray actors write an index: a temporary one
         with tempfile.TemporaryDirectory(prefix="cnnviz-top-") as tmp:
-            result = _scan(replace(req, index=os.path.join(tmp, "index")), model=model, say=say, stdin=stdin)
+            result = _scan(replace(req, index=os.path.join(tmp, "index")), output=output, model=model, say=say,
+                           stdin=stdin)
     else:
-        result = _scan(req, model=model, say=say, stdin=stdin)
-    if req.pictures:
-        _draw(req, result, output=output, model=model, say=say)
-    for lr in result.layers:
+        result = _scan(req, output=output, model=model, say=say, stdin=stdin)
+    for lr in _draw(req, result, output=output, model=model) if req.pictures else result.layers:
         for c, entries in lr.examples.items():
             rec: Record = {"layer": lr.layer.index, "name": lr.layer.name, "alias": lr.layer.alias or None,
                            "channel": c, "score": req.score, "order": "bottom" if req.bottom else "top",
@@ -155,8 +158,7 @@ def run_top(req: TopRequest, *, output: str = ".", on_record: Callable[[Record],
             if c in lr.pictures:
                 rec["picture"] = lr.pictures[c]
                 rec["pictures"] = lr.pages[c]
-            if on_record is not None:
-                on_record(rec)
+            output.report(rec)
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -245,13 +247,44 @@ def _layer_dicts(layers: Sequence[ConvLayer]) -> list[dict[str, Any]]:
     return [{"index": lay.index, "name": lay.name, "alias": lay.alias or None, "channels": lay.out_channels} for lay in layers]
 
 
+def _prepare(req: TopRequest, output: Output, layers: Sequence[ConvLayer], chans: dict[int, list[int]], *,
+             model_name: str, weights: str, stage: str) -> None:
+    """The output, checked before any weights or pixels are read: the folder is created; a stream
+    (-o -) must get exactly one picture, counted here with stand-in labels (pages included)."""
+    if not req.pictures:
+        return
+    if not output.streaming:
+        output.prepare(None)
+        return
+    why = ""
+    if len(layers) > 1:
+        why = f"one picture per layer, {len(layers)} layers"
+    elif req.separate and len(chans[layers[0].index]) > 1:
+        why = f"--separate: one strip per channel, {len(chans[layers[0].index])} channels"
+    else:
+        lay = layers[0]
+        rows = [Row(f"{c}", [_STAND_IN] * req.k) for c in chans[lay.index]]
+        text = _title(req, model_name=model_name, weights=weights, layer=lay, stage=stage, images=10**9, rf=999,
+                      channel=chans[lay.index][0] if req.separate else None)
+        pages = len(paginate_examples(rows, k=req.k, tile=req.tile, title=text, max_side=req.max_side)[1])
+        if pages > 1:
+            why = (f"{len(rows)} channel(s) x {req.k} examples need {pages} pages of --max-side {req.max_side} px")
+    output.prepare(2 if why else 1, message=f"-o - streams exactly one PNG to stdout, but this run draws more ({why}); "
+                                            f"use -o DIR")
+
+
+_STAND_IN = Patch(np.zeros((1, 1, 3), np.uint8), "-0.000123", "image_000000.jpg")
+
+
 # ---------------------------------------------------------------- scanning
 
 
-def _scan(req: TopRequest, *, model: LoadedModel | None, say: Say, stdin: TextIO | None) -> TopResult:
+def _scan(req: TopRequest, *, output: Output, model: LoadedModel | None, say: Say, stdin: TextIO | None) -> TopResult:
     arch = model or architecture(_spec(req))
     layers, chans = _select(req, arch.model, model_name=_spec(req).source)
     hook_points(arch.model, layers, req.stage)  # --stage act not available: usage error now
+    _prepare(req, output, layers, chans, model_name=arch.name, weights=model.weights if model else req.weights,
+             stage=req.stage)
     paths = expand_images(req.images, stdin=stdin)
     if req.shard is not None:
         shard = parse_shard(req.shard)
@@ -395,15 +428,16 @@ def _index_prep(idx: ActivationIndex) -> Preprocess:
                       mean=tuple(p["mean"]), std=tuple(p["std"]), interpolation=str(p.get("interpolation", "bilinear")))
 
 
-def _query(req: TopRequest, *, model: LoadedModel | None, say: Say) -> TopResult:
+def _query(req: TopRequest, *, output: Output, model: LoadedModel | None, say: Say) -> TopResult:
     idx = ActivationIndex.open(req.index)  # type: ignore[arg-type]
     if model is not None and model.name != idx.provenance["model"]:
         raise IndexStoreError(f"index {req.index!r} was built with model {idx.provenance['model']}, not {model.name}")
     arch = _index_model(idx, model)
     layers, chans = _select(req, arch.model, allowed=[d["index"] for d in idx.layers], model_name=idx.provenance["model"])
     _check_index_layers(idx, layers)
-    field_of = _fields(arch.model, layers, _input_hw(_index_prep(idx)))
     prov = idx.provenance
+    _prepare(req, output, layers, chans, model_name=prov["model"], weights=prov["weights"], stage=prov["stage"])
+    field_of = _fields(arch.model, layers, _input_hw(_index_prep(idx)))
     return TopResult(layers=_answer(req, idx, layers, chans, field_of), images=idx.count(), model_name=prov["model"],
                      weights=prov["weights"], stage=prov["stage"], prep=_index_prep(idx), model=model)
 
@@ -432,7 +466,19 @@ def image_query(req: TopRequest, *, model: LoadedModel | None = None) -> list[Re
 # ---------------------------------------------------------------- pictures
 
 
-def _draw(req: TopRequest, result: TopResult, *, output: str, model: LoadedModel | None, say: Say) -> None:
+def _title(req: TopRequest, *, model_name: str, weights: str, layer: ConvLayer, stage: str, images: int, rf: int,
+           channel: int | None = None) -> str:
+    """The title of a layer's grid (or, with ``channel``, of that channel's strip)."""
+    head = (f"{model_name} {weights} \u00b7 layer {layer.index} {layer.name}" + (f" ({layer.alias})" if layer.alias else "")
+            + f" \u00b7 stage {stage}" + ("" if channel is None else f" \u00b7 channel {channel}"))
+    order = "lowest" if req.bottom else "highest"
+    return (f"{head}\nthe {req.k} images with the {order} {req.score} activation, per channel (row), of {images:,}; "
+            f"patch = receptive field ({rf} px) of the peak unit, hatched = zero padding"
+            + ("; map overlaid" if req.overlay else ""))
+
+
+def _draw(req: TopRequest, result: TopResult, *, output: Output, model: LoadedModel | None) -> Iterator[LayerResult]:
+    """Write each layer's pictures through ``output``, then yield the layer (its ``pictures`` filled in)."""
     lm = result.model or model
     if req.overlay and lm is None:  # a query: the index's own model and weights, checked by hash
         lm = _index_weights(req, result)
@@ -442,23 +488,25 @@ def _draw(req: TopRequest, result: TopResult, *, output: str, model: LoadedModel
         channels = list(lr.examples)
         rows = [_row(req, c, lr.examples[c], displays, maps) for c in channels]
         rf = lr.field.as_dict()["receptive_field"]
-        order = "lowest" if req.bottom else "highest"
-        title = (f"{result.model_name} {result.weights} \u00b7 layer {lr.layer.index} {lr.layer.name}"
-                 + (f" ({lr.layer.alias})" if lr.layer.alias else "") + f" \u00b7 stage {result.stage}")
-        sub = (f"the {req.k} images with the {order} {req.score} activation, per channel (row), of {result.images:,}; "
-               f"patch = receptive field ({rf} px) of the peak unit, hatched = zero padding"
-               + ("; map overlaid" if req.overlay else ""))
         kind = f"{'bottom' if req.bottom else 'top'}-{req.score}"
         meta = {"Software": "cnnviz", "model": result.model_name, "weights": result.weights, "layer": lr.layer.index,
                 "name": lr.layer.name, "stage": result.stage, "score": req.score,
                 "order": "bottom" if req.bottom else "top", "k": req.k, "images": result.images}
+
+        def title(channel: int | None = None) -> str:
+            return _title(req, model_name=result.model_name, weights=result.weights, layer=lr.layer,  # noqa: B023
+                          stage=result.stage, images=result.images, rf=rf, channel=channel)
+
         if req.separate:  # one picture (or pages) per channel
-            groups = [([i], f"{title} \u00b7 channel {c}\n{sub}", (f"c{c:04d}",)) for i, c in enumerate(channels)]
+            groups = [([i], title(c), (f"c{c:04d}",)) for i, c in enumerate(channels)]
         else:
-            groups = [(list(range(len(rows))), f"{title}\n{sub}", ())]
+            groups = [(list(range(len(rows))), title(), ())]
         for members, text, tag in groups:
             group = [rows[i] for i in members]
             cols, pages = paginate_examples(group, k=req.k, tile=req.tile, title=text, max_side=req.max_side)
+            if output.streaming and len(pages) > 1:
+                raise UsageError(f"-o - streams exactly one PNG to stdout, but this picture needs {len(pages)} pages "
+                                 f"of --max-side {req.max_side} px; use -o DIR")
             for p, page in enumerate(pages, 1):
                 img = render_examples(page_rows(group, page), k=cols, tile=req.tile, title=text, max_height=req.max_side)
                 chans = [channels[members[line.row]] for line in page]
@@ -467,10 +515,11 @@ def _draw(req: TopRequest, result: TopResult, *, output: str, model: LoadedModel
                                    kind=kind if len(pages) == 1 else f"{kind}-p{p:02d}")
                 page_meta = {**meta, "channels": list(dict.fromkeys(chans)), "examples": ranks, "page": p,
                              "pages": len(pages)}
-                path = save_png(os.path.join(output, name), Picture(img, metadata=page_meta))
+                path = output.png(name, Picture(img, metadata=page_meta))
                 for ch in dict.fromkeys(chans):
                     lr.pictures.setdefault(ch, path)
                     lr.pages.setdefault(ch, []).append(path)
+        yield lr
 
 
 def _row(req: TopRequest, c: int, entries: list[Record], displays: _Displays,

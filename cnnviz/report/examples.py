@@ -17,6 +17,7 @@ from PIL import Image
 from ..errors import UsageError
 from ..index import ActivationIndex, IndexStoreError
 from ..io import write_atomic
+from ..jobs.output import Output
 from ..jobs.top import TopRequest, run_top
 from ..models import weights_digest
 from .cache import Cache, digest
@@ -72,7 +73,7 @@ def _query(index: str, lay: Any, lm: Any, out: str, key: str, k: int) -> dict[st
     records: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="cnnviz-report-top-") as tmp:
         req = TopRequest(index=index, layers=(str(lay.index),), k=k, separate=True, tile=80)
-        run_top(req, output=tmp, on_record=records.append, model=lm)
+        run_top(req, output=Output(tmp, on_record=records.append), model=lm)
         files, channels = [], {}
         for rec in records:
             rel = None

@@ -34,6 +34,7 @@ from torch import nn
 
 from .capture import HookPoint, hook_points
 from .errors import CnnvizError, ModelError, SelectionError, UsageError
+from .graph import TraceError, trace
 from .layers import conv_layers, select_layers
 from .util import device_of, eval_mode, input_channels
 
@@ -519,23 +520,25 @@ def scorecam_weights(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, a
     return torch.softmax(scores, dim=1)
 
 
-def _frontier_tail(model: nn.Module, point: HookPoint) -> tuple[torch.fx.GraphModule, Any, list[Any]] | None:
+def _frontier_tail(model: nn.Module, point: HookPoint) -> tuple[torch.fx.GraphModule, torch.fx.GraphModule, Any, list[Any]] | None:
     """The part of ``model``'s graph after ``point`` as a GraphModule ``tail(act, *frontier)``,
     where ``frontier`` are the earlier values the tail also reads (e.g. a skip connection around
-    the layer). None when the model cannot be traced with that module as a leaf."""
-
-    class Tracer(torch.fx.Tracer):
-        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-            return qualname == point.module or super().is_leaf_module(m, qualname)
-
+    the layer); with the whole graph as a GraphModule, its node of ``point`` and the frontier's
+    nodes in it. None when the model cannot be traced with that module as a leaf (graph.trace,
+    shared with capture and rf, cached per model)."""
     try:
-        graph = Tracer().trace(model)
-    except Exception:
+        traced = trace(model, leaves=[point.module])
+    except TraceError:
         return None
-    hits = [n for n in graph.nodes if n.op == "call_module" and n.target == point.module]
-    if len(hits) <= point.call:
+    # a copy: a GraphModule takes ownership of its graph, and the cached one holds no modules
+    graph = torch.fx.Graph()
+    copies: dict[Any, Any] = {}
+    graph.output(graph.graph_copy(traced.graph, copies))
+    hits = [copies[n] for n in traced.nodes if n.op == "call_module" and n.target == point.module
+            and traced.call_index[n] == point.call]
+    if not hits:
         return None
-    start = hits[point.call]
+    start = hits[0]
     after: set[Any] = {start}
     for node in graph.nodes:  # topological order: a node after the layer reads one that is
         if node is not start and any(a in after for a in node.all_input_nodes):
@@ -554,7 +557,7 @@ def _frontier_tail(model: nn.Module, point: HookPoint) -> tuple[torch.fx.GraphMo
     outputs = [n for n in after if n.op == "output"]
     if not outputs:
         return None
-    return torch.fx.GraphModule(model, tail), graph, frontier
+    return torch.fx.GraphModule(model, tail), torch.fx.GraphModule(model, graph), start, frontier
 
 
 class _Tail:
@@ -567,13 +570,11 @@ class _Tail:
         built = _frontier_tail(model, point)
         if built is None:
             return
-        gm, graph, frontier = built
-        full = torch.fx.GraphModule(model, graph)
+        gm, full, start, frontier = built
         interp = torch.fx.Interpreter(full, garbage_collect_values=False)
         with torch.inference_mode():
             ref = interp.run(x1)
         values = [interp.env[f] for f in frontier]
-        start = [n for n in graph.nodes if n.op == "call_module" and n.target == point.module][point.call]
         act = interp.env[start]
         self.frontier = values
         self.gm = gm

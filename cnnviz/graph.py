@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import operator
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,7 +170,8 @@ class Traced:
         return cls(graph, nodes, {n: op_kind(n, modules) for n in nodes}, call_index, calls)
 
 
-_TRACES: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], Traced]]" = weakref.WeakKeyDictionary()
+_TRACES: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], dict[frozenset[str], Traced]]]" = (
+    weakref.WeakKeyDictionary())
 
 
 def _structure(model: nn.Module) -> tuple[Any, ...]:
@@ -178,19 +180,39 @@ def _structure(model: nn.Module) -> tuple[Any, ...]:
     return tuple((name, type(m)) for name, m in model.named_modules())
 
 
-def trace(model: nn.Module) -> Traced:
-    """The model's torch.fx graph, traced once per model and module structure.
+class _Tracer(torch.fx.Tracer):
+    """torch.fx's tracer that also keeps the modules named ``leaves`` as single call nodes."""
+
+    def __init__(self, leaves: frozenset[str]):
+        super().__init__()
+        self.leaves = leaves
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return module_qualified_name in self.leaves or super().is_leaf_module(m, module_qualified_name)
+
+
+def trace(model: nn.Module, *, leaves: Iterable[str] = ()) -> Traced:
+    """The model's torch.fx graph, traced once per model, module structure and ``leaves``.
+
+    ``leaves``: names of modules to keep as one ``call_module`` node each instead of tracing into
+    them (a block whose output is read as a whole, e.g. ResNet's 'layer4'), besides torch.fx's
+    own leaves (the torch.nn modules other than containers); naming one of those changes nothing.
 
     Raises TraceError (``torch.fx cannot trace the model (<first line of torch's error>)``);
     callers say what needed the trace."""
     key = _structure(model)
+    modules = dict(model.named_modules())
+    plain = torch.fx.Tracer()
+    extra = frozenset(n for n in leaves if n in modules and not plain.is_leaf_module(modules[n], n))
     hit = _TRACES.get(model)
-    if hit is not None and hit[0] == key:
-        return hit[1]
+    cache = hit[1] if hit is not None and hit[0] == key else {}
+    if extra in cache:
+        return cache[extra]
     try:
-        graph = torch.fx.Tracer().trace(model)
+        graph = _Tracer(extra).trace(model)
     except Exception as exc:  # data-dependent control flow, unsupported Python, ...
         raise TraceError(f"torch.fx cannot trace the model ({first_line(exc, 120)})") from None
-    traced = Traced.of(graph, dict(model.named_modules()))
-    _TRACES[model] = (key, traced)
+    traced = Traced.of(graph, modules)
+    cache[extra] = traced
+    _TRACES[model] = (key, cache)
     return traced

@@ -264,6 +264,51 @@ def test_ablation_tail_runs_only_the_layers_after_the_target(tiny_res):
         handle.remove()
 
 
+def test_ablation_tail_comes_from_the_shared_cached_trace(monkeypatch):
+    """The tail is cut from graph.trace (traced once per model and leaf, not once per image), the
+    cached graph is left without modules, and the model is not kept alive by any cache."""
+    import gc
+    import weakref
+
+    from cnnviz import graph
+
+    torch.manual_seed(1)
+    tiny_res = TinyRes().eval()
+    traced = []
+    real = graph._Tracer.trace
+    monkeypatch.setattr(graph._Tracer, "trace", lambda self, *a, **k: traced.append(self.leaves) or real(self, *a, **k))
+    layer = cam.resolve_layers(tiny_res, "stage")[0]  # a Sequential: torch.fx would trace into it
+    x, targets = _x(3), torch.tensor([0, 3, 6])
+    ref = _reference("ablationcam", tiny_res, [_module(tiny_res, layer)], x, targets)
+    got = cam.explain(tiny_res, x, targets, method="ablationcam", layers=[layer]).norm
+    assert np.abs(got - ref).max() <= TOL
+    assert traced.count(frozenset({"stage"})) == 1  # three images, one trace
+    shared = graph.trace(tiny_res, leaves=["stage"])
+    assert [n.target for n in shared.nodes if n.op == "call_module"] == ["stem", "relu", "stage", "pool", "fc"]
+    assert shared.graph.owning_module is None
+    ref_model = weakref.ref(tiny_res)
+    del tiny_res, shared
+    gc.collect()
+    assert ref_model() is None
+
+
+def test_ablation_on_an_untraceable_model_falls_back_to_the_whole_network():
+    class Dynamic(TinyRes):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.stage(self.relu(self.stem(x)))
+            if x.sum() > -1e9:  # data-dependent control flow: torch.fx cannot trace it
+                x = x * 1.0
+            return self.fc(torch.flatten(self.pool(x), 1))
+
+    torch.manual_seed(1)
+    net = Dynamic().eval()
+    layer = cam.resolve_layers(net, "stage")[0]
+    x, targets = _x(2), torch.tensor([1, 2])
+    assert cam._Tail(net, x[:1], layer.point).gm is None
+    ref = _reference("ablationcam", net, [_module(net, layer)], x, targets)
+    assert np.abs(cam.explain(net, x, targets, method="ablationcam", layers=[layer]).norm - ref).max() <= TOL
+
+
 def test_smoothgrad_is_the_mean_over_the_seeded_noisy_copies(tiny_vgg):
     x, t = _x(2), [0, 1]
     got = cam.explain(tiny_vgg, x, t, method="saliency", smooth=3, noise=0.2, seed=5)

@@ -120,3 +120,36 @@ def test_caches_keep_no_model_alive():
         del net
         gc.collect()
         assert ref() is None
+
+
+def test_trace_keeps_named_blocks_as_leaves_and_caches_each_choice():
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x):
+            return torch.relu(self.conv(x)) + x
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 4, 3)
+            self.body = nn.Sequential(Block(), Block())
+
+        def forward(self, x):
+            return self.body(self.stem(x))
+
+    net = Net().eval()
+    plain = trace(net)
+    assert [n.target for n in plain.nodes if n.op == "call_module"] == ["stem", "body.0.conv", "body.1.conv"]
+    block = trace(net, leaves=["body.1"])
+    assert [n.target for n in block.nodes if n.op == "call_module"] == ["stem", "body.0.conv", "body.1"]
+    assert [n.target for n in trace(net, leaves=["body"]).nodes if n.op == "call_module"] == ["stem", "body"]
+    # each choice traced once; naming a module torch.fx keeps whole anyway (or none) is the plain trace
+    assert trace(net, leaves=("body.1",)) is block and trace(net) is plain
+    assert trace(net, leaves=["stem"]) is plain and trace(net, leaves=["no.such"]) is plain
+    net.body[1] = nn.Identity()  # another structure: traced again ('body.1' is now a torch.fx leaf itself)
+    again = trace(net, leaves=["body.1"])
+    assert again is not block and again is not plain and again is trace(net)
+    assert [n.target for n in again.nodes if n.op == "call_module"] == ["stem", "body.0.conv", "body.1"]

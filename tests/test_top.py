@@ -200,20 +200,20 @@ def test_grid_picture_has_a_row_per_channel_and_k_columns(tmp_path, tiny_lm):
                   model=tiny_lm, output=Output(str(out), on_record=recs.append))
     assert [r["channel"] for r in recs] == [0, 1, 2]
     pics = {r["picture"] for r in recs}
-    assert pics == {str(out / "tinyvgg-02-features.5-top-max.png")}
+    assert pics == {str(out / "tinyvgg-02-features.5-top-max-c0-2-k5-tile40-s32.png")}
     with Image.open(pics.pop()) as im:
         im.verify()
-    grid = np.asarray(Image.open(out / "tinyvgg-02-features.5-top-max.png").convert("RGB"))
+    grid = np.asarray(Image.open(out / "tinyvgg-02-features.5-top-max-c0-2-k5-tile40-s32.png").convert("RGB"))
     # 5 patch columns of 40 px and 3 rows of 40 px: count columns/rows of non-white tiles
     dark = (grid < 250).any(axis=2)
     assert grid.shape[1] >= 5 * 40 and grid.shape[0] >= 3 * 40
-    assert res.layers[0].pictures[0].endswith("top-max.png")
+    assert res.layers[0].pictures[0].endswith("top-max-c0-2-k5-tile40-s32.png")
     # --separate: one strip per channel
     recs2 = []
     run_top(_req(images=(str(tmp_path / "p"),), layers=("2",), channels="0:2", k=3, pictures=True, separate=True, tile=40,
                  bottom=True), model=tiny_lm, output=Output(str(out), on_record=recs2.append))
-    assert [os.path.basename(r["picture"]) for r in recs2] == ["tinyvgg-02-features.5-c0000-bottom-max.png",
-                                                              "tinyvgg-02-features.5-c0001-bottom-max.png"]
+    assert [os.path.basename(r["picture"]) for r in recs2] == ["tinyvgg-02-features.5-c0000-bottom-max-k3-tile40-s32.png",
+                                                              "tinyvgg-02-features.5-c0001-bottom-max-k3-tile40-s32.png"]
     assert dark.any()
 
 
@@ -258,7 +258,7 @@ def test_cli_stdin_list_and_text_output(tmp_path, cli):
     r = cli("top", "-", "-m", "squeezenet1_1", "-w", "none", "-l", "0", "-c", "0", "-k", "2", "-s", "40", "--workers", "0",
             "-o", str(tmp_path / "o"), input="\n".join(paths).encode())
     assert r.exit_code == 0, r.stderr
-    assert r.stdout.strip() == str(tmp_path / "o" / "squeezenet1_1-00-features.0-top-max.png")
+    assert r.stdout.strip() == str(tmp_path / "o" / "squeezenet1_1-00-features.0-top-max-c0-k2-s40.png")
 
 
 # ---------------------------------------------------------------- the index

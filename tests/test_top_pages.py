@@ -137,7 +137,7 @@ def test_separate_strips_wider_than_max_side_wrap_and_page(tmp_path, tiny_lm):
                        max_side=300, separate=True, overlay=True), model=tiny_lm,
             output=Output(str(tmp_path / "o"), on_record=recs.append))
     names = sorted(os.listdir(tmp_path / "o"))
-    assert names[0] == "tinyvgg-02-features.5-c0000-top-max-p01.png"
+    assert names[0] == "tinyvgg-02-features.5-c0000-top-max-k25-overlay-tile48-side300-s32-p01.png"
     assert {n.split("-c")[1][:4] for n in names} == {"0000", "0001"}
     for n in names:
         with Image.open(tmp_path / "o" / n) as im:
@@ -207,3 +207,35 @@ def test_library_stream_gets_the_png_and_records(tmp_path, tiny_lm):
             model=tiny_lm, output=sink)
     assert_png_valid(buf.getvalue())
     assert [r["channel"] for r in sink.records] == [0, 1] and all(r["pictures"] == ["-"] for r in sink.records)
+
+
+# ---------------------------------------------------------------- output names
+
+
+def test_option_variants_never_share_a_file(tmp_path):
+    """README "Output names": runs into one folder that differ only in options that change the
+    picture write different files; a default run keeps the plain name."""
+    torch.manual_seed(0)
+    lm = LoadedModel(model=TinyVGG().eval(), name="tinyvgg", weights="none", crop_size=32, resize_size=36)
+    _photos(tmp_path / "p", 12)
+    out = tmp_path / "out"
+    variants = [{}, {"k": 5}, {"bottom": True}, {"score": "mean"}, {"bottom": True, "score": "mean"}, {"stage": "act"},
+                {"overlay": True}, {"overlay": True, "cmap": "viridis"}, {"overlay": True, "alpha": 0.3},
+                {"separate": True}, {"separate": True, "k": 5}, {"channels": "0:3"}, {"channels": "3:6"},
+                {"tile": 40}, {"k": 12, "tile": 32, "max_side": 256}, {"size": 40}, {"crop": False}, {"size": "32x40", "crop": False},
+                {"size": 40, "crop": False}]
+    written = []
+    for v in variants:
+        sink = Output(str(out))
+        run_top(TopRequest(images=(str(tmp_path / "p"),), layers=("2",), workers=0, **v), model=lm, output=sink)
+        written.append({p for r in sink.records for p in r["pictures"]})
+    assert os.path.basename(*written[0]) == "tinyvgg-02-features.5-top-max.png"
+    for i, a in enumerate(written):
+        for j in range(i):
+            assert not a & written[j], (variants[i], variants[j], a & written[j])
+    assert sorted(os.listdir(out)) == sorted(os.path.basename(p) for w in written for p in w)
+    # an explicit option equal to its default is the default run: same name
+    sink = Output(str(out))
+    run_top(TopRequest(images=(str(tmp_path / "p"),), layers=("2",), workers=0, k=9, size=32, channels="all"), model=lm,
+            output=sink)
+    assert {r["picture"] for r in sink.records} == written[0]

@@ -28,7 +28,7 @@ import numpy as np
 from ..capture import hook_points
 from ..errors import ImageError, UsageError
 from ..index import ActivationIndex, IndexStoreError, make_provenance
-from ..io import DEFAULT_MAX_PIXELS, output_name
+from ..io import DEFAULT_MAX_PIXELS, indices_tag, output_name, size_tag
 from ..layers import ConvLayer, conv_layers, select_layers
 from ..util import parse_size
 from ..maps import resolve_channels
@@ -40,7 +40,7 @@ from ..rayscan import ray_scan
 from ..render import Picture, check_cmap
 from ..rf import Field, receptive_fields
 from ..scan import SCORES, Example, LayerStats, Preprocess, TopK, expand_images, image_id, in_shard, parse_shard, scan
-from .output import Output, Record, Say, quiet
+from .output import Output, Record, Say, default, quiet, request_tags
 
 ENGINES = ("local", "ray")
 
@@ -497,6 +497,7 @@ def _draw(req: TopRequest, result: TopResult, *, output: Output, model: LoadedMo
             return _title(req, model_name=result.model_name, weights=result.weights, layer=lr.layer,  # noqa: B023
                           stage=result.stage, images=result.images, rf=rf, channel=channel)
 
+        tags = _tags(req, result, lr.layer, channels)
         if req.separate:  # one picture (or pages) per channel
             groups = [([i], title(c), (f"c{c:04d}",)) for i, c in enumerate(channels)]
         else:
@@ -511,8 +512,8 @@ def _draw(req: TopRequest, result: TopResult, *, output: Output, model: LoadedMo
                 img = render_examples(page_rows(group, page), k=cols, tile=req.tile, title=text, max_height=req.max_side)
                 chans = [channels[members[line.row]] for line in page]
                 ranks = [[ch, line.start + 1, line.stop] for ch, line in zip(chans, page)]
-                name = output_name(result.model_name, lr.layer.index, lr.layer.slug, *tag,
-                                   kind=kind if len(pages) == 1 else f"{kind}-p{p:02d}")
+                name = output_name(result.model_name, lr.layer.index, lr.layer.slug, *tag, kind=kind,
+                                   tags=[*tags, f"p{p:02d}" if len(pages) > 1 else None])
                 page_meta = {**meta, "channels": list(dict.fromkeys(chans)), "examples": ranks, "page": p,
                              "pages": len(pages)}
                 path = output.png(name, Picture(img, metadata=page_meta))
@@ -520,6 +521,22 @@ def _draw(req: TopRequest, result: TopResult, *, output: Output, model: LoadedMo
                     lr.pictures.setdefault(ch, path)
                     lr.pages.setdefault(ch, []).append(path)
         yield lr
+
+
+def _tags(req: TopRequest, result: TopResult, layer: ConvLayer, channels: list[int]) -> list[str | None]:
+    """File-name tags of what makes the pictures differ from a default run's (README "Output
+    names"), in a fixed order: the channel selection of a grid (a --separate strip already names
+    its channel), the stage, -k, --overlay (its alpha and colormap), --tile, --max-side, then the
+    input size and crop actually used (an index's, for a query). --bottom and --score are in the
+    name's kind ('bottom-mean'); pages add '-p01', ... after the tags."""
+    sel = None if req.separate or channels == list(range(layer.out_channels)) else indices_tag("c", channels)
+    overlay = ["overlay" + (f"{req.alpha:g}" if req.alpha != default(TopRequest, "alpha") else ""),
+               *request_tags(req, [("{}", "cmap")])] if req.overlay else []
+    prep = result.prep
+    size = None if prep is None or prep.size == prep.crop_size else prep.size  # HxW: always tagged
+    return [sel, "act" if result.stage != "conv" else None, *request_tags(req, [("k{}", "k")]), *overlay,
+            *request_tags(req, [("tile{}", "tile"), ("side{}", "max_side")]), *size_tag(size),
+            "nocrop" if prep is not None and not prep.crop else None]
 
 
 def _row(req: TopRequest, c: int, entries: list[Record], displays: _Displays,

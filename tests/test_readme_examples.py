@@ -2,11 +2,14 @@
 
 The examples run in README order in one scratch folder (later ones use what earlier ones wrote,
 e.g. the `top` index), through the real click CLI, with substitutions that keep them fast and
-offline: `--weights none` where no weights are given, a small `--size`, one optimisation step.
+offline: `--weights none` where no weights are given, a small `--size`, one optimisation step,
+a few channels, few integration/metric steps, and for `cam` and `report` ResNet-18 in place of
+ResNet-50 (Score-CAM and Ablation-CAM go through layer4's channels one by one).
 The README's own files are made here: photo.jpg, a.jpg/b.jpg for `*.jpg`, photos/, scan.png,
 mynet.py (from the README's own code block) with best.pth and classes.txt, convnext.pth.
 Pipes are checked in Python: `| jq FILTER` by parsing the JSON, `| grep`, `> file.png` by
-verifying the PNG. Only examples that need a cluster are skipped (see SKIP).
+verifying the PNG; `a && b` runs b after a. Only examples that need a cluster are skipped (see
+SKIP). Beyond exit codes, what the README's text claims is checked (_claims, _claims_of).
 """
 from __future__ import annotations
 
@@ -29,12 +32,8 @@ SKIP = {  # substring of the example -> why it cannot run in a test
     "--engine ray": "needs a Ray cluster (ray start); the ray engine has its own test in test_top.py",
     "ray start": "starts a Ray cluster",
     "$SLURM_ARRAY_TASK_ID": "runs inside a SLURM array job (the same sharding runs here via the GNU parallel example)",
-    # Landed on main while this harness was being written; their examples (other flags, pipes
-    # from one cnnviz into another) still need harness support: listed as unfinished in issue 15.
-    "cnnviz cam": "cam examples not yet covered by this harness",
-    "cnnviz report": "report examples not yet covered by this harness",
 }
-WEIGHTED = {"maps", "filters", "maximize", "rf", "top"}
+WEIGHTED = {"maps", "filters", "maximize", "rf", "top", "cam", "report"}
 # Examples that take several seconds even shrunk: marked slow (they still run in CI).
 HEAVY = ("vgg16.pt2", "maximize --model vgg16", "maximize -m vgg16", "--effective", "--layer all", "timm:",
          "-c 0:512 -k 25")
@@ -77,17 +76,20 @@ def scratch(tmp_path_factory):
     return d
 
 
-def _segments(line: str) -> list[list[str]]:
+def _commands(line: str) -> list[list[list[str]]]:
+    """The shell line as commands joined by '&&', each a list of '|'-joined segments (token lists)."""
     lex = shlex.shlex(line, posix=True, punctuation_chars="|>&")
     lex.whitespace_split = True
     lex.commenters = "#"
-    segs: list[list[str]] = [[]]
+    cmds: list[list[list[str]]] = [[[]]]
     for tok in lex:
-        if tok in ("|", "&&"):
-            segs.append([])
+        if tok == "&&":
+            cmds.append([[]])
+        elif tok == "|":
+            cmds[-1].append([])
         else:
-            segs[-1].append(tok)
-    return [s for s in segs if s]
+            cmds[-1][-1].append(tok)
+    return [[seg for seg in c if seg] for c in cmds if any(c)]
 
 
 def _prepare(argv: list[str], cwd: Path) -> list[str]:
@@ -108,6 +110,25 @@ def _prepare(argv: list[str], cwd: Path) -> list[str]:
         args += ["--samples", "2"]
     if cmd == "maximize":
         args += ["--steps", "1", "--size", "8"]
+    if cmd == "top" and scans and not {"-c", "--channels"} & set(args) and "--no-pictures" not in args:
+        args += ["-c", "0:16"]  # pictures of 16 channels, not of all 512
+    if cmd in ("cam", "report") and model in ("", "resnet50"):
+        # ResNet-18: the same family (layer3, layer4, the same default CAM layer) with 512 instead of
+        # 2,048 channels at layer4, which Score-CAM and Ablation-CAM go through one by one, and 20
+        # instead of 53 conv layers for a report; what the README says of these examples holds for both
+        args += ["-m", "resnet18"]
+    if cmd == "cam" and "list" not in args:
+        args += ["--size", "48"]
+        if "--metrics" in args:
+            args += ["--metric-steps", "4"]
+        if {"--smooth", "integrated-gradients", "all"} & set(",".join(args).split(",")):
+            args += ["--ig-steps", "2"] + (["--smooth", "2"] if "--smooth" in args else [])
+    if cmd == "report":
+        args += ["--size", "32"]
+        if "--maximize" in args:  # one step on two channels per layer: the picture, not the optimum
+            args += ["--steps", "1", "--maximize-channels", "0:2"]
+        if "--index" in args:
+            args += ["--examples", "2"]
     return args[1:]
 
 
@@ -157,7 +178,12 @@ def _jq(filt: str, stdout: str) -> None:
 
 def _run_example(line: str, cwd: Path) -> None:
     _prereqs(line, cwd)
-    segs = [seg for seg in _segments(line) if seg[0] != "pip"]  # `pip install . && cnnviz ...`
+    for segs in _commands(line):  # `a && b`: b runs after a succeeded
+        if segs[0][0] != "pip":  # `pip install . && cnnviz ...`
+            _run_command(line, segs, cwd)
+
+
+def _run_command(line: str, segs: list[list[str]], cwd: Path) -> None:
     stdin = None
     if segs[0][0] == "cat":
         stdin, segs = (cwd / segs[0][1]).read_bytes(), segs[1:]
@@ -176,6 +202,7 @@ def _run_example(line: str, cwd: Path) -> None:
         redirect, cmd = cmd[cmd.index(">") + 1], cmd[: cmd.index(">")]
     assert cmd[0] == "cnnviz", line
     argv = _prepare(cmd, cwd)
+    before = _files(cwd) if argv[0] in ("cam", "report") else set()
     r = run_cli(*argv, input=stdin)
     assert r.exit_code == 0, f"{line}\n-> cnnviz {' '.join(argv)}\n{r.stderr}"
     assert "Traceback" not in r.stderr
@@ -194,6 +221,90 @@ def _run_example(line: str, cwd: Path) -> None:
         for ln in r.stdout.splitlines():
             json.loads(ln)
     _claims(line, r)
+    if argv[0] in ("cam", "report"):
+        _claims_of(argv, r, cwd, sorted(_files(cwd) - before))
+
+
+def _files(cwd: Path) -> set[str]:
+    return {str(p.relative_to(cwd)) for p in cwd.rglob("*") if p.is_file()}
+
+
+def _png_text(path: Path) -> dict[str, str]:
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        return dict(im.text)
+
+
+def _claims_of(argv: list[str], r, cwd: Path, new: list[str]) -> None:
+    """What the README says the cam and report examples print and write."""
+    printed = r.stdout.splitlines()
+    if argv[0] == "report":
+        _report_claims(argv, r, cwd, new)
+        return
+    from cnnviz.cam import METHODS
+
+    if "list" in argv:
+        assert [ln.split()[0] for ln in printed] == list(METHODS)
+        return
+    records = [json.loads(ln) for ln in printed] if "--json" in argv else None
+    paths = [rec["path"] for rec in records] if records is not None else printed
+    for p in paths:
+        _png_text(cwd / p)
+    methods = [m for i, a in enumerate(argv) if a in ("-M", "--method") for m in argv[i + 1].split(",")]
+    sanity = [p for p in paths if p.endswith("-sanity.png")]
+    maps = [p for p in paths if p not in sanity]
+    if len(methods) > 1 or methods == ["all"]:  # several methods: one comparison sheet
+        assert len(maps) == 1 and maps[0].endswith("-cam-sheet.png"), paths
+        meta = _png_text(cwd / maps[0])
+        n_methods = len(METHODS) if methods == ["all"] else len(methods)
+        assert len(json.loads(meta["methods"])) == n_methods
+    else:
+        assert all(p.endswith("-cam.png") for p in maps), paths
+    if records is not None and "--class" in argv:  # the named class, by every method
+        cells = [c for rec in records for c in rec.get("cells", [rec])]
+        wanted = argv[argv.index("--class") + 1]
+        assert cells and {c["class_name"] for c in cells} == {wanted}, cells
+        assert {c["method"] for c in cells} == set(methods)
+    if "--npy" in argv:  # a (2, H, W) float32 per map: [raw, normalised to 0..1]
+        arrays = [np.load(cwd / n) for n in new if n.endswith(".npy")]
+        assert len(arrays) == len([a for a in argv if a.endswith(".jpg")]) and all(
+            a.dtype == np.float32 and a.shape[0] == 2 and 0 <= a[1].min() and a[1].max() <= 1 for a in arrays)
+    if "--sanity" in argv:  # a strip per map
+        assert len(sanity) == len(methods), paths
+    if "--metrics" in argv:  # the methods table on stderr
+        assert "deletion AUC" in r.stderr and all(m in r.stderr for m in methods)
+    layers = [argv[i + 1] for i, a in enumerate(argv) if a in ("-l", "--layer")]
+    if len(layers) > 1:  # fused: every layer named in the picture's metadata
+        assert json.loads(_png_text(cwd / maps[0])["layers"]) == layers
+
+
+def _report_claims(argv: list[str], r, cwd: Path, new: list[str]) -> None:
+    """It prints the path of index.html; every picture a page shows is in the folder; each option
+    adds what the README says it adds."""
+    folder = argv[argv.index("-o") + 1]
+    assert r.stdout.splitlines() == [os.path.join(folder, "index.html")], r.stdout
+    root = cwd / folder
+    for page in root.glob("*.html"):
+        for ref in re.findall(r'src="(img/[^"]+)"', page.read_text(encoding="utf-8")):
+            assert (root / ref).is_file(), (page.name, ref)
+    index = (root / "index.html").read_text(encoding="utf-8")
+    made = [os.path.basename(n) for n in new if Path(n).parent == Path(folder) / "img"]
+    for p in (argv[1:argv.index("-m")] if "-m" in argv else []):  # every image is on the model page
+        if not p.startswith("-"):
+            assert p in index, p
+    if "--maximize" in argv:  # block4_* = 3 layers x channels 0:2 (the harness's override)
+        assert sum(n.startswith("max-") for n in made) == 6, made
+    if "--index" in argv:  # block4_conv1's channel pages: the index's best images per channel
+        assert any(n.startswith("top-") for n in made), made
+    if "--cam" in argv:  # under each image, its Grad-CAM
+        assert len(re.findall(r'<img src="img/cam-[0-9a-f]+\.png" alt="gradcam: ', index)) == len(
+            [a for a in argv if a.endswith(".jpg")])
+    if "--include" in argv:  # every picture of the folder is copied in and shown
+        src = cwd / argv[argv.index("--include") + 1]
+        shown = "".join(page.read_text(encoding="utf-8") for page in root.glob("*.html"))
+        copied = re.findall(r'src="(img/inc-[^"]+)"', shown)
+        assert len(set(copied)) == len(list(src.glob("*.png"))) > 0, copied
 
 
 def _claims(line: str, r) -> None:

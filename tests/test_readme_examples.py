@@ -252,15 +252,16 @@ def _claims_of(argv: list[str], r, cwd: Path, new: list[str]) -> None:
     for p in paths:
         _png_text(cwd / p)
     methods = [m for i, a in enumerate(argv) if a in ("-M", "--method") for m in argv[i + 1].split(",")]
-    sanity = [p for p in paths if p.endswith("-sanity.png")]
+    kinds = [_kind(p) for p in paths]
+    sanity = [p for p, k in zip(paths, kinds) if k == "sanity"]
     maps = [p for p in paths if p not in sanity]
     if len(methods) > 1 or methods == ["all"]:  # several methods: one comparison sheet
-        assert len(maps) == 1 and maps[0].endswith("-cam-sheet.png"), paths
+        assert len(maps) == 1 and _kind(maps[0]) == "cam-sheet", paths
         meta = _png_text(cwd / maps[0])
         n_methods = len(METHODS) if methods == ["all"] else len(methods)
         assert len(json.loads(meta["methods"])) == n_methods
     else:
-        assert all(p.endswith("-cam.png") for p in maps), paths
+        assert all(_kind(p) == "cam" for p in maps), paths
     if records is not None and "--class" in argv:  # the named class, by every method
         cells = [c for rec in records for c in rec.get("cells", [rec])]
         wanted = argv[argv.index("--class") + 1]
@@ -277,6 +278,12 @@ def _claims_of(argv: list[str], r, cwd: Path, new: list[str]) -> None:
     layers = [argv[i + 1] for i, a in enumerate(argv) if a in ("-l", "--layer")]
     if len(layers) > 1:  # fused: every layer named in the picture's metadata
         assert json.loads(_png_text(cwd / maps[0])["layers"]) == layers
+
+
+def _kind(path: str) -> str | None:
+    """A cam output's kind from its name, '{image}-{model}-...-{kind}[-{tag}...].png'."""
+    m = re.search(r"-(cam-sheet|sanity|cam)(-[^-/]+)*\.png$", path)
+    return m.group(1) if m else None
 
 
 def _report_claims(argv: list[str], r, cwd: Path, new: list[str]) -> None:

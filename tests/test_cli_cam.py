@@ -109,3 +109,10 @@ def test_usage_errors_are_one_line_exit_2_nothing_written(cli, rgb_image, tmp_pa
     assert r.stderr.startswith("cnnviz: error: ") and message in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_sanity_strip_labels_never_show_minus_zero():
+    """The strip labels a correlation that rounds to zero '0.00' (a '-0.00' reads as a sign that is not there)."""
+    from cnnviz.jobs.cam import _fmt
+
+    assert [_fmt(v) for v in (-0.001, 0.004, -0.5, 1.0, float("nan"))] == ["0.00", "0.00", "-0.50", "1.00", "n/a"]

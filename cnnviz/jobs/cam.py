@@ -287,8 +287,12 @@ def _sanity(net: Any, x1: torch.Tensor, pair: _Pair, method: str, layers: list[C
 
 
 def _fmt(v: float) -> str:
-    """A similarity for the strip: 'n/a' when undefined (a constant map has no ranks)."""
-    return f"{v:.2f}" if np.isfinite(v) else "n/a"
+    """A similarity for the strip: 'n/a' when undefined (a constant map has no ranks); a value
+    that rounds to zero is '0.00', never '-0.00'."""
+    if not np.isfinite(v):
+        return "n/a"
+    text = f"{v:.2f}"
+    return "0.00" if text == "-0.00" else text
 
 
 def _num(v: float) -> float | None:

@@ -9,6 +9,7 @@ exactly what its unit sees and where that stops being photo.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -122,6 +123,9 @@ class Line:
 
 
 GAP = 6  # px between cells
+# The largest page side: a MAX_SIDE x MAX_SIDE picture is within Pillow's default MAX_IMAGE_PIXELS
+# (89,478,485; Pillow warns above it and refuses to open twice as much as a decompression bomb).
+MAX_SIDE = math.isqrt(89_478_485)
 CONT = "{} (cont.)"  # the label of a row continued from the previous page
 
 
@@ -227,9 +231,12 @@ def paginate_examples(rows: Sequence[Row], *, k: int, max_side: int, tile: int =
     further lines; pages break between rows, inside a row only when it is taller than a page
     (its first line on the next page is labelled '12 (cont.)'); the title is repeated on every
     page (cut to what fits only when a single line leaves no room for it). Raises UsageError if
-    not even one patch fits."""
+    not even one patch fits, or ``max_side`` is over MAX_SIDE."""
     if not rows:
         raise ValueError("no rows to draw")
+    if not 1 <= max_side <= MAX_SIDE:
+        raise UsageError(f"--max-side {max_side} out of range; pages of at most {MAX_SIDE} px a side open in any viewer "
+                         f"(and in Pillow without a decompression-bomb error)")
     labels = [text for row in rows for text in (row.label, CONT.format(row.label))]
     left = max(text_size(s, size=font + 2)[0] for s in labels) + 4
     cols = min(k, (max_side - left - 10 + GAP) // (tile + GAP))

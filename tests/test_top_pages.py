@@ -239,3 +239,17 @@ def test_option_variants_never_share_a_file(tmp_path):
     run_top(TopRequest(images=(str(tmp_path / "p"),), layers=("2",), workers=0, k=9, size=32, channels="all"), model=lm,
             output=sink)
     assert {r["picture"] for r in sink.records} == written[0]
+
+
+def test_max_side_stays_within_what_pillow_opens(cli, tmp_path):
+    """--max-side is capped at the largest square within Pillow's MAX_IMAGE_PIXELS (the CLI's
+    literal keeps --help free of numpy/PIL imports; it must equal patches.MAX_SIDE)."""
+    from cnnviz.patches import MAX_SIDE
+
+    assert MAX_SIDE * MAX_SIDE <= Image.MAX_IMAGE_PIXELS < (MAX_SIDE + 1) ** 2
+    with pytest.raises(UsageError, match="--max-side 20000 out of range"):
+        paginate_examples(_rows([3]), k=3, max_side=20000)
+    with pytest.raises(UsageError, match="--max-side"):
+        run_top(TopRequest(images=(str(tmp_path / "nothing"),), layers=("1",), max_side=MAX_SIDE + 1))
+    r = cli("top", "--index", str(tmp_path), "--max-side", str(MAX_SIDE + 1))
+    assert r.exit_code == 2 and f"256<=x<={MAX_SIDE}" in r.stderr

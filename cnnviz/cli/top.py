@@ -67,9 +67,10 @@ class _TopCommand(CnnvizCommand):
 @click.option("--separate", is_flag=True, help="One strip PNG per channel instead of one grid per layer.")
 @click.option("--tile", type=click.IntRange(min=8, max=1024), default=112, show_default=True, metavar="PX", help="Patch size in the pictures.")
 @click.option("--cmap", default="inferno", show_default=True, metavar="NAME", help="Colormap of --overlay.")
-@click.option("--max-side", type=click.IntRange(256, 32768), default=8192, show_default=True, metavar="PX",
-              help="Largest PNG side: a grid that does not fit goes to further pages (-p01, -p02, ...), a row of "
-                   "more than fit wraps onto further lines.")
+@click.option("--max-side", type=click.IntRange(256, 9459), default=8192, show_default=True, metavar="PX",
+              help="Largest PNG side (at most 9459: what Pillow opens without a decompression-bomb warning): a grid "
+                   "that does not fit goes to further pages (-p01, -p02, ...), a row of more than fit wraps onto "
+                   "further lines.")
 @click.option("--no-pictures", is_flag=True, help="Only the JSON/paths answer, no PNG.")
 @click.option("-o", "--output", default=".", show_default=True, metavar="DIR",
               help="Folder for the pictures (created if needed); '-' streams the one picture to stdout.")

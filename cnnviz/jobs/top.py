@@ -492,14 +492,11 @@ def _draw(req: TopRequest, result: TopResult, *, output: Output, model: LoadedMo
         meta = {"Software": "cnnviz", "model": result.model_name, "weights": result.weights, "layer": lr.layer.index,
                 "name": lr.layer.name, "stage": result.stage, "score": req.score,
                 "order": "bottom" if req.bottom else "top", "k": req.k, "images": result.images}
-
-        def title(channel: int | None = None) -> str:
-            return _title(req, model_name=result.model_name, weights=result.weights, layer=lr.layer,  # noqa: B023
-                          stage=result.stage, images=result.images, rf=rf, channel=channel)
-
+        title = partial(_title, req, model_name=result.model_name, weights=result.weights, layer=lr.layer,
+                        stage=result.stage, images=result.images, rf=rf)
         tags = _tags(req, result, lr.layer, channels)
         if req.separate:  # one picture (or pages) per channel
-            groups = [([i], title(c), (f"c{c:04d}",)) for i, c in enumerate(channels)]
+            groups = [([i], title(channel=c), (f"c{c:04d}",)) for i, c in enumerate(channels)]
         else:
             groups = [(list(range(len(rows))), title(), ())]
         for members, text, tag in groups:

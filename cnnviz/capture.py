@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .errors import CnnvizError, UsageError
-from .graph import PASS_KINDS, Kind, TraceError, Traced, trace
+from .graph import PASS_KINDS, Kind, TraceError, Traced, op_name, trace
 from .layers import ConvLayer
 from .util import eval_mode, layer_names
 
@@ -48,6 +48,12 @@ class HookPoint:
 _ACT_PLANS: "weakref.WeakKeyDictionary[Traced, dict[str, HookPoint | str]]" = weakref.WeakKeyDictionary()
 
 
+def _module_stack(node: Any) -> list[str]:
+    """Paths of the modules a node's call sits in, outermost first (fx and torch.export both keep
+    (path, type) pairs in the node's 'nn_module_stack'; export's keys are not paths)."""
+    return [str(v[0]) if isinstance(v, tuple) else str(k) for k, v in (node.meta.get("nn_module_stack") or {}).items()]
+
+
 def _act_plan(model: nn.Module) -> dict[str, HookPoint | str]:
     """conv name -> HookPoint of its activation, or a string saying why there is none."""
     try:
@@ -60,30 +66,30 @@ def _act_plan(model: nn.Module) -> dict[str, HookPoint | str]:
     for n in traced.nodes:
         if traced.kinds[n] is not Kind.CONV or n.target in plan:
             continue
-        cur, found = n, None
+        cur, found, why = n, None, ""
         for _ in range(16):
             users = list(cur.users)
             if len(users) != 1:
+                why = f" (its output feeds {len(users)} ops: {', '.join(op_name(u) for u in users[:3])})" if users else ""
                 break
             user = users[0]
             if traced.kinds[user] is Kind.ACTIVATION:
                 found = user
                 break
             if traced.kinds[user] not in PASS_KINDS:
+                why = f" (the next op, {op_name(user)}, is not one)"
                 break
             cur = user
         if found is None:
-            plan[n.target] = f"no activation directly follows {n.target}"
+            plan[n.target] = f"no activation directly follows {n.target}{why}"
         elif found.op == "call_module":
             plan[n.target] = HookPoint(found.target, traced.call_index[found])
         else:
             # A functional activation (F.relu in a block's forward): readable as that block's output
             # when it is the block's last operation.
-            stack = list((found.meta.get("nn_module_stack") or {}).keys())
+            stack = _module_stack(found)
             owner = stack[-1] if stack else None
-            last = owner is not None and all(
-                owner not in list((u.meta.get("nn_module_stack") or {}).keys()) for u in found.users
-            )
+            last = owner is not None and all(owner not in _module_stack(u) for u in found.users)
             if owner and last and traced.calls.get(owner, 0) == 0:
                 plan[n.target] = HookPoint(owner, 0)
             else:

@@ -8,7 +8,8 @@ distance between neighbouring units. Unit ``i`` then sees ``[lo + i*jump, hi + i
 * receptive field ``rf = hi - lo + 1`` (the theoretical field, dilation included),
 * ``center0 = (lo + hi) / 2`` (a half-integer after even kernels/strides, e.g. VGG's 2x2 pools).
 
-The graph (traced by cnnviz.graph, whose op table classifies every node) is run once on a zero
+The graph (traced by cnnviz.graph, whose op table classifies every node; for a torch.export
+program or converted TorchScript archive, its own ATen graph) is run once on a zero
 input (on the model's device: a 'meta' model costs nothing) so every node's real output shape is
 known, and fields are propagated node by node, one small function per op kind (``_PROPAGATE``):
 
@@ -36,7 +37,7 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -44,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ModelError
-from .graph import Kind, TraceError, trace
+from .graph import Kind, TraceError, op_name, trace
 from .layers import ConvLayer, conv_layers, output_shapes
 from .util import device_of, eval_mode, first_line, input_channels, layer_names, pair, parse_size
 
@@ -146,7 +147,7 @@ def _spatial_args(args: Sequence[Any]) -> list[Any]:
 
 def _window(src: _Spatial, out_shape: Sequence[int], kernel: Any, stride: Any, padding: Any, dilation: Any) -> _Spatial:
     k, d = pair(kernel), pair(dilation)
-    s = pair(stride if stride not in (None, ()) else kernel)
+    s = pair(kernel if stride is None or stride == () or stride == [] else stride)  # ATen's default stride=[]
     if isinstance(padding, str):
         if padding == "valid":
             p = (0, 0)
@@ -257,7 +258,8 @@ def _conv(a: _Analysis, op: _Op) -> Any:
     return val
 
 
-_DILATED_POOLS = {F.max_pool2d, torch.max_pool2d}  # avg_pool2d's 5th argument is ceil_mode, not dilation
+# avg_pool2d's 5th argument is ceil_mode, not dilation
+_DILATED_POOLS = {F.max_pool2d, torch.max_pool2d, torch.ops.aten.max_pool2d, torch.ops.aten.max_pool2d_with_indices}
 
 
 def _pool(a: _Analysis, op: _Op) -> Any:
@@ -265,7 +267,8 @@ def _pool(a: _Analysis, op: _Op) -> Any:
     if m is not None:
         geometry = (m.kernel_size, m.stride, m.padding, getattr(m, "dilation", 1))
     else:
-        dil = op.arg(4, "dilation", 1) if op.node.target in _DILATED_POOLS else 1
+        fn = op.node.target
+        dil = op.arg(4, "dilation", 1) if getattr(fn, "overloadpacket", fn) in _DILATED_POOLS else 1
         geometry = (op.arg(1, "kernel_size"), op.arg(2, "stride"), op.arg(3, "padding", 0), dil)
     return a.windowed(op.src, op.out, *geometry, op.where, "pool")
 
@@ -405,10 +408,15 @@ _PROPAGATE: dict[Kind, Callable[[_Analysis, _Op], Any]] = {
     Kind.TRANSPOSE: _transpose,
     Kind.REDUCE: _reduce,
     Kind.GETITEM: _getitem,
+    Kind.FIRST: _getitem,
     Kind.SPLIT: _split,
     Kind.LINEAR: _linear,
     Kind.SHAPE: _const,
 }
+
+
+# kinds whose ops may return (main output, extras...): max pooling with indices, ATen's batch norm
+_MAIN_FIRST = frozenset({Kind.POOL, Kind.ADAPTIVE_POOL, Kind.NORM, Kind.DROPOUT})
 
 
 class _Analysis:
@@ -474,7 +482,7 @@ class _Analysis:
                             env.pop(inp, None)
         except RFError:
             raise
-        except RuntimeError as exc:
+        except (RuntimeError, AssertionError) as exc:  # AssertionError: an exported program's shape guards
             raise RFError(f"input size {self.size[0]}x{self.size[1]} is not accepted by this model ({first_line(exc)})") from None
         except Exception as exc:  # noqa: BLE001 - any failure of an exotic module: one line, no wrong numbers
             where = getattr(node, "name", "?")
@@ -488,13 +496,18 @@ class _Analysis:
         if kind is not Kind.CONV and not _depends_on_input(op):  # a conv records that it got no input
             return _CONST
         step = _PROPAGATE.get(kind)  # type: ignore[arg-type]
+        if step is not None and kind in _MAIN_FIRST and isinstance(out, (tuple, list)):
+            # (map, indices) of a pool, (map, mean, invstd) of an ATen batch norm: the map is
+            # output 0, the rest has no field of its own
+            rest = _Unknown(f"cannot analyse the secondary outputs of {where}")
+            return [step(self, replace(op, out=out[0])), *[rest] * (len(out) - 1)]
         if step is not None:
             return step(self, op)
         if module is not None:
             return _Unknown(f"cannot analyse module {where} ({type(module).__name__})")
         if node.op == "call_method":
             return _Unknown(f"cannot analyse method .{node.target}() at node {where}")
-        return _Unknown(f"cannot analyse {getattr(node.target, '__name__', node.target)} at node {where}")
+        return _Unknown(f"cannot analyse {op_name(node)} at node {where}")
 
     def _attr(self, target: str) -> Any:
         obj: Any = self.model

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .errors import ModelError, UsageError, WeightsError
+from .graph import Kind, as_modules
 from .models import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -658,17 +659,20 @@ def _hookable(ep: Any, path: str) -> tuple[nn.Module, tuple[Any, ...]]:
     if len(shape) != 4:
         raise ModelError(f"{path!r} takes a {len(shape)}-D input; cnnviz feeds images as (N, C, H, W)")
     aten = torch.ops.aten
-    targets = {aten.conv2d.default, aten.conv2d.padding}
+    targets = {aten.conv2d.default, aten.conv2d.padding, aten.convolution.default}
     graph = gm.graph
     for node in list(graph.nodes):
         if node.op != "call_function" or node.target not in targets:
             continue
-        args = list(node.args) + [None] * (7 - len(node.args))
-        x, w, b, stride, padding, dilation, groups = args[:7]
-        kw = node.kwargs
-        stride, padding = kw.get("stride", stride) or [1, 1], kw.get("padding", padding) or [0, 0]
-        dilation, groups = kw.get("dilation", dilation) or [1, 1], kw.get("groups", groups) or 1
-        b = kw.get("bias", b)
+        norm = node.normalized_arguments(gm, normalize_to_only_use_kwargs=True)
+        if norm is None:
+            continue
+        a = norm.kwargs
+        if a.get("transposed") or any(int(p) for p in (a.get("output_padding") or ())):
+            continue  # a transposed convolution is no nn.Conv2d
+        x, w, b = a["input"], a["weight"], a.get("bias")
+        stride, padding = a.get("stride") or [1, 1], a.get("padding") or [0, 0]
+        dilation, groups = a.get("dilation") or [1, 1], a.get("groups") or 1
         if getattr(w, "op", None) != "get_attr" or not str(w.target).endswith("weight") or "." not in w.target:
             continue
         prefix = w.target.rsplit(".", 1)[0]
@@ -679,6 +683,8 @@ def _hookable(ep: Any, path: str) -> tuple[nn.Module, tuple[Any, ...]]:
         if list(holder.children()) or own - {"weight", "bias"}:
             continue
         weight = getattr(holder, "weight")
+        if weight.dim() != 4:
+            continue  # a 1-D or 3-D convolution (aten.convolution serves all three)
         conv = nn.Conv2d(weight.shape[1] * int(groups), weight.shape[0], tuple(weight.shape[2:]), stride=tuple(stride),
                          padding=padding if isinstance(padding, str) else tuple(padding), dilation=tuple(dilation),
                          groups=int(groups), bias=b is not None, device="meta")
@@ -695,4 +701,6 @@ def _hookable(ep: Any, path: str) -> tuple[nn.Module, tuple[Any, ...]]:
         graph.erase_node(node)
     graph.eliminate_dead_code()
     gm.recompile()
+    # activations (aten.relu_ after a conv) as modules too, so that --stage act can hook them
+    as_modules(gm, {Kind.ACTIVATION})
     return gm, shape

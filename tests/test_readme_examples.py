@@ -320,6 +320,8 @@ def _claims(line: str, r) -> None:
         assert len(r.stdout.split()) == 14  # "13 grids + a sheet"
     if line.startswith("cnnviz models") and "--names-only" not in line:
         assert re.search(r"^resnet50 .* IMAGENET1K_V1, IMAGENET1K_V2$", r.stdout, re.M)
+    if line == "cnnviz layers --model vgg16.pt2":  # fields from the program's own graph
+        assert r.stdout.splitlines()[-1].split()[-3:] == ["196", "16", "7.5"]
     if "1x1 kernels" in line:
         assert Image.open(r.stdout.strip()).text["mode"] == "heatmap"
     if "top --index idx -c 0:512 -k 25" in line:  # 512 channels x 25: paged, no picture over --max-side

@@ -243,6 +243,35 @@ def test_archives_maps_equal_the_original_module(cli, archives, archive):
         np.testing.assert_allclose(got, want[rec["layer"]].numpy(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("archive", ["net.pt", "net.pt2", "static.pt2"])
+def test_archives_act_stage_and_receptive_fields_equal_the_original_module(cli, archives, archive):
+    d, net = archives
+    r = cli("maps", str(d / "scan.png"), "--model", str(d / archive), "--size", "32x32", "--mean", "0.5", "--std", "0.25",
+            "-l", "all", "--stage", "act", "--npy", "-o", str(d / ("act-" + archive.replace(".", "_"))), "--json")
+    assert r.exit_code == 0, r.stderr
+    from PIL import Image
+    from torchvision import transforms as T
+
+    x = T.Compose([T.Grayscale(1), T.Resize((32, 32)), T.ToTensor(), T.Normalize([0.5], [0.25])])(
+        Image.open(d / "scan.png").convert("RGB"))[None]
+    f = net.features
+    with torch.no_grad():  # the ReLU after each conv, the batch norm between them included
+        want = [f[1](f[0](x))[0], f[5](f[4](f[3](f[2](f[1](f[0](x))))))[0]]
+    recs = [json.loads(ln) for ln in r.stdout.splitlines()]
+    assert [rec["layer"] for rec in recs] == [0, 1]
+    for rec in recs:
+        got = np.load(rec["path"][:-len(".png")] + ".npy")
+        np.testing.assert_allclose(got, want[rec["layer"]].numpy(), rtol=1e-5, atol=1e-6)
+    # receptive fields from the archive's own graph, as for the source: 3 px, then 3 + 1 + 2*2 = 8 px
+    r = cli("layers", "--model", str(d / archive), "--format", "json", "--size", "32")
+    assert r.exit_code == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [(row["receptive_field"], row["jump"], row["center0"]) for row in rows] == [(3, 1, 0), (8, 2, 0.5)]
+    r = cli("rf", str(d / "scan.png"), "--model", str(d / archive), "--size", "32x32", "-l", "1", "--at", "10,10",
+            "--json", "-o", str(d / ("rf-" + archive.replace(".", "_"))))
+    assert r.exit_code == 0, r.stderr
+
+
 def test_archives_filters_catalog_and_class_maximize(cli, archives):
     d, net = archives
     r = cli("layers", "--model", str(d / "net.pt"), "--format", "json", "--size", "32")

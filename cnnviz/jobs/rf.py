@@ -121,7 +121,9 @@ class _RFRun:
         self.spec = as_spec(req.model)
         self.written = 0
         self.at = _parse_at(req.at) if isinstance(req.at, str) else req.at
-        net = architecture(self.spec).model
+        arch = architecture(self.spec)
+        net = arch.model
+        nominal = arch.input_hw or (224, 224)  # a program exported for one size takes only that one
         every = conv_layers(net)
         self.layers: list[ConvLayer] = select_layers(every, req.layers, model_name=self.spec.source) if req.layers else []
         n_inputs = req.inputs.given
@@ -130,8 +132,8 @@ class _RFRun:
         self.noise_only = n_inputs == 0
         # every requested field must exist (at a nominal size: fields depend on it only via adaptive pooling)
         if not self.layers:
-            self.layers = _stage_ends(net, every, req.ignore_gates)
-        receptive_fields(net, size=224, layers=self.layers, ignore_gates=req.ignore_gates)
+            self.layers = _stage_ends(net, every, req.ignore_gates, size=nominal)
+        receptive_fields(net, size=nominal, layers=self.layers, ignore_gates=req.ignore_gates)
         self.channels: list[list[int | None]] = []
         for lay in self.layers:
             if req.channel is None:
@@ -276,10 +278,10 @@ def _parse_at(text: str) -> tuple[int, int]:
     return (int(parts[0]), int(parts[1]))
 
 
-def _stage_ends(net: Any, layers: list[Any], ignore_gates: bool) -> list[Any]:
+def _stage_ends(net: Any, layers: list[Any], ignore_gates: bool, *, size: tuple[int, int] = (224, 224)) -> list[Any]:
     """Default layers: per stage (alias prefix such as block3 / conv4, else a run of equal jump)
     the conv with the largest receptive field (the last one on ties), in catalog order."""
-    fields = layer_fields(net, size=224, ignore_gates=ignore_gates)
+    fields = layer_fields(net, size=size, ignore_gates=ignore_gates)
     best: dict[Any, Any] = {}
     for lay in layers:
         f = fields.get(lay.name)

@@ -32,6 +32,7 @@ from .errors import UsageError
 from .render import (
     GAP_VALUE,
     GREYS,
+    MAX_SIDE,
     LEVELS,
     MID,
     Picture,
@@ -59,7 +60,7 @@ from .select import index_ranges, select_indices
 MODES = ("auto", "rgb", "mean", "channels")
 NORMS = ("layer", "filter", "minmax")
 DEFAULT_CMAP = "RdBu_r"
-MAX_SIDE = 8192
+DEFAULT_MAX_SIDE = 8192
 CHANNELS_CAP = 32  # default --max-filters / --max-channels in channels mode
 HEATMAP_NOTE = "1x1 kernels: the [out, in] weight matrix drawn as a heatmap (rows = filters, columns = input channels)"
 _RESERVE = 128  # px kept free of tiles on each side of a page for legend, labels and margins
@@ -158,7 +159,7 @@ def plan_filters(
     gap: int = 2,
     labels: bool = False,
     legend: bool = True,
-    max_side: int = MAX_SIDE,
+    max_side: int = DEFAULT_MAX_SIDE,
     hint: str = "",
 ) -> FilterPlan:
     """Decide mode, selection, caps, grid and pages for a weight of ``shape`` (out, in, kh, kw).
@@ -173,8 +174,9 @@ def plan_filters(
     o, i, kh, kw = (int(s) for s in shape)
     if norm not in NORMS:
         raise UsageError(f"unknown norm {norm!r}; use one of {', '.join(NORMS)}")
-    if tile_px < 1 or gap < 0 or max_side < 256:
-        raise UsageError("tile size must be >= 1 px, gap >= 0 px, max side >= 256 px")
+    if tile_px < 1 or gap < 0 or not 256 <= max_side <= MAX_SIDE:
+        raise UsageError(f"tile size must be >= 1 px, gap >= 0 px, max side 256..{MAX_SIDE} px (larger pictures do not "
+                         f"open in image viewers)")
     drawn, notes = resolve_mode(shape, mode, groups=groups)
     the_cmap = None if drawn == "rgb" else check_cmap(cmap)
     fsel = _as_indices(filters, o, "filter", hint) or list(range(o))

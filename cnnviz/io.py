@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .errors import ImageError, OutputError, first_line
-from .render import Picture, mpl_data_path
+from .render import Picture, check_picture_size, mpl_data_path
 from .select import index_ranges
 
 DEFAULT_MAX_PIXELS = 64_000_000  # ~ 8000 x 8000; a decompression bomb is far beyond
@@ -417,6 +417,9 @@ def save_png(
     palette indices (with ``palette``, flat RGB bytes) or greys, or PIL.
     8-bit single-channel pictures go through encode_png8; compress_level 1 (zlib) is several
     times faster than Pillow's default 6 for ~10% more bytes."""
+    h, w = (image.height, image.width) if isinstance(image, Image.Image) else np.shape(
+        image.pixels if isinstance(image, Picture) else image)[:2]
+    check_picture_size(h, w)  # never a PNG that viewers (and Pillow) refuse to open
     return write_atomic(path, _png_bytes(image, metadata, compress_level, palette=palette))
 
 

@@ -9,7 +9,6 @@ exactly what its unit sees and where that stops being photo.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -18,7 +17,7 @@ from PIL import Image
 
 from .errors import UsageError
 from .maps import blend, resize_maps
-from .render import (GAP_VALUE, colorize, draw_text, fit_text, label_band_height, label_bands, margin_labels, pad, text_size,
+from .render import (GAP_VALUE, MAX_SIDE, colorize, draw_text, fit_text, label_band_height, label_bands, margin_labels, pad, text_size,
                      tile_grid, wrap_text)
 
 Box = tuple[int, int, int, int]
@@ -123,9 +122,6 @@ class Line:
 
 
 GAP = 6  # px between cells
-# The largest page side: a MAX_SIDE x MAX_SIDE picture is within Pillow's default MAX_IMAGE_PIXELS
-# (89,478,485; Pillow warns above it and refuses to open twice as much as a decompression bomb).
-MAX_SIDE = math.isqrt(89_478_485)
 CONT = "{} (cont.)"  # the label of a row continued from the previous page
 
 

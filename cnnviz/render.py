@@ -22,6 +22,21 @@ from .errors import UsageError
 GAP_VALUE = 255  # white gaps between tiles
 
 
+# The largest picture any command writes: Pillow's default MAX_IMAGE_PIXELS (it warns above it
+# and refuses to open twice as much, as a decompression bomb), so every PNG opens in Pillow and in
+# common viewers. MAX_SIDE is the side of the largest square within it (9459 px).
+MAX_PIXELS = 89_478_485
+MAX_SIDE = math.isqrt(MAX_PIXELS)
+
+
+def check_picture_size(height: int, width: int, *, hint: str = "draw fewer or smaller tiles", at_least: bool = False) -> None:
+    """Raise UsageError if a ``height`` x ``width`` picture (``at_least``: a lower bound of its
+    size) is over MAX_PIXELS, before drawing it."""
+    if height * width > MAX_PIXELS:
+        raise UsageError(f"the picture would be {'at least ' if at_least else ''}{width} x {height} px ({height * width / 1e6:.0f} Mpx), more than "
+                         f"image viewers open ({MAX_PIXELS / 1e6:.0f} Mpx); {hint}")
+
+
 def grid_shape(n: int, *, cols: int | None = None) -> tuple[int, int]:
     """(rows, cols) of a near-square grid for ``n`` tiles: 64 -> (8, 8), 10 -> (3, 4)."""
     if n < 1:
@@ -376,6 +391,7 @@ def tile_grid(
             raise ValueError(f"bands {bands.shape} do not fit {n} tiles of width {tw} with {c} channels")
         bh = bands.shape[1]
     cell_h, cell_w = bh + th + gap, tw + gap
+    check_picture_size(rows * cell_h - gap, cols * cell_w - gap)
     canvas = np.full((rows, cell_h, cols, cell_w, c), fill, dtype=np.uint8)
     if n:
         cells = rows * cols

@@ -36,8 +36,9 @@ from .common import info, json_option, layer_option, model_options, output_optio
 @click.option("--tile-size", type=click.IntRange(4, 512), default=48, show_default=True, metavar="PX",
               help="Upscale kernels (nearest) until a tile's longer side is at least PX.")
 @click.option("--gap", type=click.IntRange(0, 32), default=2, show_default=True, metavar="PX", help="Space between tiles.")
-@click.option("--max-side", type=click.IntRange(256, 32768), default=8192, show_default=True, metavar="PX",
-              help="Largest PNG side; filters beyond it go to further pages (-p01, -p02, ...).")
+@click.option("--max-side", type=click.IntRange(256, 9459), default=8192, show_default=True, metavar="PX",
+              help="Largest PNG side (at most 9459: larger pictures do not open in image viewers); filters beyond it "
+                   "go to further pages (-p01, -p02, ...).")
 @output_option()
 @json_option
 def filters(output: str, as_json: bool, **options: Any) -> None:

@@ -15,7 +15,8 @@ from ..maps import (SheetRow, iter_batches, layer_stats, render_grid, render_she
                     stream_maps)
 from ..models import LoadedModel
 from ..io import indices_tag, output_name, size_tag
-from ..render import check_cmap
+from ..errors import UsageError
+from ..render import check_cmap, check_picture_size, grid_shape
 from ..sources import ModelSpec, architecture, as_spec, load
 from .inputs import ImageInputs, InputImage
 from .output import Output, Record, Say, default, quiet, request_tags
@@ -76,12 +77,24 @@ def _plan(req: MapsRequest, output: Output, n_inputs: int) -> list[int]:
     layers = select_layers(conv_layers(net), req.layers, model_name=spec.source)
     hook_points(net, layers, req.stage)  # --stage act not available -> usage error now
     for layer in layers:
-        resolve_channels(req.channels, layer.out_channels, layer_name=layer.name)
+        chosen = len(resolve_channels(req.channels, layer.out_channels, layer_name=layer.name))
+        _check_grid_size(req, layer, min(chosen, req.top) if req.top else chosen)
     produced = n_inputs * len(layers) + (n_inputs if req.sheet else 0)
     what = "--npy files" if req.npy else (
         f"{produced} PNGs ({n_inputs} image(s) x {len(layers)} layer(s)" + (" + sheets)" if req.sheet else ")"))
     output.prepare(produced, npy=req.npy, message=f"-o - streams exactly one PNG to stdout, but this run writes {what}; use -o DIR")
     return [layer.index for layer in layers]
+
+
+def _check_grid_size(req: MapsRequest, layer: ConvLayer, n: int) -> None:
+    """A grid of ``n`` maps is at least ``tile`` px a cell whatever the image size: refuse now
+    (before any work) a grid that could never be opened (render.MAX_PIXELS)."""
+    rows, cols = grid_shape(n, cols=req.cols)
+    try:
+        check_picture_size(rows * (req.tile + 2) - 2, cols * (req.tile + 2) - 2,
+                           hint="lower --tile, or draw fewer maps with --channels or --top", at_least=True)
+    except UsageError as exc:
+        raise UsageError(f"layer {layer.index} {layer.name}, {n} maps of {req.tile} px: {exc}") from None
 
 
 @dataclass

@@ -272,6 +272,25 @@ def test_archives_act_stage_and_receptive_fields_equal_the_original_module(cli, 
     assert r.exit_code == 0, r.stderr
 
 
+@pytest.mark.parametrize("archive", ["net.pt2", "net.pt"])
+def test_archives_cam_equals_the_source_models(cli, archives, archive):
+    """cam reads the archive's last activation (an ATen relu turned into a module), as on the source."""
+    d, _ = archives
+    common = [str(d / "scan.png"), "--size", "32x32", "--mean", "0.5", "--std", "0.25", "--class", "2",
+              "--method", "gradcam,ablationcam", "--npy", "--json"]
+    a = cli("cam", *common, "--model", str(d / archive), "-o", str(d / ("cam-" + archive.replace(".", "_"))))
+    b = cli("cam", *common, "--model", f"{d / 'model.py'}:Net", "--weights", str(d / "best.pth"), "-o", str(d / "cam-src"))
+    assert a.exit_code == 0 and b.exit_code == 0, a.stderr + b.stderr
+    got, want = json.loads(a.stdout)["cells"], json.loads(b.stdout)["cells"]
+    # the source names the Sequential that returns that ReLU's output; the archive has no such call
+    # (and a converted TorchScript archive knows no module paths: a node name such as relu_1)
+    assert [c["layers"] for c in want] == [["features"]] * 2
+    assert [c["layers"] for c in got] == [["features.5"]] * 2 or archive == "net.pt"
+    for method in ("gradcam", "ablationcam"):
+        x, y = (np.load(next((d / sub).glob(f"*-{method}-*.npy"))) for sub in ("cam-" + archive.replace(".", "_"), "cam-src"))
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
 def test_archives_filters_catalog_and_class_maximize(cli, archives):
     d, net = archives
     r = cli("layers", "--model", str(d / "net.pt"), "--format", "json", "--size", "32")

@@ -130,6 +130,7 @@ def test_exported_activations_are_hooked_at_their_original_module_paths(resnet18
     assert {Kind.NORM, Kind.FIRST, Kind.POOL, Kind.ADD, Kind.REDUCE} <= kinds
 
 
+@pytest.mark.slow
 def test_vgg16_program_fields_and_act_stage(tmp_path):
     torch.manual_seed(0)
     model = torchvision.models.vgg16(weights=None).eval()

@@ -329,6 +329,30 @@ class ActivationIndex:
         return [{"channel": int(c), "score": float(v), "max": float(mx), "mean": float(mean), "unit": [int(y), int(x)],
                  "rank": int(rank), "of": int(n)} for c, v, mx, mean, y, x, rank, n in rows]
 
+    def rank_scores(self, layer: int, scores: Mapping[int, float], *, score: str = "max") -> dict[int, tuple[int, int]]:
+        """For an image *not* in the index with ``scores`` {channel: its score} at ``layer``:
+        {channel: (rank, of)} as if it were added: ``rank`` 1 + the indexed images that score
+        higher (ties go to the indexed images; a NaN score ranks after every number), ``of`` the
+        indexed images plus this one."""
+        _check_score(score)
+        self.layer(layer)
+        if not scores:
+            return {}
+        chans = [int(c) for c in scores]
+        vals = [float(scores[c]) for c in scores]
+        rows = _duckdb().connect().execute(
+            f"""WITH me AS (SELECT unnest($chans) AS channel, unnest($vals) AS s)
+                SELECT me.channel,
+                       1 + count(o.image) FILTER (WHERE (isnan(me.s) AND NOT isnan(o.s)) OR o.s >= me.s),
+                       1 + count(o.image)
+                FROM me LEFT JOIN (SELECT channel, image, "{score}" AS s FROM read_parquet($files)
+                                   WHERE layer = $layer AND list_contains($chans, channel)) o
+                     ON o.channel = me.channel
+                GROUP BY me.channel""",
+            {"chans": chans, "vals": vals, "files": self._acts(), "layer": layer},
+        ).fetchall()
+        return {int(c): (int(rank), int(n)) for c, rank, n in rows}
+
     def paths(self, ids: Iterable[int]) -> dict[int, str]:
         """{image id: path} for ``ids`` (as scanned)."""
         return {i: im.path for i, im in self.lookup(ids).items()}

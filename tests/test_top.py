@@ -323,8 +323,37 @@ def test_image_query_ranks_against_brute_force(tmp_path, tiny_lm):
     for r in got:
         rank = 1 + [i for _, i, _ in want[r["channel"]]].index(image_id(me))
         assert r["rank"] == rank and r["of"] == 11
-    with pytest.raises(IndexStoreError, match="not in index"):
+    assert recs[0]["indexed"] is True
+    with pytest.raises(ImageError, match="does not exist"):
         image_query(_req(index=idx, image=str(tmp_path / "other.jpg"), layers=("2",)), model=tiny_lm)
+
+
+def test_image_query_ranks_a_new_image_as_if_it_were_added(tmp_path, tiny_lm):
+    """An image outside the index runs once through the index's model and gets exactly the
+    channels, scores, peak units and ranks it gets once scanned into the index (brute force agrees)."""
+    paths = _photos(tmp_path / "p", 10)
+    (new,) = _photos(tmp_path / "new", 1, seed=5, start=50)
+    idx, both = str(tmp_path / "idx"), str(tmp_path / "both")
+    run_top(_req(images=(str(tmp_path / "p"),), index=idx), model=tiny_lm)
+    run_top(_req(images=(str(tmp_path / "p"), new), index=both), model=tiny_lm)
+    for layer, score, chans in [("2", "max", None), ("1", "mean", "0:3")]:
+        req = dict(image=new, layers=(layer,), k=4, score=score, channels=chans)
+        (fresh,) = image_query(_req(index=idx, **req), model=tiny_lm)
+        (added,) = image_query(_req(index=both, **req), model=tiny_lm)
+        assert fresh["indexed"] is False and added["indexed"] is True
+        assert len(fresh["channels"]) == (4 if chans is None else 3)
+        for a, b in zip(fresh["channels"], added["channels"]):
+            assert a["channel"] == b["channel"] and a["unit"] == b["unit"] and a["box"] == b["box"]
+            assert (a["rank"], a["of"]) == (b["rank"], b["of"]) and b["of"] == 11
+            assert a["score"] == pytest.approx(b["score"], rel=1e-6) and a["max"] == pytest.approx(b["max"], rel=1e-6)
+    want = _brute(tiny_lm, [*paths, new], 2)
+    (fresh,) = image_query(_req(index=idx, image=new, layers=("2",), k=2), model=tiny_lm)
+    for r in fresh["channels"]:
+        assert r["rank"] == 1 + [i for _, i, _ in want[r["channel"]]].index(image_id(new))
+    # other weights than the index's: refused in one line, no ranking against the wrong numbers
+    other = LoadedModel(model=TinyVGG().eval(), name="tinyvgg", weights="none")
+    with pytest.raises(IndexStoreError, match="weights"):
+        image_query(_req(index=idx, image=new, layers=("2",)), model=other)
 
 
 class _Interrupt:
@@ -483,6 +512,11 @@ def test_cli_index_query_and_image_and_merge(tmp_path, cli):
     r = cli("top", "--index", str(tmp_path / "all"), "--image", paths[2], "-k", "3")
     assert r.exit_code == 0, r.stderr
     assert r.stdout.count("rank") == 3 and f"of {len(paths)}" in r.stdout
+    # an image outside the index: the index's model (random squeezenet, seed 0: the same weights hash)
+    (new,) = _photos(tmp_path / "new", 1, seed=9, start=90)
+    r = cli("top", "--index", str(tmp_path / "all"), "--image", new, "-k", "3")
+    assert r.exit_code == 0, r.stderr
+    assert "not in the index: ranked as if added" in r.stdout and f"of {len(paths) + 1}" in r.stdout
     r = cli("top", str(tmp_path / "p"), "-m", "squeezenet1_1", "-w", "none", "-l", "2", "-s", "40", "--workers", "0",
             "--index", str(tmp_path / "all"), "--no-pictures")
     assert r.exit_code == 1 and "other settings" in r.stderr and "layers" in r.stderr

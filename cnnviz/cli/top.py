@@ -57,7 +57,8 @@ class _TopCommand(CnnvizCommand):
               help="Store every image's per-channel max, mean and peak unit in DIR (Parquet), resumable and "
                    "incremental; without IMAGES, answer from DIR alone.")
 @click.option("--image", "image", default=None, metavar="FILE",
-              help="With --index: the channels this image excites most, and its rank among the index's images in each.")
+              help="With --index: the channels this image excites most, and its rank among the index's images in each "
+                   "(an image not in the index runs once through the index's model and is ranked as if added).")
 @click.option("--shard", default=None, metavar="I/N",
               help="Scan only shard I of N (0 <= I < N; a stable partition by path) into --index; combine with 'cnnviz top merge'.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
@@ -148,7 +149,8 @@ def top(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: 
 
 def _print_ranks(rec: dict[str, Any]) -> None:
     alias = f" ({rec['alias']})" if rec.get("alias") else ""
-    out(f"layer {rec['layer']} {rec['name']}{alias}: channels {rec['image']} excites most by {rec['score']}")
+    added = "" if rec.get("indexed", True) else " (not in the index: ranked as if added)"
+    out(f"layer {rec['layer']} {rec['name']}{alias}: channels {rec['image']} excites most by {rec['score']}{added}")
     for r in rec["channels"]:
         out(f"  channel {r['channel']:>5}  {rec['score']} {r['score']:>10.4g}  rank {r['rank']:,} of {r['of']:,}")
 

@@ -445,22 +445,55 @@ def _query(req: TopRequest, *, output: Output, model: LoadedModel | None, say: S
 def image_query(req: TopRequest, *, model: LoadedModel | None = None) -> list[Record]:
     """``req.image`` against ``req.index``: per layer, the ``req.k`` channels (among
     ``req.channels``) this image excites most by ``req.score``, with its rank among the index's
-    images in each (1 = the channel's best). Reads the index only."""
+    images in each (1 = the channel's best). An indexed image is answered from the index alone;
+    any other image runs once through the index's model (its weights, checked by hash, its
+    preprocessing and stage) and is ranked as if it were added (``"indexed": false``)."""
     _check(req)
     idx = ActivationIndex.open(req.index)  # type: ignore[arg-type]
     arch = _index_model(idx, model)
     layers, chans = _select(req, arch.model, allowed=[d["index"] for d in idx.layers], model_name=idx.provenance["model"])
     field_of = _fields(arch.model, layers, _input_hw(_index_prep(idx)))
     path = os.path.abspath(req.image)  # type: ignore[arg-type]
+    known = idx.lookup([image_id(path)]).get(image_id(path))
+    if known is not None and known.ok:
+        found = {lay.index: idx.image_channels(path, layer=lay.index, k=req.k, score=req.score,
+                                               channels=None if req.channels is None else chans[lay.index])
+                 for lay in layers}
+    else:
+        found = _rank_new_image(req, idx, layers, chans, path, model)
     out = []
     for lay in layers:
-        rows = idx.image_channels(path, layer=lay.index, k=req.k, score=req.score,
-                                  channels=None if req.channels is None else chans[lay.index])
+        rows = found[lay.index]
         for r in rows:
             r["box"] = list(field_of[lay.name].box(tuple(r["unit"])))
         out.append({"layer": lay.index, "name": lay.name, "alias": lay.alias or None, "image": path, "score": req.score,
-                    "channels": rows})
+                    "indexed": known is not None and known.ok, "channels": rows})
     return out
+
+
+def _rank_new_image(req: TopRequest, idx: ActivationIndex, layers: Sequence[ConvLayer], chans: dict[int, list[int]],
+                    path: str, model: LoadedModel | None) -> dict[int, list[Record]]:
+    """{layer index: rows as ActivationIndex.image_channels gives them} for an image outside the
+    index: one forward pass with the index's weights, preprocessing and stage, ranked by the index."""
+    if not os.path.isfile(path):
+        raise ImageError(f"image {path!r} does not exist (and is not in index {req.index!r})")
+    prov = idx.provenance
+    lm = _index_weights(req, model=model, need=f"ranking {os.path.basename(path)!r} (not in the index)",
+                        otherwise="scan it into the index instead")
+    got: dict[str, LayerStats] = {}
+    scan(lm.model, list(layers), [path], prep=_index_prep(idx), stage=prov["stage"], batch_size=1, workers=0,
+         strict=True, on_batch=lambda _pos, stats: got.update(stats))
+    found: dict[int, list[Record]] = {}
+    for lay in layers:
+        st = got[lay.name]
+        values = st.score(req.score)[0]
+        allowed = chans[lay.index] if req.channels is not None else range(values.shape[0])
+        best = sorted(allowed, key=lambda c: (np.isnan(values[c]), -values[c], c))[: req.k]
+        ranks = idx.rank_scores(lay.index, {c: float(values[c]) for c in best}, score=req.score)
+        found[lay.index] = [{"channel": int(c), "score": float(values[c]), "max": float(st.max[0, c]),
+                             "mean": float(st.mean[0, c]), "unit": [int(v) for v in st.unit[0, c]],
+                             "rank": ranks[c][0], "of": ranks[c][1]} for c in best]
+    return found
 
 
 # ---------------------------------------------------------------- pictures
@@ -481,7 +514,7 @@ def _draw(req: TopRequest, result: TopResult, *, output: Output, model: LoadedMo
     """Write each layer's pictures through ``output``, then yield the layer (its ``pictures`` filled in)."""
     lm = result.model or model
     if req.overlay and lm is None:  # a query: the index's own model and weights, checked by hash
-        lm = _index_weights(req, result)
+        lm = _index_weights(req, need="--overlay", otherwise="rerun the query without --overlay")
     displays = _Displays(result.prep)  # type: ignore[arg-type]
     for lr in result.layers:
         maps = _overlay_maps(req, lr, lm, result.prep, result.stage) if req.overlay else {}  # type: ignore[arg-type]
@@ -564,15 +597,14 @@ def _pixels(req: TopRequest, e: Record, c: int, displays: _Displays, maps: dict[
     return pix
 
 
-def _index_weights(req: TopRequest, result: TopResult) -> LoadedModel:
-    """The index's model with its weights, for --overlay on a query; refused if the weights found
-    now are not the ones the index was built with."""
-    idx = ActivationIndex.open(req.index)  # type: ignore[arg-type]
-    prov = idx.provenance
-    lm = load(ModelSpec(prov["model"], weights=prov["weights"], seed=req.seed))
+def _index_weights(req: TopRequest, *, model: LoadedModel | None = None, need: str, otherwise: str) -> LoadedModel:
+    """The index's model with its weights (``model`` if given), for what ``need`` names; refused
+    (IndexStoreError ending in ``otherwise``) if they are not the weights the index was built with."""
+    prov = ActivationIndex.open(req.index).provenance  # type: ignore[arg-type]
+    lm = model or load(ModelSpec(prov["model"], weights=prov["weights"], seed=req.seed))
     if weights_digest(lm.model) != prov["weights_sha256"]:
-        raise IndexStoreError(f"--overlay needs the weights of index {req.index!r} ({prov['weights']}), but those "
-                              f"loaded now differ (sha256); rerun the query without --overlay")
+        raise IndexStoreError(f"{need} needs the weights of index {req.index!r} ({prov['weights']}), but those "
+                              f"loaded now differ (sha256); {otherwise}")
     return lm
 
 

@@ -25,6 +25,7 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import sys
 import warnings
 import zipfile
@@ -36,7 +37,7 @@ import torch
 from torch import nn
 
 from .errors import ModelError, UsageError, WeightsError
-from .graph import Kind, as_modules
+from .graph import Kind, as_modules, op_kind
 from .models import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -613,6 +614,8 @@ def _read_torchscript(path: str, spec: ModelSpec) -> tuple[nn.Module, tuple[Any,
         raise ModelError(f"TorchScript archive {path!r} runs as a compiled graph where Python hooks cannot see its "
                          f"layers, and torch.export could not convert it ({type(exc).__name__}: {_reason(exc)}); "
                          f"export the model with torch.export (.pt2) or give its source (model.py:Net)") from None
+    with contextlib.suppress(Exception):  # names only: the program computes the same without them
+        _module_paths_from(ts, ep)
     gm, shape = _hookable(ep, path)
     with torch.no_grad():
         a, b = ts(example), gm(example)
@@ -621,6 +624,44 @@ def _read_torchscript(path: str, spec: ModelSpec) -> tuple[nn.Module, tuple[Any,
         raise ModelError(f"TorchScript archive {path!r}: its conversion to a graph cnnviz can hook does not compute "
                          f"the same outputs; export the model with torch.export (.pt2) or give its source")
     return gm, shape
+
+
+def _module_paths_from(ts: Any, ep: Any) -> None:
+    """Give the converted program's activation calls the module paths the TorchScript archive
+    records (``layer1.0.relu``), as torch.export does for the program it exports, so --stage act
+    hooks them under the same names as on the source model. The converter keeps the archive's
+    order of calls: the k-th ``aten::relu_`` of the archive is the k-th ``aten.relu_`` of the
+    program. Of an ``if`` (``F.hardtanh``'s ``inplace`` test) one call per module and op counts:
+    one branch runs. An op whose count still differs keeps no paths."""
+    def walk(block: Any) -> Iterator[Any]:
+        for n in block.nodes():
+            if n.kind() != "prim::If":
+                yield n
+                continue
+            seen = set()
+            for b in n.blocks():
+                for m in walk(b):
+                    if (m.kind(), m.getModuleHierarchy()) not in seen:
+                        seen.add((m.kind(), m.getModuleHierarchy()))
+                        yield m
+
+    archive: dict[str, list[str]] = {}
+    for n in walk(ts.inlined_graph):
+        archive.setdefault(n.kind(), []).append(n.getModuleHierarchy())
+    program: dict[str, list[Any]] = {}
+    for node in ep.graph.nodes:
+        if node.op == "call_function" and op_kind(node, {}) is Kind.ACTIVATION and hasattr(node.target, "_schema"):
+            program.setdefault(node.target._schema.name, []).append(node)
+    for op, nodes in program.items():
+        scopes = archive.get(op, [])
+        if len(scopes) != len(nodes):
+            continue
+        for node, scope in zip(nodes, scopes):
+            parts = [(name, kind) for name, kind in re.findall(r"([^.()]+)\(([^()]*)\)", scope)
+                     if name not in ("SELF", "UNKNOWN_INSTANCE")]
+            if parts:
+                path = ".".join(name for name, _ in parts)
+                node.meta["nn_module_stack"] = {path: (path, parts[-1][1])}
 
 
 def _zip_kind(path: str) -> str:

@@ -120,7 +120,7 @@ def test_resnet18_program_act_stage_is_the_eager_activation(resnet18, kind):
 
 def test_exported_activations_are_hooked_at_their_original_module_paths(resnet18):
     model, programs = resnet18
-    for kind in ("export", "decomposed"):  # torch.export keeps each call's module path
+    for kind in ("export", "decomposed", "torchscript"):  # each call's module path, kept by torch.export / the archive
         gm = programs[kind]
         eager = hook_points(model, ["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer2.0.downsample.0"], "act")
         assert hook_points(gm, ["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer2.0.downsample.0"], "act") == eager

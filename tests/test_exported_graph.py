@@ -206,6 +206,32 @@ def test_a_functional_activation_in_a_block_is_hooked_next_to_it(tmp_path):
     assert layer_fields(gm, size=24) == layer_fields(model, size=24)
 
 
+class Sixes(nn.Module):
+    """ReLU6 (aten.hardtanh_, behind an if in TorchScript) and one ReLU module called twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3), nn.Conv2d(4, 2, 1)
+        self.six, self.relu = nn.ReLU6(inplace=True), nn.ReLU()
+
+    def forward(self, x):
+        return self.c(self.relu(self.b(self.relu(self.six(self.a(x))))))
+
+
+def test_a_torchscript_archive_hooks_activations_at_the_sources_module_paths(tmp_path):
+    torch.manual_seed(0)
+    model = Sixes().eval()
+    gm = _torchscript(model, tmp_path / "sixes.pt")
+    assert hook_points(gm, ["a", "b"], "act") == hook_points(model, ["a", "b"], "act")
+    assert [(p.module, p.call) for p in hook_points(gm, ["a", "b"], "act")] == [("six", 0), ("relu", 1)]
+    x = torch.randn(2, 3, 16, 16)
+    got = capture(gm, x, ["a", "b"], stage="act")
+    with torch.no_grad():
+        a = model.six(model.a(x))
+        torch.testing.assert_close(got["a"], a, rtol=0, atol=1e-6)
+        torch.testing.assert_close(got["b"], torch.relu(model.b(torch.relu(a))), rtol=0, atol=1e-6)
+
+
 class Upsampling(nn.Module):
     """conv1 -> nearest upsampling -> ReLU -> conv2: an op neither capture nor rf can look through."""
 

@@ -257,7 +257,7 @@ def _exists(gm: nn.Module, name: str) -> bool:
     return True
 
 
-def as_modules(gm: torch.fx.GraphModule, kinds: Iterable[Kind]) -> list[str]:
+def as_modules(gm: torch.fx.GraphModule, *, kinds: Iterable[Kind]) -> list[str]:
     """Rewrite every ``call_function`` node of ``gm`` whose kind is in ``kinds`` into a call of an
     :class:`OpCall` module (same op, same arguments: the graph computes the same values), named
     as :func:`_free_name` says. Returns the new modules' names; recompiles ``gm``."""

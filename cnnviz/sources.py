@@ -743,5 +743,5 @@ def _hookable(ep: Any, path: str) -> tuple[nn.Module, tuple[Any, ...]]:
     graph.eliminate_dead_code()
     gm.recompile()
     # activations (aten.relu_ after a conv) as modules too, so that --stage act can hook them
-    as_modules(gm, {Kind.ACTIVATION})
+    as_modules(gm, kinds={Kind.ACTIVATION})
     return gm, shape

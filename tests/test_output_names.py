@@ -47,7 +47,8 @@ def test_maps_option_variants_have_distinct_names(cli, tmp_path, rgb_image):
         ["--stage", "act"], ["--norm", "layer"], ["--channels", "0:4"], ["--channels", "4:8"], ["--top", "3"],
         ["--top", "3", "--channels", "0:8"], ["--overlay"], ["--overlay", "--alpha", "0.3"], ["--symmetric"],
         ["--cmap", "magma"], ["--tile", "8"], ["--cols", "2"], ["--bare"], ["--crop"], ["--size", "20"],
-    ])
+        ["--channels", "all"], ["--channels", "0:64"],  # every channel in order: the default picture
+    ], same={("--channels", "all"), ("--channels", "0:64")})
     assert seen["--stage act"] == ["img-resnet18-00-conv1-maps-act-s16.png"]
     assert seen["--channels 0:4"] == ["img-resnet18-00-conv1-maps-c0-3-s16.png"]
     assert seen["--top 3"] == ["img-resnet18-00-conv1-maps-top3-s16.png"]
@@ -79,7 +80,8 @@ def test_rf_option_variants_have_distinct_names(cli, tmp_path, rgb_image):
     base = ["rf", str(rgb_image), "-m", "vgg16"]
     _check(cli, tmp_path, base, ["img-vgg16-rf.png"], [
         ["-l", "block3_conv1"], ["-l", "block4_conv1"], ["--at", "10,20"], ["--size", "64"], ["--crop"],
-    ])
+        ["-l", "1,3,6,9,12"],  # exactly the default layers (the last conv of each block): the default picture
+    ], same={("-l", "1,3,6,9,12")})
 
 
 @pytest.mark.slow

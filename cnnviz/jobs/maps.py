@@ -220,7 +220,9 @@ def _tags(req: MapsRequest, *, sheet: bool) -> list[str]:
 
 
 def _channel_tag(req: MapsRequest, layer: ConvLayer) -> str | None:
-    """'c0-15' for ``channels``, resolved on ``layer`` (a sheet: on its first layer)."""
+    """'c0-15' for ``channels``, resolved on ``layer`` (a sheet: on its first layer); none when
+    they are every channel in order (the default picture)."""
     if req.channels is None:
         return None
-    return indices_tag("c", resolve_channels(req.channels, layer.out_channels, layer_name=layer.name))
+    chosen = resolve_channels(req.channels, layer.out_channels, layer_name=layer.name)
+    return None if chosen == list(range(layer.out_channels)) else indices_tag("c", chosen)  # all, in order: the default

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import UsageError
+from ..errors import CnnvizError, UsageError
 from ..fields import effective_fields, mass_square, peak_units
 from ..io import indices_tag, output_name, size_tag
 from ..layers import ConvLayer, conv_layers, select_layers
@@ -148,11 +148,20 @@ class _RFRun:
         output.prepare(max(n_inputs, 1))
         self.needs_weights = req.channel is not None or req.effective
         # File-name tags of the non-default options (README "Output names")
-        self.tags = [indices_tag("l", [lay.index for lay in self.layers]) if req.layers else None,
+        chosen = [lay.index for lay in self.layers]
+        self.tags = [indices_tag("l", chosen) if req.layers and chosen != self._default_layers(net, every, nominal) else None,
                      f"at{self.at[0]},{self.at[1]}" if self.at is not None else None,
                      indices_tag("c", self.channels[0]) if req.channel is not None else None,
                      *request_tags(req, [("nogates", "ignore_gates")]), *size_tag(req.inputs.size, req.inputs.crop)]
         self.erf_tags = [*request_tags(req, [("n{}", "samples")]), *([f"seed{self.spec.seed}"] if self.spec.seed else [])]
+
+    def _default_layers(self, net: Any, every: list[ConvLayer], size: tuple[int, int]) -> list[int] | None:
+        """The indices of the layers drawn without --layer (None where there are none): --layer
+        naming exactly them draws the default picture, under the default name."""
+        try:
+            return [lay.index for lay in _stage_ends(net, every, self.req.ignore_gates, size=size)]
+        except CnnvizError:
+            return None
 
     def run(self, model: LoadedModel | None) -> None:
         req = self.req

@@ -34,6 +34,20 @@ def images(n=2, size=48):
     return [ReportImage(name=names[k], x=(x * (1 - 0.3 * k)).astype(np.float32), display=d) for k in range(n)]
 
 
+def top_index(root, lm, *, photos: int, layers: tuple[str, ...]) -> str:
+    """A top index (k=3, 32 px) over ``photos`` random 40x36 PNGs written to ``root``/photos."""
+    from cnnviz.jobs.top import TopRequest, run_top
+
+    folder = root / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(photos):
+        Image.fromarray((rng.random((40, 36, 3)) * 255).astype(np.uint8)).save(folder / f"p{i}.png")
+    idx = str(root / "idx")
+    run_top(TopRequest(images=(str(folder),), layers=layers, index=idx, k=3, size=32, workers=0, pictures=False), model=lm)
+    return idx
+
+
 @pytest.fixture
 def built(tmp_path):
     lm = tiny_model()
@@ -285,14 +299,7 @@ def test_dataset_examples_come_from_a_top_index(tmp_path):
     from cnnviz.jobs.top import TopRequest, run_top
 
     lm = tiny_model()
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(6):
-        Image.fromarray((rng.random((40, 36, 3)) * 255).astype(np.uint8)).save(photos / f"p{i}.png")
-    idx = str(tmp_path / "idx")
-    run_top(TopRequest(images=(str(photos),), layers=("1", "2"), index=idx, k=3, size=32, workers=0, pictures=False),
-            model=lm)
+    idx = top_index(tmp_path, lm, photos=6, layers=("1", "2"))
     out = tmp_path / "s"
     res = build_report(lm, images(1), output=str(out), progress=False, index=idx, index_k=3)
     assert res.computed["examples"] == 2

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_report import EVIL, images, tiny_model
+from test_report import EVIL, images, tiny_model, top_index
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -60,17 +60,9 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 def tiny_site(tmp_path_factory):
     from cnnviz.report import build_report
 
-    from cnnviz.jobs.top import TopRequest, run_top
-
     root = tmp_path_factory.mktemp("report")
     lm = tiny_model()
-    photos = root / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(5):
-        Image.fromarray((rng.random((40, 36, 3)) * 255).astype(np.uint8)).save(photos / f"p{i}.png")
-    idx = str(root / "idx")  # dataset examples on layer 2's channel pages
-    run_top(TopRequest(images=(str(photos),), layers=("2",), index=idx, k=3, size=32, workers=0, pictures=False), model=lm)
+    idx = top_index(root, lm, photos=5, layers=("2",))  # dataset examples on layer 2's channel pages
     out = root / "site"
     build_report(lm, images(2), output=str(out), progress=False, index=idx, index_k=3)
     return out

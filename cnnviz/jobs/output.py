@@ -7,8 +7,8 @@ at once to ``on_record`` (the CLI prints it) or kept in :attr:`Output.records`.
 """
 from __future__ import annotations
 
-import os
 import dataclasses
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, BinaryIO

@@ -350,6 +350,10 @@ def test_image_query_ranks_a_new_image_as_if_it_were_added(tmp_path, tiny_lm):
     (fresh,) = image_query(_req(index=idx, image=new, layers=("2",), k=2), model=tiny_lm)
     for r in fresh["channels"]:
         assert r["rank"] == 1 + [i for _, i, _ in want[r["channel"]]].index(image_id(new))
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ImageError, match="not an image") as err:
+        image_query(_req(index=idx, image=str(tmp_path / "broken.png"), layers=("2",)), model=tiny_lm)
+    assert "--strict" not in str(err.value)  # no scan option the user did not give
     # other weights than the index's: refused in one line, no ranking against the wrong numbers
     other = LoadedModel(model=TinyVGG().eval(), name="tinyvgg", weights="none")
     with pytest.raises(IndexStoreError, match="weights"):

@@ -482,7 +482,7 @@ def _rank_new_image(req: TopRequest, idx: ActivationIndex, layers: Sequence[Conv
                         otherwise="scan it into the index instead")
     got: dict[str, LayerStats] = {}
     scan(lm.model, list(layers), [path], prep=_index_prep(idx), stage=prov["stage"], batch_size=1, workers=0,
-         strict=True, on_batch=lambda _pos, stats: got.update(stats))
+         on_batch=lambda _pos, stats: got.update(stats), on_skip=_refuse)
     found: dict[int, list[Record]] = {}
     for lay in layers:
         st = got[lay.name]
@@ -595,6 +595,11 @@ def _pixels(req: TopRequest, e: Record, c: int, displays: _Displays, maps: dict[
         v = window_values(map_on_input(m, disp.shape[:2]), tuple(e["box"])) / norm
         pix = overlay_patch(pix, inside, v, cmap=req.cmap, alpha=req.alpha)
     return pix
+
+
+def _refuse(path: str, message: str) -> None:
+    """An unreadable --image: its own message (a scan's --strict note would not apply)."""
+    raise ImageError(message)
 
 
 def _index_weights(req: TopRequest, *, model: LoadedModel | None = None, need: str, otherwise: str) -> LoadedModel:

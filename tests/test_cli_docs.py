@@ -1,0 +1,44 @@
+"""docs/cli.md is each command's --help as the code prints it now (scripts/gen_cli_docs.py)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REGENERATE = "python scripts/gen_cli_docs.py"
+
+
+def _gen():
+    spec = importlib.util.spec_from_file_location("gen_cli_docs", ROOT / "scripts" / "gen_cli_docs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_cli_reference_is_current():
+    gen = _gen()
+    fresh = gen.render()
+    checked_in = gen.TARGET.read_text(encoding="utf-8") if gen.TARGET.exists() else ""
+    assert checked_in == fresh, (
+        f"docs/cli.md is not what the commands' --help says now (an option or a help text changed): "
+        f"run `{REGENERATE}` and commit docs/cli.md")
+
+
+def test_cli_reference_covers_every_command():
+    from cnnviz.cli import cli
+
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    for name in cli.list_commands(None):
+        assert f"## `cnnviz {name}`" in text, f"docs/cli.md lacks `cnnviz {name}`: run `{REGENERATE}`"
+    assert "## `cnnviz top merge`" in text
+
+
+def test_the_check_fails_on_a_stale_file(tmp_path, monkeypatch):
+    gen = _gen()
+    stale = tmp_path / "cli.md"
+    stale.write_text(gen.render().replace("--json", "--jsn", 1), encoding="utf-8")
+    monkeypatch.setattr(gen, "TARGET", stale)
+    monkeypatch.setattr(gen, "ROOT", tmp_path)
+    assert gen.main(["--check"]) == 1
+    stale.write_text(gen.render(), encoding="utf-8")
+    assert gen.main(["--check"]) == 0

@@ -1,15 +1,17 @@
-"""Every `cnnviz ...` line of the README's ```sh blocks runs and shows what the README says.
+"""Every `cnnviz ...` line of the ```sh blocks of the README and of every docs/ page runs and shows
+what the page says.
 
-The examples run in README order in one scratch folder (later ones use what earlier ones wrote,
-e.g. the `top` index), through the real click CLI, with substitutions that keep them fast and
-offline: `--weights none` where no weights are given, a small `--size`, one optimisation step,
-a few channels, few integration/metric steps, and for `cam` and `report` ResNet-18 in place of
-ResNet-50 (Score-CAM and Ablation-CAM go through layer4's channels one by one).
-The README's own files are made here: photo.jpg, a.jpg/b.jpg for `*.jpg`, photos/, scan.png,
-mynet.py (from the README's own code block) with best.pth and classes.txt, convnext.pth.
+Each page's examples run in page order in one scratch folder of its own (later ones use what
+earlier ones wrote, e.g. the `top` index), through the real click CLI, with substitutions that keep
+them fast and offline: `--weights none` where no weights are given, a small `--size`, one
+optimisation step, a few channels, few integration/metric steps, and for `cam` and `report`
+ResNet-18 in place of ResNet-50 (Score-CAM and Ablation-CAM go through layer4's channels one by one).
+A line that appears on several pages runs once, on the first (the README, then docs/ in name order).
+The pages' own files are made here: photo.jpg, a.jpg/b.jpg for `*.jpg`, photos/, scan.png,
+mynet.py (from the docs' own code block) with best.pth and classes.txt, convnext.pth, vgg16.pt2.
 Pipes are checked in Python: `| jq FILTER` by parsing the JSON, `| grep`, `> file.png` by
 verifying the PNG; `a && b` runs b after a. Only examples that need a cluster are skipped (see
-SKIP). Beyond exit codes, what the README's text claims is checked (_claims, _claims_of).
+SKIP). Beyond exit codes, what the pages' text claims is checked (_claims, _claims_of).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import json
 import os
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +29,17 @@ from PIL import Image
 
 from conftest import assert_png_valid, run_cli
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+# Generated pages hold no examples to run (cli.md: the --help texts, checked by test_cli_docs.py).
+GENERATED = {"cli.md"}
+
+
+def pages() -> list[Path]:
+    """The README, then every docs page."""
+    return [README, *sorted(p for p in DOCS.glob("*.md") if p.name not in GENERATED)]
+
 
 SKIP = {  # substring of the example -> why it cannot run in a test
     "--engine ray": "needs a Ray cluster (ray start); the ray engine has its own test in test_top.py",
@@ -36,29 +49,48 @@ SKIP = {  # substring of the example -> why it cannot run in a test
 WEIGHTED = {"maps", "filters", "maximize", "rf", "top", "cam", "report"}
 # Examples that take several seconds even shrunk: marked slow (they still run in CI).
 HEAVY = ("vgg16.pt2", "maximize --model vgg16", "maximize -m vgg16", "--effective", "--layer all", "timm:",
-         "-c 0:512 -k 25")
+         "-c 0:512 -n 25")
 
 
-def readme_examples() -> list[str]:
-    """The command lines of the ```sh blocks: '$ '-prompted lines where a block has prompts,
+def shell_lines(text: str) -> list[str]:
+    """The command lines of a page's ```sh blocks: '$ '-prompted lines where a block has prompts,
     else every non-comment line; backslash continuations joined."""
     out = []
-    for block in re.findall(r"```sh\n(.*?)```", README.read_text(encoding="utf-8"), re.S):
-        text = block.replace("\\\n", " ")
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        block = block.replace("\\\n", " ")
+        lines = [ln.strip() for ln in block.splitlines() if ln.strip()]
         if any(ln.startswith("$ ") for ln in lines):
             lines = [ln[2:] for ln in lines if ln.startswith("$ ")]
         out += [ln for ln in lines if not ln.startswith("#") and re.search(r"(^|[|&] *)cnnviz |parallel cnnviz", ln)]
     return out
 
 
-EXAMPLES = readme_examples()
+def docs_examples() -> list[tuple[str, str]]:
+    """(page, line) for every example, each distinct line once, in page order."""
+    seen: set[str] = set()
+    out = []
+    for page in pages():
+        for line in shell_lines(page.read_text(encoding="utf-8")):
+            if line not in seen:
+                seen.add(line)
+                out.append((page.name, line))
+    return out
 
 
-@pytest.fixture(scope="module")
-def scratch(tmp_path_factory):
-    """The README's input files, in one folder the examples run in, in order."""
-    d = tmp_path_factory.mktemp("readme")
+EXAMPLES = docs_examples()
+
+
+def _page_code(marker: str) -> str | None:
+    """The ```python block that starts with MARKER on any page (mynet.py lives on sources.md)."""
+    for page in pages():
+        m = re.search(r"```python\n(" + re.escape(marker) + r"\n.*?)```", page.read_text(encoding="utf-8"), re.S)
+        if m:
+            return m.group(1)
+    return None
+
+
+def _make_inputs(d: Path) -> None:
+    """The files the pages' examples name, in a fresh scratch folder."""
     rng = np.random.default_rng(0)
 
     def photo(path, w=80, h=64):
@@ -69,11 +101,24 @@ def scratch(tmp_path_factory):
                  *(f"photos/img{i:02d}.jpg" for i in range(15))):  # 16 photos: each of 4 shards gets some
         photo(d / name)
     Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8), "L").save(d / "scan.png")
-    code = re.search(r"```python\n(# mynet\.py\n.*?)```", README.read_text(encoding="utf-8"), re.S)
+    code = _page_code("# mynet.py")
     if code:
-        (d / "mynet.py").write_text(code.group(1))
+        (d / "mynet.py").write_text(code)
         (d / "classes.txt").write_text("benign\nmalignant\nnormal\n")
-    return d
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    """page name -> its scratch folder, made with the input files on first use."""
+    folders: dict[str, Path] = {}
+
+    def get(page: str) -> Path:
+        if page not in folders:
+            folders[page] = tmp_path_factory.mktemp(page.replace(".", "_"))
+            _make_inputs(folders[page])
+        return folders[page]
+
+    return get
 
 
 def _commands(line: str) -> list[list[list[str]]]:
@@ -115,7 +160,7 @@ def _prepare(argv: list[str], cwd: Path) -> list[str]:
     if cmd in ("cam", "report") and model in ("", "resnet50"):
         # ResNet-18: the same family (layer3, layer4, the same default CAM layer) with 512 instead of
         # 2,048 channels at layer4, which Score-CAM and Ablation-CAM go through one by one, and 20
-        # instead of 53 conv layers for a report; what the README says of these examples holds for both
+        # instead of 53 conv layers for a report; what the pages say of these examples holds for both
         args += ["-m", "resnet18"]
     if cmd == "cam" and "list" not in args:
         args += ["--size", "48"]
@@ -140,7 +185,7 @@ def _prereqs(line: str, cwd: Path) -> None:
 
         sys.path.insert(0, str(cwd))
         try:
-            import mynet  # the README's own code
+            import mynet  # the docs' own code (sources.md)
         finally:
             sys.path.remove(str(cwd))
         torch.save(mynet.Net().state_dict(), cwd / "best.pth")
@@ -161,7 +206,7 @@ def _prereqs(line: str, cwd: Path) -> None:
 
 
 def _jq(filt: str, stdout: str) -> None:
-    """The README's jq filters, checked on the parsed JSON."""
+    """The pages' jq filters, checked on the parsed JSON."""
     if filt == ".zero_fraction":
         vals = [json.loads(ln)["zero_fraction"] for ln in stdout.splitlines()]
         assert vals and all(0 <= v <= 1 for v in vals)
@@ -173,7 +218,7 @@ def _jq(filt: str, stdout: str) -> None:
         rows = json.loads(stdout)
         assert rows and all({"alias", "receptive_field", "jump", "center0"} <= set(r) for r in rows)
     else:
-        raise AssertionError(f"README pipes into 'jq {filt}': teach tests/test_readme_examples.py::_jq to check it")
+        raise AssertionError(f"an example pipes into 'jq {filt}': teach tests/test_docs_examples.py::_jq to check it")
 
 
 def _run_example(line: str, cwd: Path) -> None:
@@ -216,7 +261,7 @@ def _run_command(line: str, segs: list[list[str]], cwd: Path) -> None:
         elif seg[0] == "grep":
             assert any(seg[1] in ln for ln in r.stdout.splitlines()), (line, r.stdout[:500])
         else:
-            raise AssertionError(f"README pipes into {seg[0]!r}: teach tests/test_readme_examples.py to check it")
+            raise AssertionError(f"an example pipes into {seg[0]!r}: teach tests/test_docs_examples.py to check it")
     if not rest and "--json" in argv and not ("-o" in argv and argv[argv.index("-o") + 1] == "-"):
         for ln in r.stdout.splitlines():
             json.loads(ln)
@@ -237,7 +282,7 @@ def _png_text(path: Path) -> dict[str, str]:
 
 
 def _claims_of(argv: list[str], r, cwd: Path, new: list[str]) -> None:
-    """What the README says the cam and report examples print and write."""
+    """What the pages say the cam and report examples print and write."""
     printed = r.stdout.splitlines()
     if argv[0] == "report":
         _report_claims(argv, r, cwd, new)
@@ -288,7 +333,7 @@ def _kind(path: str) -> str | None:
 
 def _report_claims(argv: list[str], r, cwd: Path, new: list[str]) -> None:
     """It prints the path of index.html; every picture a page shows is in the folder; each option
-    adds what the README says it adds."""
+    adds what the pages say it adds."""
     folder = argv[argv.index("-o") + 1]
     assert r.stdout.splitlines() == [os.path.join(folder, "index.html")], r.stdout
     root = cwd / folder
@@ -315,7 +360,7 @@ def _report_claims(argv: list[str], r, cwd: Path, new: list[str]) -> None:
 
 
 def _claims(line: str, r) -> None:
-    """What the README's text says about particular examples."""
+    """What the pages' text says about particular examples."""
     if "--layer all --stage act --sheet" in line:
         assert len(r.stdout.split()) == 14  # "13 grids + a sheet"
     if line.startswith("cnnviz models") and "--names-only" not in line:
@@ -324,16 +369,16 @@ def _claims(line: str, r) -> None:
         assert r.stdout.splitlines()[-1].split()[-3:] == ["196", "16", "7.5"]
     if "1x1 kernels" in line:
         assert Image.open(r.stdout.strip()).text["mode"] == "heatmap"
-    if "top --index idx -c 0:512 -k 25" in line:  # 512 channels x 25: paged, no picture over --max-side
+    if "top --index idx -c 0:512 -n 25" in line:  # 512 channels x 25: paged, no picture over --max-side
         pages = sorted({p for ln in r.stdout.splitlines() for p in json.loads(ln)["pictures"]})
-        assert len(pages) > 1 and "-top-mean-k25-" in pages[0] and pages[0].endswith("-p01.png")  # -s64: harness size
+        assert len(pages) > 1 and "-top-mean-" in pages[0] and pages[0].endswith("-p01.png")
         for p in pages:
             with Image.open(p) as im:
                 assert max(im.size) <= 8192
 
 
-def _id(line: str) -> str:
-    return re.sub(r"\s+", " ", line)[:90]
+def _id(page: str, line: str) -> str:
+    return f"{page}: " + re.sub(r"\s+", " ", line)[:90]
 
 
 # Examples that fail today because of a bug outside this test, reported in the defects report.
@@ -346,15 +391,60 @@ def _marks(line: str) -> list:
     return marks + ([pytest.mark.xfail(reason=bug, strict=False)] if bug else [])
 
 
-@pytest.mark.parametrize("line", [pytest.param(ln, id=_id(ln), marks=_marks(ln)) for ln in EXAMPLES])
-def test_readme_example(line, scratch, monkeypatch):
+@pytest.mark.parametrize("page,line", [pytest.param(pg, ln, id=_id(pg, ln), marks=_marks(ln)) for pg, ln in EXAMPLES])
+def test_docs_example(page, line, scratch, monkeypatch):
     why = next((reason for key, reason in SKIP.items() if key in line), None)
     if why:
         pytest.skip(why)
-    monkeypatch.chdir(scratch)
-    _run_example(line, scratch)
+    cwd = scratch(page)
+    monkeypatch.chdir(cwd)
+    _run_example(line, cwd)
 
 
-def test_readme_has_the_examples_this_test_expects():
+def test_the_pages_have_the_examples_this_test_expects():
     assert len(EXAMPLES) >= 30
-    assert any("jq .zero_fraction" in ln and "--stage act" in ln for ln in EXAMPLES)
+    assert any("jq .zero_fraction" in ln and "--stage act" in ln for _, ln in EXAMPLES)
+    by_page = {pg for pg, _ in EXAMPLES}
+    for page in ("README.md", "layers.md", "filters.md", "maps.md", "rf.md", "maximize.md", "top.md",
+                 "cam.md", "report.md", "sources.md"):
+        assert page in by_page, f"no runnable example on {page}"
+
+
+def test_shell_examples_are_sh_blocks():
+    """The examples are found by their ```sh fence: a shell example fenced otherwise would go untested."""
+    for page in pages():
+        text = page.read_text(encoding="utf-8")
+        other = re.findall(r"```(bash|shell|console|zsh)\n", text)
+        assert not other, f"{page.name}: fence shell examples as ```sh so tests/test_docs_examples.py runs them"
+
+
+def test_the_readme_and_ci_run_the_same_test_command():
+    """.ci/run runs exactly the README's test command (the README says so)."""
+    blocks = re.findall(r"```sh\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    tests = [ln.strip() for b in blocks for ln in b.splitlines() if "pytest" in ln]
+    assert tests == ["pip install -e '.[test,ray]' && python -m pytest -q"], tests
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert [ln for ln in ci if "pytest" in ln and not ln.lstrip().startswith("#")] == tests
+
+
+def test_readme_pictures_are_absolute_links_into_this_repository():
+    """The README is PyPI's description too, where relative image paths break: every picture is an
+    absolute raw URL under the project's Source URL (pyproject [project.urls]) and names a file
+    that exists here; every docs link names an existing page."""
+    urls = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["urls"]
+    source = urls["Source"].rstrip("/")
+    owner_repo = source.removeprefix("https://github.com/")
+    raw = f"https://raw.githubusercontent.com/{owner_repo}/main/"
+    text = README.read_text(encoding="utf-8")
+    images = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", text)
+    assert len(images) >= 4
+    for src in images:
+        assert src.startswith(raw), f"README picture {src!r} is not an absolute link under {raw}"
+        assert (ROOT / src.removeprefix(raw)).is_file(), src
+    links = [u for u in re.findall(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)", text)]
+    assert links and all(u.startswith(("https://", "http://")) for u in links), [u for u in links if "://" not in u]
+    for u in links:
+        if u.startswith(f"{source}/blob/main/"):
+            path = u.removeprefix(f"{source}/blob/main/").split("#")[0]
+            assert (ROOT / path).is_file(), u
+    assert len(text.splitlines()) <= 250, "the README is the front door: the manual goes into docs/"

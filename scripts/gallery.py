@@ -1,11 +1,12 @@
-"""Regenerate the README gallery pictures of maps, filters, rf and maximize from the commands the
-README shows, so every picture is reproducible and current.
+"""Regenerate the gallery pictures of maps, filters, rf and maximize (docs/gallery/, shown by the
+README and the docs pages) from the commands their captions show, so every picture is reproducible
+and current.
 
     TORCH_HOME=DIR python scripts/gallery.py [--only maps,filters,...] [--out docs/gallery]
 
 DIR must be a torch hub cache holding VGG16 weights under torchvision's file name
-(``hub/checkpoints/vgg16-397923af.pth``): the README's pictures use real trained VGG16 conv
-weights (see "Weights used in the gallery"). ResNet-50 pictures use random weights (``-w none``)
+(``hub/checkpoints/vgg16-397923af.pth``): the gallery's pictures use real trained VGG16 conv
+weights (see docs/gallery.md, "Weights used in the gallery"). ResNet-50 pictures use random weights (``-w none``)
 and say so. Each command runs in its own temporary folder through the real CLI
 (``python -m cnnviz ... --json``); the picture it wrote (the one whose record matches ``pick``)
 is copied to ``--out`` under the gallery name. Not used by the tests (it needs real weights).
@@ -34,18 +35,18 @@ GALLERY: list[tuple[str, tuple[str, ...], str | None]] = [
     ("maps-vgg16-block5_conv1.png", ("maps", *PHOTO, *VGG, "-l", "block5_conv1", "--stage", "act", "--top", "16"), None),
     ("filters-vgg16-block1_conv1.png", ("filters", *VGG), None),
     ("filters-vgg16-block1_conv1-norm-filter.png", ("filters", *VGG, "--norm", "filter"), None),
-    ("filters-vgg16-block5_conv1-mean.png", ("filters", *VGG, "-l", "block5_conv1", "--norm", "filter", "--filters", "0:64",
-                                             "--labels"), None),
+    ("filters-vgg16-block5_conv1-mean.png", ("filters", *VGG, "-l", "block5_conv1", "--norm", "filter", "--channels", "0:64",
+                                             "--tile-numbers"), None),
     ("filters-vgg16-block5_conv1-channels.png", ("filters", *VGG, "-l", "block5_conv1", "--mode", "channels", "--norm",
-                                                 "filter", "--filters", "0:8", "--channels", "0:16", "--labels"), None),
+                                                 "filter", "--channels", "0:8", "--inputs", "0:16", "--tile-numbers"), None),
     ("filters-resnet50-layer1.0.conv1-heatmap.png", ("filters", "-m", "resnet50", "-w", "none", "-l", "layer1.0.conv1",
-                                                     "--labels"), None),
-    ("filters-resnet50-conv1-random.png", ("filters", "-m", "resnet50", "-w", "none", "-l", "conv1", "--labels"), None),
+                                                     "--tile-numbers"), None),
+    ("filters-resnet50-conv1-random.png", ("filters", "-m", "resnet50", "-w", "none", "-l", "conv1", "--tile-numbers"), None),
     ("rf-vgg16-boxes.png", ("rf", *PHOTO, *VGG), None),
     ("rf-profile-vgg16-resnet50.png", ("rf", "--compare", "vgg16,resnet50"), None),
     ("rf-vgg16-effective.png", ("rf", *PHOTO, *VGG, "-l", "block3_conv3,block4_conv3,block5_conv2", "--effective",
                                 "--samples", "8"), None),
-    ("rf-vgg16-channel-peaks.png", ("rf", *PHOTO, *VGG, "-l", "block5_conv2", "--channel", "0:4"), None),
+    ("rf-vgg16-channel-peaks.png", ("rf", *PHOTO, *VGG, "-l", "block5_conv2", "--channels", "0:4"), None),
     ("maximize-vgg16-block4_conv1.png", ("maximize", *VGG, "-l", "block4_conv1", "-c", "0:16"), None),
     ("maximize-vgg16-block4_conv1-pixel.png", ("maximize", *VGG, "-l", "block4_conv1", "-c", "0:4", "--param", "pixel",
                                                "--no-transforms"), None),
@@ -69,7 +70,7 @@ def main() -> None:
     cache = os.path.join(os.environ.get("TORCH_HOME", ""), "hub", "checkpoints", "vgg16-397923af.pth")
     if not os.environ.get("TORCH_HOME") or not os.path.exists(cache):
         raise SystemExit("gallery: set TORCH_HOME to a torch hub cache with hub/checkpoints/vgg16-397923af.pth "
-                         "(trained VGG16 weights; see README 'Weights used in the gallery')")
+                         "(trained VGG16 weights; see docs/gallery.md 'Weights used in the gallery')")
     only = {c for c in args.only.split(",") if c}
     os.makedirs(args.out, exist_ok=True)
     for name, argv, pick in GALLERY:

@@ -32,7 +32,7 @@ from conftest import assert_png_valid, run_cli
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
-# Generated pages hold no examples to run (cli.md: the --help texts, checked by test_cli_docs.py).
+# Generated pages hold no examples to run (cli.md: the --help texts, checked by test_docs_site.py).
 GENERATED = {"cli.md"}
 
 

@@ -42,3 +42,21 @@ def test_the_check_fails_on_a_stale_file(tmp_path, monkeypatch):
     assert gen.main(["--check"]) == 1
     stale.write_text(gen.render(), encoding="utf-8")
     assert gen.main(["--check"]) == 0
+
+
+def test_every_page_is_in_the_nav():
+    """mkdocs only notes a page left out of the nav; here it fails, and so does a nav entry without its page."""
+    import re
+
+    nav = set(re.findall(r":\s*([\w./-]+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(encoding="utf-8"), re.M))
+    pages = {p.name for p in (ROOT / "docs").glob("*.md")}
+    assert pages - nav == set(), f"pages missing from mkdocs.yml's nav: {sorted(pages - nav)}"
+    assert nav - pages == set(), f"nav entries without a page: {sorted(nav - pages)}"
+
+
+def test_table_code_spans_lose_their_pipe_escape_only_in_tables():
+    spec = importlib.util.spec_from_file_location("mkdocs_hooks", ROOT / "scripts" / "mkdocs_hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    src = "| `--mode a\\|b` | x \\| y |\n`p\\|q` in prose\n```sh\n| `c\\|d` |\n```\n"
+    assert hooks.unescape_table_code(src) == "| `--mode a|b` | x \\| y |\n`p\\|q` in prose\n```sh\n| `c\\|d` |\n```\n"

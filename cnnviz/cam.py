@@ -13,7 +13,7 @@ attributions reproduce Captum (saliency = max over colour channels of ``|d logit
 input x gradient, integrated gradients with Gauss-Legendre steps from a zero baseline, guided
 backprop: ``|sum over colour channels|``). Deliberate differences (EigenCAM's sign, Ablation-CAM
 on signed layers, gradients of a conv followed by an in-place ReLU) are documented at the methods
-and in the README.
+and in docs/cam.md.
 
 Targets are raw logits (the class score before softmax), as in both references.
 """
@@ -363,7 +363,7 @@ def first_component(a: torch.Tensor) -> torch.Tensor:
     """(N, C, h, w) -> (N, h, w): each position's centred C-vector projected on the first right
     singular vector (float64 SVD). Sign: the larger-magnitude lobe is made positive (the
     Seg-Eigen-CAM correction, eq. 13); pytorch-grad-cam 1.5's EigenCAM keeps whatever sign LAPACK
-    returns, so its map is the ReLU of either lobe at random. See README."""
+    returns, so its map is the ReLU of either lobe at random. See docs/cam.md."""
     n, c, h, w = a.shape
     m = a.double().reshape(n, c, h * w).transpose(1, 2)
     m = torch.nan_to_num(m) - torch.nan_to_num(m).mean(1, keepdim=True)
@@ -616,7 +616,7 @@ def ablationcam_weights(model: nn.Module, x: torch.Tensor, targets: torch.Tensor
     with channel c of the layer's output set to zero. Only the network after the layer runs for
     the ablated copies (see _Tail); an all-zero channel changes nothing and is skipped (weight 0).
     pytorch-grad-cam 1.5 replaces a channel by min - 1e7 (cumulating within a batch) instead of
-    zero when the layer's output has no zero: see README."""
+    zero when the layer's output has no zero: see docs/cam.md."""
     n, c = acts.shape[:2]
     weights = torch.zeros(n, c, dtype=torch.float32, device=x.device)
     with eval_mode(model), torch.inference_mode():

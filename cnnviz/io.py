@@ -448,7 +448,7 @@ def output_name(*parts: str | int, kind: str, ext: str = "png", tags: Sequence[s
     """'{part}-{part}-...-{kind}[-{tag}...].{ext}'; integers are zero-padded to 2 digits
     (sortable). ``tags`` name the non-default options of the request (see option_tags; None and
     '' are skipped), so runs that draw different pictures never share a file name while a default
-    run keeps the plain name (README "Output names")."""
+    run keeps the plain name (docs/output-names.md)."""
     bits = [f"{p:02d}" if isinstance(p, int) else safe_name(str(p)) for p in parts]
     return "-".join([*bits, kind, *(safe_name(str(t)) for t in tags if t)]) + f".{ext}"
 

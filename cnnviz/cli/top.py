@@ -90,7 +90,7 @@ def top(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: 
     Images stream through the model in batches (decoded in worker processes, the forward pass
     stopped after the last --layer); memory stays flat however many there are. Writes one grid
     per layer, {model}-{index}-{name}-top-{score}.png (a row per channel, K patches with their
-    value and file name; non-default options add tags, see the README's "Output names"; pages
+    value and file name; non-default options add tags, see "Output names" in the docs; pages
     -p01, -p02, ... beyond --max-side), and prints its path, or with
     --json one record per channel: {layer, name, channel, picture, pictures,
     examples: [{path, score, unit [y, x], box [y0, x0, y1, x1]}]}.

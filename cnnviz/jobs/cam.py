@@ -209,7 +209,7 @@ def _classes(req: CamRequest, arch: LoadedModel, spec: ModelSpec) -> list[int]:
 
 def _tags(req: CamRequest, layers: list[CamLayer] | None, methods: list[str]) -> list[str]:
     """File-name tags of the non-default options that change the pictures of ``methods``
-    (README "Output names"): the layers read (``layers``; None: the default layer), the top-K of
+    (docs/output-names.md): the layers read (``layers``; None: the default layer), the top-K of
     a sheet, the integrated-gradients steps, SmoothGrad, colours, layout and the input size."""
     smooth = req.smooth > 0
     options = [("top{}", "top")] if len(methods) > 1 else []

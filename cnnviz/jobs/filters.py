@@ -98,7 +98,7 @@ def _plan(req: FiltersRequest) -> list[tuple[ConvLayer, FilterPlan]]:
 
 
 def _tags(req: FiltersRequest, cl: ConvLayer, plan: FilterPlan) -> list[str]:
-    """File-name tags for what differs from the layer's default picture (README "Output names"):
+    """File-name tags for what differs from the layer's default picture (docs/output-names.md):
     the drawn mode, norm, the filters and channels drawn (selections and caps alike), colormap
     and layout. Pages add their own '-p01' after these."""
     default_plan = plan_filters(plan.shape, groups=cl.groups, max_side=req.max_side)

@@ -209,7 +209,7 @@ class _MapsRun:
 
 
 def _tags(req: MapsRequest, *, sheet: bool) -> list[str]:
-    """File-name tags of the request's non-default options (README "Output names"): what changes
+    """File-name tags of the request's non-default options (docs/output-names.md): what changes
     the picture, then the grid's (or sheet's) layout, then the input size and crop."""
     alpha = f"{req.alpha:g}" if req.alpha != default(MapsRequest, "alpha") else ""
     layout = [("k{}", "sheet_maps"), ("tile{}", "sheet_tile")] if sheet else [("tile{}", "tile"), ("cols{}", "cols")]

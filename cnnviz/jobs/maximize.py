@@ -164,7 +164,7 @@ def _run_one(req: MaximizeRequest, lm: LoadedModel, lay: ConvLayer | None, targe
 
 
 def _tags(req: MaximizeRequest, lay: ConvLayer | None, targets: list[int], settings: dict[str, Any]) -> list[str | None]:
-    """File-name tags (README "Output names"): first the targets when they are not the default
+    """File-name tags (docs/output-names.md): first the targets when they are not the default
     channels (class indices always: there is no default class; a one-target PNG names its target
     itself and drops this first tag), then every recipe setting that differs from its default."""
     if lay is None:

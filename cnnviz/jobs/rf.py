@@ -147,7 +147,7 @@ class _RFRun:
                              f"select at most {MAX_BOXES}")
         output.prepare(max(n_inputs, 1))
         self.needs_weights = req.channel is not None or req.effective
-        # File-name tags of the non-default options (README "Output names")
+        # File-name tags of the non-default options (docs/output-names.md)
         chosen = [lay.index for lay in self.layers]
         self.tags = [indices_tag("l", chosen) if req.layers and chosen != self._default_layers(net, every, nominal) else None,
                      f"at{self.at[0]},{self.at[1]}" if self.at is not None else None,

@@ -128,7 +128,7 @@ def run_top(req: TopRequest, *, output: Output | None = None, model: LoadedModel
             stdin: TextIO | None = None) -> TopResult:
     """Scan and/or query, then write one grid PNG per layer (or one strip per channel with
     ``separate``; pages ``-p01``, ``-p02``, ... where a picture would exceed ``req.max_side``)
-    through ``output`` (default ``Output('.')``) and report one record per channel (see README
+    through ``output`` (default ``Output('.')``) and report one record per channel (see docs/top.md,
     ``--json``; ``picture``/``pictures`` name the PNGs holding its examples), each layer's as
     soon as its pictures are written. ``Output('-')`` streams the run's one picture (a usage
     error up front if it draws more). Every usage error is raised before weights or pixels are
@@ -554,8 +554,8 @@ def _draw(req: TopRequest, result: TopResult, *, output: Output, model: LoadedMo
 
 
 def _tags(req: TopRequest, result: TopResult, layer: ConvLayer, channels: list[int]) -> list[str | None]:
-    """File-name tags of what makes the pictures differ from a default run's (README "Output
-    names"), in a fixed order: the channel selection of a grid (a --separate strip already names
+    """File-name tags of what makes the pictures differ from a default run's (docs
+    "Output names"), in a fixed order: the channel selection of a grid (a --separate strip already names
     its channel), the stage, -k, --overlay (its alpha and colormap), --tile, --max-side, then the
     input size and crop actually used (an index's, for a query). --bottom and --score are in the
     name's kind ('bottom-mean'); pages add '-p01', ... after the tags."""

@@ -251,6 +251,7 @@ def _run_command(line: str, segs: list[list[str]], cwd: Path) -> None:
     r = run_cli(*argv, input=stdin)
     assert r.exit_code == 0, f"{line}\n-> cnnviz {' '.join(argv)}\n{r.stderr}"
     assert "Traceback" not in r.stderr
+    assert "is deprecated" not in r.stderr, f"{line}: the page uses an old spelling\n{r.stderr}"
     if "-o" in argv and argv[argv.index("-o") + 1] == "-":
         assert_png_valid(r.stdout_bytes)
     if redirect:
@@ -411,10 +412,11 @@ def test_the_pages_have_the_examples_this_test_expects():
 
 
 def test_shell_examples_are_sh_blocks():
-    """The examples are found by their ```sh fence: a shell example fenced otherwise would go untested."""
+    """The examples are found by their ```sh fence: a shell example fenced otherwise would go untested.
+    (```console is for transcripts that show a message, e.g. a deprecation warning, and is not run.)"""
     for page in pages():
         text = page.read_text(encoding="utf-8")
-        other = re.findall(r"```(bash|shell|console|zsh)\n", text)
+        other = re.findall(r"```(bash|shell|zsh)\n", text)
         assert not other, f"{page.name}: fence shell examples as ```sh so tests/test_docs_examples.py runs them"
 
 

@@ -168,7 +168,7 @@ def output_option(default: str = ".", help: str | None = None) -> Callable[[F], 
 
 def json_option(f: F | None = None, *, help: str = "Print one JSON object per written file instead of its path.") -> Any:
     """--json: JSON records on stdout (``@json_option``, or ``@json_option(help=...)``)."""
-    deco = _vocab("--json", "as_json", is_flag=True, help=help)
+    deco = _vocab("--json", "as_json", is_flag=True, default=False, help=help)
     return deco if f is None else deco(f)
 
 
@@ -281,38 +281,44 @@ CONCEPTS: dict[str, Concept] = {c.long: c for c in [
             "per command: filters 0, report all, maps required, rf each stage's last conv, cam the last activation",
             {"*": "what is worth looking at differs: a first layer's filters, every layer of a report, the layer "
                   "a CAM is defined on"}),
-    Concept("channel selection (the layer's output channels)", "--channels", "-c", None, "all",
-            {"maximize": "0:16: each channel is an optimisation of its own",
-             "rf": "none: each layer's centre unit (with --channels, the unit where each channel peaks)"}),
+    Concept("channel selection (the layer's output channels)", "--channels", "-c", None,
+            "all; maximize 0:16; rf none (each layer's centre unit)",
+            {"maximize": "each channel is an optimisation of its own",
+             "rf": "a box is drawn for a unit: the centre one, or with --channels where each channel peaks"}),
     Concept("filters: input-channel selection", "--inputs", None, None,
             "all, capped by --max-channels (channels mode and 1x1 heatmaps only)"),
-    Concept("the class to explain or synthesise", "--class", None, None, "the top-1 prediction (cam); none (maximize)",
-            {"maximize": "without --class, maximize synthesises channels"}),
+    Concept("the class to explain or synthesise", "--class", None, None,
+            "cam: the top-1 prediction; maximize: none (channels instead)"),
     Concept("K best-ranked (channels in maps and report, classes in cam)", "--top", "-k", PER_COMMAND,
             "per command: maps and cam off, report 16",
             {"*": "a report page needs a bounded number of maps; maps and cam show what you select"}),
     Concept("dataset examples per channel", "--examples", "-n", 9, "9"),
+    Concept("a 'cnnviz top' index folder", "--index", None, None, "none"),
+    Concept("value normalisation (which values share one colour scale)", "--norm", None, PER_COMMAND,
+            "maps map, filters layer",
+            {"*": "what is compared differs: a map's own pattern (maps), weights of one layer on one signed scale "
+                  "(filters)"}),
     Concept("tile size in pixels", "--tile", None, PER_COMMAND, "maps 64, filters 48, top 112",
             {"*": "the data differ in size: a feature map, a 3x3 kernel, an image patch"}),
     Concept("captions and legends (all text drawn on a picture)", "--captions", None, True, "on", flag=True, pair=True),
     Concept("filters: index numbers over tiles", "--tile-numbers", None, False, "off", flag=True),
     Concept("class-names file", "--labels", None, None, "the weights' own"),
-    Concept("centre crop", "--crop", None, False, "off",
-            {"top": "on: a dataset scan batches images of mixed sizes, and patches must be comparable"}, flag=True, pair=True),
-    Concept("stage: conv output or after its activation", "--stage", None, "conv", "conv",
-            {"cam": "act: CAM methods are defined on what the network passes on, as in pytorch-grad-cam"}),
+    Concept("centre crop", "--crop", None, False, "off; top on",
+            {"top": "a dataset scan batches images of mixed sizes, and patches must be comparable"}, flag=True, pair=True),
+    Concept("stage: conv output or after its activation", "--stage", None, "conv", "conv; cam act",
+            {"cam": "CAM methods are defined on what the network passes on, as in pytorch-grad-cam"}),
     Concept("colormap", "--cmap", None, PER_COMMAND,
             "by data: viridis (maps, report), RdBu_r (filters), inferno (cam, top)",
             {"*": "by data: unsigned maps (viridis), signed weights (RdBu_r), heat over a photo (inferno)"}),
     Concept("batch size", "--batch-size", "-b", PER_COMMAND, "per command",
             {"*": "memory per item differs: an image forward pass, a maximised image, masked copies"}),
-    Concept("output folder", "--output", "-o", ".", ".", {"report": "report: a site is a folder of its own"}),
+    Concept("output folder", "--output", "-o", ".", ".; report report", {"report": "a site is a folder of its own"}),
     Concept("JSON records on stdout", "--json", None, False, "off", flag=True),
-    Concept("input size (S or HxW)", "--size", "-s", None, "the source's (the weights' crop size, 224)",
-            {"maximize": "128: an optimised image has no source; the model sees it upscaled to >= 224"}),
+    Concept("input size (S or HxW)", "--size", "-s", None, "the source's (the weights' crop size, 224); maximize 128",
+            {"maximize": "an optimised image has no source; the model sees it upscaled to >= 224"}),
     Concept("device", "--device", None, "auto", "auto: CUDA, then MPS, then the CPU"),
-    Concept("precision", "--precision", None, "fp32", "fp32",
-            {"maximize": "auto: an optimised picture needs no exact numbers; bf16 is about 2x faster where native"}),
+    Concept("precision", "--precision", None, "fp32", "fp32; maximize auto",
+            {"maximize": "an optimised picture needs no exact numbers; bf16 is about 2x faster where native"}),
     Concept("quiet (no progress)", "--quiet", "-q", False, "off", flag=True),
 ]}
 
@@ -444,6 +450,17 @@ def examples_option(*, most: int, help: str = "Dataset examples per channel.") -
                   show_default=True, metavar="K", help=help)
 
 
+def index_option(*, exists: bool, help: str) -> Callable[[F], F]:
+    """--index DIR: a 'cnnviz top' index (written by top; read by report, which needs it to exist)."""
+    kind = click.Path(exists=True, file_okay=False) if exists else None  # top checks (and creates) it itself
+    return _vocab("--index", "index", default=None, metavar="DIR", type=kind, help=help)
+
+
+def norm_option(default: str, *, choices: list[str], help: str) -> Callable[[F], F]:
+    """--norm: which values share one colour scale (the choices follow the data)."""
+    return _vocab("--norm", "norm", type=click.Choice(choices), default=default, show_default=True, help=help)
+
+
 def tile_option(default: int, *, least: int, most: int, help: str) -> Callable[[F], F]:
     """--tile PX: the size of one tile in a picture (a map, a kernel, a patch)."""
     return _vocab("--tile", "tile", type=click.IntRange(least, most), default=default, show_default=True,
@@ -457,7 +474,7 @@ def captions_option(*, help: str) -> Callable[[F], F]:
 
 def tile_numbers_option(*, help: str) -> Callable[[F], F]:
     """--tile-numbers: index numbers over the tiles (filters)."""
-    return _vocab("--tile-numbers", "tile_numbers", is_flag=True, help=help)
+    return _vocab("--tile-numbers", "tile_numbers", is_flag=True, default=False, help=help)
 
 
 def labels_option(f: F) -> F:

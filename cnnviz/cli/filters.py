@@ -6,8 +6,9 @@ from typing import Any
 import click
 
 from . import cli
-from .common import (captions_option, channels_option, cmap_option, deprecated_aliases, info, inputs_option, json_option,
-                     layer_option, model_options, output_option, sink, tile_numbers_option, tile_option)
+from .common import (captions_option, channels_option, cmap_option, deprecated_aliases, info, inputs_option,
+                     json_option, layer_option, model_options, norm_option, output_option, sink, tile_numbers_option,
+                     tile_option)
 
 
 @cli.command()
@@ -17,8 +18,8 @@ from .common import (captions_option, channels_option, cmap_option, deprecated_a
               help="auto: rgb for 3 input channels, else mean. rgb: one colour tile per filter. mean: each "
                    "filter averaged over its input channels. channels: rows = filters, columns = input "
                    "channels. 1x1 kernels always become an [out, in] heatmap.")
-@click.option("--norm", type=click.Choice(["layer", "filter", "minmax"]), default="layer", show_default=True,
-              help="layer: one symmetric scale per layer, 0 = neutral colour. filter: each filter "
+@norm_option("layer", choices=["layer", "filter", "minmax"],
+             help="layer: one symmetric scale per layer, 0 = neutral colour. filter: each filter "
                    "symmetric on its own. minmax: layer min -> 0, max -> 1.")
 @channels_option(multiple=True, help="Filters (the layer's output channels) to draw (repeatable): 0:16, 1,5,9, -1, ::4, "
                                     "all.  [default: all]")

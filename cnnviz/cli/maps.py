@@ -6,9 +6,9 @@ from typing import Any
 import click
 
 from . import cli
-from .common import (batch_size_option, captions_option, channels_option, cmap_option, deprecated_aliases, image_options,
-                     info, json_option, layer_option, model_options, output_option, sink, stage_option, tile_option,
-                     top_option)
+from .common import (batch_size_option, captions_option, channels_option, cmap_option, deprecated_aliases,
+                     image_options, info, json_option, layer_option, model_options, norm_option, output_option, sink,
+                     stage_option, tile_option, top_option)
 
 
 @cli.command()
@@ -19,8 +19,8 @@ from .common import (batch_size_option, captions_option, channels_option, cmap_o
                    "activation that follows (VGG relu(conv); ResNet relu(bn(conv)), block output for conv3).")
 @channels_option(help="Channels to show: 0:16, 3,7,9, -1, all.  [default: all]")
 @top_option(help="Show the K channels with the highest mean activation (among --channels), ranked.")
-@click.option("--norm", type=click.Choice(["map", "layer"]), default="map", show_default=True,
-              help="map: each map to its own min..max; layer: one shared scale for the whole layer.")
+@norm_option("map", choices=["map", "layer"],
+             help="map: each map to its own min..max; layer: one shared scale for the whole layer.")
 @click.option("--symmetric", is_flag=True, help="Put 0 in the middle of the colormap (use a diverging one, e.g. RdBu_r, for --stage conv).")
 @cmap_option("viridis")
 @tile_option(64, least=1, most=2048, help="Upscale tiles (nearest neighbour) until the shorter side is at least PX.")

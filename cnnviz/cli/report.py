@@ -6,8 +6,8 @@ from typing import Any
 import click
 
 from . import cli
-from .common import (batch_size_option, cmap_option, emit, examples_option, image_options, info, json_option, layer_option,
-                     model_options, output_option, stage_option, top_option)
+from .common import (batch_size_option, cmap_option, emit, examples_option, image_options, index_option, info,
+                     json_option, layer_option, model_options, output_option, stage_option, top_option)
 
 
 @cli.command()
@@ -35,7 +35,7 @@ from .common import (batch_size_option, cmap_option, emit, examples_option, imag
               type=click.Path(exists=True, file_okay=False),
               help="A folder of other cnnviz commands' pictures (cam, top, maps, ...; repeatable): copied in and "
                    "shown on the page of the layer or image each one is about.")
-@click.option("--index", "index", default=None, metavar="DIR", type=click.Path(exists=True, file_okay=False),
+@index_option(exists=True,
               help="A 'cnnviz top --index' folder of the same model and weights: the channel pages of its layers "
                    "show the images of that collection that excite each channel most.")
 @examples_option(most=64, help="Dataset examples per channel with --index.")

@@ -8,8 +8,8 @@ import click
 
 from . import cli
 from .common import (CONTEXT_SETTINGS, CnnvizCommand, batch_size_option, channels_option, check_stream, cmap_option,
-                     crop_option, deprecated_aliases, emit, examples_option, info, json_option, layer_option, model_options,
-                     out, output_option, size_option, stage_option, tile_option)
+                     crop_option, deprecated_aliases, emit, examples_option, index_option, info, json_option,
+                     layer_option, model_options, out, output_option, size_option, stage_option, tile_option)
 
 
 class _TopCommand(CnnvizCommand):
@@ -50,7 +50,7 @@ class _TopCommand(CnnvizCommand):
 @click.option("--workers", type=click.IntRange(min=0), default=None, metavar="N",
               help="Processes decoding and preprocessing images ahead of the model (0: none).  [default: min(4, CPUs)]")
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable file instead of skipping it with a warning.")
-@click.option("--index", "index", default=None, metavar="DIR",
+@index_option(exists=False,
               help="Store every image's per-channel max, mean and peak unit in DIR (Parquet), resumable and "
                    "incremental; without IMAGES, answer from DIR alone.")
 @click.option("--image", "image", default=None, metavar="FILE",

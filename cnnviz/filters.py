@@ -61,7 +61,7 @@ MODES = ("auto", "rgb", "mean", "channels")
 NORMS = ("layer", "filter", "minmax")
 DEFAULT_CMAP = "RdBu_r"
 DEFAULT_MAX_SIDE = 8192
-CHANNELS_CAP = 32  # default --max-filters / --max-channels in channels mode
+CHANNELS_CAP = 32  # default --max-filters / --max-inputs in channels mode
 HEATMAP_NOTE = "1x1 kernels: the [out, in] weight matrix drawn as a heatmap (rows = filters, columns = input channels)"
 _RESERVE = 128  # px kept free of tiles on each side of a page for legend, labels and margins
 _HEATMAP_TARGET = 512  # small 1x1 matrices are upscaled until their longer side reaches this
@@ -187,7 +187,7 @@ def plan_filters(
     default_cap = CHANNELS_CAP if drawn == "channels" else None
     fsel = _cap(fsel, default_cap if max_filters is None else max_filters, "filters", "--max-filters", "--channels", notes)
     if drawn in ("channels", "heatmap"):
-        csel = _cap(csel, default_cap if max_channels is None else max_channels, "channels", "--max-channels", "--inputs", notes)
+        csel = _cap(csel, default_cap if max_channels is None else max_channels, "channels", "--max-inputs", "--inputs", notes)
     room = max_side - _RESERVE
     bands, band_width = 1, len(csel)
     if drawn == "heatmap":

@@ -44,7 +44,7 @@ def _cell(text: str) -> str:
 
 
 def table() -> str:
-    """The markdown table: one row per concept."""
+    """The markdown tables: one row per concept, then one per old spelling."""
     from cnnviz.cli.common import BREAKING, CONCEPTS, DEPRECATED, PER_COMMAND, DeprecatedOption
 
     cmds = commands()
@@ -67,6 +67,9 @@ def table() -> str:
         rows.append("| " + " | ".join(_cell(x) for x in [
             c.what, spelled, f"`{c.short}`" if c.short else "", default, ", ".join(users) or "(none yet)", why,
             ", ".join(old)]) + " |")
+    rows += ["", "Every old spelling (hidden from `--help`; each prints one deprecation line and acts as the new one):", "",
+             "| command | old spelling | use |", "|---|---|---|"]
+    rows += [f"| {name} | `{old}` | `{new}` |" for name, table_ in DEPRECATED.items() for old, new in table_.items()]
     return "\n".join(rows)
 
 

@@ -151,8 +151,8 @@ def test_options_page_is_current():
     page = mod.PAGE.read_text()
     assert mod.render(page) == page, "docs/options.md is stale: run python scripts/options_table.py"
     for name, table in DEPRECATED.items():
-        for old in table:
-            assert f"{name} `{old}`" in page
+        for old, new in table.items():
+            assert f"| {name} | `{old}` | `{new}` |" in page
 
 
 # ---------------------------------------------------------------- the old spellings, run
@@ -184,7 +184,8 @@ def base(command: str, photos: Path) -> list[str]:
     }[command]
 
 
-VALUES = {"--filters": "0:4", "--tile-size": "24", "--channel": "0:2", "-k": "2", "-c": "3"}
+VALUES = {"--filters": "0:4", "--tile-size": "24", "--channel": "0:2", "-k": "2", "-c": "3", "--max-channels": "2"}
+EXTRA = {"--max-channels": ["--mode", "channels"]}  # where the option changes the picture
 CASES = [(name, old, new) for name, table in DEPRECATED.items() for old, new in table.items()]
 
 
@@ -200,7 +201,7 @@ def _written(result) -> list[tuple[str, bytes]]:
 @pytest.mark.parametrize("name,old,new", CASES, ids=[f"{n} {o}" for n, o, _ in CASES])
 def test_an_old_spelling_warns_once_and_acts_as_the_new(cli, photos, tmp_path, name, old, new):
     value = [VALUES[old]] if old in VALUES else []
-    cmd = [*base(name, photos), "--json"]
+    cmd = [*base(name, photos), *EXTRA.get(old, []), "--json"]
     r_old = cli(*cmd, old, *value, "-o", str(tmp_path / "old"))
     r_new = cli(*cmd, new, *value, "-o", str(tmp_path / "new"))
     warning = f"cnnviz: warning: {old} is deprecated; use {new}"

@@ -286,7 +286,7 @@ CONCEPTS: dict[str, Concept] = {c.long: c for c in [
             {"maximize": "each channel is an optimisation of its own",
              "rf": "a box is drawn for a unit: the centre one, or with --channels where each channel peaks"}),
     Concept("filters: input-channel selection", "--inputs", None, None,
-            "all, capped by --max-channels (channels mode and 1x1 heatmaps only)"),
+            "all, capped by --max-inputs (channels mode and 1x1 heatmaps only)"),
     Concept("the class to explain or synthesise", "--class", None, None,
             "cam: the top-1 prediction; maximize: none (channels instead)"),
     Concept("K best-ranked (channels in maps and report, classes in cam)", "--top", "-k", PER_COMMAND,
@@ -328,7 +328,7 @@ DEPRECATED: dict[str, dict[str, str]] = {
     "maps": {"--bare": "--no-captions"},
     "cam": {"-c": "--class", "--bare": "--no-captions"},
     "filters": {"--filters": "--channels", "--labels": "--tile-numbers", "--legend": "--captions",
-                "--no-legend": "--no-captions", "--tile-size": "--tile"},
+                "--no-legend": "--no-captions", "--tile-size": "--tile", "--max-channels": "--max-inputs"},
     "maximize": {"--channel": "--channels", "--titles": "--captions", "--no-titles": "--no-captions",
                  "--no-labels": "--no-captions"},
     "rf": {"--channel": "--channels"},
@@ -391,7 +391,6 @@ def resolve_deprecated(ctx: click.Context) -> None:
     from click.core import ParameterSource
 
     given: dict[str, tuple[str, Any]] = {}  # new param name -> (spelling, value) from the command line
-    by_name = {p.name: p for p in ctx.command.params}
     for p in ctx.command.params:
         if isinstance(p, click.Option) and not isinstance(p, DeprecatedOption) and p.name in ctx.params \
                 and ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE:
@@ -404,7 +403,7 @@ def resolve_deprecated(ctx: click.Context) -> None:
         raw = ctx.params.pop(p.name)
         if ctx.get_parameter_source(p.name) != ParameterSource.COMMANDLINE or raw in (False, ()):
             continue
-        target = next(q for q in by_name.values() if isinstance(q, click.Option) and not isinstance(q, DeprecatedOption)
+        target = next(q for q in ctx.command.params if isinstance(q, click.Option) and not isinstance(q, DeprecatedOption)
                       and p.new in (*q.opts, *q.secondary_opts))
         if p.is_flag:  # the new spelling is a boolean flag: --NAME means True, --no-NAME False
             value = p.new in target.opts

@@ -24,12 +24,13 @@ from .common import (captions_option, channels_option, cmap_option, deprecated_a
 @channels_option(multiple=True, help="Filters (the layer's output channels) to draw (repeatable): 0:16, 1,5,9, -1, ::4, "
                                     "all.  [default: all]")
 @inputs_option(help="Input channels to draw in channels mode and 1x1 heatmaps (repeatable; same grammar).  "
-                    "[default: all, up to --max-channels]")
+                    "[default: all, up to --max-inputs]")
 @click.option("--max-filters", type=click.IntRange(min=0), default=None, metavar="N",
               help="Draw at most N filters (0 = no cap).  [default: 32 in channels mode, else no cap; "
                    "large layers are paged]")
-@click.option("--max-channels", type=click.IntRange(min=0), default=None, metavar="N",
-              help="Draw at most N input channels in channels mode / heatmaps (0 = no cap).  [default: 32 in channels mode]")
+@click.option("--max-inputs", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Draw at most N input channels (--inputs) in channels mode / heatmaps (0 = no cap).  "
+                   "[default: 32 in channels mode]")
 @cmap_option("RdBu_r", help="Matplotlib colormap for single-channel tiles and heatmaps (a diverging one suits signed "
                              "weights).")
 @captions_option(help="A strip with the value range and a caption under the grid.")
@@ -43,7 +44,7 @@ from .common import (captions_option, channels_option, cmap_option, deprecated_a
 @json_option
 @deprecated_aliases("filters")
 def filters(output: str, as_json: bool, channels: tuple[str, ...], inputs: tuple[str, ...], captions: bool,
-            tile_numbers: bool, tile: int, **options: Any) -> None:
+            tile_numbers: bool, tile: int, max_inputs: int | None, **options: Any) -> None:
     """Draw the learned filters of conv layers as PNG grids, one PNG per layer (default: layer 0).
 
     First layers (3 input channels) show every filter as a small RGB image; deeper 3x3/7x7 layers
@@ -65,5 +66,6 @@ def filters(output: str, as_json: bool, channels: tuple[str, ...], inputs: tuple
     from ..jobs.filters import FiltersRequest, run_filters
 
     # The request keeps its field names (filters = output channels, channels = input channels).
-    req = FiltersRequest(filters=channels, channels=inputs, legend=captions, labels=tile_numbers, tile_size=tile, **options)
+    req = FiltersRequest(filters=channels, channels=inputs, max_channels=max_inputs, legend=captions, labels=tile_numbers,
+                         tile_size=tile, **options)
     run_filters(req, output=sink(output, as_json=as_json), say=info)

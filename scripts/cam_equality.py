@@ -7,7 +7,7 @@
 Both maps are scaled to [0, 1] before comparing (the references' own output for the CAM family;
 Captum's attributions reduced to (H, W) as cnnviz does: saliency max |g| over colour channels, the
 others |sum over colour channels|). EigenCAM/Eigen-Grad-CAM are compared with the reference's
-sign-corrected projection (see README: the plain reference's sign is arbitrary). Prints a
+sign-corrected projection (see docs/cam.md: the plain reference's sign is arbitrary). Prints a
 Markdown table.
 """
 from __future__ import annotations

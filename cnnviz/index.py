@@ -18,7 +18,7 @@ Layout of DIR::
                                     (layer, channel); row groups of a few channels each
     parts/part-<id>/images.parquet  rows (image, path, bytes, mtime_ns, ok, error)
     parts/.tmp-<id>/           a part being written (ignored; removed by the next writer)
-    .lock                      held (flock) by the process scanning into DIR
+    .lock                      locked (fcntl record lock) by the process scanning into DIR
 
 A part is written into a temporary folder and renamed into place (a rename is atomic), so a
 reader sees whole parts only: an interrupted or killed scan loses at most the part in flight
@@ -30,6 +30,7 @@ import datetime as _dt
 import json
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -118,6 +119,7 @@ class ActivationIndex:
         self.root = os.fspath(root)
         self.provenance = provenance
         self._lock_fd: int | None = None
+        self._lock_path = ""
 
     # ------------------------------------------------------------ opening
 
@@ -178,21 +180,42 @@ class ActivationIndex:
     # ------------------------------------------------------------ lock and parts
 
     def lock(self) -> None:
-        """Take the writer lock (one scan per index at a time). Raises IndexStoreError if busy."""
+        """Take the writer lock (one scan per index at a time). Raises IndexStoreError if busy.
+
+        A POSIX record lock (fcntl F_SETLK) on ``.lock``, not flock: a record lock belongs to
+        this process alone. DataLoader workers are forked and inherit the open file; with flock
+        they would share the lock and keep it for seconds after a ``kill -9`` of the scan, while
+        a record lock is never inherited and the kernel drops it the moment its owner dies. It
+        does not exclude a second writer in the same process, hence the process-wide set."""
         import fcntl
 
-        fd = os.open(os.path.join(self.root, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        path = os.path.realpath(os.path.join(self.root, ".lock"))
+        with _HELD_GUARD:
+            if path in _HELD:
+                raise IndexStoreError(f"index {self.root!r} is being written by another scan in this process; "
+                                      f"wait for it to finish")
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                owner = _lock_owner(fd)
+                os.close(fd)
+                raise IndexStoreError(f"index {self.root!r} is being written by another scan"
+                                      + (f" (process {owner})" if owner else "") + "; wait for it to finish") from None
+            _HELD.add(path)
+        self._lock_fd, self._lock_path = fd, path
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # for the message a second writer gets
         except OSError:
-            os.close(fd)
-            raise IndexStoreError(f"index {self.root!r} is being written by another scan; wait for it to finish") from None
-        self._lock_fd = fd
+            pass
         self.clean()
 
     def unlock(self) -> None:
         if self._lock_fd is not None:
-            os.close(self._lock_fd)
+            with _HELD_GUARD:
+                os.close(self._lock_fd)  # releases the record lock
+                _HELD.discard(self._lock_path)
             self._lock_fd = None
 
     def __enter__(self) -> "ActivationIndex":
@@ -356,6 +379,18 @@ class ActivationIndex:
     def paths(self, ids: Iterable[int]) -> dict[int, str]:
         """{image id: path} for ``ids`` (as scanned)."""
         return {i: im.path for i, im in self.lookup(ids).items()}
+
+
+_HELD: set[str] = set()  # lock files this process holds (record locks do not exclude their own process)
+_HELD_GUARD = threading.Lock()
+
+
+def _lock_owner(fd: int) -> int | None:
+    """The pid a writer recorded in the lock file (None if unreadable)."""
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip() or "x")
+    except (OSError, ValueError):
+        return None
 
 
 def _check_score(score: str) -> None:

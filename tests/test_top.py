@@ -591,3 +591,82 @@ def test_ray_actor_block_commits_one_part_of_every_image(tmp_path, tiny_lm):
         want = {(c, i): s for c, rows in brute.items() for s, i, _ in rows}
         assert got.keys() == want.keys()
         np.testing.assert_allclose([got[k] for k in want], [want[k] for k in want], rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- issue 19: defects found by new users
+
+
+_KILL_WITH_WORKERS = textwrap.dedent("""
+    import os, signal, sys, torch
+    sys.path.insert(0, {tests!r}); sys.path.insert(0, {root!r})
+    from conftest import TinyVGG
+    from cnnviz.jobs.top import TopRequest, run_top
+    from cnnviz.models import LoadedModel
+    torch.manual_seed(0)
+    lm = LoadedModel(model=TinyVGG().eval(), name="tinyvgg", weights="none")
+    calls = [0]
+    def hook(mod, inp, out):
+        if inp[0].shape[0] == 2:  # a scan batch (not the receptive-field analysis)
+            calls[0] += 1
+            if calls[0] == 3:  # the DataLoader workers are alive and prefetching
+                print("workers", *[c.pid for c in __import__("multiprocessing").active_children()], flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+    lm.model.features[0].register_forward_hook(hook)
+    import time, torch.utils.data, cnnviz.scan
+    real = cnnviz.scan.Preprocess.__call__
+    def slow(self, path):  # a worker busy decoding a large image when the scan dies
+        if torch.utils.data.get_worker_info() is not None and int(os.path.basename(path)[2:5]) >= 6:
+            time.sleep(4)
+        return real(self, path)
+    cnnviz.scan.Preprocess.__call__ = slow
+    run_top(TopRequest(images=({folder!r},), layers=("1",), k=2, size={size}, batch_size=2, workers=2,
+                       pictures=False, index={idx!r}, part_images=2), model=lm)
+""")
+
+
+def _running(pid):
+    """Alive and not a zombie (an orphan nobody reaps stays a zombie, which os.kill(pid, 0) finds)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "\tZ" not in next(line for line in f if line.startswith("State:"))
+    except (OSError, StopIteration):
+        return False
+
+
+def test_rerun_right_after_kill_9_with_worker_processes_is_not_refused(tmp_path, tiny_lm):
+    """DataLoader workers are forked from the scanning process: they inherit its open files and
+    outlive a kill -9 by seconds. The writer lock must be the dead scan's alone, so the rerun
+    starts at once instead of 'being written by another scan'."""
+    folder = tmp_path / "p"
+    _photos(folder, 40)
+    idx = str(tmp_path / "idx")
+    code = _KILL_WITH_WORKERS.format(tests=os.path.join(ROOT, "tests"), root=ROOT, folder=str(folder), size=SIZE, idx=idx)
+    # Output to files: the orphans keep inherited pipes open, and reading them would wait for their end.
+    with open(tmp_path / "out", "w+") as out, open(tmp_path / "err", "w+") as err:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=err)
+        assert proc.wait(timeout=120) == -signal.SIGKILL, (tmp_path / "err").read_text()
+    workers = [int(p) for p in (tmp_path / "out").read_text().split()[1:]]
+    assert any(_running(pid) for pid in workers), "no worker outlived the kill: the test would prove nothing"
+    resumed = run_top(_req(images=(str(folder),), index=idx, layers=("1",)), model=tiny_lm)
+    assert resumed.already + resumed.scanned == 40 and resumed.already >= 2
+    ids = _ids_in(idx)
+    assert len(ids) == len(set(ids)) == 40
+
+
+def test_index_lock_excludes_a_second_writer_in_this_process_and_in_another(tmp_path):
+    from cnnviz.index import make_provenance
+
+    idx = ActivationIndex.create_or_open(str(tmp_path / "idx"), make_provenance(
+        model="m", weights="none", weights_sha256="0", preprocess={}, stage="conv", layers=[]))
+    again = ActivationIndex.open(idx.root)
+    probe = ("import sys; from cnnviz.index import ActivationIndex\n"
+             "try:\n    ActivationIndex.open(sys.argv[1]).lock()\nexcept Exception as e:\n    print(e); sys.exit(3)")
+    with idx:
+        with pytest.raises(IndexStoreError, match="being written by another scan in this process"):
+            again.lock()
+        r = subprocess.run([sys.executable, "-c", probe, idx.root], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 3 and f"being written by another scan (process {os.getpid()})" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run([sys.executable, "-c", probe, idx.root], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with again:  # released: this process may take it again
+        pass

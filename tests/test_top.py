@@ -670,3 +670,40 @@ def test_index_lock_excludes_a_second_writer_in_this_process_and_in_another(tmp_
     assert r.returncode == 0, r.stdout + r.stderr
     with again:  # released: this process may take it again
         pass
+
+
+def test_a_missing_path_in_a_stdin_list_is_skipped_with_a_warning_and_strict_stops(tmp_path, cli):
+    paths = _photos(tmp_path / "p", 4)
+    gone = str(tmp_path / "p" / "deleted-since.jpg")
+    listing = "\n".join([paths[0], gone, *paths[1:]]).encode()
+    args = ["top", "-", "-m", "squeezenet1_1", "-w", "none", "-l", "0", "-c", "0", "-k", "2", "-s", "40", "--workers", "0",
+            "--no-pictures", "--json"]
+    r = cli(*args, input=listing)
+    assert r.exit_code == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if "warning" in line]
+    assert warnings == [f"cnnviz: warning: skipped image {gone!r} does not exist (listed on stdin)"], r.stderr
+    assert "4 scanned now" in r.stderr and "1 missing skipped" in r.stderr
+    assert len(json.loads(r.stdout.splitlines()[0])["examples"]) == 2
+    r = cli(*args, "--strict", input=listing)
+    assert r.exit_code == 1 and r.stderr.strip() == f"cnnviz: error: image {gone!r} does not exist (listed on stdin) (--strict)"
+    # into an index: the missing file is not recorded, so it is scanned once it exists
+    r = cli(*args, "--index", str(tmp_path / "idx"), input=listing)
+    assert r.exit_code == 0 and "1 missing skipped" in r.stderr, r.stderr
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(gone, format="PNG")
+    r = cli(*args, "--index", str(tmp_path / "idx"), input=listing)
+    assert r.exit_code == 0 and "1 scanned now, 4 already indexed" in r.stderr, r.stderr
+    # a path typed on the command line is not a list entry: still an error
+    r = cli("top", str(tmp_path / "nope.jpg"), *args[2:])
+    assert r.exit_code == 1 and "does not exist" in r.stderr
+
+
+def test_expand_images_reports_missing_listed_paths_to_a_callback(tmp_path):
+    paths = _photos(tmp_path / "p", 2)
+    missed = []
+    got = expand_images(["-"], stdin=io.StringIO(f"{paths[0]}\n{tmp_path}/gone.png\n{paths[1]}\n"),
+                        on_missing=lambda p, msg: missed.append((p, msg)))
+    assert got == paths and missed == [(f"{tmp_path}/gone.png", f"image '{tmp_path}/gone.png' does not exist (listed on stdin)")]
+    with pytest.raises(ImageError, match="does not exist"):
+        expand_images(["-"], stdin=io.StringIO(f"{tmp_path}/gone.png\n"))
+    with pytest.raises(UsageError, match="no images to scan"):  # every listed path missing: nothing left
+        expand_images(["-"], stdin=io.StringIO(f"{tmp_path}/gone.png\n"), on_missing=lambda p, m: None)

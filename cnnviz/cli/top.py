@@ -52,7 +52,9 @@ class _TopCommand(CnnvizCommand):
 @click.option("-b", "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per forward pass.")
 @click.option("--workers", type=click.IntRange(min=0), default=None, metavar="N",
               help="Processes decoding and preprocessing images ahead of the model (0: none).  [default: min(4, CPUs)]")
-@click.option("--strict", is_flag=True, help="Stop at the first unreadable file instead of skipping it with a warning.")
+@click.option("--strict", is_flag=True,
+              help="Stop at the first unreadable file, or path listed on stdin that does not exist, instead of "
+                   "skipping it with a warning (exit code 0 when files were skipped; 1 with --strict).")
 @click.option("--index", "index", default=None, metavar="DIR",
               help="Store every image's per-channel max, mean and peak unit in DIR (Parquet), resumable and "
                    "incremental; without IMAGES, answer from DIR alone.")
@@ -142,7 +144,8 @@ def top(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: 
     what = f"{result.images:,} image(s)"
     if images:
         what += f" ({result.scanned:,} scanned now" + (f", {result.already:,} already indexed" if result.already else "") + \
-                (f", {result.skipped:,} unreadable skipped" if result.skipped else "") + ")"
+                (f", {result.skipped:,} unreadable skipped" if result.skipped else "") + \
+                (f", {result.missing:,} missing skipped" if result.missing else "") + ")"
     info(f"top: {'bottom' if bottom else 'top'} {k} by {score} for {n_ch} channel(s) of {len(result.layers)} layer(s) "
          f"over {what} in {result.seconds:.1f}s")
 

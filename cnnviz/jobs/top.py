@@ -104,8 +104,8 @@ class LayerResult:
 @dataclass
 class TopResult:
     """What a run found: per layer its examples; how many images were scanned now, skipped as
-    unreadable, already in the index; how many the answer ranks (``images``); and what made the
-    numbers (model, weights, preprocessing, stage)."""
+    unreadable, listed on stdin but missing (skipped), already in the index; how many the answer
+    ranks (``images``); and what made the numbers (model, weights, preprocessing, stage)."""
 
     layers: list[LayerResult]
     model_name: str = ""
@@ -115,6 +115,7 @@ class TopResult:
     model: LoadedModel | None = field(default=None, repr=False)
     scanned: int = 0
     skipped: int = 0
+    missing: int = 0
     already: int = 0
     images: int = 0
     seconds: float = 0.0
@@ -285,7 +286,15 @@ def _scan(req: TopRequest, *, output: Output, model: LoadedModel | None, say: Sa
     hook_points(arch.model, layers, req.stage)  # --stage act not available: usage error now
     _prepare(req, output, layers, chans, model_name=arch.name, weights=model.weights if model else req.weights,
              stage=req.stage)
-    paths = expand_images(req.images, stdin=stdin)
+    missing: list[str] = []
+
+    def on_missing(path: str, message: str) -> None:  # a listed path deleted since: skipped like an unreadable file
+        if req.strict:
+            raise ImageError(message + " (--strict)")
+        say(f"cnnviz: warning: skipped {message}")
+        missing.append(path)
+
+    paths = expand_images(req.images, stdin=stdin, on_missing=on_missing)
     if req.shard is not None:
         shard = parse_shard(req.shard)
         paths = [p for p in paths if in_shard(p, shard)]
@@ -296,7 +305,8 @@ def _scan(req: TopRequest, *, output: Output, model: LoadedModel | None, say: Sa
     layers = [conv_layers(lm.model)[lay.index] for lay in layers]  # the real modules
     field_of = _fields(arch.model, layers, _input_hw(prep))  # on 'meta' for registry models: free
     progress = _Progress(say)
-    result = TopResult(layers=[], model_name=lm.name, weights=lm.weights, stage=req.stage, prep=prep, model=lm)
+    result = TopResult(layers=[], model_name=lm.name, weights=lm.weights, stage=req.stage, prep=prep, model=lm,
+                       missing=len(missing))
 
     def skip(path: str, message: str) -> None:
         say(f"cnnviz: warning: skipped {message}")

@@ -22,7 +22,8 @@ Layout of DIR::
 
 A part is written into a temporary folder and renamed into place (a rename is atomic), so a
 reader sees whole parts only: an interrupted or killed scan loses at most the part in flight
-and never leaves a half-counted image. The next scan skips every image of every committed part.
+(at most PART_IMAGES images or PART_SECONDS of scanning) and never leaves a half-counted image.
+The next scan skips every image of every committed part.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ import json
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +49,10 @@ FORMAT = "cnnviz-activation-index"
 FORMAT_VERSION = 1
 PROVENANCE = "index.json"
 CHANNELS_PER_ROW_GROUP = 16
+# A part (the unit of resumption) is committed at PART_IMAGES images or PART_SECONDS after the
+# last commit, whichever comes first: a kill -9 loses at most that much work.
+PART_IMAGES = 512
+PART_SECONDS = 60.0
 # What must match for two scans to share an index (the rest, e.g. cnnviz version, is informative).
 _IDENTITY = ("model", "weights_sha256", "preprocess", "stage", "layers")
 
@@ -244,9 +250,10 @@ class ActivationIndex:
     def _files(self, kind: str) -> list[str]:
         return [os.path.join(d, f"{kind}.parquet") for d in self.part_dirs()]
 
-    def writer(self, *, part_images: int = 512) -> "PartWriter":
+    def writer(self, *, part_images: int = PART_IMAGES, part_seconds: float = PART_SECONDS) -> "PartWriter":
         return PartWriter(self.root, layer_ids=[int(d["index"]) for d in self.layers],
-                          layer_names=[str(d["name"]) for d in self.layers], part_images=part_images)
+                          layer_names=[str(d["name"]) for d in self.layers], part_images=part_images,
+                          part_seconds=part_seconds)
 
     # ------------------------------------------------------------ what is indexed
 
@@ -402,16 +409,21 @@ def _check_score(score: str) -> None:
 
 
 class PartWriter:
-    """Buffers scanned batches and commits them as whole parts of ``part_images`` images into the
-    index folder ``root`` (the local scan through ``ActivationIndex.writer``, each Ray actor
-    directly: the one way a part is put together).
+    """Buffers scanned batches and commits them as whole parts into the index folder ``root`` (the
+    local scan through ``ActivationIndex.writer``, each Ray actor directly: the one way a part is
+    put together): a part when ``part_images`` images are buffered, or when a batch arrives
+    ``part_seconds`` or more after the last commit (0: by count only), so a ``kill -9`` loses at
+    most about ``part_seconds`` of scanning however slow the images are.
 
     ``add`` takes a batch (every layer of the index), ``skip`` an unreadable file; ``flush``
     commits what is buffered (call it on Ctrl-C too: only complete batches are ever buffered)."""
 
-    def __init__(self, root: str, *, layer_ids: Sequence[int], layer_names: Sequence[str], part_images: int = 512):
+    def __init__(self, root: str, *, layer_ids: Sequence[int], layer_names: Sequence[str], part_images: int = PART_IMAGES,
+                 part_seconds: float = PART_SECONDS):
         self.root = root
         self.part_images = max(1, int(part_images))
+        self.part_seconds = max(0.0, float(part_seconds))
+        self._since = time.monotonic()
         self.layer_ids = [int(i) for i in layer_ids]
         self.layer_names = [str(n) for n in layer_names]
         self._ids: list[np.ndarray] = []
@@ -429,7 +441,7 @@ class PartWriter:
         self._stats.append({n: stats[n] for n in self.layer_names})
         self._images += [(int(i), p, *_file_facts(p), True, None) for i, p in zip(ids, paths)]
         self._pending += len(paths)
-        if self._pending >= self.part_images:
+        if self._pending >= self.part_images or (self.part_seconds and time.monotonic() - self._since >= self.part_seconds):
             self.flush()
 
     def skip(self, path: str, message: str) -> None:
@@ -441,6 +453,7 @@ class PartWriter:
             return None
         ids, stats, images = self._ids, self._stats, self._images
         self._ids, self._stats, self._images, self._pending = [], [], [], 0  # never committed twice
+        self._since = time.monotonic()
         path = write_part(self.root, layer_ids=self.layer_ids, layer_names=self.layer_names,
                           ids=ids, stats=stats, images=images)
         self.parts += 1

@@ -707,3 +707,40 @@ def test_expand_images_reports_missing_listed_paths_to_a_callback(tmp_path):
         expand_images(["-"], stdin=io.StringIO(f"{tmp_path}/gone.png\n"))
     with pytest.raises(UsageError, match="no images to scan"):  # every listed path missing: nothing left
         expand_images(["-"], stdin=io.StringIO(f"{tmp_path}/gone.png\n"), on_missing=lambda p, m: None)
+
+
+def test_parts_are_committed_by_time_as_well_as_by_count(tmp_path, tiny_lm, cli):
+    """A part at least every --part-seconds: a kill -9 loses that much scanning at most, however
+    large --part-images is."""
+    folder = tmp_path / "p"
+    _photos(folder, 20)
+    idx = str(tmp_path / "idx")
+    run_top(_req(images=(str(folder),), index=idx, part_images=100, part_seconds=1e-6), model=tiny_lm)
+    assert len(ActivationIndex.open(idx).part_dirs()) == 4  # batches of 5, each older than the bound
+    idx2 = str(tmp_path / "idx2")
+    run_top(_req(images=(str(folder),), index=idx2, part_images=100, part_seconds=3600), model=tiny_lm)
+    assert len(ActivationIndex.open(idx2).part_dirs()) == 1
+    r = cli("top", "--help")
+    assert "--part-images" in r.stdout and "--part-seconds" in r.stdout and "kill -9" in r.stdout
+
+
+def test_part_writer_commits_when_the_buffer_is_older_than_the_bound(tmp_path, monkeypatch):
+    import cnnviz.index as index
+    from cnnviz.scan import LayerStats
+
+    clock = [1000.0]
+    monkeypatch.setattr(index.time, "monotonic", lambda: clock[0])
+    committed = []
+    monkeypatch.setattr(index, "write_part", lambda root, **kw: committed.append(len(kw["images"])) or "part")
+    w = index.PartWriter(str(tmp_path), layer_ids=[0], layer_names=["a"], part_images=1000, part_seconds=60)
+    st = {"a": LayerStats(np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32), np.zeros((2, 3, 2), np.int32))}
+    w.add(["x.png", "y.png"], st)
+    clock[0] += 59
+    w.add(["x.png", "y.png"], st)
+    assert committed == []
+    clock[0] += 2  # 61 s since the writer started: this batch closes the part
+    w.add(["x.png", "y.png"], st)
+    assert committed == [6]
+    clock[0] += 30
+    w.add(["x.png", "y.png"], st)
+    assert committed == [6]  # 30 s since that commit

@@ -77,14 +77,17 @@ class _TopCommand(CnnvizCommand):
 @click.option("--no-pictures", is_flag=True, help="Only the JSON/paths answer, no PNG.")
 @click.option("-o", "--output", default=".", show_default=True, metavar="DIR",
               help="Folder for the pictures (created if needed); '-' streams the one picture to stdout.")
-@click.option("--part-images", type=click.IntRange(min=1), default=512, show_default=True, hidden=True,
-              help="Images per index part (the unit of resumption).")
+@click.option("--part-images", type=click.IntRange(min=1), default=512, show_default=True, metavar="N",
+              help="With --index: commit a part (the unit of resumption) every N images...")
+@click.option("--part-seconds", type=click.FloatRange(min=0), default=60, show_default=True, metavar="S",
+              help="...or S seconds after the last part, whichever comes first (0: by count only): a kill -9 loses "
+                   "at most the part in flight; rerunning the command resumes.")
 @json_option
 def top(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: str | None,
         k: int, score: str, bottom: bool, stage: str, size: str | None, crop: bool, max_pixels: int | None,
         batch_size: int, workers: int | None, strict: bool, index: str | None, image: str | None, shard: str | None,
         engine: str, overlay: bool, separate: bool, tile: int, cmap: str, max_side: int, no_pictures: bool, output: str,
-        part_images: int, as_json: bool) -> None:
+        part_images: int, part_seconds: float, as_json: bool) -> None:
     """Dataset examples: for each channel, the K images that excite it most, cropped to the
     receptive field of the unit where its map peaks.
 
@@ -116,7 +119,7 @@ def top(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: 
                      k=k, score=score, bottom=bottom, size=size, crop=crop, max_pixels=max_pixels, batch_size=batch_size,
                      workers=workers, strict=strict, index=index, image=image, shard=shard, engine=engine,
                      pictures=not no_pictures, overlay=overlay, separate=separate, tile=tile, cmap=cmap, max_side=max_side,
-                     part_images=part_images)
+                     part_images=part_images, part_seconds=part_seconds)
     if image is not None:
         if output == "-":
             from ..errors import UsageError

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..capture import hook_points
 from ..errors import ImageError, UsageError
-from ..index import ActivationIndex, IndexStoreError, make_provenance
+from ..index import PART_IMAGES, PART_SECONDS, ActivationIndex, IndexStoreError, make_provenance
 from ..io import DEFAULT_MAX_PIXELS, indices_tag, output_name, size_tag
 from ..layers import ConvLayer, conv_layers, select_layers
 from ..util import parse_size
@@ -55,6 +55,8 @@ class TopRequest:
     input (default: the weights' crop size, the classifier's Resize + CenterCrop). ``index``: an
     index folder to build, extend or query; ``image``: with ``index``, report the channels this
     image excites most and its rank in each. ``shard`` 'I/N': scan only that part of the list.
+    ``part_images``/``part_seconds``: an index part (the unit of resumption) is committed at that
+    many images or that many seconds after the last, whichever comes first (0 s: by count only).
     ``max_side``: no picture side exceeds it (px); a grid that would is paged (``-p01``, ...)."""
 
     images: tuple[str, ...] = ()
@@ -83,7 +85,8 @@ class TopRequest:
     tile: int = 112
     cmap: str = "inferno"
     alpha: float = 0.6
-    part_images: int = 512
+    part_images: int = PART_IMAGES
+    part_seconds: float = PART_SECONDS
     max_side: int = 8192
 
 
@@ -356,7 +359,7 @@ def _scan(req: TopRequest, *, output: Output, model: LoadedModel | None, say: Sa
             counts = ray_scan(idx, lm, layers, todo, prep=prep, stage=req.stage, batch_size=req.batch_size,
                               part_images=req.part_images, strict=req.strict, actors=req.workers, say=say)
         else:
-            writer = idx.writer(part_images=req.part_images)
+            writer = idx.writer(part_images=req.part_images, part_seconds=req.part_seconds)
 
             def on_index_batch(pos: list[int], stats: dict[str, LayerStats]) -> None:
                 writer.add([todo[i] for i in pos], stats)

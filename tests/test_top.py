@@ -528,8 +528,10 @@ def test_cli_index_query_and_image_and_merge(tmp_path, cli):
     assert r.exit_code == 0 and "--into" in r.stdout
 
 
-def test_ray_engine_equals_local(tmp_path, tiny_lm):
+def test_ray_engine_equals_local(tmp_path, tiny_lm, capfd):
     pytest.importorskip("ray")
+    import re
+
     import ray
 
     folder = tmp_path / "p"
@@ -541,9 +543,13 @@ def test_ray_engine_equals_local(tmp_path, tiny_lm):
              runtime_env={"env_vars": {"PYTHONPATH": path}})  # workers unpickle the test's TinyVGG
     try:
         idx = str(tmp_path / "idx")
+        capfd.readouterr()
         remote = run_top(_req(images=(str(folder),), engine="ray", index=idx, part_images=5, workers=1), model=tiny_lm)
+        err = capfd.readouterr().err  # file descriptor 2: Ray's C++ core worker writes there, not to sys.stderr
     finally:
         ray.shutdown()
+    # a successful run prints no error line of Ray's ('[date time E pid tid] core_worker.cc:...') and no warning
+    assert not [ln for ln in err.splitlines() if re.search(r"\] \S+\.cc:\d+:|\bE \d+ \d+\]|Warning", ln)], err
     assert remote.scanned == 14 and remote.skipped == 1
     assert _flat(remote) == _flat(local)
     ids = _ids_in(idx)

@@ -92,22 +92,74 @@ def make_provenance(*, model: str, weights: str, weights_sha256: str, preprocess
     }
 
 
-def _differences(have: Mapping[str, Any], want: Mapping[str, Any]) -> list[str]:
+def _differences(have: Mapping[str, Any], want: Mapping[str, Any], *, here: str = "in the index",
+                 there: str = "now") -> list[str]:
+    """What differs between two provenances, one phrase per identity field, naming only the parts
+    that really differ ('stage (conv in the index, act now)'). ``here``/``there`` say where each
+    value is from."""
     out = []
+
+    def pair(a: Any, b: Any) -> str:
+        return f"{_show(a)} {here}, {_show(b)} {there}"
+
     for key in _IDENTITY:
         a, b = have.get(key), want.get(key)
-        if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
-            if key == "weights_sha256":
-                out.append(f"weights (index: {have.get('weights')} sha256 {str(a)[:12]}; now: {want.get('weights')} sha256 {str(b)[:12]})")
-            elif key == "layers":
-                out.append(f"layers (index: {_layer_names(have)}; now: {_layer_names(want)})")
+        if _same(a, b):
+            continue
+        if key == "weights_sha256":
+            wa, wb = have.get("weights"), want.get("weights")
+            if wa == wb:
+                out.append(f"weights (both {wa}, but other values: sha256 {pair(str(a)[:12], str(b)[:12])})")
             else:
-                out.append(f"{key} (index: {json.dumps(a)}; now: {json.dumps(b)})")
+                out.append(f"weights ({wa} sha256 {str(a)[:12]} {here}, {wb} sha256 {str(b)[:12]} {there})")
+        elif key == "preprocess" and isinstance(a, Mapping) and isinstance(b, Mapping):
+            fields = [f"{f} {pair(a.get(f), b.get(f))}" for f in sorted({*a, *b}) if not _same(a.get(f), b.get(f))]
+            out.append(f"preprocessing ({'; '.join(fields)})")
+        elif key == "layers":
+            out += _layer_differences(list(a or []), list(b or []), pair=pair, here=here, there=there)
+        else:
+            out.append(f"{key} ({pair(a, b)})")
     return out
 
 
-def _layer_names(prov: Mapping[str, Any]) -> str:
-    return ", ".join(str(d.get("alias") or d.get("name")) for d in prov.get("layers", []))
+def _same(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _show(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+_LAYER_FIELDS = {"index": "conv index", "name": "name", "alias": "alias", "channels": "channels"}
+
+
+def _layer_differences(a: list[Mapping[str, Any]], b: list[Mapping[str, Any]], *, pair: Any, here: str,
+                       there: str) -> list[str]:
+    """Layer by layer, the fields that differ under the name both share ('layer block4_conv1
+    (conv index 7 in the index, 8 now)'), when the selections pair up; else the two selections."""
+    if len(a) == len(b):
+        out = []
+        for x, y in zip(a, b):
+            fields = [f for f in _LAYER_FIELDS if not _same(x.get(f), y.get(f))]
+            common = next((str(x[f]) for f in ("alias", "name", "index") if f not in fields and x.get(f) is not None), None)
+            if common is None:  # another layer altogether
+                break
+            if fields:
+                out.append(f"layer {common} ({'; '.join(f'{_LAYER_FIELDS[f]} {pair(x.get(f), y.get(f))}' for f in fields)})")
+        else:
+            return out
+    return [f"layers ({describe_layers(a)} {here}; {describe_layers(b)} {there})"]
+
+
+def describe_layers(layers: Sequence[Mapping[str, Any]]) -> str:
+    """'one layer: 4 (block3_conv1)', '2 layers: 4 (block3_conv1) and 7 (block4_conv1)': each
+    conv layer by its index and its alias (else its name)."""
+    items = [f"{d.get('index')} ({d.get('alias') or d.get('name')})" for d in layers]
+    if not items:
+        return "no layer"
+    if len(items) == 1:
+        return f"one layer: {items[0]}"
+    return f"{len(items)} layers: {', '.join(items[:-1])} and {items[-1]}"
 
 
 @dataclass
@@ -181,7 +233,7 @@ class ActivationIndex:
         for d in self.layers:
             if d["index"] == index:
                 return d
-        raise UsageError(f"layer {index} is not in index {self.root!r} (it holds {_layer_names(self.provenance)})")
+        raise UsageError(f"layer {index} is not in index {self.root!r}; it holds {describe_layers(self.layers)}")
 
     # ------------------------------------------------------------ lock and parts
 
@@ -536,7 +588,7 @@ def merge(out: str | os.PathLike[str], sources: Sequence[str | os.PathLike[str]]
     for src in opened:
         if os.path.abspath(src.root) == os.path.abspath(out):
             raise UsageError(f"cannot merge index {src.root!r} into itself")
-        diff = _differences(opened[0].provenance, src.provenance)
+        diff = _differences(opened[0].provenance, src.provenance, here=f"in {opened[0].root!r}", there=f"in {src.root!r}")
         if diff:
             raise IndexStoreError(f"indexes {opened[0].root!r} and {src.root!r} were built with different settings: "
                                   f"{'; '.join(diff)}; they cannot be merged")

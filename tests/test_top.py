@@ -750,3 +750,70 @@ def test_part_writer_commits_when_the_buffer_is_older_than_the_bound(tmp_path, m
     clock[0] += 30
     w.add(["x.png", "y.png"], st)
     assert committed == [6]  # 30 s since that commit
+
+
+def _prov(**kw):
+    from cnnviz.index import make_provenance
+
+    base = dict(model="vgg16", weights="DEFAULT", weights_sha256="a" * 64,
+                preprocess={"size": 224, "crop": True, "mean": [0.485, 0.456, 0.406]}, stage="conv",
+                layers=[{"index": 7, "name": "features.17", "alias": "block4_conv1", "channels": 512}])
+    base.update(kw)
+    return make_provenance(**base)
+
+
+def _refusal(tmp_path, have, want):
+    root = str(tmp_path / f"idx-{len(os.listdir(tmp_path))}")
+    ActivationIndex.create_or_open(root, have)
+    with pytest.raises(IndexStoreError) as err:
+        ActivationIndex.create_or_open(root, want)
+    return str(err.value).split("other settings: ", 1)[1]
+
+
+def test_index_mismatch_messages_name_only_what_really_differs(tmp_path):
+    # vgg16 -> vgg19: block4_conv1 is another conv layer (index 7 -> 8, features.17 -> features.19)
+    msg = _refusal(tmp_path, _prov(), _prov(model="vgg19", weights_sha256="b" * 64, layers=[
+        {"index": 8, "name": "features.19", "alias": "block4_conv1", "channels": 512}]))
+    assert msg == ("model (vgg16 in the index, vgg19 now); "
+                   "weights (both DEFAULT, but other values: sha256 aaaaaaaaaaaa in the index, bbbbbbbbbbbb now); "
+                   "layer block4_conv1 (conv index 7 in the index, 8 now; name features.17 in the index, features.19 now); "
+                   "use another --index folder"), msg
+    assert "index: block4_conv1; now: block4_conv1" not in msg
+    msg = _refusal(tmp_path, _prov(), _prov(preprocess={"size": 256, "crop": True, "mean": [0.485, 0.456, 0.406]}))
+    assert msg == "preprocessing (size 224 in the index, 256 now); use another --index folder", msg
+    msg = _refusal(tmp_path, _prov(), _prov(weights="none", weights_sha256="b" * 64, stage="act"))
+    assert msg == ("weights (DEFAULT sha256 aaaaaaaaaaaa in the index, none sha256 bbbbbbbbbbbb now); "
+                   "stage (conv in the index, act now); use another --index folder"), msg
+    two = [{"index": 4, "name": "features.10", "alias": "block3_conv1", "channels": 256},
+           {"index": 7, "name": "features.17", "alias": "block4_conv1", "channels": 512}]
+    msg = _refusal(tmp_path, _prov(), _prov(layers=two))
+    assert msg == ("layers (one layer: 7 (block4_conv1) in the index; 2 layers: 4 (block3_conv1) and 7 (block4_conv1) "
+                   "now); use another --index folder"), msg
+    msg = _refusal(tmp_path, _prov(), _prov(layers=two[:1]))  # another layer altogether
+    assert msg == "layers (one layer: 7 (block4_conv1) in the index; one layer: 4 (block3_conv1) now); use another --index folder", msg
+    # merging: the two indexes are named instead of 'the index' and 'now'
+    a, b = str(tmp_path / "m-a"), str(tmp_path / "m-b")
+    ActivationIndex.create_or_open(a, _prov())
+    ActivationIndex.create_or_open(b, _prov(stage="act"))
+    with pytest.raises(IndexStoreError) as err:
+        merge(str(tmp_path / "m-out"), [a, b])
+    assert f"stage (conv in {a!r}, act in {b!r})" in str(err.value), str(err.value)
+
+
+def test_a_layer_outside_the_index_is_refused_in_plain_words(tmp_path, tiny_lm):
+    folder = tmp_path / "p"
+    _photos(folder, 3)
+    idx = str(tmp_path / "idx")
+    run_top(_req(images=(str(folder),), index=idx, layers=("1",)), model=tiny_lm)
+    with pytest.raises(UsageError) as err:
+        run_top(_req(index=idx, layers=("2",)), model=tiny_lm)
+    assert str(err.value) == "layer 2 features.5 is not in the index; it holds one layer: 1 (features.2)", str(err.value)
+    with pytest.raises(UsageError) as err:
+        ActivationIndex.open(idx).layer(0)
+    assert str(err.value) == f"layer 0 is not in index {idx!r}; it holds one layer: 1 (features.2)", str(err.value)
+    from cnnviz.index import describe_layers
+
+    assert describe_layers([{"index": 4, "name": "features.10", "alias": "block3_conv1"},
+                            {"index": 7, "name": "features.17", "alias": "block4_conv1"},
+                            {"index": 9, "name": "features.21", "alias": None}]) == \
+        "3 layers: 4 (block3_conv1), 7 (block4_conv1) and 9 (features.21)"

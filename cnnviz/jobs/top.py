@@ -27,7 +27,7 @@ import numpy as np
 
 from ..capture import hook_points
 from ..errors import ImageError, UsageError
-from ..index import PART_IMAGES, PART_SECONDS, ActivationIndex, IndexStoreError, make_provenance
+from ..index import PART_IMAGES, PART_SECONDS, ActivationIndex, IndexStoreError, describe_layers, make_provenance
 from ..io import DEFAULT_MAX_PIXELS, indices_tag, output_name, size_tag
 from ..layers import ConvLayer, conv_layers, select_layers
 from ..util import parse_size
@@ -231,8 +231,8 @@ def _select(req: TopRequest, net: Any, *, allowed: Sequence[int] | None = None, 
     if allowed is not None:
         extra = [lay for lay in layers if lay.index not in allowed]
         if extra:
-            names = ", ".join(f"{every[i].index} {every[i].alias or every[i].name}" for i in allowed)
-            raise UsageError(f"layer {extra[0].alias or extra[0].name} is not in the index (it holds {names})")
+            held = describe_layers([{"index": i, "name": every[i].name, "alias": every[i].alias} for i in allowed])
+            raise UsageError(f"layer {extra[0].index} {extra[0].alias or extra[0].name} is not in the index; it holds {held}")
     chans = {lay.index: resolve_channels(req.channels, lay.out_channels, layer_name=lay.name) for lay in layers}
     return layers, chans
 

@@ -15,7 +15,7 @@ from typing import Any
 from PIL import Image
 
 from ..errors import UsageError
-from ..index import ActivationIndex, IndexStoreError
+from ..index import ActivationIndex, IndexStoreError, describe_layers
 from ..io import write_atomic
 from ..jobs.output import Output
 from ..jobs.top import TopRequest, run_top
@@ -38,8 +38,8 @@ def index_examples(site: Site, cache: Cache, out: str, *, index: str, k: int, st
     held = {d["index"] for d in idx.layers}
     layers = [lay for lay in site.layers if lay.index in held]
     if not layers:
-        raise UsageError(f"index {index!r} holds none of the report's layers (it holds layers "
-                         f"{', '.join(str(i) for i in sorted(held))}); add them with -l")
+        raise UsageError(f"index {index!r} holds none of the report's layers (it holds {describe_layers(idx.layers)}); "
+                         f"add them with -l")
     site.index_info = {"images": idx.count(), "score": "max", "k": k, "stage": prov.get("stage"),
                        "folder": os.path.abspath(index)}
     counts = {"computed": 0, "reused": 0}

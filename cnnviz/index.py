@@ -92,7 +92,7 @@ def make_provenance(*, model: str, weights: str, weights_sha256: str, preprocess
     }
 
 
-def _differences(have: Mapping[str, Any], want: Mapping[str, Any], *, here: str = "in the index",
+def differences(have: Mapping[str, Any], want: Mapping[str, Any], *, here: str = "in the index",
                  there: str = "now") -> list[str]:
     """What differs between two provenances, one phrase per identity field, naming only the parts
     that really differ ('stage (conv in the index, act now)'). ``here``/``there`` say where each
@@ -209,7 +209,7 @@ class ActivationIndex:
         root = os.fspath(root)
         if os.path.exists(os.path.join(root, PROVENANCE)):
             idx = cls.open(root)
-            diff = _differences(idx.provenance, provenance)
+            diff = differences(idx.provenance, provenance)
             if diff:
                 raise IndexStoreError(f"index {root!r} was built with other settings: {'; '.join(diff)}; "
                                       f"use another --index folder")
@@ -588,7 +588,7 @@ def merge(out: str | os.PathLike[str], sources: Sequence[str | os.PathLike[str]]
     for src in opened:
         if os.path.abspath(src.root) == os.path.abspath(out):
             raise UsageError(f"cannot merge index {src.root!r} into itself")
-        diff = _differences(opened[0].provenance, src.provenance, here=f"in {opened[0].root!r}", there=f"in {src.root!r}")
+        diff = differences(opened[0].provenance, src.provenance, here=f"in {opened[0].root!r}", there=f"in {src.root!r}")
         if diff:
             raise IndexStoreError(f"indexes {opened[0].root!r} and {src.root!r} were built with different settings: "
                                   f"{'; '.join(diff)}; they cannot be merged")

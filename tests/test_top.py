@@ -817,3 +817,27 @@ def test_a_layer_outside_the_index_is_refused_in_plain_words(tmp_path, tiny_lm):
                             {"index": 7, "name": "features.17", "alias": "block4_conv1"},
                             {"index": 9, "name": "features.21", "alias": None}]) == \
         "3 layers: 4 (block3_conv1), 7 (block4_conv1) and 9 (features.21)"
+
+
+def test_a_query_refuses_model_options_that_contradict_the_index(tmp_path, cli):
+    """`top --index I -m OTHER` answered from I's model without a word: now one error line; options
+    that agree with the index (or are left at their defaults) still pass."""
+    _photos(tmp_path / "p", 3)
+    idx = str(tmp_path / "idx")
+    r = cli("top", str(tmp_path / "p"), "-m", "squeezenet1_1", "-w", "none", "-l", "1", "-s", "40", "--workers", "0",
+            "--index", idx, "--no-pictures")
+    assert r.exit_code == 0, r.stderr
+    query = ["top", "--index", idx, "-c", "0:2", "-k", "2", "--no-pictures", "--json"]
+    r = cli(*query, "-m", "resnet18")
+    assert r.exit_code == 1 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(f"cnnviz: error: index {idx!r} answers with the settings it was built with, but the "
+                               f"command asks for others: model (squeezenet1_1 in the index, resnet18 given)"), r.stderr
+    r = cli(*query, "--stage", "act", "-s", "64", "--no-crop")
+    assert r.exit_code == 1 and "preprocessing (crop true in the index, false given; size 40 in the index, 64 given); " \
+        "stage (conv in the index, act given)" in r.stderr, r.stderr
+    r = cli(*query, "-m", "squeezenet1_1", "-w", "none", "--seed", "1")  # other random weights: checked by hash
+    assert r.exit_code == 1 and "weights (both none, but other values: sha256 " in r.stderr, r.stderr
+    r = cli(*query, "-m", "squeezenet1_1", "-w", "none", "--stage", "conv", "-s", "40", "--crop")  # all agree
+    assert r.exit_code == 0 and len(r.stdout.splitlines()) == 2, r.stderr
+    r = cli("top", "--index", idx, "--image", str(tmp_path / "p" / "im000.png"), "-m", "resnet18")
+    assert r.exit_code == 1 and "model (squeezenet1_1 in the index, resnet18 given)" in r.stderr, r.stderr

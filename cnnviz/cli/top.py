@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from . import cli
 from .common import (CONTEXT_SETTINGS, CnnvizCommand, check_stream, emit, info, json_option, layer_option,
@@ -115,11 +116,14 @@ def top(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: 
     from ..jobs.top import TopRequest, image_query, run_top
 
     check_stream(output, as_json=as_json)
+    ctx = click.get_current_context()
+    given = frozenset(n for n in ("model", "weights", "stage", "size", "crop")
+                      if ctx.get_parameter_source(n) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT))
     req = TopRequest(images=images, model=model, weights=model.weights, seed=model.seed, layers=layers, stage=stage, channels=channels,
                      k=k, score=score, bottom=bottom, size=size, crop=crop, max_pixels=max_pixels, batch_size=batch_size,
                      workers=workers, strict=strict, index=index, image=image, shard=shard, engine=engine,
                      pictures=not no_pictures, overlay=overlay, separate=separate, tile=tile, cmap=cmap, max_side=max_side,
-                     part_images=part_images, part_seconds=part_seconds)
+                     part_images=part_images, part_seconds=part_seconds, given=given)
     if image is not None:
         if output == "-":
             from ..errors import UsageError

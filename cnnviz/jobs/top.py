@@ -27,13 +27,14 @@ import numpy as np
 
 from ..capture import hook_points
 from ..errors import ImageError, UsageError
-from ..index import PART_IMAGES, PART_SECONDS, ActivationIndex, IndexStoreError, describe_layers, make_provenance
+from ..index import (PART_IMAGES, PART_SECONDS, ActivationIndex, IndexStoreError, describe_layers, differences,
+                     make_provenance)
 from ..io import DEFAULT_MAX_PIXELS, indices_tag, output_name, size_tag
 from ..layers import ConvLayer, conv_layers, select_layers
 from ..util import parse_size
 from ..maps import resolve_channels
 from ..models import LoadedModel, weights_digest
-from ..sources import ModelSpec, architecture, load
+from ..sources import ModelSpec, architecture, load, parse_source
 from ..patches import (Patch, Row, crop_window, map_on_input, overlay_patch, page_rows, paginate_examples, render_examples,
                        window_values)
 from ..rayscan import ray_scan
@@ -57,7 +58,10 @@ class TopRequest:
     image excites most and its rank in each. ``shard`` 'I/N': scan only that part of the list.
     ``part_images``/``part_seconds``: an index part (the unit of resumption) is committed at that
     many images or that many seconds after the last, whichever comes first (0 s: by count only).
-    ``max_side``: no picture side exceeds it (px); a grid that would is paged (``-p01``, ...)."""
+    ``max_side``: no picture side exceeds it (px); a grid that would is paged (``-p01``, ...).
+    ``given``: the fields the caller set on purpose (the CLI: options on the command line); a
+    query answers with the index's own model, weights, stage and preprocessing, and refuses those
+    of them that say otherwise instead of ignoring them."""
 
     images: tuple[str, ...] = ()
     model: str | ModelSpec = "resnet50"  # a --model source, or the ModelSpec of the model options
@@ -88,6 +92,7 @@ class TopRequest:
     part_images: int = PART_IMAGES
     part_seconds: float = PART_SECONDS
     max_side: int = 8192
+    given: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -441,8 +446,38 @@ def _index_prep(idx: ActivationIndex) -> Preprocess:
                       mean=tuple(p["mean"]), std=tuple(p["std"]), interpolation=str(p.get("interpolation", "bilinear")))
 
 
+def _check_given(req: TopRequest, idx: ActivationIndex, model: LoadedModel | None) -> None:
+    """Refuse the options of ``req.given`` that contradict the index a query answers from (it
+    uses the index's own model, weights, stage and preprocessing whatever the options say).
+    Explicit weights are loaded and compared by hash, as a scan into the index would."""
+    prov, pre = idx.provenance, idx.provenance.get("preprocess", {})
+    have: dict[str, Any] = {}
+    want: dict[str, Any] = {}
+    if "model" in req.given:
+        have["model"], want["model"] = prov["model"], parse_source(_spec(req).source).label
+    if "stage" in req.given:
+        have["stage"], want["stage"] = prov["stage"], req.stage
+    pre_have, pre_want = {}, {}
+    if "size" in req.given and req.size is not None:
+        text = str(req.size).strip()
+        pre_have["size"], pre_want["size"] = pre.get("size"), int(text) if text.isdigit() else list(parse_size(text))
+    if "crop" in req.given:
+        pre_have["crop"], pre_want["crop"] = pre.get("crop"), req.crop
+    if pre_want:
+        have["preprocess"], want["preprocess"] = pre_have, pre_want
+    diff = differences(have, want, there="given")
+    if "weights" in req.given and not any(d.startswith("model ") for d in diff):
+        lm = model or load(replace(_spec(req), source=_spec(req).source if "model" in req.given else prov["model"]))
+        diff += differences({"weights": prov["weights"], "weights_sha256": prov["weights_sha256"]},
+                            {"weights": lm.weights, "weights_sha256": weights_digest(lm.model)}, there="given")
+    if diff:
+        raise IndexStoreError(f"index {req.index!r} answers with the settings it was built with, but the command asks "
+                              f"for others: {'; '.join(diff)}; drop them, or scan IMAGES with them into another --index")
+
+
 def _query(req: TopRequest, *, output: Output, model: LoadedModel | None, say: Say) -> TopResult:
     idx = ActivationIndex.open(req.index)  # type: ignore[arg-type]
+    _check_given(req, idx, model)
     if model is not None and model.name != idx.provenance["model"]:
         raise IndexStoreError(f"index {req.index!r} was built with model {idx.provenance['model']}, not {model.name}")
     arch = _index_model(idx, model)
@@ -463,6 +498,7 @@ def image_query(req: TopRequest, *, model: LoadedModel | None = None) -> list[Re
     preprocessing and stage) and is ranked as if it were added (``"indexed": false``)."""
     _check(req)
     idx = ActivationIndex.open(req.index)  # type: ignore[arg-type]
+    _check_given(req, idx, model)
     arch = _index_model(idx, model)
     layers, chans = _select(req, arch.model, allowed=[d["index"] for d in idx.layers], model_name=idx.provenance["model"])
     field_of = _fields(arch.model, layers, _input_hw(_index_prep(idx)))

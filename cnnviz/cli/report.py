@@ -37,7 +37,7 @@ from .common import emit, image_options, info, json_option, layer_option, model_
               help="A folder of other cnnviz commands' pictures (cam, top, maps, ...; repeatable): copied in and "
                    "shown on the page of the layer or image each one is about.")
 @click.option("--index", "index", default=None, metavar="DIR", type=click.Path(exists=True, file_okay=False),
-              help="A 'cnnviz top --index' folder of the same model and weights: the channel pages of its layers "
+              help="A 'cnnviz top --index' folder of the same model, weights and --stage: the channel pages of its layers "
                    "show the images of that collection that excite each channel most.")
 @click.option("--examples", "index_k", type=click.IntRange(1, 64), default=9, show_default=True, metavar="K",
               help="Dataset examples per channel with --index.")

@@ -6,7 +6,7 @@ from typing import Any
 import click
 
 from . import cli
-from .common import image_options, info, json_option, model_options, out, output_option, sink
+from .common import device_options, image_options, info, json_option, model_options, out, output_option, sink
 
 # Literal so that --help needs no torch import; a test checks it equals cnnviz.cam.METHODS.
 METHOD_NAMES = ("gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "eigencam", "eigengradcam", "scorecam",
@@ -51,6 +51,7 @@ METHOD_NAMES = ("gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "eig
 @click.option("-b", "--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Images per pass, and masked inputs per pass for scorecam/ablationcam/integrated-gradients.")
 @click.option("--bare", is_flag=True, help="Heat map only: no title or legend.")
+@device_options()
 @output_option()
 @json_option
 def cam(inputs: Any, output: str, as_json: bool, methods: tuple[str, ...], **options: Any) -> None:

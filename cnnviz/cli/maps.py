@@ -6,7 +6,7 @@ from typing import Any
 import click
 
 from . import cli
-from .common import image_options, info, json_option, layer_option, model_options, output_option, sink
+from .common import device_options, image_options, info, json_option, layer_option, model_options, output_option, sink
 
 
 @cli.command()
@@ -40,6 +40,7 @@ from .common import image_options, info, json_option, layer_option, model_option
 @click.option("--npy", is_flag=True, help="Also write each captured (C, H, W) float32 tensor as .npy beside its PNG.")
 @click.option("-b", "--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per forward pass (same-size images only).")
+@device_options()
 @output_option()
 @json_option
 def maps(inputs: Any, output: str, as_json: bool, **options: Any) -> None:

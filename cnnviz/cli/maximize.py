@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from . import cli
-from .common import info, json_option, layer_option, model_options, output_option, sink
+from .common import device_options, info, json_option, layer_option, model_options, output_option, sink
 
 
 @cli.command()
@@ -35,10 +35,7 @@ from .common import info, json_option, layer_option, model_options, output_optio
               help="Random pad 12, jitter 8, scale 0.9-1.1, rotate +-10 deg, jitter 4 at every step.")
 @click.option("-b", "--batch-size", type=click.IntRange(min=1), default=16, show_default=True, metavar="N",
               help="Images optimised together (bounds memory); more targets run in several batches.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help="bf16 autocasts the network's forward/backward (about 2x faster on CPUs with AVX512-BF16/AMX); "
-                   "auto uses it where the hardware computes bf16 natively. Images and reported values stay float32.")
-@click.option("--device", default="auto", show_default=True, metavar="DEV", help="auto, cpu, cuda, cuda:N or mps.")
+@device_options(precision="auto")
 @output_option()
 @click.option("--separate", is_flag=True, help="One PNG per channel/class (the raw image) instead of a grid per layer.")
 @click.option("--titles/--no-titles", default=True, show_default=True, help="Title and channel numbers on grids.")

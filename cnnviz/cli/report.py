@@ -6,7 +6,7 @@ from typing import Any
 import click
 
 from . import cli
-from .common import emit, image_options, info, json_option, layer_option, model_options
+from .common import device_options, emit, image_options, info, json_option, layer_option, model_options
 
 
 @cli.command()
@@ -47,6 +47,7 @@ from .common import emit, image_options, info, json_option, layer_option, model_
               help="Delete the pictures of earlier runs into DIR (other settings, layers, images) that this report "
                    "does not show. Only files cnnviz wrote there.")
 @click.option("--force", is_flag=True, help="Write into a folder holding an index.html that cnnviz did not write.")
+@device_options()
 @json_option
 def report(inputs: Any, output: str, as_json: bool, **options: Any) -> None:
     """Write a static HTML site to explore a model on your images: open DIR/index.html.

@@ -6,7 +6,7 @@ from typing import Any
 import click
 
 from . import cli
-from .common import image_options, info, json_option, layer_option, model_options, output_option, sink
+from .common import device_options, image_options, info, json_option, layer_option, model_options, output_option, sink
 
 
 @cli.command()
@@ -31,6 +31,7 @@ from .common import image_options, info, json_option, layer_option, model_option
 @click.option("--ignore-gates", is_flag=True,
               help="Treat squeeze-and-excitation gates as per-channel scales: the conv path's local field "
                    "(otherwise layers past a gate, which in theory see the whole image, are refused).")
+@device_options()
 @output_option()
 @json_option
 def rf(inputs: Any, output: str, as_json: bool, **options: Any) -> None:

@@ -12,6 +12,7 @@ import torch
 from .. import faithfulness as fa
 from ..cam import METHODS, CamLayer, check_spatial, default_layer, explain, mass_box, peak, predict, resolve_layers, resolve_methods
 from ..camdraw import DEFAULT_CMAP, SheetCell, cam_picture, comparison_sheet, mass_threshold, sanity_strip
+from ..device import Placement, place
 from ..errors import SelectionError, UsageError
 from ..io import indices_tag, output_name, size_tag, text_tag
 from ..maps import iter_batches
@@ -51,6 +52,8 @@ class CamRequest:
     sanity: bool = False
     batch_size: int = 16
     bare: bool = False
+    device: str = "auto"
+    precision: str = "fp32"
 
 
 @dataclass
@@ -65,7 +68,27 @@ def run_cam(req: CamRequest, *, output: Output, model: LoadedModel | None = None
     """Write one heat-map PNG per (image, class, method) (several methods: one comparison sheet
     of every image and class), with ``npy`` a (2, H, W) float32 .npy per map ([raw, normalised]),
     with ``sanity`` a strip per map, reporting each file. Usage errors come before any weights
-    or pixels are read."""
+    or pixels are read. The model runs on ``req.device`` (``model``: where it is) in
+    ``req.precision``; bf16 only for methods without gradients (see :func:`bf16_refusal`)."""
+    where = place(req.device, req.precision, say=say, bf16_refused=bf16_refusal(resolve_methods(req.methods)))
+    with where.autocast(model.model if model is not None else None):
+        _run_cam(req, where=where, output=output, model=model, say=say)
+
+
+def bf16_refusal(methods: list[str]) -> str | None:
+    """Why ``methods`` cannot run in bfloat16, or None. Methods built on gradients (Grad-CAM and
+    kin, the input attributions) are refused: bf16 keeps 8 bits of mantissa, and their maps are
+    sums and products of small gradients that cancel (integrated gradients would also lose its
+    completeness). Forward-only methods (eigencam, scorecam, ablationcam) are fine."""
+    grad = [m for m in methods if METHODS[m].grad]
+    if not grad:
+        return None
+    forward = ", ".join(n for n, m in METHODS.items() if not m.grad)
+    return (f"{grad[0]} is computed from gradients, which bfloat16 rounds to 3 significant digits "
+            f"(bf16 applies to the forward-only methods: {forward})")
+
+
+def _run_cam(req: CamRequest, *, where: Placement, output: Output, model: LoadedModel | None, say: Say) -> None:
     t0 = time.perf_counter()
     check_cmap(req.cmap)
     methods = resolve_methods(req.methods)
@@ -87,7 +110,7 @@ def run_cam(req: CamRequest, *, output: Output, model: LoadedModel | None = None
     def tags(shown: list[str]) -> list[str]:
         return _tags(req, layers if any(map(_uses_layers, shown)) and layers != standard else None, shown)
 
-    lm = model or load(spec)
+    lm = model or load(spec, device=where.device)
     net = lm.model
     per_pass = 1 if "batch" in lm.limits else req.batch_size  # a program that takes batches of one
     names = lm.categories

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..capture import hook_points
+from ..device import place
 from ..layers import ConvLayer, conv_layers, select_layers
 from ..maps import (SheetRow, iter_batches, layer_stats, render_grid, render_sheet, resolve_channels, scale_maps,
                     stream_maps)
@@ -48,6 +49,8 @@ class MapsRequest:
     bare: bool = False
     npy: bool = False
     batch_size: int = 8
+    device: str = "auto"
+    precision: str = "fp32"
 
 
 def run_maps(req: MapsRequest, *, output: Output, model: LoadedModel | None = None, say: Say = quiet) -> None:
@@ -58,13 +61,15 @@ def run_maps(req: MapsRequest, *, output: Output, model: LoadedModel | None = No
     t0 = time.perf_counter()
     check_cmap(req.cmap)
     n_inputs = len(req.inputs.check())
+    where = place(req.device, req.precision, say=say)
     indices = _plan(req, output, n_inputs)  # every usage error before the weights are read
-    lm = model or load(req.model)
+    lm = model or load(req.model, device=where.device)
     if "batch" in lm.limits and req.batch_size > 1:
         req = replace(req, batch_size=1)  # the program takes batches of one only: same pictures, one forward per image
     every = conv_layers(lm.model)
     run = _MapsRun(req, lm, [every[i] for i in indices], output)
-    run.run(req.inputs.read(lm))
+    with where.autocast(lm.model):
+        run.run(req.inputs.read(lm))
     say(f"maps: {run.written} files for {run.n_images} image(s), {len(run.layers)} layer(s) of {lm.name} "
         f"({lm.weights}, stage {req.stage}) in {time.perf_counter() - t0:.1f}s")
 

@@ -26,6 +26,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from ..capture import hook_points
+from ..device import Placement, place
 from ..errors import ImageError, UsageError
 from ..index import ActivationIndex, IndexStoreError, make_provenance
 from ..io import DEFAULT_MAX_PIXELS, indices_tag, output_name, size_tag
@@ -85,6 +86,8 @@ class TopRequest:
     alpha: float = 0.6
     part_images: int = 512
     max_side: int = 8192
+    device: str = "auto"
+    precision: str = "fp32"
 
 
 @dataclass
@@ -142,6 +145,7 @@ def run_top(req: TopRequest, *, output: Output | None = None, model: LoadedModel
         raise UsageError("no images: pass IMAGES (files, folders, globs, '-' for a list on stdin) or --index DIR to query an index")
     if not req.pictures and output.streaming:
         raise UsageError("-o - streams a picture to stdout, but --no-pictures draws none; drop -o -")
+    _place(req, say)
     if not req.images:
         result = _query(req, output=output, model=model, say=say)
     elif req.engine == "ray" and req.index is None:  # Ray actors write an index: a temporary one
@@ -290,7 +294,7 @@ def _scan(req: TopRequest, *, output: Output, model: LoadedModel | None, say: Sa
         shard = parse_shard(req.shard)
         paths = [p for p in paths if in_shard(p, shard)]
         say(f"top: shard {shard[0]}/{shard[1]}: {len(paths)} image(s)")
-    lm = model or load(_spec(req))
+    lm = model or load(_spec(req), device=_place(req).device)
     prep = _preprocess(req, lm)
     workers = default_workers() if req.workers is None else req.workers
     layers = [conv_layers(lm.model)[lay.index] for lay in layers]  # the real modules
@@ -410,6 +414,21 @@ def _entries(examples: Sequence[Example], path_of: dict[int, str], fld: Field) -
 # ---------------------------------------------------------------- answering from an index alone
 
 
+_BF16_REFUSED = ("top ranks images over a whole dataset, and an index is compared with later scans and queries; "
+                 "bfloat16 keeps 3 significant digits and would reorder near ties")
+
+
+def _place(req: TopRequest, say: Say | None = None) -> Placement:
+    """--device and --precision checked (and, with ``say``, an accelerator chosen by 'auto'
+    announced): fp32 always (see _BF16_REFUSED); --engine ray runs on its workers' CPUs."""
+    if req.engine == "ray":
+        if req.device.strip().lower() not in ("auto", "cpu"):
+            raise UsageError(f"--engine ray runs the model on the Ray workers' CPUs; --device {req.device} applies to "
+                             f"--engine local")
+        return place("cpu", req.precision, bf16_refused=_BF16_REFUSED)
+    return place(req.device, req.precision, say=say, bf16_refused=_BF16_REFUSED)
+
+
 def _spec(req: TopRequest) -> ModelSpec:
     """The request's model as a ModelSpec (the CLI passes one; library callers may pass a name)."""
     return req.model if isinstance(req.model, ModelSpec) else ModelSpec(req.model, weights=req.weights, seed=req.seed)
@@ -449,6 +468,7 @@ def image_query(req: TopRequest, *, model: LoadedModel | None = None) -> list[Re
     any other image runs once through the index's model (its weights, checked by hash, its
     preprocessing and stage) and is ranked as if it were added (``"indexed": false``)."""
     _check(req)
+    _place(req)
     idx = ActivationIndex.open(req.index)  # type: ignore[arg-type]
     arch = _index_model(idx, model)
     layers, chans = _select(req, arch.model, allowed=[d["index"] for d in idx.layers], model_name=idx.provenance["model"])
@@ -606,7 +626,7 @@ def _index_weights(req: TopRequest, *, model: LoadedModel | None = None, need: s
     """The index's model with its weights (``model`` if given), for what ``need`` names; refused
     (IndexStoreError ending in ``otherwise``) if they are not the weights the index was built with."""
     prov = ActivationIndex.open(req.index).provenance  # type: ignore[arg-type]
-    lm = model or load(ModelSpec(prov["model"], weights=prov["weights"], seed=req.seed))
+    lm = model or load(ModelSpec(prov["model"], weights=prov["weights"], seed=req.seed), device=_place(req).device)
     if weights_digest(lm.model) != prov["weights_sha256"]:
         raise IndexStoreError(f"{need} needs the weights of index {req.index!r} ({prov['weights']}), but those "
                               f"loaded now differ (sha256); {otherwise}")

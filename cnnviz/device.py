@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -98,12 +98,43 @@ def resolve_precision(precision: str, device: torch.device, *, bf16_refused: str
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[object]:
     """The context a forward (and backward) pass runs in: bfloat16 autocast for 'bf16' (a resolved
     precision), and explicitly none for 'fp32', so that an fp32 step inside a bf16 caller (the
-    report's Grad-CAMs inside its bf16 maps) computes in float32."""
+    report's Grad-CAMs inside its bf16 maps) computes in float32. On a CUDA device, 'fp32' also
+    turns TF32 off inside (PyTorch lets cuDNN convolutions use TF32, 10-bit mantissas, by default):
+    fp32 maps then equal the CPU's within float32 rounding (scripts/device_check.py)."""
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
-    if torch.is_autocast_enabled(device.type):
-        return torch.autocast(device.type, enabled=False)
-    return contextlib.nullcontext()
+    return _FP32(device)
+
+
+class _FP32:
+    """float32 inside: autocast off where a caller turned it on, TF32 off on CUDA. Reusable (the
+    optimiser enters it at every step)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._stacks: list[contextlib.ExitStack] = []
+
+    def __enter__(self) -> None:
+        stack = contextlib.ExitStack()
+        if torch.is_autocast_enabled(self.device.type):
+            stack.enter_context(torch.autocast(self.device.type, enabled=False))
+        if self.device.type == "cuda":
+            stack.enter_context(_no_tf32())
+        self._stacks.append(stack)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stacks.pop().close()
+
+
+@contextlib.contextmanager
+def _no_tf32() -> Iterator[None]:
+    """TF32 off for cuDNN convolutions and CUDA matmuls inside; the flags restored after."""
+    conv, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, matmul
 
 
 @dataclass(frozen=True)

@@ -275,3 +275,51 @@ def test_autocast_is_off_for_fp32_inside_a_bf16_caller():
             assert not torch.is_autocast_enabled("cpu")
         with autocast("bf16", torch.device("cpu")):
             assert torch.is_autocast_enabled("cpu")
+
+
+def test_fp32_on_cuda_turns_tf32_off_inside_and_restores_it():
+    from cnnviz.device import autocast
+
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        ctx = autocast("fp32", torch.device("cuda", 0))
+        for _ in range(2):  # reusable, as the optimiser's step loop uses it
+            with ctx:
+                assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+            assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+# ---------------------------------------------------------------- scripts/device_check.py
+
+
+def _device_check():
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "device_check.py")
+    spec = importlib.util.spec_from_file_location("device_check", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_device_check_runs_the_cpu_path_and_says_there_is_no_gpu(capsys):
+    mod = _device_check()
+    assert mod.main(["-m", "squeezenet1_1", "-s", "64", "--skip", "cam"]) == 0
+    out, err = capsys.readouterr()
+    rows = [ln for ln in out.splitlines() if ln.startswith("| ") and not ln.startswith("| check")]
+    assert {r.split(" | ")[0][2:] for r in rows} == {"maps", "top", "rf", "maximize"}
+    assert all(r.endswith("| yes |") for r in rows)
+    if not torch.cuda.is_available() and not torch.backends.mps.is_available():
+        assert "no GPU here" in err
+
+
+def test_device_check_fails_on_a_mismatch(capsys, monkeypatch):
+    mod = _device_check()
+    assert mod.rel_error([0.0, 2.0], [0.0, 2.0002]) == pytest.approx(1e-4)
+    assert mod.rel_error([1.0, 1.0], [1.0, 1.0]) == 0.0 and mod.rel_error([0.0], [1.0]) == float("inf")
+    monkeypatch.setitem(mod.TOL, "maps", -1.0)  # nothing can pass: the exit status must say so
+    assert mod.main(["-m", "squeezenet1_1", "-s", "64", "--skip", "cam,top,rf,maximize"]) == 1
+    assert "| NO |" in capsys.readouterr().out

@@ -135,7 +135,14 @@ def run_top(req: TopRequest, *, output: Output | None = None, model: LoadedModel
     ``--json``; ``picture``/``pictures`` name the PNGs holding its examples), each layer's as
     soon as its pictures are written. ``Output('-')`` streams the run's one picture (a usage
     error up front if it draws more). Every usage error is raised before weights or pixels are
-    read. ``model``: an already loaded model (else ``req.model`` is loaded with ``req.weights``)."""
+    read. ``model``: an already loaded model (else ``req.model`` is loaded with ``req.weights``, on
+    ``req.device``)."""
+    with _place(req, say).autocast(model.model if model is not None else None):
+        return _run_top(req, output=output, model=model, say=say, stdin=stdin)
+
+
+def _run_top(req: TopRequest, *, output: Output | None, model: LoadedModel | None, say: Say,
+             stdin: TextIO | None) -> TopResult:
     t0 = time.perf_counter()
     output = Output(".") if output is None else output
     _check(req)
@@ -145,7 +152,6 @@ def run_top(req: TopRequest, *, output: Output | None = None, model: LoadedModel
         raise UsageError("no images: pass IMAGES (files, folders, globs, '-' for a list on stdin) or --index DIR to query an index")
     if not req.pictures and output.streaming:
         raise UsageError("-o - streams a picture to stdout, but --no-pictures draws none; drop -o -")
-    _place(req, say)
     if not req.images:
         result = _query(req, output=output, model=model, say=say)
     elif req.engine == "ray" and req.index is None:  # Ray actors write an index: a temporary one
@@ -420,7 +426,8 @@ _BF16_REFUSED = ("top ranks images over a whole dataset, and an index is compare
 
 def _place(req: TopRequest, say: Say | None = None) -> Placement:
     """--device and --precision checked (and, with ``say``, an accelerator chosen by 'auto'
-    announced): fp32 always (see _BF16_REFUSED); --engine ray runs on its workers' CPUs."""
+    announced): fp32 always (see _BF16_REFUSED); --engine ray runs on its workers' CPUs. Cheap:
+    the loaders call it again for the device."""
     if req.engine == "ray":
         if req.device.strip().lower() not in ("auto", "cpu"):
             raise UsageError(f"--engine ray runs the model on the Ray workers' CPUs; --device {req.device} applies to "
@@ -468,7 +475,7 @@ def image_query(req: TopRequest, *, model: LoadedModel | None = None) -> list[Re
     any other image runs once through the index's model (its weights, checked by hash, its
     preprocessing and stage) and is ranked as if it were added (``"indexed": false``)."""
     _check(req)
-    _place(req)
+    where = _place(req)
     idx = ActivationIndex.open(req.index)  # type: ignore[arg-type]
     arch = _index_model(idx, model)
     layers, chans = _select(req, arch.model, allowed=[d["index"] for d in idx.layers], model_name=idx.provenance["model"])
@@ -480,7 +487,8 @@ def image_query(req: TopRequest, *, model: LoadedModel | None = None) -> list[Re
                                                channels=None if req.channels is None else chans[lay.index])
                  for lay in layers}
     else:
-        found = _rank_new_image(req, idx, layers, chans, path, model)
+        with where.autocast(model.model if model is not None else None):
+            found = _rank_new_image(req, idx, layers, chans, path, model)
     out = []
     for lay in layers:
         rows = found[lay.index]

@@ -51,7 +51,8 @@ METHOD_NAMES = ("gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "eig
 @click.option("-b", "--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Images per pass, and masked inputs per pass for scorecam/ablationcam/integrated-gradients.")
 @click.option("--bare", is_flag=True, help="Heat map only: no title or legend.")
-@device_options()
+@device_options(note="bf16 runs the forward-only methods (eigencam, scorecam, ablationcam); the others need "
+                     "float32 gradients.")
 @output_option()
 @json_option
 def cam(inputs: Any, output: str, as_json: bool, methods: tuple[str, ...], **options: Any) -> None:

@@ -249,17 +249,17 @@ def image_options(f: F) -> F:
 _PRECISIONS = ("auto", "fp32", "bf16")
 
 
-def device_options(precision: str = "fp32") -> Callable[[F], F]:
+def device_options(precision: str = "fp32", note: str = "") -> Callable[[F], F]:
     """--device and --precision (cnnviz.device resolves them), passed to the command as the
     ``device`` and ``precision`` arguments of its request. ``precision``: the command's default
-    (fp32; maximize: auto)."""
+    (fp32; maximize: auto); ``note``: a sentence on what the command does with bf16."""
 
     def deco(f: F) -> F:
         f = click.option("--precision", type=click.Choice(_PRECISIONS), default=precision, show_default=True,
                          help="fp32; bf16: the network's forward pass (and the backward pass of gradient methods) "
                               "autocast to bfloat16, about 2x faster where the hardware computes it natively (recent "
                               "GPUs, CPUs with AVX512-BF16/AMX); auto: bf16 where native, else fp32. Captured maps "
-                              "and reported values stay float32.")(f)
+                              "and reported values stay float32." + (f" {note}" if note else ""))(f)
         return click.option("--device", default="auto", show_default=True, metavar="DEV",
                             help="Where the model runs: auto (CUDA, then MPS, then the CPU; an accelerator it picks "
                                  "is named on stderr), cpu, cuda, cuda:N or mps.")(f)

@@ -47,7 +47,7 @@ from .common import device_options, emit, image_options, info, json_option, laye
               help="Delete the pictures of earlier runs into DIR (other settings, layers, images) that this report "
                    "does not show. Only files cnnviz wrote there.")
 @click.option("--force", is_flag=True, help="Write into a folder holding an index.html that cnnviz did not write.")
-@device_options()
+@device_options(note="bf16 applies to the feature maps and --maximize; the --cam Grad-CAMs run in fp32.")
 @json_option
 def report(inputs: Any, output: str, as_json: bool, **options: Any) -> None:
     """Write a static HTML site to explore a model on your images: open DIR/index.html.

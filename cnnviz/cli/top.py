@@ -77,7 +77,7 @@ class _TopCommand(CnnvizCommand):
               help="Folder for the pictures (created if needed); '-' streams the one picture to stdout.")
 @click.option("--part-images", type=click.IntRange(min=1), default=512, show_default=True, hidden=True,
               help="Images per index part (the unit of resumption).")
-@device_options()
+@device_options(note="top takes fp32 only: bf16 would reorder near ties in rankings compared across scans.")
 @json_option
 def top(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: str | None,
         k: int, score: str, bottom: bool, stage: str, size: str | None, crop: bool, max_pixels: int | None,

@@ -33,10 +33,10 @@ def commands(photos) -> dict[str, list[str]]:
     return {
         "maps": ["maps", "--sample", *TINY, "-l", "1", "-s", "64", "--npy"],
         "rf-effective": ["rf", "--sample", *TINY, "-l", "1", "--effective", "--samples", "2", "-s", "64"],
-        "rf-channel": ["rf", "--sample", *TINY, "-l", "1", "--channel", "0:2", "-s", "64"],
-        "maximize": ["maximize", *TINY, "-l", "1", "--channel", "0:2", "--steps", "2", "--size", "16", "--npy"],
+        "rf-channel": ["rf", "--sample", *TINY, "-l", "1", "--channels", "0:2", "-s", "64"],
+        "maximize": ["maximize", *TINY, "-l", "1", "--channels", "0:2", "--steps", "2", "--size", "16", "--npy"],
         "cam": ["cam", "--sample", *TINY, "-s", "64"],  # (--npy: its path is in the PNG)
-        "top": ["top", str(photos), *TINY, "-l", "1", "-c", "0:2", "-k", "2", "-s", "40", "--workers", "0"],
+        "top": ["top", str(photos), *TINY, "-l", "1", "-c", "0:2", "-n", "2", "-s", "40", "--workers", "0"],
         "report": ["report", "--sample", *TINY, "-l", "0:2", "-s", "64"],
     }
 

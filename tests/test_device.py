@@ -323,3 +323,21 @@ def test_device_check_fails_on_a_mismatch(capsys, monkeypatch):
     monkeypatch.setitem(mod.TOL, "maps", -1.0)  # nothing can pass: the exit status must say so
     assert mod.main(["-m", "squeezenet1_1", "-s", "64", "--skip", "cam,top,rf,maximize"]) == 1
     assert "| NO |" in capsys.readouterr().out
+
+
+def test_report_bf16_pictures_do_not_stand_in_for_fp32_ones(cli, tmp_path):
+    """The report's cache keys name bf16 (and leave fp32 keys as earlier runs wrote them)."""
+    args = ["report", "--sample", *TINY, "-l", "0:2", "-s", "64", "--json", "-o", str(tmp_path)]
+
+    def run(*extra: str) -> dict:
+        r = cli(*args, *extra)
+        assert r.exit_code == 0, r.stderr
+        return json.loads(r.stdout)
+
+    first = run()
+    assert run()["reused"] == first["computed"]  # the same fp32 run: all reused
+    bf16 = run("--precision", "bf16")
+    assert bf16["computed"].get("maps") and bf16["computed"].get("sheet")  # its own maps
+    assert bf16["reused"].get("filters") == first["computed"]["filters"]  # no forward pass: shared
+    again = run("--precision", "fp32")
+    assert not again["computed"].get("maps")  # the fp32 maps are still there

@@ -600,7 +600,7 @@ def _read_torchscript(path: str, spec: ModelSpec) -> tuple[nn.Module, tuple[Any,
         what = "a corrupt TorchScript archive" if kind == "torchscript" else "not a TorchScript archive"
         raise ModelError(f"{path!r} is {what} ({type(exc).__name__}: {_reason(exc)})") from None
     convs = [m for m in ts.modules() if getattr(m, "original_name", "") == "Conv2d"]
-    channels = spec.channels_in or (int(convs[0].in_channels) if convs else 3)
+    channels = spec.channels_in or (_in_channels(convs[0]) if convs else 3)
     size = spec.size or 224
     # A batch of 2 so that the converter does not specialise the batch dimension to 1.
     example = torch.randn(2, channels, size, size)
@@ -624,6 +624,16 @@ def _read_torchscript(path: str, spec: ModelSpec) -> tuple[nn.Module, tuple[Any,
         raise ModelError(f"TorchScript archive {path!r}: its conversion to a graph cnnviz can hook does not compute "
                          f"the same outputs; export the model with torch.export (.pt2) or give its source")
     return gm, shape
+
+
+def _in_channels(conv: Any) -> int:
+    """The input channels of an archive's Conv2d: a scripted module keeps its attributes, a traced
+    one (torch.jit.trace) only its tensors, so there they come from the weight, (out, in/groups, kh, kw),
+    with the groups a traced module does not record taken as 1 (a first conv is grouped only by design)."""
+    channels = getattr(conv, "in_channels", None)
+    if channels is not None:
+        return int(channels)
+    return int(conv.weight.shape[1]) * int(getattr(conv, "groups", 1))
 
 
 def _module_paths_from(ts: Any, ep: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -215,6 +216,9 @@ def archives(user_model):
     d, net = user_model
     with torch.no_grad():
         torch.jit.save(torch.jit.script(net), d / "net.pt")
+        with warnings.catch_warnings():  # torch.jit.trace is deprecated in favour of torch.export
+            warnings.simplefilter("ignore")
+            torch.jit.save(torch.jit.trace(net, torch.randn(2, 1, 32, 32)), d / "traced.pt")  # keeps no Conv2d attributes
         corrupt = (d / "net.pt").read_bytes()
         (d / "corrupt.pt").write_bytes(corrupt[: len(corrupt) // 2])
         dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("h", min=8, max=1024), 3: torch.export.Dim("w", min=8, max=1024)}
@@ -223,7 +227,7 @@ def archives(user_model):
     return d, net
 
 
-@pytest.mark.parametrize("archive", ["net.pt", "net.pt2", "static.pt2"])
+@pytest.mark.parametrize("archive", ["net.pt", "traced.pt", "net.pt2", "static.pt2"])
 def test_archives_maps_equal_the_original_module(cli, archives, archive):
     d, net = archives
     r = cli("maps", str(d / "scan.png"), str(d / "scan.png"), "--model", str(d / archive), "--size", "32x32",
@@ -243,7 +247,7 @@ def test_archives_maps_equal_the_original_module(cli, archives, archive):
         np.testing.assert_allclose(got, want[rec["layer"]].numpy(), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("archive", ["net.pt", "net.pt2", "static.pt2"])
+@pytest.mark.parametrize("archive", ["net.pt", "traced.pt", "net.pt2", "static.pt2"])
 def test_archives_act_stage_and_receptive_fields_equal_the_original_module(cli, archives, archive):
     d, net = archives
     r = cli("maps", str(d / "scan.png"), "--model", str(d / archive), "--size", "32x32", "--mean", "0.5", "--std", "0.25",

@@ -168,6 +168,13 @@ def check_spatial(model: nn.Module, layers: Sequence[CamLayer], *, size: tuple[i
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise UsageError(f"layer {layer.name} has no spatial output (its output is {shape}, not (N, C, H, W)); "
                              "pick a conv layer or block")
+        if out.shape[-2] * out.shape[-1] == 1:
+            raise UsageError(_one_by_one(layer.name, tuple(out.shape)))
+
+
+def _one_by_one(name: str, shape: tuple[int, ...]) -> str:
+    return (f"layer {name} has a 1x1 output {shape}: a 1x1 map has no spatial information (stretched to the image it "
+            "shows only rounding noise); pick a conv layer or block before the global pooling")
 
 
 def default_layer(model: nn.Module, *, size: tuple[int, int] = (224, 224)) -> CamLayer:
@@ -264,6 +271,8 @@ class _Recorder:
             if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[-1] * out.shape[-2] < 1:
                 shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
                 raise UsageError(f"layer {name} has no spatial output (its output is {shape}, not (N, C, H, W)); pick a conv layer or block")
+            if out.shape[-1] * out.shape[-2] == 1:  # at this input size (a small --size)
+                raise UsageError(_one_by_one(name, tuple(out.shape)) + " or a larger --size")
             self.outputs[point] = out
             return out.clone()
 

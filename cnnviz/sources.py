@@ -47,6 +47,7 @@ from .models import (
     apply_state_dict,
     assigning_loads,
     check_materialised,
+    check_state_dict,
     finetuned_classes,
     is_checkpoint_path,
     load_checkpoint,
@@ -390,13 +391,13 @@ def _load_python(src: Source, spec: ModelSpec, *, meta: bool) -> LoadedModel:
     if model is None:
         model = _call_factory(src, spec)
     label = "architecture only" if meta else ("none" if w.lower() == "none" else ("default" if path is None else path))
-    if path is not None and not meta:
-        sd = load_checkpoint(path)
+    if path is not None:  # the architecture too: a checkpoint that does not fit is refused by every command
+        sd = load_checkpoint(path)  # memory-mapped: the names and shapes cost nothing
         classes = finetuned_classes(model, sd)
         if classes is not None:
             raise WeightsError(f"checkpoint {path!r} has a {classes}-class head but {src.target}:{src.attr} builds another "
                                f"size; pass the size through --model-args (e.g. '{{\"num_classes\": {classes}}}')")
-        apply_state_dict(model, sd, source=path)
+        (check_state_dict if meta else apply_state_dict)(model, sd, source=path)
     if not meta:
         check_materialised(model, source=path or f"{src.target}:{src.attr}")
     cats = getattr(model, "classes", None) or getattr(model, "categories", None)
@@ -434,13 +435,13 @@ def _load_timm(src: Source, spec: ModelSpec, *, meta: bool) -> LoadedModel:
         if meta or path is not None:
             with _params_on_meta():
                 model = timm.create_model(name, pretrained=False)
-            if path is not None and not meta:
-                sd = load_checkpoint(path)
+            if path is not None:  # the architecture too: its head size is the checkpoint's, and it must fit
+                sd = load_checkpoint(path)  # memory-mapped: the names and shapes cost nothing
                 classes = finetuned_classes(model, sd)
                 if classes is not None:
                     with _params_on_meta():
                         model = timm.create_model(name, pretrained=False, num_classes=classes)
-                apply_state_dict(model, sd, source=path)
+                (check_state_dict if meta else apply_state_dict)(model, sd, source=path)
             label = "architecture only" if meta else path
         elif w.lower() == "none":
             with torch.random.fork_rng(devices=[]):

@@ -97,6 +97,8 @@ def test_metrics_and_sanity(cli, rgb_image, tmp_path):
     (("--class", "5000"), "class index 5000 out of range"),
     (("--class", "tenis bal"), "unknown class 'tenis bal' (did you mean 'tennis ball'"),
     (("--layer", "fc"), "layer fc has no spatial output"),
+    (("--layer", "avgpool"), "layer avgpool has a 1x1 output (1, 512, 1, 1): a 1x1 map has no spatial information"),
+    (("--size", "16"), "layer layer4 has a 1x1 output (1, 512, 1, 1): a 1x1 map has no spatial information"),
     (("--layer", "layr4"), "unknown layer 'layr4'"),
     (("--top", "2", "--class", "3"), "either --class or --top"),
     (("--top", "2", "-o", "-"), "-o - streams exactly one PNG"),

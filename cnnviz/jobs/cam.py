@@ -15,11 +15,11 @@ from ..camdraw import DEFAULT_CMAP, SheetCell, cam_picture, comparison_sheet, ma
 from ..errors import SelectionError, UsageError
 from ..io import indices_tag, output_name, size_tag, text_tag
 from ..maps import iter_batches
-from ..models import LoadedModel, is_checkpoint_path
+from ..models import LoadedModel
 from ..optimize import resolve_classes
 from ..render import check_cmap
 from ..sources import ModelSpec, architecture, as_spec, load
-from ..util import device_of
+from ..util import device_of, eval_mode
 from .inputs import ImageInputs, InputImage
 from .output import Output, Record, Say, quiet, request_tags
 
@@ -75,7 +75,7 @@ def run_cam(req: CamRequest, *, output: Output, model: LoadedModel | None = None
     arch = architecture(spec)
     layers = resolve_layers(arch.model, list(req.layers) or None, stage=req.stage, model_name=spec.source)
     check_spatial(arch.model, layers)
-    fixed = _classes(req, arch, spec) if req.classes else None
+    fixed = _classes(req, arch) if req.classes else None
     per_image = len(fixed) if fixed is not None else (req.top or 1)
     sheet = len(methods) > 1
     files = (1 if sheet else len(sources) * per_image * len(methods)) + (len(sources) * per_image * len(methods) if req.sanity else 0)
@@ -199,12 +199,27 @@ def _check_options(req: CamRequest, methods: list[str]) -> None:
         raise UsageError("guided-gradcam takes one layer")
 
 
-def _classes(req: CamRequest, arch: LoadedModel, spec: ModelSpec) -> list[int]:
-    """--class values resolved on the model's category names (no weights read). A checkpoint's
-    class count is only known once loaded: indices are then checked against the model's output."""
-    cats = arch.categories if not is_checkpoint_path(spec.weights) else []
-    count = len(cats) if cats else 1_000_000
-    return resolve_classes(list(req.classes), cats, count=count)
+def _classes(req: CamRequest, arch: LoadedModel) -> list[int]:
+    """--class values resolved on the model's category names (--labels FILE, else the weights'),
+    indices checked against its class count, before any weights are read (the architecture of a
+    checkpoint has the checkpoint's head). A model whose output width shows only when it runs is
+    checked against its logits later."""
+    return resolve_classes(list(req.classes), arch.categories, count=_class_count(arch) or len(arch.categories) or 1_000_000)
+
+
+def _class_count(arch: LoadedModel) -> int | None:
+    """How many classes the model outputs: a graph archive's recorded width, else the width of its
+    output for a zero image (on 'meta' this costs nothing); None without an (N, classes) output."""
+    if arch.num_classes:
+        return int(arch.num_classes)
+    net = arch.model
+    hw = arch.input_hw or (arch.crop_size, arch.crop_size)
+    try:
+        with eval_mode(net), torch.inference_mode():
+            out = net(torch.zeros(1, arch.channels_in, *hw, device=device_of(net)))
+    except Exception:  # the real run reports a model that cannot take this input
+        return None
+    return int(out.shape[1]) if isinstance(out, torch.Tensor) and out.dim() == 2 else None
 
 
 def _tags(req: CamRequest, layers: list[CamLayer] | None, methods: list[str]) -> list[str]:

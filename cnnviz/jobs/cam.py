@@ -13,14 +13,14 @@ from .. import faithfulness as fa
 from ..cam import METHODS, CamLayer, check_spatial, default_layer, explain, mass_box, peak, predict, resolve_layers, resolve_methods
 from ..camdraw import DEFAULT_CMAP, SheetCell, cam_picture, comparison_sheet, mass_threshold, sanity_strip
 from ..errors import SelectionError, UsageError
-from ..io import indices_tag, output_name, size_tag, text_tag
+from ..io import indices_tag, output_name, text_tag
 from ..maps import iter_batches
 from ..models import LoadedModel
 from ..optimize import resolve_classes
 from ..render import check_cmap
 from ..sources import ModelSpec, architecture, as_spec, load
 from ..util import device_of, eval_mode
-from .inputs import ImageInputs, InputImage
+from .inputs import ImageInputs, InputImage, size_tags
 from .output import Output, Record, Say, quiet, request_tags
 
 
@@ -85,7 +85,7 @@ def run_cam(req: CamRequest, *, output: Output, model: LoadedModel | None = None
     standard = [default_layer(arch.model)]
 
     def tags(shown: list[str]) -> list[str]:
-        return _tags(req, layers if any(map(_uses_layers, shown)) and layers != standard else None, shown)
+        return _tags(req, arch, layers if any(map(_uses_layers, shown)) and layers != standard else None, shown)
 
     lm = model or load(spec)
     net = lm.model
@@ -222,7 +222,7 @@ def _class_count(arch: LoadedModel) -> int | None:
     return int(out.shape[1]) if isinstance(out, torch.Tensor) and out.dim() == 2 else None
 
 
-def _tags(req: CamRequest, layers: list[CamLayer] | None, methods: list[str]) -> list[str]:
+def _tags(req: CamRequest, arch: LoadedModel, layers: list[CamLayer] | None, methods: list[str]) -> list[str]:
     """File-name tags of the non-default options that change the pictures of ``methods``
     (README "Output names"): the layers read (``layers``; None: the default layer), the top-K of
     a sheet, the integrated-gradients steps, SmoothGrad, colours, layout and the input size."""
@@ -232,7 +232,7 @@ def _tags(req: CamRequest, layers: list[CamLayer] | None, methods: list[str]) ->
     options += [("smooth{}", "smooth")] + ([("noise{}", "noise")] if smooth else [])
     options += [("{}", "cmap"), ("alpha{}", "alpha"), ("bare", "bare")]
     where = [text_tag("layer-", ",".join(layer.name for layer in layers), count=len(layers))] if layers else []
-    return [*where, *request_tags(req, options), *size_tag(req.inputs.size, req.inputs.crop)]
+    return [*where, *request_tags(req, options), *size_tags(req.inputs.size, arch, crop=req.inputs.crop)]
 
 
 def _class_name(names: list[str], t: int) -> str:

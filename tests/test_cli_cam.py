@@ -118,3 +118,25 @@ def test_sanity_strip_labels_never_show_minus_zero():
     from cnnviz.jobs.cam import _fmt
 
     assert [_fmt(v) for v in (-0.001, 0.004, -0.5, 1.0, float("nan"))] == ["0.00", "0.00", "-0.50", "1.00", "n/a"]
+
+
+def test_timm_default_layers_are_stage_outputs(cli, tmp_path):
+    """timm's ConvNeXt: the last stage's output (its last block's, after the MLP and the residual
+    sum), which equals the layer named by hand; MobileNetV3's conv_head runs after the global
+    pooling (1x1): the blocks before it."""
+    timm = pytest.importorskip("timm")
+    from cnnviz import cam
+
+    net = timm.create_model("convnext_tiny", pretrained=False).eval()
+    assert cam.default_layer(net).name == "stages"
+    small = timm.create_model("mobilenetv3_small_050", pretrained=False).eval()
+    assert cam.default_layer(small).name == "blocks"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 40, 3), dtype=np.uint8)).save(tmp_path / "i.png")
+    common = [str(tmp_path / "i.png"), "-m", "timm:convnext_atto", "-w", "none", "--size", "64", "--class", "3", "--npy",
+              "--json"]
+    a = cli("cam", *common, "-o", str(tmp_path / "a"))
+    b = cli("cam", *common, "-l", "stages.3", "-o", str(tmp_path / "b"))
+    assert a.exit_code == 0 and b.exit_code == 0, a.stderr + b.stderr
+    ra, rb = json.loads(a.stdout), json.loads(b.stdout)
+    assert ra["layers"] == ["stages"] and rb["layers"] == ["stages.3"]
+    np.testing.assert_allclose(np.load(ra["npy"]), np.load(rb["npy"]), rtol=1e-5, atol=1e-6)

@@ -19,7 +19,8 @@ METHOD_NAMES = ("gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "eig
 @click.option("-l", "--layer", "layers", multiple=True, metavar="SEL",
               help="Layer(s) the CAM is computed on (repeatable; several are fused, as LayerCAM does): a module name "
                    "(layer4, features.29) or conv selectors (index -1, name, alias block5_conv3, slice, glob) read at "
-                   "--stage.  [default: the activation after the last conv: ResNet layer4, VGG16 features.29]")
+                   "--stage.  [default: the block that ends with the last conv's activation: ResNet layer4, VGG16 "
+                   "features.29, ConvNeXt features (timm: stages), Inception-v3 Mixed_7c]")
 @click.option("--stage", type=click.Choice(["act", "conv"]), default="act", show_default=True,
               help="For conv selectors: act = after the conv's activation, conv = the conv's own output.")
 @click.option("-c", "--class", "classes", multiple=True, metavar="NAME|INDEX",

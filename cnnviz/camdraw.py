@@ -82,10 +82,17 @@ class SheetCell:
     gamma: float = 0.5
 
 
+SHEET_MAX_WIDTH = 1280  # px of tiles in one band of a sheet: more methods wrap into further bands
+
+
 def comparison_sheet(cells: Sequence[Sequence[SheetCell]], *, row_labels: Sequence[str], col_labels: Sequence[str],
-                     title: Sequence[str] = (), cmap: str = DEFAULT_CMAP, alpha: float = 0.6, tile: int = 160) -> np.ndarray:
+                     title: Sequence[str] = (), cmap: str = DEFAULT_CMAP, alpha: float = 0.6, tile: int = 160,
+                     max_width: int = SHEET_MAX_WIDTH, caption: str = "map, each scaled to its own max") -> np.ndarray:
     """Rows x columns of overlays (rows: images/targets, columns: methods), each ``tile`` px high,
-    labelled in the margins, with ``title`` lines above and a colour legend below. (H, W, 3) uint8."""
+    labelled in the margins, with ``title`` lines above and a colour legend (``caption``) below.
+    Columns that would make the tiles wider than ``max_width`` px wrap: the methods are split into
+    bands of (nearly) equal column counts stacked top to bottom, each band with every row and its
+    own column labels (14 methods of one image: 3 bands of 5, 5 and 4). (H, W, 3) uint8."""
     check_cmap(cmap)
     if not cells or not cells[0]:
         raise ValueError("a sheet needs at least one cell")
@@ -100,12 +107,19 @@ def comparison_sheet(cells: Sequence[Sequence[SheetCell]], *, row_labels: Sequen
     tw = max(t.shape[1] for t in tiles)
     tiles = [np.pad(t, ((0, 0), (0, tw - t.shape[1]), (0, 0)), constant_values=255) for t in tiles]
     gap = 4
-    grid = tile_grid(np.stack(tiles), cols=ncol, gap=gap)
-    rows_at = [(r * (tile + gap) + tile // 2, s) for r, s in enumerate(row_labels)]
-    cols_at = [(c * (tw + gap) + tw // 2, s) for c, s in enumerate(col_labels)]
-    body = margin_labels(grid, rows=rows_at, cols=cols_at, size=12)
+    fits = max(1, (max_width + gap) // (tw + gap))
+    n_bands = -(-ncol // fits)
+    per = -(-ncol // n_bands)  # balanced: 14 columns at 6 a band -> 5, 5, 4
+    bands = []
+    for start in range(0, ncol, per):
+        cols = range(start, min(start + per, ncol))
+        grid = tile_grid(np.stack([tiles[r * ncol + c] for r in range(len(cells)) for c in cols]), cols=len(cols), gap=gap)
+        rows_at = [(r * (tile + gap) + tile // 2, s) for r, s in enumerate(row_labels)]
+        cols_at = [(i * (tw + gap) + tw // 2, col_labels[c]) for i, c in enumerate(cols)]
+        bands.append(margin_labels(grid, rows=rows_at, cols=cols_at, size=12))
+    body = vstack(bands, gap=12)
     parts = [_title(title, body.shape[1])] if title else []
-    parts += [body, legend_strip(0.0, 1.0, width=body.shape[1], cmap=cmap, caption="map, each scaled to its own max",
+    parts += [body, legend_strip(0.0, 1.0, width=body.shape[1], cmap=cmap, caption=caption,
                                  max_width=min(body.shape[1], 480))]
     return vstack(parts, gap=4)
 

@@ -140,3 +140,23 @@ def test_timm_default_layers_are_stage_outputs(cli, tmp_path):
     ra, rb = json.loads(a.stdout), json.loads(b.stdout)
     assert ra["layers"] == ["stages"] and rb["layers"] == ["stages.3"]
     np.testing.assert_allclose(np.load(ra["npy"]), np.load(rb["npy"]), rtol=1e-5, atol=1e-6)
+
+
+def test_a_sheet_of_many_methods_wraps_into_bands():
+    """14 methods of one image: not one 3,500 px row but bands of at most SHEET_MAX_WIDTH px of
+    tiles (5, 5 and 4 columns), each with its own column labels; every tile is drawn."""
+    from cnnviz.camdraw import SheetCell, comparison_sheet
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    cells = [[SheetCell(image, rng.random((120, 160)).astype(np.float32)) for _ in range(14)]]
+    names = [f"method{i}" for i in range(14)]
+    sheet = comparison_sheet(cells, row_labels=["img: class 0.5"], col_labels=names, tile=160)
+    h, w = sheet.shape[:2]
+    assert w <= 1280 + 200 and h >= 3 * 160  # 5 tiles of 213 px (camdraw.SHEET_MAX_WIDTH) + the row labels; three bands
+    assert w < 2 * h
+    one_band = comparison_sheet([cells[0][:5]], row_labels=["img: class 0.5"], col_labels=names[:5], tile=160)
+    assert one_band.shape[1] == w  # the widest band has 5 columns
+    np.testing.assert_array_equal(comparison_sheet([cells[0][:4]], row_labels=["x"], col_labels=names[:4], tile=160,
+                                                   max_width=10_000).shape[1:],
+                                  comparison_sheet([cells[0][:4]], row_labels=["x"], col_labels=names[:4], tile=160).shape[1:])

@@ -29,15 +29,13 @@ def overlay(image: np.ndarray, map01: np.ndarray, *, cmap: str = DEFAULT_CMAP, a
     return blend(colorize(m, cmap)[None], image, alpha=alpha, strength=(m ** np.float32(gamma))[None])[0]
 
 
-def mass_threshold(map01: np.ndarray, *, mass: float = 0.98) -> float:
-    """The value below which ``mass`` of a non-negative map's total lies (Captum's
-    visualisation scale, outlier_perc=2): gradient attributions are heavy-tailed, and scaled by
-    their maximum they show as a few dots on a blank image."""
-    v = np.sort(np.clip(np.asarray(map01, dtype=np.float64), 0, None).ravel())
-    c = np.cumsum(v)
-    if not c.size or c[-1] <= 0:
-        return 1.0
-    return float(v[int(np.searchsorted(c, mass * c[-1]))]) or 1.0
+def display_top(map01: np.ndarray, *, percentile: float = 99.0) -> float:
+    """The value a picture of a gradient attribution is clipped at: the ``percentile`` of its
+    values. Input gradients are heavy-tailed speckle: scaled by their maximum (or even by the value
+    holding 98 % of their mass) they show as a few dots; clipped at the 99th percentile, the edges
+    and parts the class depends on show. 1.0 for a map that is all zero."""
+    top = float(np.percentile(np.asarray(map01, dtype=np.float64), percentile))
+    return top if top > 0 else 1.0
 
 
 def _fit(image: np.ndarray, map01: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,11 +73,13 @@ def cam_picture(image: np.ndarray, map01: np.ndarray, *, title: Sequence[str] = 
 
 @dataclass
 class SheetCell:
-    """One tile of a comparison sheet: the image's display pixels and the [0, 1] map."""
+    """One tile of a comparison sheet: the image's display pixels and the [0, 1] map over them
+    (``alone``: the map's colours only, at full opacity: fine speckle disappears in a blend)."""
 
     image: np.ndarray
     map01: np.ndarray
     gamma: float = 0.5
+    alone: bool = False  # the map's colours alone, without the photo (speckled input attributions)
 
 
 SHEET_MAX_WIDTH = 1280  # px of tiles in one band of a sheet: more methods wrap into further bands
@@ -103,7 +103,7 @@ def comparison_sheet(cells: Sequence[Sequence[SheetCell]], *, row_labels: Sequen
             raise ValueError("every sheet row needs the same number of cells")
         for c in row:
             img, m = _fit(c.image, c.map01, tile)
-            tiles.append(overlay(img, m, cmap=cmap, alpha=alpha, gamma=c.gamma))
+            tiles.append(colorize(m, cmap) if c.alone else overlay(img, m, cmap=cmap, alpha=alpha, gamma=c.gamma))
     tw = max(t.shape[1] for t in tiles)
     tiles = [np.pad(t, ((0, 0), (0, tw - t.shape[1]), (0, 0)), constant_values=255) for t in tiles]
     gap = 4

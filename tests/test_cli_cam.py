@@ -160,3 +160,28 @@ def test_a_sheet_of_many_methods_wraps_into_bands():
     np.testing.assert_array_equal(comparison_sheet([cells[0][:4]], row_labels=["x"], col_labels=names[:4], tile=160,
                                                    max_width=10_000).shape[1:],
                                   comparison_sheet([cells[0][:4]], row_labels=["x"], col_labels=names[:4], tile=160).shape[1:])
+
+
+def test_input_attributions_are_shown_clipped_at_their_99th_percentile_and_alone():
+    """Gradient attributions are heavy-tailed speckle: pictures clip them at the 99th percentile of
+    their values (1 % of the pixels at full colour, the rest spread over the scale) and a sheet
+    shows their colours alone, not blended into the photo; CAMs are shown as they are."""
+    from cnnviz.camdraw import SheetCell, comparison_sheet
+    from cnnviz.jobs.cam import _shown
+    from cnnviz.render import colorize
+
+    rng = np.random.default_rng(0)
+    raw = rng.pareto(1.5, (60, 80)).astype(np.float32)
+    norm = (raw - raw.min()) / (raw.max() - raw.min())
+    shown, top = _shown("saliency", norm)
+    assert top == pytest.approx(float(np.percentile(norm, 99)))
+    np.testing.assert_allclose(shown, np.clip(norm / top, 0, 1), rtol=1e-6)
+    assert 0.009 <= float((shown >= 1).mean()) <= 0.011
+    assert _shown("gradcam", norm) == (norm, 1.0)
+    photo = rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    sheet = comparison_sheet([[SheetCell(photo, shown, gamma=1.0, alone=True)]], row_labels=[""], col_labels=["s"],
+                             tile=60)
+    tile = colorize(shown, "inferno")
+    found = [(y, x) for y in range(sheet.shape[0] - 59) for x in range(sheet.shape[1] - 79)
+             if np.array_equal(sheet[y:y + 60, x:x + 80], tile)]
+    assert len(found) == 1

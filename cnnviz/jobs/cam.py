@@ -11,7 +11,7 @@ import torch
 
 from .. import faithfulness as fa
 from ..cam import METHODS, CamLayer, check_spatial, default_layer, explain, mass_box, peak, predict, resolve_layers, resolve_methods
-from ..camdraw import DEFAULT_CMAP, SheetCell, cam_picture, comparison_sheet, mass_threshold, sanity_strip
+from ..camdraw import DEFAULT_CMAP, SheetCell, cam_picture, comparison_sheet, display_top, sanity_strip
 from ..errors import SelectionError, UsageError
 from ..io import indices_tag, output_name, text_tag
 from ..maps import iter_batches
@@ -167,11 +167,12 @@ def _uses_layers(method: str) -> bool:
 
 
 def _shown(method: str, norm: np.ndarray) -> tuple[np.ndarray, float]:
-    """What the picture shows: CAMs as they are; input attributions clipped at the value holding
-    98 % of their mass (Captum's visualisation default), which is returned as the top of the scale."""
+    """What the picture shows: CAMs as they are; input attributions clipped at the 99th percentile
+    of their values (camdraw.display_top), which is returned as the top of the scale. The data
+    (--npy, --json) keep the raw values."""
     if METHODS[method].kind != "input":
         return norm, 1.0
-    top = mass_threshold(norm)
+    top = display_top(norm)
     return np.clip(norm / top, 0.0, 1.0), top
 
 
@@ -316,13 +317,17 @@ def _num(v: float) -> float | None:
 
 def _write_sheet(cells: list[tuple[_Pair, dict[str, np.ndarray], dict[str, Record]]], methods: list[str], lm: LoadedModel, layers: list[CamLayer],
                  names: list[str], req: CamRequest, output: Output, tags: list[str | None]) -> None:
-    grid = [[SheetCell(p.im.display, _shown(m, norms[m])[0], gamma=_gamma(m)) for m in methods] for p, norms, _ in cells]
+    grid = [[SheetCell(p.im.display, _shown(m, norms[m])[0], gamma=_gamma(m), alone=METHODS[m].kind == "input")
+             for m in methods] for p, norms, _ in cells]
     row_labels = [f"{p.im.label}: {_class_name(names, p.target)[:24]} {p.prob:.3g}" for p, _, _ in cells]
     title = [] if req.bare else [
         f"{lm.name} {lm.weights} \u00b7 layer {', '.join(layer.name for layer in layers)}"
         + (f" \u00b7 SmoothGrad {req.smooth}x noise {req.noise:g}" if req.smooth else ""),
-        "rows: image, class, probability \u00b7 columns: methods \u00b7 each map scaled to its own [0, 1] (input gradients: to 98 % of their mass)"]
-    picture = comparison_sheet(grid, row_labels=row_labels, col_labels=methods, title=title, cmap=req.cmap, alpha=req.alpha)
+        "rows: image, class, probability \u00b7 columns: methods \u00b7 CAMs: each map scaled to its own [0, 1], over the photo",
+        "input attributions (saliency, gradients): |attribution| clipped at its 99th percentile, colours alone"]
+    caption = "map value: CAMs 0..max; input attributions 0..99th percentile (brighter clipped)"
+    picture = comparison_sheet(grid, row_labels=row_labels, col_labels=methods, title=title, cmap=req.cmap, alpha=req.alpha,
+                               caption=caption)
     records = [recs[m] for _, _, recs in cells for m in methods]
     first = cells[0][0].im.label
     rec: Record = {"kind": "sheet", "methods": methods, "images": list(dict.fromkeys(p.im.source for p, _, _ in cells)),

@@ -517,7 +517,8 @@ def resolve_classes(specs: str | Sequence[str], categories: Sequence[str], *, co
                 continue
             if not categories:
                 raise SelectionError(
-                    f"cannot look up class {term!r}: these weights carry no category names; use class indices 0..{count - 1}"
+                    f"cannot look up class {term!r}: these weights carry no category names; use class indices 0..{count - 1}, "
+                    "or name the classes with --labels FILE (one name per line)"
                 )
             key = _norm_name(term)
             if set("*?[") & set(key):

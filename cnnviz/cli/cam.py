@@ -20,7 +20,8 @@ METHOD_NAMES = ("gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "eig
 @model_options()
 @layer_option(help="Layer(s) the CAM is computed on (repeatable; several are fused, as LayerCAM does): a module name "
                    "(layer4, features.29) or conv selectors (index -1, name, alias block5_conv3, slice, glob) read at "
-                   "--stage.  [default: the activation after the last conv: ResNet layer4, VGG16 features.29]")
+                   "--stage.  [default: the block that ends with the last conv's activation: ResNet layer4, VGG16 "
+                   "features.29, ConvNeXt features (timm: stages), Inception-v3 Mixed_7c]")
 @stage_option("act", help="For conv selectors: act = after the conv's activation, conv = the conv's own output.")
 @class_option(help="Explain these classes (repeatable): a name as in 'maximize --class' ('tennis ball', 'tennis', "
                    "'*terrier'), an index, a slice.  [default: the top-1 prediction]")

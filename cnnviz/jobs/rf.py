@@ -20,7 +20,7 @@ from ..rfdraw import (ProfileSeries, box_colors, draw_boxes, effective_panel, le
                       profile_figure)
 from ..select import select_indices
 from ..sources import ModelSpec, architecture, as_spec, load
-from .inputs import ImageInputs, InputImage, model_input_size, parse_image_size, square
+from .inputs import ImageInputs, InputImage, model_input_size, parse_image_size, size_tags, square
 from .layers import rf_problem
 from .output import Output, Say, quiet, request_tags
 
@@ -109,7 +109,7 @@ def _profile(names: list[str], size: str | int | None, output: Output, ignore_ga
     meta = {"Software": "cnnviz", "models": names, "size": list(hw), "kind": "receptive field profile",
             "ignore_gates": ignore_gates}
     output.prepare(1)
-    tags = ["nogates" if ignore_gates else None, *size_tag(size)]
+    tags = ["nogates" if ignore_gates else None, *size_tag(None if hw == (224, 224) else size)]  # 224: the default
     path = output.png(output_name(*names, kind="rf-profile", tags=tags), image, metadata=meta)
     output.report({"path": path, "kind": "rf-profile", "size": list(hw), "models": records})
 
@@ -158,7 +158,8 @@ class _RFRun:
         self.tags = [indices_tag("l", chosen) if req.layers and chosen != self._default_layers(net, every, nominal) else None,
                      f"at{self.at[0]},{self.at[1]}" if self.at is not None else None,
                      indices_tag("c", self.channels[0]) if req.channel is not None else None,
-                     *request_tags(req, [("nogates", "ignore_gates")]), *size_tag(req.inputs.size, req.inputs.crop)]
+                     *request_tags(req, [("nogates", "ignore_gates")]),
+                     *size_tags(req.inputs.size, arch, crop=req.inputs.crop)]
         self.erf_tags = [*request_tags(req, [("n{}", "samples")]), *([f"seed{self.spec.seed}"] if self.spec.seed else [])]
 
     def _default_layers(self, net: Any, every: list[ConvLayer], size: tuple[int, int]) -> list[int] | None:

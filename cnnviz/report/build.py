@@ -153,7 +153,8 @@ def build_report(
         raise UsageError("the report needs at least one conv layer")
     wfp = weights_digest(lm.model, scope="features")
     for im in images:
-        im.id = im.id or digest(im.x)[:12]
+        # the file is part of the identity: two files of the same pixels are two inputs, each drawn once
+        im.id = im.id or digest(os.path.abspath(im.source) if im.source not in ("", "-") else im.name, im.x)[:12]
     n_max = sum(len(v) for v in (maximize.channels.values() if maximize else []))
     # inputs + profile + rf boxes, filters, maps + sheets, maximize, examples, pages
     total = (len(images) + 1 + len(chosen)) + len(chosen) + len(images) * (len(chosen) + 1) + n_max \

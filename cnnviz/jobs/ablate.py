@@ -22,7 +22,7 @@ import torch
 
 from .. import ablate as ab
 from ..ablatedraw import Bar, curves_chart, effects_chart
-from ..cam import CamLayer, _outputs, check_spatial, default_layer, resolve_layers
+from ..cam import CamLayer, _check_logits, _outputs, check_spatial, default_layer, resolve_layers
 from ..errors import ImageError, UsageError
 from ..io import indices_tag, output_name, write_atomic
 from ..maps import resolve_channels
@@ -30,7 +30,7 @@ from ..models import LoadedModel
 from ..scan import Preprocess, expand_images, load_batches
 from ..select import index_ranges
 from ..sources import ModelSpec, architecture, as_spec, load
-from ..util import device_of
+from ..util import device_of, eval_mode
 from .output import Output, Record, Say, quiet
 
 #: Above this many bytes of preprocessed images, each pass decodes the images again instead of
@@ -332,6 +332,7 @@ def run_ablate(req: AblateRequest, *, output: Output, model: LoadedModel | None 
     if count is None:
         count = int(_outputs(net, (lm.crop_size, lm.crop_size), [layer.point.module])[layer.point.module][layer.point.call].shape[1])
     units = _units(req, count, layer.name)
+    _check_classifier(lm)
     classes = lm.num_classes or len(lm.categories) or 0
     names = list(lm.categories)
     if req.labels_from == "folders":
@@ -389,6 +390,14 @@ def run_ablate(req: AblateRequest, *, output: Output, model: LoadedModel | None 
     _write(req, result, output=output, unit="groups" if req.groups else "channels")
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _check_classifier(lm: LoadedModel) -> None:
+    """ModelError now, before any image is read, unless the model's output is (N, classes)."""
+    h, w = lm.input_hw or (lm.crop_size, lm.crop_size)
+    net = lm.model
+    with eval_mode(net), torch.inference_mode():
+        _check_logits(net(torch.zeros(1, lm.channels_in, h, w, device=device_of(net))))
 
 
 def _tags(req: AblateRequest, units: Sequence[Unit]) -> list[str]:

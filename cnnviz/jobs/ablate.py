@@ -455,7 +455,7 @@ def table_rows(result: AblateResult, *, limit: int | None = None) -> list[list[s
     head = ["rank", "unit", f"{m}_drop", "probability_drop", "logit_drop", m, "probability", "logit", "hurts_most"]
     rows = [head]
     for u in result.units[:limit]:
-        hurts = "; ".join(f"{n} (-{a:.1f} pts, {k} img)" for _, n, a, _, k in u.hurts)
+        hurts = "; ".join(f"{n} ({m} -{a:.1f}, probability -{p:.2f} pts; {k} img)" for _, n, a, p, k in u.hurts)
         rows.append([str(u.rank), u.label, f"{u.accuracy_drop:.2f}", f"{u.probability_drop:.3f}", f"{u.logit_drop:.4f}",
                      f"{u.accuracy:.2f}", f"{u.probability:.3f}", f"{u.logit:.4f}", hurts])
     return rows

@@ -455,10 +455,16 @@ def table_rows(result: AblateResult, *, limit: int | None = None) -> list[list[s
     head = ["rank", "unit", f"{m}_drop", "probability_drop", "logit_drop", m, "probability", "logit", "hurts_most"]
     rows = [head]
     for u in result.units[:limit]:
-        hurts = "; ".join(f"{n} ({m} -{a:.1f}, probability -{p:.2f} pts; {k} img)" for _, n, a, p, k in u.hurts)
+        hurts = "; ".join(_hurt_text(n, a, p, k, metric=m) for _, n, a, p, k in u.hurts)
         rows.append([str(u.rank), u.label, f"{u.accuracy_drop:.2f}", f"{u.probability_drop:.3f}", f"{u.logit_drop:.4f}",
                      f"{u.accuracy:.2f}", f"{u.probability:.3f}", f"{u.logit:.4f}", hurts])
     return rows
+
+
+def _hurt_text(name: str, acc: float, prob: float, images: int, *, metric: str) -> str:
+    """'tabby (accuracy -50.0, probability -12.30 pts; 2 img)', the accuracy part only when it moved."""
+    moved = f"{metric} -{acc:.1f}, " if round(acc, 1) > 0 else ""
+    return f"{name} ({moved}probability -{prob:.2f} pts; {images} img)"
 
 
 def text_table(result: AblateResult, *, limit: int | None) -> str:

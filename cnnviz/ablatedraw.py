@@ -49,6 +49,9 @@ def effects_chart(bars: Sequence[Bar], *, title: str, metric_label: str = "agree
         ax.axvline(0, color="0.3", lw=0.8)
         ax.grid(True, axis="x", color="0.88", lw=0.6)
         ax.set_axisbelow(True)
+    if any(b.note for b in bars):  # room for the class names right of the longest bar
+        lo, hi = ax_a.get_xlim()
+        ax_a.set_xlim(lo, hi + 0.3 * (hi - lo))
     for yi, b in zip(y, bars):
         if b.note:
             ax_a.annotate(b.note, (max(b.accuracy, 0), yi), xytext=(3, 0), textcoords="offset points", va="center",

@@ -423,3 +423,17 @@ def test_cli_says_when_the_whole_network_runs(cli, setup):
     r = cli(*args)
     assert r.exit_code == 0, r.stderr
     assert "every ablation runs the whole network (slower)" in r.stderr
+
+
+def test_text_table_says_what_was_measured():
+    from cnnviz.jobs.ablate import AblateResult, Unit, _hurt_text, text_table
+
+    units = [Unit("7", [7], 50.0, 30.0, 2.0, 50.0, 10.0, 1.0, 1, [(3, "tabby", 50.0, 12.345, 2), (4, "dog", 0.0, 1.0, 1)]),
+             Unit("2", [2], 100.0, 40.0, 3.0, 0.0, 0.0, 0.0, 2)]
+    r = AblateResult(model_name="m", layer="features.12", channels=8, images=4, ablation="zero", labels="model",
+                     sort="probability", intact={"accuracy": 100.0, "probability": 40.0, "logit": 3.0}, units=units)
+    text = text_table(r, limit=1).splitlines()
+    assert "agreement with the intact model" in text[0] and "1 of 2 shown" in text[1] and len(text) == 4
+    assert text[2].split()[:3] == ["rank", "unit", "agreement_drop"]
+    assert text[3].endswith("tabby (agreement -50.0, probability -12.35 pts; 2 img); dog (probability -1.00 pts; 1 img)")
+    assert _hurt_text("x", 0.04, 1.0, 1, metric="accuracy") == "x (probability -1.00 pts; 1 img)"

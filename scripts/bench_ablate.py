@@ -138,8 +138,8 @@ def case(name: str, model, layer: str, x, *, naive_channels: int, total: int, ba
     (n_int, n_sub), n_wall, n_cpu = timed(naive, model, layer, x, sub, batch)
     print(f"  {n_wall:.1f}s wall, {n_cpu:.1f}s CPU; cnnviz on all {total} channels ...", file=sys.stderr, flush=True)
     (_, _, _), f_wall, f_cpu = timed(ours, model, layer, x, list(range(total)), batch)
-    print(f"  {f_wall:.1f}s wall, {f_cpu:.1f}s CPU", file=sys.stderr, flush=True)
     diff = float(np.abs(np.concatenate([o_int[None], o_sub]) - np.concatenate([n_int[None], n_sub])).max())
+    print(f"  {f_wall:.1f}s wall, {f_cpu:.1f}s CPU; max diff {diff:.1e}", file=sys.stderr, flush=True)
     return {"name": name, "layer": layer, "images": len(x), "sub": len(sub), "total": total, "o_wall": o_wall, "o_cpu": o_cpu,
             "n_wall": n_wall, "n_cpu": n_cpu, "f_wall": f_wall, "f_cpu": f_cpu, "diff": diff,
             "path": "traced tail + linear shortcut" if split._linear else ("traced tail" if split.traced else "whole network")}
@@ -151,6 +151,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--naive-channels", type=int, default=64, help="channels the naive side runs (SqueezeNet)")
     ap.add_argument("--naive-channels-resnet", type=int, default=8, help="channels the naive side runs (ResNet-50)")
+    ap.add_argument("--resnet-images", type=int, default=None, help="images for ResNet-50 (the first N; default: --images)")
     ap.add_argument("--skip-resnet", action="store_true")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: check the code path only")
     ap.add_argument("--out", default=None, help="write the markdown table here")
@@ -168,7 +169,7 @@ def main() -> None:
     if not args.skip_resnet:
         torch.manual_seed(0)
         rn = torchvision.models.resnet50(weights=None).eval()
-        rows.append(case("ResNet-50 (random, seed 0)", rn, "layer4", x[: 4] if args.quick else x,
+        rows.append(case("ResNet-50 (random, seed 0)", rn, "layer4", x[: 4] if args.quick else x[: args.resnet_images or n],
                          naive_channels=2 if args.quick else args.naive_channels_resnet, total=2048, batch=args.batch_size))
     lines = ["# Benchmarks: cnnviz ablate vs the naive method", "",
              f"`{' '.join(['python', 'scripts/bench_ablate.py'] + sys.argv[1:])}` on {platform.machine()} "

@@ -214,6 +214,21 @@ def test_a_tail_that_does_not_reproduce_the_model_falls_back_to_the_whole_networ
     _check_equal(e, naive(net, "relu1", x, ref_labels, [[0], [3]]))
 
 
+def test_a_linear_shortcut_that_disagrees_with_the_plain_tail_is_dropped():
+    net = _net(OneByOne)
+    x = _images(size=16)
+    split = ab.LayerSplit(net, HookPoint("features.1", 0))
+    built = ab._LinearStart.build(split._tail)
+    real = built.logits
+    built.logits = lambda cut, sets, src: real(cut, sets, src) + 0.5  # a wrong shortcut
+    split._linear = built
+    e = ab.measure(split, _batches(x, torch.full((10,), -1), 4), [[0], [3], [5]])
+    assert split._linear is False and split.traced
+    with torch.no_grad():
+        labels = net(x).argmax(1)
+    _check_equal(e, naive(net, "features.1", x, labels, [[0], [3], [5]]))
+
+
 def test_hooks_are_removed_and_the_training_mode_restored():
     net = _net(Untraceable).train()
     split = ab.LayerSplit(net, HookPoint("relu1", 0))
@@ -395,6 +410,16 @@ def test_cli_bad_input_is_one_line(cli, setup, extra, fragment):
     assert r.exit_code != 0
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("cnnviz: error: ") and fragment in err[0], r.stderr
+
+
+def test_cli_reads_a_list_of_paths_on_stdin(cli, setup):
+    t = setup
+    args = _args(t, "-c", "0:2", "--no-curves", "--json")
+    args[1] = "-"
+    listed = "\n".join(str(t / "val" / f / "0.png") for f in ("cat", "dog", "sea_lion")) + "\n"
+    r = cli(*args, input=listed.encode())
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["images"] == 3
 
 
 def test_cli_needs_two_images(cli, setup):

@@ -93,7 +93,8 @@ class LayerSplit:
             if self._tail is not None and self._head is not None:
                 act, *front = self._head(x)
                 act = act.detach().clone()
-                logits = _check_logits(self._run_tail(act, front, 1)).float()
+                # a copy in: the tail may start with an in-place op (VGG's ReLU(inplace=True) after a conv)
+                logits = _check_logits(self._run_tail(act.clone(), front, 1)).float()
                 if self._checked:
                     return Cut(x, act, front, logits)
                 ref = _check_logits(self.model(x)).float()

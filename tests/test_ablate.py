@@ -80,6 +80,19 @@ class Untraceable(nn.Module):
         return self.fc(y.mean((2, 3)))
 
 
+class InPlace(nn.Module):
+    """The layer ('conv1', read at the conv's output) is followed by ReLU(inplace=True), as in VGG."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.relu1(self.conv1(x)).mean((2, 3)))
+
+
 def _net(cls: type[nn.Module]) -> nn.Module:
     torch.manual_seed(0)
     net = cls().eval()
@@ -147,6 +160,7 @@ def _check_equal(e: ab.Effects, ref: np.ndarray) -> None:
     (Residual, "body.3", "tail"),  # BN output into the addition: no shortcut
     (Residual, "stem", "tail"),  # read by the block's conv and by the skip
     (Untraceable, "relu1", "fallback"),
+    (InPlace, "conv1", "tail"),  # the tail starts with an in-place ReLU: the kept output must stay intact
 ])
 @pytest.mark.parametrize("fill_kind", ["zero", "mean"])
 def test_per_channel_effects_equal_a_naive_full_forward_ablation(cls, layer, path, fill_kind):

@@ -7,15 +7,17 @@ from typing import Any
 import click
 
 from . import cli
-from .common import info, json_option, layer_option, model_options, out
+from .layers import _json_format
+from .common import (batch_size_option, channels_option, crop_option, info, json_option, layer_option, model_options,
+                     out, output_option, size_option, stage_option, top_option)
 
 
 @cli.command()
 @click.argument("images", nargs=-1, metavar="[IMAGES]...")
 @model_options()
-@layer_option()
-@click.option("-c", "--channels", default=None, metavar="SEL",
-              help="Channels to remove, one at a time: 0:16, 3,7,9, all.  [default: all]")
+@layer_option(help="The one layer whose channels are removed: a module name (features.12, layer4) or a conv layer "
+                   "(index, name, alias; read at --stage).  [default: the layer cam uses, the last conv's activation]")
+@channels_option(help="Channels to remove, one at a time: 0:16, 3,7,9, all.  [default: all]")
 @click.option("--group", "groups", multiple=True, metavar="SEL",
               help="Remove these channels together, as one unit (repeatable: --group 0:16 --group 16:32); "
                    "instead of --channels.")
@@ -29,31 +31,27 @@ from .common import info, json_option, layer_option, model_options, out
 @click.option("--sort", type=click.Choice(["probability", "accuracy", "logit"]), default="probability", show_default=True,
               help="The drop that ranks the units (and orders the 'most important first' curve); probability is "
                    "continuous, accuracy moves in steps of 1/images.")
-@click.option("-k", "--top", type=click.IntRange(min=1), default=30, show_default=True, metavar="K",
-              help="Units in the text table and the bar chart (TSV and JSON list every unit).")
+@top_option(default=30, help="Units in the text table and the bar chart (TSV and JSON list every unit).")
 @click.option("--curves/--no-curves", default=True, show_default=True,
               help="Removal curves: units removed cumulatively, most important first, least first, and in 3 random "
                    "orders (seeds 0, 1, 2).")
-@click.option("--stage", type=click.Choice(["conv", "act"]), default="act", show_default=True,
-              help="For a conv layer: its output (conv) or after its activation (act: what the network passes on, as "
-                   "cam). A block name such as features.12 or layer4 is its output either way.")
-@click.option("-s", "--size", default=None, metavar="S",
-              help="Input size: S px (with the centre crop: S x S) or HxW exact (with --no-crop).  "
-                   "[default: the weights' crop size, 224]")
-@click.option("--crop/--no-crop", default=True, show_default=True,
-              help="The classifier's Resize + CenterCrop (as top); --no-crop keeps whole images with their shorter side at S.")
+@stage_option("act", help="For a conv layer: its output (conv) or after its activation (act: what the network passes "
+                          "on, as cam). A block name such as features.12 or layer4 is its output either way.")
+@size_option(help="Input size: S px (with the centre crop: S x S) or HxW exact (with --no-crop).  "
+                  "[default: the weights' crop size, 224]")
+@crop_option(True, help="The classifier's Resize + CenterCrop (as top); --no-crop keeps whole images with their "
+                        "shorter side at S.")
 @click.option("--max-pixels", default=None, type=click.IntRange(min=1), metavar="N",
               help="Skip larger images (checked before decoding).  [default: 64000000]")
-@click.option("-b", "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per forward pass.")
+@batch_size_option(32, help="Images per forward pass up to the layer (the removals stack copies of them).")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
               help="Processes decoding images ahead of the model (0: none).")
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable file instead of skipping it with a warning.")
-@click.option("--format", "fmt", type=click.Choice(["text", "tsv", "json"]), default="text", show_default=True,
+@click.option("-f", "--format", "fmt", type=click.Choice(["table", "tsv", "json"]), default="table", show_default=True,
               help="The ranked table on stdout: aligned text (--top rows), TSV or one JSON object (every unit).")
-@json_option
-@click.option("-o", "--output", default=".", show_default=True, metavar="DIR",
-              help="Folder for the chart, the curves (PNG, CSV) and the run's JSON (created if needed).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress messages on stderr.")
+@json_option(help="The run as one JSON object on stdout (as --format json).")
+@output_option(help="Folder for the chart, the curves (PNG, CSV) and the run's JSON (created if needed).")
+@click.option("-q", "--quiet", is_flag=True, default=False, help="No progress messages on stderr.")
 def ablate(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: str | None, groups: tuple[str, ...],
            labels_from: str | None, ablation: str, per_class: bool, sort: str, top: int, curves: bool, stage: str,
            size: str | None, crop: bool, max_pixels: int | None, batch_size: int, workers: int, strict: bool, fmt: str,
@@ -83,8 +81,7 @@ def ablate(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channel
     from ..jobs.ablate import AblateRequest, run_ablate, table_rows, text_table
     from ..jobs.output import Output
 
-    if as_json:
-        fmt = "json"
+    fmt = _json_format(fmt, as_json=as_json)
     req = AblateRequest(images=images, model=model, layers=layers, stage=stage, channels=channels, groups=groups,
                         labels_from=labels_from, ablation=ablation, per_class=per_class, sort=sort, top=top, curves=curves,
                         size=size, crop=crop, max_pixels=max_pixels, batch_size=batch_size, workers=workers, strict=strict)

@@ -411,6 +411,8 @@ def test_cli_labels_from_folders_tsv_and_json(cli, setup):
     (("-c", "9"), "channel"),
     (("-o", "-"), "give an output folder"),
     (("--labels-from", "nothere.csv"), "no such CSV file"),
+    (("--precision", "bf16"), "--precision bf16: ablate measures drops in probability smaller than bfloat16's rounding"),
+    (("--device", "tpu"), "unknown device 'tpu'"),
 ])
 def test_cli_bad_input_is_one_line(cli, setup, extra, fragment):
     t = setup
@@ -428,7 +430,7 @@ def test_cli_bad_input_is_one_line(cli, setup, extra, fragment):
 
 def test_cli_reads_a_list_of_paths_on_stdin(cli, setup):
     t = setup
-    args = _args(t, "-c", "0:2", "--no-curves", "--json")
+    args = _args(t, "-c", "0:2", "--no-curves", "--json", "--device", "cpu")
     args[1] = "-"
     listed = "\n".join(str(t / "val" / f / "0.png") for f in ("cat", "dog", "sea_lion")) + "\n"
     r = cli(*args, input=listed.encode())

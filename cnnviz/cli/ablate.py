@@ -8,7 +8,7 @@ import click
 
 from . import cli
 from .layers import _json_format
-from .common import (batch_size_option, channels_option, crop_option, info, json_option, layer_option, model_options,
+from .common import (batch_size_option, channels_option, crop_option, device_options, info, json_option, layer_option, model_options,
                      out, output_option, size_option, stage_option, top_option)
 
 
@@ -52,10 +52,11 @@ from .common import (batch_size_option, channels_option, crop_option, info, json
 @json_option(help="The run as one JSON object on stdout (as --format json).")
 @output_option(help="Folder for the chart, the curves (PNG, CSV) and the run's JSON (created if needed).")
 @click.option("-q", "--quiet", is_flag=True, default=False, help="No progress messages on stderr.")
+@device_options(note="ablate takes fp32 only: bf16 rounding is larger than many of the drops it measures.")
 def ablate(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: str | None, groups: tuple[str, ...],
            labels_from: str | None, ablation: str, per_class: bool, sort: str, top: int, curves: bool, stage: str,
            size: str | None, crop: bool, max_pixels: int | None, batch_size: int, workers: int, strict: bool, fmt: str,
-           as_json: bool, output: str, quiet: bool) -> None:
+           as_json: bool, output: str, quiet: bool, device: str, precision: str) -> None:
     """How much the model needs each channel of a layer: remove it (zero, or its mean) and
     measure, on IMAGES, the drop in accuracy, in the mean probability of the true class and in
     its mean logit. Without --labels-from the true class is the intact model's own top-1, so
@@ -84,7 +85,8 @@ def ablate(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channel
     fmt = _json_format(fmt, as_json=as_json)
     req = AblateRequest(images=images, model=model, layers=layers, stage=stage, channels=channels, groups=groups,
                         labels_from=labels_from, ablation=ablation, per_class=per_class, sort=sort, top=top, curves=curves,
-                        size=size, crop=crop, max_pixels=max_pixels, batch_size=batch_size, workers=workers, strict=strict)
+                        size=size, crop=crop, max_pixels=max_pixels, batch_size=batch_size, workers=workers, strict=strict,
+                        device=device, precision=precision)
     say = (lambda _m: None) if quiet else info
     written: list[str] = []
     result = run_ablate(req, output=Output(output, on_record=lambda r: written.append(r["path"])), say=say, stdin=sys.stdin)

@@ -23,6 +23,7 @@ import torch
 from .. import ablate as ab
 from ..ablatedraw import Bar, curves_chart, effects_chart
 from ..cam import CamLayer, _check_logits, _outputs, check_spatial, default_layer, resolve_layers
+from ..device import place
 from ..errors import ImageError, UsageError
 from ..io import indices_tag, output_name, write_atomic
 from ..maps import resolve_channels
@@ -32,6 +33,8 @@ from ..select import index_ranges
 from ..sources import ModelSpec, architecture, as_spec, load
 from ..util import device_of, eval_mode
 from .output import Output, Record, Say, quiet
+
+_BF16_REFUSED = "ablate measures drops in probability smaller than bfloat16's rounding"
 
 #: Above this many bytes of preprocessed images, each pass decodes the images again instead of
 #: keeping them in memory (the passes: mean, effects, curves).
@@ -69,6 +72,8 @@ class AblateRequest:
     batch_size: int = 32
     workers: int | None = 0
     strict: bool = False
+    device: str = "auto"
+    precision: str = "fp32"
 
 
 @dataclass
@@ -326,8 +331,9 @@ def run_ablate(req: AblateRequest, *, output: Output, model: LoadedModel | None 
     paths = expand_images(req.images, stdin=stdin)
     if len(paths) < 2:
         raise UsageError(f"ablate needs at least 2 images, got {len(paths)}: effects are averages over images")
+    placement = place(req.device, req.precision, say=say, bf16_refused=_BF16_REFUSED)
     output.prepare(None)
-    lm = model or load(spec)
+    lm = model or load(spec, device=placement.device)
     net = lm.model
     if count is None:
         count = int(_outputs(net, (lm.crop_size, lm.crop_size), [layer.point.module])[layer.point.module][layer.point.call].shape[1])

@@ -438,6 +438,15 @@ def test_cli_reads_a_list_of_paths_on_stdin(cli, setup):
     assert json.loads(r.stdout)["images"] == 3
 
 
+def test_cli_needs_a_layer(cli, setup):
+    t = setup
+    args = _args(t)
+    i = args.index("-l")
+    del args[i:i + 2]
+    r = cli(*args)
+    assert r.exit_code == 2 and r.stderr.startswith("cnnviz: error: ablate needs a layer: pass -l/--layer"), r.stderr
+
+
 def test_cli_needs_two_images(cli, setup):
     t = setup
     args = _args(t)

@@ -16,7 +16,7 @@ from .common import (batch_size_option, channels_option, crop_option, device_opt
 @click.argument("images", nargs=-1, metavar="[IMAGES]...")
 @model_options()
 @layer_option(help="The one layer whose channels are removed: a module name (features.12, layer4) or a conv layer "
-                   "(index, name, alias; read at --stage).  [default: the layer cam uses, the last conv's activation]")
+                   "(index, name, alias; read at --stage). Required.")
 @channels_option(help="Channels to remove, one at a time: 0:16, 3,7,9, all.  [default: all]")
 @click.option("--group", "groups", multiple=True, metavar="SEL",
               help="Remove these channels together, as one unit (repeatable: --group 0:16 --group 16:32); "

@@ -278,7 +278,7 @@ class Concept:
 
 CONCEPTS: dict[str, Concept] = {c.long: c for c in [
     Concept("layer selection", "--layer", "-l", PER_COMMAND,
-            "per command: filters 0, report all, maps required, rf each stage's last conv, cam the last activation",
+            "per command: filters 0, report all, maps and ablate required, rf each stage's last conv, cam the last activation",
             {"*": "what is worth looking at differs: a first layer's filters, every layer of a report, the layer "
                   "a CAM is defined on"}),
     Concept("channel selection (the layer's output channels)", "--channels", "-c", None,

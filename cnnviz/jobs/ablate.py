@@ -22,7 +22,7 @@ import torch
 
 from .. import ablate as ab
 from ..ablatedraw import Bar, curves_chart, effects_chart
-from ..cam import CamLayer, _check_logits, _outputs, check_spatial, default_layer, resolve_layers
+from ..cam import CamLayer, _check_logits, _outputs, check_spatial, resolve_layers
 from ..device import place
 from ..errors import ImageError, UsageError
 from ..io import indices_tag, output_name, write_atomic
@@ -46,8 +46,7 @@ class AblateRequest:
     """Everything `cnnviz ablate` can be asked (defaults = the CLI's).
 
     ``images``: files, folders, globs, '-' (paths on ``stdin``). ``layers``: one layer (a module
-    name such as 'features.12' or 'layer4', or a conv selector read at ``stage``); empty: the
-    layer cam uses. ``channels``: the channels to remove one at a time (selector; None: all);
+    name such as 'features.12' or 'layer4', or a conv selector read at ``stage``; required). ``channels``: the channels to remove one at a time (selector; None: all);
     ``groups``: instead, selections removed together, one unit each. ``labels_from``: None
     (the intact model's top-1), 'folders' or a CSV path. ``ablation``: 'zero' or 'mean' (each
     unit of the layer's output set to its mean over the images). ``sort``: the drop that ranks
@@ -56,7 +55,7 @@ class AblateRequest:
 
     images: tuple[str, ...] = ()
     model: ModelSpec | str = "resnet50"
-    layers: tuple[str, ...] = ()
+    layers: tuple[str, ...] = ()  # required: exactly one
     stage: str = "act"
     channels: str | None = None
     groups: tuple[str, ...] = ()
@@ -147,6 +146,10 @@ def _check(req: AblateRequest) -> None:
         raise UsageError(f"--batch-size must be at least 1, not {req.batch_size}")
     if req.groups and req.channels is not None:
         raise UsageError("--channels and --group both choose what is removed: give one of them")
+    if not req.layers:
+        # no default: the layer cam explains is, in SqueezeNet, the class-score maps themselves
+        raise UsageError("ablate needs a layer: pass -l/--layer (e.g. -l features.12 or -l layer4; 'cnnviz layers' "
+                         "lists the conv layers)")
     if len(req.layers) > 1:
         raise UsageError("ablate measures one layer at a time: give one --layer")
     if req.labels_from not in (None, "folders") and not os.path.isfile(req.labels_from):
@@ -156,8 +159,6 @@ def _check(req: AblateRequest) -> None:
 
 
 def _layer(req: AblateRequest, net: torch.nn.Module, model_name: str) -> CamLayer:
-    if not req.layers:
-        return default_layer(net)
     layers = resolve_layers(net, list(req.layers), stage=req.stage, model_name=model_name)
     if len(layers) != 1:
         raise UsageError(f"ablate measures one layer at a time, but --layer {','.join(req.layers)} selects {len(layers)}")

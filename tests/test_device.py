@@ -248,7 +248,10 @@ def test_request_fields_and_tags():
     assert UNNAMED_FIELDS == {"device", "precision"}
     req = MapsRequest(inputs=ImageInputs(), layers=("0",), device="cuda", precision="bf16")
     assert request_tags(req, [("{}", "device"), ("{}", "precision")]) == []
-    assert _tags(req, sheet=False) == _tags(MapsRequest(inputs=ImageInputs(), layers=("0",)), sheet=False) == []
+    from cnnviz.sources import ModelSpec, architecture
+
+    lm = architecture(ModelSpec(source="squeezenet1_1", weights="none"))
+    assert _tags(req, lm, sheet=False) == _tags(MapsRequest(inputs=ImageInputs(), layers=("0",)), lm, sheet=False) == []
 
 
 def test_captures_are_cpu_float32_copies_whatever_the_precision(tiny_vgg):

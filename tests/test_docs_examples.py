@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shlex
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -46,7 +47,10 @@ SKIP = {  # substring of the example -> why it cannot run in a test
     "ray start": "starts a Ray cluster",
     "$SLURM_ARRAY_TASK_ID": "runs inside a SLURM array job (the same sharding runs here via the GNU parallel example)",
 }
-WEIGHTED = {"maps", "filters", "maximize", "rf", "top", "cam", "report"}
+WEIGHTED = {"maps", "filters", "maximize", "rf", "top", "cam", "report", "ablate"}
+# Shell steps that prepare an example's files, run (with bash, in the scratch folder) where a block
+# with cnnviz examples has them; other shell lines (pip, publishing a report) never run.
+SETUP = ("mkdir ", "cp ", "printf ")
 # Examples that take several seconds even shrunk: marked slow (they still run in CI).
 HEAVY = ("vgg16.pt2", "maximize --model vgg16", "maximize -m vgg16", "--effective", "--layer all", "timm:",
          "-c 0:512 -n 25")
@@ -61,7 +65,10 @@ def shell_lines(text: str) -> list[str]:
         lines = [ln.strip() for ln in block.splitlines() if ln.strip()]
         if any(ln.startswith("$ ") for ln in lines):
             lines = [ln[2:] for ln in lines if ln.startswith("$ ")]
-        out += [ln for ln in lines if not ln.startswith("#") and re.search(r"(^|[|&] *)cnnviz |parallel cnnviz", ln)]
+        runs = [ln for ln in lines if not ln.startswith("#") and re.search(r"(^|[|&] *)cnnviz |parallel cnnviz", ln)]
+        if runs:  # a block's own set-up steps (folders, copies, a labels file) run in their place
+            runs = [ln for ln in lines if ln in runs or ln.startswith(SETUP)]
+        out += runs
     return out
 
 
@@ -97,7 +104,7 @@ def _make_inputs(d: Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
 
-    for name in ("photo.jpg", "a.jpg", "b.jpg", "photos/cat.jpg",
+    for name in ("photo.jpg", "a.jpg", "b.jpg", "photos/cat.jpg", "photos/chelsea.png", "photos/coffee.png", "photos/rocket.jpg",
                  *(f"photos/img{i:02d}.jpg" for i in range(15))):  # 16 photos: each of 4 shards gets some
         photo(d / name)
     Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8), "L").save(d / "scan.png")
@@ -149,7 +156,7 @@ def _prepare(argv: list[str], cwd: Path) -> list[str]:
     if cmd in WEIGHTED and not {"-w", "--weights"} & set(args) and not archive and "merge" not in args:
         args += ["-w", "none"]
     scans = cmd == "top" and "merge" not in args and (len(args) > 2 and not args[2].startswith("-") or "-" in args)
-    if cmd in ("maps", "rf") and not model.endswith(".pt2") or scans:
+    if cmd in ("maps", "rf", "ablate") and not model.endswith(".pt2") or scans:
         args += ["--size", "64"]
     if cmd == "rf" and "--samples" in args:
         args += ["--samples", "2"]
@@ -222,6 +229,9 @@ def _jq(filt: str, stdout: str) -> None:
 
 
 def _run_example(line: str, cwd: Path) -> None:
+    if line.startswith(SETUP):
+        subprocess.run(["bash", "-c", line], cwd=cwd, check=True)
+        return
     _prereqs(line, cwd)
     for segs in _commands(line):  # `a && b`: b runs after a succeeded
         if segs[0][0] != "pip":  # `pip install . && cnnviz ...`
@@ -406,7 +416,7 @@ def test_the_pages_have_the_examples_this_test_expects():
     assert len(EXAMPLES) >= 30
     assert any("jq .zero_fraction" in ln and "--stage act" in ln for _, ln in EXAMPLES)
     by_page = {pg for pg, _ in EXAMPLES}
-    for page in ("README.md", "layers.md", "filters.md", "maps.md", "rf.md", "maximize.md", "top.md",
+    for page in ("README.md", "ablate.md", "layers.md", "filters.md", "maps.md", "rf.md", "maximize.md", "top.md",
                  "cam.md", "report.md", "sources.md"):
         assert page in by_page, f"no runnable example on {page}"
 

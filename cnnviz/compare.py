@@ -275,7 +275,12 @@ def match_units(corr: np.ndarray, *, same_units: bool = False) -> UnitMatch:
     if same_units:
         match[: min(ca, cb)] = np.arange(min(ca, cb))
     else:
-        from scipy.optimize import linear_sum_assignment
+        try:
+            from scipy.optimize import linear_sum_assignment
+        except ImportError:
+            from .errors import UsageError
+
+            raise UsageError("unit matching needs scipy: pip install 'cnnviz[compare]' (or pass --same-units)") from None
 
         rows, cols = linear_sum_assignment(-np.nan_to_num(corr, nan=0.0))
         match[rows] = cols

@@ -30,8 +30,7 @@ def heatmap(matrix: np.ndarray, *, rows: Sequence[str], cols: Sequence[str], row
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_axes((side / width, side / height, 1 - (side + 1.4) / width, 1 - (side + 0.8) / height))
-    colours = colormaps[check_cmap(cmap)].copy()
-    colours.set_bad("#bbbbbb")
+    colours = colormaps[check_cmap(cmap)].with_extremes(bad="#bbbbbb")
     im = ax.imshow(np.ma.masked_invalid(m), cmap=colours, vmin=vmin, vmax=vmax, aspect="auto",
                    interpolation="nearest")
     font = 7 if max(m.shape) > 30 else 8

@@ -101,3 +101,212 @@ def test_unit_matching_recovers_a_permutation():
     np.testing.assert_allclose(m.corr, 1, atol=1e-9)
     same = match_units(cka.correlation(0, 0), same_units=True)
     np.testing.assert_array_equal(same.match, np.arange(12))
+
+
+# ---------------------------------------------------------------- the job, on a tiny network
+
+import json  # noqa: E402
+import textwrap  # noqa: E402
+
+import torch  # noqa: E402
+
+from cnnviz.jobs.compare import CompareRequest, run_compare  # noqa: E402
+from cnnviz.jobs.output import Output  # noqa: E402
+from cnnviz.models import LoadedModel  # noqa: E402
+
+NET = textwrap.dedent('''
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self, channels=3):
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(channels, 6, 3, padding=1), nn.ReLU(inplace=True),
+                nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+                nn.Conv2d(8, 10, 3, padding=1), nn.ReLU(inplace=True),
+            )
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(10, 4)
+
+        def forward(self, x):
+            return self.fc(self.pool(self.features(x)).flatten(1))
+
+    class Gray(Net):
+        def __init__(self):
+            super().__init__(channels=1)
+''')
+
+
+@pytest.fixture
+def world(tmp_path):
+    """A model file, its checkpoint, and 12 small photos with structure."""
+    import importlib.util
+
+    from PIL import Image
+
+    (tmp_path / "net.py").write_text(NET)
+    spec = importlib.util.spec_from_file_location("cmp_net", tmp_path / "net.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    net = mod.Net().eval()
+    torch.save(net.state_dict(), tmp_path / "a.pth")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    r = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:40, 0:48]
+    for i in range(12):
+        base = np.sin(xx / (3 + i) + r.uniform(0, 6))[..., None] * r.uniform(0, 1, 3) + np.cos(yy / (2 + i % 5))[..., None]
+        a = ((base - base.min()) / np.ptp(base) * 255 + r.normal(0, 20, (40, 48, 3))).clip(0, 255).astype(np.uint8)
+        Image.fromarray(a).save(photos / f"p{i:02d}.png")
+    return tmp_path, mod, net
+
+
+def _lm(net, name="net"):
+    return LoadedModel(model=net.eval(), name=name, weights="test", crop_size=32, resize_size=36)
+
+
+def _run(net_a, net_b, photos, **kw):
+    req = CompareRequest(images=(str(photos),), picture=False, size=kw.pop("size", "32"), workers=0, **kw)
+    return run_compare(req, output=Output(str(photos.parent / "out")), model=_lm(net_a), with_model=_lm(net_b))
+
+
+def _by_hand(net, photos, *, stage_after: int) -> np.ndarray:
+    """features[:stage_after] run by hand on the job's own preprocessing, spatially averaged (n, C)."""
+    from cnnviz.jobs.top import batch_preprocess
+    from cnnviz.scan import expand_images
+
+    prep = batch_preprocess(_lm(net), size="32", crop=True, max_pixels=None)
+    x = torch.from_numpy(np.stack([prep(p)[0] for p in expand_images([str(photos)])]))
+    with torch.no_grad():
+        for m in list(net.features)[:stage_after]:
+            x = m(x.clone())
+    return x.double().mean(dim=(2, 3)).numpy()
+
+
+def _rotated(net, *, scale=1.0, perm=None, seed=1):
+    """A copy of ``net`` whose last conv's output channels are mixed by an orthogonal matrix (or permuted) and scaled."""
+    import copy
+
+    other = copy.deepcopy(net)
+    conv = other.features[5]
+    c = conv.out_channels
+    if perm is None:
+        q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(c, c)))
+        q = torch.from_numpy(q).float()
+    else:
+        q = torch.eye(c)[perm]
+    with torch.no_grad():
+        conv.weight.copy_(scale * torch.einsum("ok,kihw->oihw", q, conv.weight))
+        conv.bias.copy_(scale * q @ conv.bias)
+    return other
+
+
+@pytest.mark.parametrize("spatial", ["mean", "flatten"])
+def test_a_model_against_itself_is_one_on_the_diagonal(world, spatial):
+    d, _, net = world
+    res = _run(net, net, d / "photos", spatial=spatial, batch_size=4)
+    np.testing.assert_allclose(np.diagonal(res.cka), 1.0, atol=1e-6)
+    assert res.same_architecture and res.images == 12
+    if spatial == "flatten":
+        assert res.stderr is not None and np.all(np.diagonal(res.stderr) < 1e-6)
+
+
+def test_streamed_cka_equals_the_full_batch_reference_on_the_activations(world):
+    d, _, net = world
+    other = _rotated(net, scale=1.0, seed=3)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        other.features[2].weight.add_(0.3 * torch.randn_like(other.features[2].weight))
+    res = _run(net, other, d / "photos", batch_size=5, stage="act")  # 3 batches: 5, 5, 2
+    feats_a = [_by_hand(net, d / "photos", stage_after=k) for k in (2, 4, 7)]
+    feats_b = [_by_hand(other, d / "photos", stage_after=k) for k in (2, 4, 7)]
+    want = np.array([[ref_cka(x, y) for y in feats_b] for x in feats_a])
+    np.testing.assert_allclose(res.cka, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("spatial", ["mean", "flatten"])
+@pytest.mark.parametrize("scale", [1.0, 3.5])
+def test_cka_is_invariant_to_rotating_and_scaling_one_sides_channels(world, spatial, scale):
+    d, _, net = world
+    res = _run(net, _rotated(net, scale=scale), d / "photos", stage="conv", spatial=spatial, batch_size=6)
+    assert abs(res.cka[2, 2] - 1) < 1e-6
+    same = _run(net, net, d / "photos", stage="conv", spatial=spatial, batch_size=6)
+    np.testing.assert_allclose(res.cka, same.cka, atol=1e-6)
+
+
+def test_unit_matching_recovers_a_permutation_of_the_last_conv(world):
+    d, _, net = world
+    perm = np.random.default_rng(2).permutation(10)
+    res = _run(net, _rotated(net, perm=perm), d / "photos", stage="conv")
+    last = res.units[2]
+    assert last.layer.name == "features.5"
+    np.testing.assert_array_equal(perm[last.units.match], np.arange(10))  # B's channel match[c] is A's c
+    np.testing.assert_allclose(last.units.corr, 1, atol=1e-6)
+    assert last.as_dict()["moved"] == int(np.sum(perm != np.arange(10)))
+    ident = _run(net, _rotated(net, perm=perm), d / "photos", stage="conv", same_units=True).units[2]
+    np.testing.assert_array_equal(ident.units.match, np.arange(10))
+
+
+# ---------------------------------------------------------------- the command
+
+
+def _cmd(d, *extra):
+    return ["compare", str(d / "photos"), "-m", f"{d}/net.py:Net", "-w", str(d / "a.pth"), "--with",
+            f"{d}/net.py:Net", "--with-weights", str(d / "a.pth"), "-s", "32", "--workers", "0", *extra]
+
+
+def test_cli_writes_the_heat_map_and_prints_profile_and_json(cli, world):
+    from PIL import Image
+
+    d, _, _ = world
+    r = cli(*_cmd(d, "-o", str(d / "out"), "--npy"))
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    png, npy = lines[0], lines[1]
+    assert png.endswith("-cka.png") and npy.endswith("-cka.npy")
+    assert Image.open(png).size[0] > 300
+    assert np.allclose(np.diagonal(np.load(npy)), 1, atol=1e-6)
+    assert sum(ln.startswith("layer ") and "CKA 1.0000" in ln for ln in lines) == 3
+    r = cli(*_cmd(d, "-o", str(d / "out2"), "--json", "--no-pictures"))
+    assert r.exit_code == 0, r.stderr
+    rec = json.loads(r.stdout.splitlines()[-1])
+    assert rec["estimator"] == "exact" and rec["images"] == 12 and len(rec["profile"]) == 3
+    assert [u["channels"] for u in rec["units"]] == [6, 8, 10]
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--with", "{d}/net.py:Gray", "--with-weights", "none"], "different inputs"),
+    (["--with-layer", "nonexistent"], "nonexistent"),
+    (["--spatial", "flatten", "-b", "2"], "at least 4"),
+    (["--npy", "-o", "-"], "-o DIR"),
+])
+def test_cli_errors_are_one_line(cli, world, extra, fragment):
+    d, _, _ = world
+    r = cli(*_cmd(d, *[e.format(d=d) for e in extra]))
+    assert r.exit_code != 0
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cnnviz: error:") and fragment in err[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_cli_too_few_images_is_one_line_and_writes_nothing(cli, world):
+    d, _, _ = world
+    few = d / "few"
+    few.mkdir()
+    for p in sorted((d / "photos").iterdir())[:3]:
+        (few / p.name).write_bytes(p.read_bytes())
+    args = _cmd(d, "-o", str(d / "none"))
+    args[1] = str(few)
+    r = cli(*args)
+    assert r.exit_code == 2 and r.stderr.strip().count("\n") == 0 and "at least 4" in r.stderr, r.stderr
+    assert not (d / "none").exists()
+
+
+def test_cli_no_images_is_one_line(cli, world):
+    d, _, _ = world
+    args = _cmd(d)
+    del args[1]
+    r = cli(*args)
+    assert r.exit_code == 2 and r.stderr.strip().count("\n") == 0 and "no images" in r.stderr, r.stderr

@@ -159,12 +159,12 @@ def run_compare(req: CompareRequest, *, output: Output | None = None, model: Loa
     if arch_a.channels_in != arch_b.channels_in:
         raise UsageError(f"the models take different inputs: A ({spec_a.source}) {arch_a.channels_in} channel(s), "
                          f"B ({spec_b.source}) {arch_b.channels_in}; both must see the same images")
-    files = int(req.picture) + (2 if req.npy and req.spatial == "flatten" else int(req.npy))
-    output.prepare(files, npy=req.npy,
-                   message="-o - streams exactly one PNG to stdout; with --npy or --no-pictures use -o DIR")
     paths = expand_images(req.images, stdin=stdin)
     if len(paths) < MIN_IMAGES:
         raise UsageError(f"{len(paths)} image(s): the unbiased CKA estimator needs at least {MIN_IMAGES}")
+    files = int(req.picture) + (2 if req.npy and req.spatial == "flatten" else int(req.npy))
+    output.prepare(files, npy=req.npy,
+                   message="-o - streams exactly one PNG to stdout; with --npy or --no-pictures use -o DIR")
     la = model or load(spec_a)
     lb = with_model or load(spec_b)
     for lm, which in ((la, "A"), (lb, "B")):

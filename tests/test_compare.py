@@ -310,3 +310,31 @@ def test_cli_no_images_is_one_line(cli, world):
     del args[1]
     r = cli(*args)
     assert r.exit_code == 2 and r.stderr.strip().count("\n") == 0 and "no images" in r.stderr, r.stderr
+
+
+def test_the_docs_examples_run(world, tmp_path):
+    """Every line of the ```sh blocks of docs/compare.md, run in a folder holding photos/."""
+    import os
+    import re
+    import shlex
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    page = (root / "docs" / "compare.md").read_text()
+    lines = [ln for block in re.findall(r"```sh\n(.*?)```", page, re.S) for ln in block.splitlines() if ln.strip()]
+    assert len(lines) >= 3
+    d, _, _ = world
+    env = {**os.environ, "PYTHONPATH": str(root), "CNNVIZ_OFFLINE": "1"}
+    outputs = []
+    for line in lines:
+        argv = shlex.split(line)
+        argv = [sys.executable, "-m", "cnnviz", *argv[1:]] if argv[0] == "cnnviz" else [sys.executable, *argv[1:]]
+        r = subprocess.run(argv, cwd=d, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, (line, r.stderr)
+        assert "Traceback" not in r.stderr
+        outputs.append(r.stdout)
+    assert sum("CKA 1.0000" in ln for ln in outputs[1].splitlines()) == 26  # a model with itself
+    rec = json.loads(outputs[3].splitlines()[-1])
+    assert rec["estimator"] == "minibatch" and all(v is not None for row in rec["stderr"] for v in row)

@@ -118,7 +118,7 @@ class CompareResult:
         if not self.same_architecture:
             return []
         return [(self.layers_a[i], float(self.cka[i, j]))
-                for i, j in pairs_of([x.name for x in self.layers_a], [x.name for x in self.layers_b])]
+                for i, j in pairs_of([_key(x) for x in self.layers_a], [_key(x) for x in self.layers_b])]
 
     def as_dict(self) -> Record:
         def side(name: str, weights: str, layers: list[ConvLayer], prep: Preprocess) -> Record:
@@ -179,8 +179,8 @@ def run_compare(req: CompareRequest, *, output: Output | None = None, model: Loa
             f"B {_describe(prep_b)}")
     layers_a = [conv_layers(la.model)[x.index] for x in sel_a]
     layers_b = [conv_layers(lb.model)[x.index] for x in sel_b]
-    same = same_architecture([(x.name, x.out_channels) for x in layers_a], [(x.name, x.out_channels) for x in layers_b])
-    diag = pairs_of([x.name for x in layers_a], [x.name for x in layers_b]) if same else []
+    same = same_architecture([(_key(x), x.out_channels) for x in layers_a], [(_key(x), x.out_channels) for x in layers_b])
+    diag = pairs_of([_key(x) for x in layers_a], [_key(x) for x in layers_b]) if same else []
     if req.spatial == "mean":
         exact = LinearCKA([x.out_channels for x in layers_a], [x.out_channels for x in layers_b])
         units_cka, mini = exact, None
@@ -330,6 +330,12 @@ class _Stream:
                 out._grams.append(list(self._gram))
         out.means = [np.concatenate(p) if p else np.zeros((0, 0)) for p in parts]
         return out
+
+
+def _key(layer: ConvLayer) -> str:
+    """What pairs a layer of A with one of B: its alias where it has one (block2_conv1 is
+    features.5 in vgg16 and features.7 in vgg16_bn), else its name."""
+    return layer.alias or layer.name
 
 
 def _label(layer: ConvLayer) -> str:

@@ -36,7 +36,7 @@ from .common import (batch_size_option, cmap_option, emit, examples_option, imag
               help="A folder of other cnnviz commands' pictures (cam, top, maps, ...; repeatable): copied in and "
                    "shown on the page of the layer or image each one is about.")
 @index_option(exists=True,
-              help="A 'cnnviz top --index' folder of the same model and weights: the channel pages of its layers "
+              help="A 'cnnviz top --index' folder of the same model, weights and --stage: the channel pages of its layers "
                    "show the images of that collection that excite each channel most.")
 @examples_option(most=64, help="Dataset examples per channel with --index.")
 @batch_size_option(8, help="Images per forward pass.")

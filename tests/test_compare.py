@@ -338,3 +338,10 @@ def test_the_docs_examples_run(world, tmp_path):
     assert sum("CKA 1.0000" in ln for ln in outputs[1].splitlines()) == 26  # a model with itself
     rec = json.loads(outputs[3].splitlines()[-1])
     assert rec["estimator"] == "minibatch" and all(v is not None for row in rec["stderr"] for v in row)
+
+
+def test_flatten_leaves_out_a_last_minibatch_too_small_for_the_estimator(world):
+    d, _, net = world
+    res = _run(net, net, d / "photos", spatial="flatten", batch_size=5)  # minibatches of 5, 5 and 2
+    assert (res.images, res.dropped) == (10, 2)
+    np.testing.assert_allclose(np.diagonal(res.cka), 1.0, atol=1e-6)

@@ -221,8 +221,8 @@ def run_compare(req: CompareRequest, *, output: Output | None = None, model: Loa
         raise ImageError(f"only {used - dropped} readable image(s) in minibatches of {MIN_IMAGES} or more; "
                          f"the unbiased CKA estimator needs at least {MIN_IMAGES}")
     if dropped:
-        say(f"compare: the last minibatch had {dropped} image(s), fewer than the {MIN_IMAGES} the estimator needs: "
-            f"left out")
+        say(f"compare: {dropped} image(s) in minibatches of fewer than the {MIN_IMAGES} images the estimator needs "
+            f"(the last one, or ones with unreadable files): left out")
     if exact is not None:
         cka, err = exact.matrix(), None
     else:

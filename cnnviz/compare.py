@@ -26,7 +26,8 @@ before accumulating, so the sums do not cancel catastrophically for post-ReLU ac
 
 Flattened spatial features (C*h*w per image) would make M too large; :class:`MinibatchCKA` is the
 minibatch estimator of Nguyen et al. (2021): the mean of HSIC_1 over minibatches in the numerator
-and the denominator, with a delta-method standard error from the spread across minibatches.
+and the denominator, with a delta-method standard error from the spread across minibatches. The
+same estimator serves RBF CKA (:func:`rbf_from_gram`), whose kernel has no such running sums.
 """
 from __future__ import annotations
 
@@ -245,6 +246,19 @@ def centered_gram(features: np.ndarray) -> np.ndarray:
     return x @ x.T
 
 
+def rbf_from_gram(gram: np.ndarray, *, threshold: float = 1.0) -> np.ndarray:
+    """RBF kernel matrices from linear Gram matrices (..., n, n) of the same features:
+    K_ij = exp(-|x_i - x_j|^2 / (2 threshold^2 m)), m = the median squared distance of the n x n
+    matrix (diagonal included), as in Kornblith et al. (2019)'s code. The bandwidth is each
+    matrix's own, so with minibatches it is each minibatch's. All zeros -> all ones."""
+    g = np.asarray(gram, np.float64)
+    d = np.diagonal(g, axis1=-2, axis2=-1)
+    sq = np.clip(d[..., :, None] + d[..., None, :] - 2 * g, 0, None)
+    med = np.median(sq.reshape(*sq.shape[:-2], -1), axis=-1)[..., None, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(med > 0, np.exp(-sq / (2 * threshold**2 * np.where(med > 0, med, 1))), 1.0)
+
+
 # ---------------------------------------------------------------- unit matching
 
 
@@ -300,4 +314,4 @@ def pairs_of(names_a: Sequence[str], names_b: Sequence[str]) -> list[tuple[int, 
 
 
 __all__ = ["MIN_IMAGES", "LinearCKA", "MinibatchCKA", "UnitMatch", "centered_gram", "hsic1_from_gram", "match_units",
-           "pairs_of", "same_architecture"]
+           "pairs_of", "rbf_from_gram", "same_architecture"]

@@ -345,3 +345,33 @@ def test_flatten_leaves_out_a_last_minibatch_too_small_for_the_estimator(world):
     res = _run(net, net, d / "photos", spatial="flatten", batch_size=5)  # minibatches of 5, 5 and 2
     assert (res.images, res.dropped) == (10, 2)
     np.testing.assert_allclose(np.diagonal(res.cka), 1.0, atol=1e-6)
+
+
+def ref_rbf(X: np.ndarray, threshold: float = 1.0) -> np.ndarray:
+    """Kornblith et al. (2019)'s gram_rbf, written out."""
+    sq = ((X[:, None, :] - X[None, :, :]) ** 2).sum(-1)
+    return np.exp(-sq / (2 * threshold**2 * np.median(sq)))
+
+
+def test_rbf_kernel_from_the_gram_equals_the_direct_one():
+    from cnnviz.compare import rbf_from_gram
+
+    X = np.random.default_rng(6).normal(size=(9, 5)) + 4
+    np.testing.assert_allclose(rbf_from_gram((X @ X.T)[None])[0], ref_rbf(X), atol=1e-10)
+    np.testing.assert_allclose(rbf_from_gram(centered_gram(X)[None])[0], ref_rbf(X), atol=1e-10)
+
+
+@pytest.mark.parametrize("spatial", ["mean", "flatten"])
+def test_rbf_cka_is_one_against_itself_and_invariant_to_rotation_and_scale(world, spatial):
+    d, _, net = world
+    res = _run(net, _rotated(net, scale=2.5), d / "photos", stage="conv", kernel="rbf", spatial=spatial, batch_size=6)
+    same = _run(net, net, d / "photos", stage="conv", kernel="rbf", spatial=spatial, batch_size=6)
+    np.testing.assert_allclose(np.diagonal(same.cka), 1.0, atol=1e-6)
+    np.testing.assert_allclose(res.cka, same.cka, atol=1e-6)
+    assert res.stderr is not None and res.as_dict()["kernel"] == "rbf"
+    # one minibatch of the mean features against the direct formulas
+    one = _run(net, net, d / "photos", stage="act", kernel="rbf", spatial="mean", batch_size=12)
+    fa = [_by_hand(net, d / "photos", stage_after=k) for k in (2, 4, 7)]
+    ks = [ref_rbf(f) for f in fa]
+    want = np.array([[ref_hsic1(k, m) / np.sqrt(ref_hsic1(k, k) * ref_hsic1(m, m)) for m in ks] for k in ks])
+    np.testing.assert_allclose(one.cka, want, atol=1e-6)

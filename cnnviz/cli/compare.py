@@ -29,6 +29,8 @@ from .common import (batch_size_option, check_stream, cmap_option, crop_option, 
               help="mean: a channel's feature is its spatial average; CKA is then exact over all images from running "
                    "sums, in memory C_A x C_B per pair of layers. flatten: every unit is a feature; the minibatch "
                    "estimator (mean HSIC over minibatches of --batch-size images) with its standard error.")
+@click.option("--kernel", type=click.Choice(["linear", "rbf"]), default="linear", show_default=True,
+              help="rbf: RBF CKA (bandwidth: each minibatch's median distance), always by the minibatch estimator.")
 @click.option("--same-units", is_flag=True,
               help="Match channel c of A to channel c of B (the same checkpoint lineage) instead of the best matching.")
 @top_option(default=10, help="Channels listed per layer as 'changed most' (lowest matched correlation).")
@@ -48,7 +50,8 @@ from .common import (batch_size_option, check_stream, cmap_option, crop_option, 
 @output_option(help="Folder for the heat map (created if needed); '-' streams the PNG to stdout.")
 @json_option(help="Print the written files' records, then the comparison as one JSON object (matrix, profile, units).")
 def compare(images: tuple[str, ...], model: Any, with_source: str, with_weights: str, with_model_args: str | None,
-            layers: tuple[str, ...], with_layers: tuple[str, ...], stage: str, spatial: str, same_units: bool, top: int,
+            layers: tuple[str, ...], with_layers: tuple[str, ...], stage: str, spatial: str, kernel: str, same_units: bool,
+            top: int,
             size: str | None, crop: bool, max_pixels: int | None, batch_size: int, workers: int | None, strict: bool,
             cmap: str, npy: bool, no_pictures: bool, output: str, as_json: bool) -> None:
     """How similar two networks' representations are, layer by layer, and which channels changed.
@@ -82,7 +85,7 @@ def compare(images: tuple[str, ...], model: Any, with_source: str, with_weights:
         raise UsageError("-o - streams the heat map to stdout, but --no-pictures draws none; drop -o -")
     other = ModelSpec(source=with_source, weights=with_weights, seed=model.seed, model_args=with_model_args)
     req = CompareRequest(images=images, model=model, with_model=other, layers=layers, with_layers=with_layers,
-                         stage=stage, spatial=spatial, same_units=same_units, top=top, size=size, crop=crop,
+                         stage=stage, spatial=spatial, kernel=kernel, same_units=same_units, top=top, size=size, crop=crop,
                          max_pixels=max_pixels, batch_size=batch_size, workers=workers, strict=strict, npy=npy,
                          picture=not no_pictures, cmap=cmap)
 
@@ -98,7 +101,7 @@ def compare(images: tuple[str, ...], model: Any, with_source: str, with_weights:
     elif output != "-":
         _print_text(result)
     how = "exact" if result.stderr is None else "minibatch estimate"
-    info(f"compare: linear CKA ({how}) of {len(result.layers_a)} x {len(result.layers_b)} layer(s) over "
+    info(f"compare: {kernel} CKA ({how}) of {len(result.layers_a)} x {len(result.layers_b)} layer(s) over "
          f"{result.images:,} image(s)" + (f" ({result.skipped:,} unreadable skipped)" if result.skipped else "")
          + f" in {result.seconds:.1f}s")
 

@@ -18,7 +18,8 @@ from typing import Any, TextIO
 import numpy as np
 
 from ..capture import Capture, HookPoint, hook_points
-from ..compare import MIN_IMAGES, LinearCKA, MinibatchCKA, UnitMatch, match_units, pairs_of, same_architecture
+from ..compare import (MIN_IMAGES, LinearCKA, MinibatchCKA, UnitMatch, centered_gram, match_units, pairs_of, rbf_from_gram,
+                       same_architecture)
 from ..errors import ImageError, UsageError
 from ..io import output_name
 from ..layers import ConvLayer, conv_layers, select_layers
@@ -31,6 +32,7 @@ from .output import Output, Record, Say, quiet
 from .top import batch_preprocess, default_workers
 
 SPATIAL = ("mean", "flatten")
+KERNELS = ("linear", "rbf")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,7 +43,8 @@ class CompareRequest:
     --model string). ``layers``/``with_layers``: selectors on A and B (empty: every conv layer).
     ``stage``: conv output or after its activation. ``spatial``: 'mean' (features = each channel's
     spatial mean: exact streaming CKA) or 'flatten' (every unit a feature: the minibatch estimator
-    over minibatches of ``batch_size`` images, with its standard error). ``same_units``: match
+    over minibatches of ``batch_size`` images, with its standard error). ``kernel`` 'rbf': RBF CKA
+    (bandwidth: the median distance of each minibatch), always by the minibatch estimator. ``same_units``: match
     channel c to channel c instead of the Hungarian matching. ``top``: channels in the "changed
     most" list per layer. ``size``/``crop``: as in top, applied by each side with its own weights'
     preprocessing."""
@@ -53,6 +56,7 @@ class CompareRequest:
     with_layers: tuple[str, ...] = ()
     stage: str = "act"
     spatial: str = "mean"
+    kernel: str = "linear"
     same_units: bool = False
     top: int = 10
     size: str | int | None = None
@@ -107,6 +111,7 @@ class CompareResult:
     weights_b: str
     stage: str
     spatial: str
+    kernel: str
     prep_a: Preprocess
     prep_b: Preprocess
     same_architecture: bool
@@ -129,7 +134,8 @@ class CompareResult:
         def nums(a: np.ndarray) -> list[list[float | None]]:
             return [[None if np.isnan(v) else round(float(v), 7) for v in row] for row in a]
 
-        return {"kind": "compare", "similarity": "linear CKA (unbiased HSIC)", "stage": self.stage,
+        return {"kind": "compare", "similarity": f"{self.kernel} CKA (unbiased HSIC)", "kernel": self.kernel,
+                "stage": self.stage,
                 "spatial": self.spatial, "estimator": "exact" if self.stderr is None else "minibatch",
                 "images": self.images, "skipped": self.skipped, "dropped": self.dropped,
                 "a": side(self.name_a, self.weights_a, self.layers_a, self.prep_a),
@@ -181,7 +187,7 @@ def run_compare(req: CompareRequest, *, output: Output | None = None, model: Loa
     layers_b = [conv_layers(lb.model)[x.index] for x in sel_b]
     same = same_architecture([(_key(x), x.out_channels) for x in layers_a], [(_key(x), x.out_channels) for x in layers_b])
     diag = pairs_of([_key(x) for x in layers_a], [_key(x) for x in layers_b]) if same else []
-    if req.spatial == "mean":
+    if req.spatial == "mean" and req.kernel == "linear":
         exact = LinearCKA([x.out_channels for x in layers_a], [x.out_channels for x in layers_b])
         units_cka, mini = exact, None
     else:
@@ -189,7 +195,8 @@ def run_compare(req: CompareRequest, *, output: Output | None = None, model: Loa
         units_cka = LinearCKA([x.out_channels for x in layers_a], [x.out_channels for x in layers_b], pairs=diag) \
             if same else None
     workers = max(1, default_workers() // 2) if req.workers is None else req.workers
-    stream = _Stream(la, layers_a, req.stage, gram=mini is not None), _Stream(lb, layers_b, req.stage, gram=mini is not None)
+    flat = req.spatial == "flatten"
+    stream = _Stream(la, layers_a, req.stage, gram=flat), _Stream(lb, layers_b, req.stage, gram=flat)
     skipped, dropped, done, last = 0, 0, 0, time.perf_counter()
     with stream[0].capture, stream[1].capture:
         steps = zip(load_batches(paths, prep_a, batch_size=req.batch_size, workers=workers),
@@ -210,7 +217,7 @@ def run_compare(req: CompareRequest, *, output: Output | None = None, model: Loa
                     units_cka.update([f[ia] for f in fa.means], [f[ib] for f in fb.means])
                 if mini is not None:
                     if len(ok) >= MIN_IMAGES:
-                        mini.update(fa.grams(ia), fb.grams(ib))
+                        mini.update(*(_kernel(req, f, rows) for f, rows in ((fa, ia), (fb, ib))))
                     else:
                         dropped += len(ok)
             if time.perf_counter() - last >= 5.0:
@@ -229,7 +236,8 @@ def run_compare(req: CompareRequest, *, output: Output | None = None, model: Loa
         cka, err = mini.matrix(), mini.stderr()  # type: ignore[union-attr]
     result = CompareResult(layers_a=layers_a, layers_b=layers_b, cka=cka, stderr=err, images=used - dropped,
                            skipped=skipped, dropped=dropped, name_a=la.name, name_b=lb.name, weights_a=la.weights,
-                           weights_b=lb.weights, stage=req.stage, spatial=req.spatial, prep_a=prep_a, prep_b=prep_b,
+                           weights_b=lb.weights, stage=req.stage, spatial=req.spatial, kernel=req.kernel, prep_a=prep_a,
+                           prep_b=prep_b,
                            same_architecture=same)
     if units_cka is not None:
         for i, j in diag:
@@ -240,15 +248,27 @@ def run_compare(req: CompareRequest, *, output: Output | None = None, model: Loa
     return result
 
 
+def _kernel(req: CompareRequest, feats: _Features, rows: np.ndarray) -> np.ndarray:
+    """(L, n, n) kernel matrices of one minibatch on one side."""
+    if req.spatial == "flatten":
+        grams = feats.grams(rows)
+    else:
+        grams = np.stack([centered_gram(f[rows]) for f in feats.means])
+    return rbf_from_gram(grams) if req.kernel == "rbf" else grams
+
+
 def _check(req: CompareRequest) -> None:
     if req.spatial not in SPATIAL:
         raise UsageError(f"unknown --spatial {req.spatial!r}; choose mean or flatten")
+    if req.kernel not in KERNELS:
+        raise UsageError(f"unknown --kernel {req.kernel!r}; choose linear or rbf")
     if req.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, not {req.batch_size}")
+    if (req.spatial == "flatten" or req.kernel == "rbf") and req.batch_size < MIN_IMAGES:
+        what = "--spatial flatten" if req.spatial == "flatten" else "--kernel rbf"
+        raise UsageError(f"{what} estimates CKA per minibatch of --batch-size images; it needs at least "
+                         f"{MIN_IMAGES}, not {req.batch_size}")
     if req.spatial == "flatten":
-        if req.batch_size < MIN_IMAGES:
-            raise UsageError(f"--spatial flatten estimates CKA per minibatch of --batch-size images; it needs at least "
-                             f"{MIN_IMAGES}, not {req.batch_size}")
         if not req.crop and (req.size is None or str(req.size).strip().isdigit()):
             raise UsageError("--spatial flatten needs every image at one size: keep --crop or give --size HxW")
     if req.top < 1:
@@ -345,7 +365,8 @@ def _label(layer: ConvLayer) -> str:
 def _write(req: CompareRequest, result: CompareResult, output: Output) -> None:
     a = f"{result.name_a} {os.path.basename(result.weights_a)}"
     b = f"{result.name_b} {os.path.basename(result.weights_b)}"
-    tags = [None if req.stage == "act" else req.stage, None if req.spatial == "mean" else req.spatial]
+    tags = [None if req.stage == "act" else req.stage, None if req.spatial == "mean" else req.spatial,
+            None if req.kernel == "linear" else req.kernel]
     stem = (result.name_a, "vs", result.name_b)
     meta = {"Software": "cnnviz", "model_a": result.name_a, "weights_a": result.weights_a, "model_b": result.name_b,
             "weights_b": result.weights_b, "stage": result.stage, "spatial": result.spatial, "images": result.images}
@@ -353,10 +374,10 @@ def _write(req: CompareRequest, result: CompareResult, output: Output) -> None:
         from ..comparedraw import heatmap
 
         how = "exact" if result.stderr is None else f"minibatch of {req.batch_size}, max stderr {np.nanmax(result.stderr):.3g}"
-        title = (f"linear CKA \u00b7 stage {result.stage} \u00b7 spatial {result.spatial} ({how}) \u00b7 "
+        title = (f"{req.kernel} CKA \u00b7 stage {result.stage} \u00b7 spatial {result.spatial} ({how}) \u00b7 "
                  f"{result.images:,} images")
         pic = heatmap(result.cka, rows=[_label(x) for x in result.layers_a], cols=[_label(x) for x in result.layers_b],
-                      row_title=f"A: {a}", col_title=f"B: {b}", title=title, cmap=req.cmap)
+                      row_title=f"A: {a}", col_title=f"B: {b}", title=title, cmap=req.cmap, legend=f"{req.kernel} CKA")
         path = output.png(output_name(*stem, kind="cka", tags=tags), pic.with_metadata(meta))
         output.report({"path": path, "kind": "heatmap"})
     if req.npy:

@@ -375,3 +375,34 @@ def test_rbf_cka_is_one_against_itself_and_invariant_to_rotation_and_scale(world
     ks = [ref_rbf(f) for f in fa]
     want = np.array([[ref_hsic1(k, m) / np.sqrt(ref_hsic1(k, k) * ref_hsic1(m, m)) for m in ks] for k in ks])
     np.testing.assert_allclose(one.cka, want, atol=1e-6)
+
+
+def test_index_draws_the_changed_channels_examples_before_and_after(cli, world):
+    from PIL import Image
+
+    d, mod, net = world
+    other = _rotated(net, perm=np.random.default_rng(2).permutation(10))
+    torch.manual_seed(3)
+    with torch.no_grad():
+        other.features[5].weight.add_(0.5 * torch.randn_like(other.features[5].weight))
+    torch.save(other.state_dict(), d / "b.pth")
+    for w, idx in (("a.pth", "idx-a"), ("b.pth", "idx-b")):
+        r = cli("top", str(d / "photos"), "-m", f"{d}/net.py:Net", "-w", str(d / w), "-l", "all", "--stage", "act",
+                "-s", "32", "--workers", "0", "--index", str(d / idx), "--no-pictures", "--json")
+        assert r.exit_code == 0, r.stderr
+    base = _cmd(d, "-o", str(d / "out"), "--json", "-k", "4", "-n", "3", "--index", str(d / "idx-a"))
+    base[base.index("--with-weights") + 1] = str(d / "b.pth")
+    r = cli(*base, "--with-index", str(d / "idx-b"))
+    assert r.exit_code == 0, r.stderr
+    recs = [json.loads(ln) for ln in r.stdout.splitlines()]
+    pic = next(rec for rec in recs if rec.get("kind") == "examples")
+    assert Image.open(pic["path"]).size[0] > 400 and len(pic["channels"]) == 4
+    result = recs[-1]
+    worst = sorted((row["corr"], u["layer"], row["channel"]) for u in result["units"] for row in u["changed_most"]
+                   if row["corr"] is not None)[:4]
+    assert [(c["layer"], c["channel"]) for c in pic["channels"]] == [(lay, ch) for _, lay, ch in worst]
+    # swapped indexes: other weights than the side's model, one line
+    r = cli(*base[:base.index("--index")], "--index", str(d / "idx-b"), "--with-index", str(d / "idx-a"))
+    assert r.exit_code != 0 and r.stderr.count("\n") == 1 and "other weights" in r.stderr, r.stderr
+    r = cli(*base)  # --index alone
+    assert r.exit_code != 0 and "--with-index" in r.stderr and r.stderr.count("\n") == 1

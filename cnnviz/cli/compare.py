@@ -8,8 +8,8 @@ from typing import Any
 import click
 
 from . import cli
-from .common import (batch_size_option, check_stream, cmap_option, crop_option, info, json_option, layer_option,
-                     model_options, out, output_option, size_option, stage_option, top_option)
+from .common import (batch_size_option, check_stream, cmap_option, crop_option, examples_option, index_option, info,
+                     json_option, layer_option, model_options, out, output_option, size_option, stage_option, top_option)
 
 
 @cli.command()
@@ -45,6 +45,11 @@ from .common import (batch_size_option, check_stream, cmap_option, crop_option, 
               help="Processes decoding images ahead of each model (0: none).  [default: min(4, CPUs) / 2]")
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable file instead of skipping it with a warning.")
 @cmap_option("viridis", help="Colormap of the heat map (CKA from 0 to 1).")
+@index_option(exists=True, help="A 'cnnviz top' index of A (same weights and --stage): with --with-index, the channels "
+                                "that changed most get their dataset examples before and after, side by side.")
+@click.option("--with-index", type=click.Path(exists=True, file_okay=False), default=None, metavar="DIR",
+              help="B's 'cnnviz top' index (see --index).")
+@examples_option(most=100, help="Dataset examples per channel with --index.")
 @click.option("--npy", is_flag=True, help="Also write the CKA matrix (rows A's layers, columns B's) as .npy.")
 @click.option("--no-pictures", is_flag=True, help="No heat map PNG, only the numbers.")
 @output_option(help="Folder for the heat map (created if needed); '-' streams the PNG to stdout.")
@@ -53,7 +58,8 @@ def compare(images: tuple[str, ...], model: Any, with_source: str, with_weights:
             layers: tuple[str, ...], with_layers: tuple[str, ...], stage: str, spatial: str, kernel: str, same_units: bool,
             top: int,
             size: str | None, crop: bool, max_pixels: int | None, batch_size: int, workers: int | None, strict: bool,
-            cmap: str, npy: bool, no_pictures: bool, output: str, as_json: bool) -> None:
+            cmap: str, index: str | None, with_index: str | None, examples: int, npy: bool, no_pictures: bool, output: str,
+            as_json: bool) -> None:
     """How similar two networks' representations are, layer by layer, and which channels changed.
 
     Runs IMAGES (files, folders, globs, '-' for a list on stdin; at least 4) through model A
@@ -72,6 +78,8 @@ def compare(images: tuple[str, ...], model: Any, with_source: str, with_weights:
       cnnviz compare photos/ -m resnet18 -w base.pth --with resnet18 --with-weights tuned.pth -o cmp
       cnnviz compare photos/ -m vgg16 --with vgg16_bn --json > cka.json
       cnnviz compare photos/ -m resnet18 --with resnet34 -l 'layer4.*' --with-layer 'layer4.*' --npy
+      cnnviz compare photos/ -m resnet18 -w base.pth --with resnet18 --with-weights tuned.pth \
+          --index idx-base --with-index idx-tuned -k 8 -o cmp
     """
     from ..jobs.compare import CompareRequest, run_compare
     from ..jobs.output import Output
@@ -87,7 +95,7 @@ def compare(images: tuple[str, ...], model: Any, with_source: str, with_weights:
     req = CompareRequest(images=images, model=model, with_model=other, layers=layers, with_layers=with_layers,
                          stage=stage, spatial=spatial, kernel=kernel, same_units=same_units, top=top, size=size, crop=crop,
                          max_pixels=max_pixels, batch_size=batch_size, workers=workers, strict=strict, npy=npy,
-                         picture=not no_pictures, cmap=cmap)
+                         picture=not no_pictures, cmap=cmap, index=index, with_index=with_index, examples=examples)
 
     def on_record(rec: dict[str, Any]) -> None:
         if as_json:

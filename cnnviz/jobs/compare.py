@@ -47,7 +47,9 @@ class CompareRequest:
     (bandwidth: the median distance of each minibatch), always by the minibatch estimator. ``same_units``: match
     channel c to channel c instead of the Hungarian matching. ``top``: channels in the "changed
     most" list per layer. ``size``/``crop``: as in top, applied by each side with its own weights'
-    preprocessing."""
+    preprocessing. ``index``/``with_index``: 'cnnviz top' indexes of A and B (their own weights,
+    stage and preprocessing, checked): the ``top`` channels that changed most get ``examples``
+    dataset examples before (A) and after (B, the matched channel), side by side in one picture."""
 
     images: tuple[str, ...] = ()
     model: ModelSpec | str = "resnet50"
@@ -68,6 +70,9 @@ class CompareRequest:
     npy: bool = False
     picture: bool = True
     cmap: str = "viridis"
+    index: str | None = None
+    with_index: str | None = None
+    examples: int = 9
 
 
 @dataclass
@@ -168,7 +173,8 @@ def run_compare(req: CompareRequest, *, output: Output | None = None, model: Loa
     paths = expand_images(req.images, stdin=stdin)
     if len(paths) < MIN_IMAGES:
         raise UsageError(f"{len(paths)} image(s): the unbiased CKA estimator needs at least {MIN_IMAGES}")
-    files = int(req.picture) + (2 if req.npy and req.spatial == "flatten" else int(req.npy))
+    indexes = _open_indexes(req, sel_a, sel_b)
+    files = int(req.picture) + (2 if req.npy and req.spatial == "flatten" else int(req.npy)) + int(indexes is not None)
     output.prepare(files, npy=req.npy,
                    message="-o - streams exactly one PNG to stdout; with --npy or --no-pictures use -o DIR")
     la = model or load(spec_a)
@@ -244,6 +250,8 @@ def run_compare(req: CompareRequest, *, output: Output | None = None, model: Loa
             result.units.append(LayerUnits(layers_a[i], match_units(units_cka.correlation(i, j),
                                                                     same_units=req.same_units), req.top))
     _write(req, result, output)
+    if indexes is not None:
+        _write_examples(req, result, indexes, la, lb, output=output, say=say)
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -273,6 +281,10 @@ def _check(req: CompareRequest) -> None:
             raise UsageError("--spatial flatten needs every image at one size: keep --crop or give --size HxW")
     if req.top < 1:
         raise UsageError(f"--top must be at least 1, not {req.top}")
+    if (req.index is None) != (req.with_index is None):
+        raise UsageError("dataset examples before and after need both indexes: give --index and --with-index")
+    if req.index is not None and not req.picture:
+        raise UsageError("--index draws the changed channels' dataset examples; drop --no-pictures")
     if req.picture:
         check_cmap(req.cmap)
 
@@ -387,6 +399,100 @@ def _write(req: CompareRequest, result: CompareResult, output: Output) -> None:
         if result.stderr is not None:
             path = output.npy(output_name(*stem, kind="cka-stderr", ext="npy", tags=tags), result.stderr)
             output.report({"path": path, "kind": "stderr"})
+
+
+# ---------------------------------------------------------------- dataset examples before and after
+
+
+def _open_indexes(req: CompareRequest, sel_a: Sequence[ConvLayer], sel_b: Sequence[ConvLayer]) -> tuple[Any, Any] | None:
+    """The two 'cnnviz top' indexes, opened and checked against the request's stage (the weights
+    are checked by hash once loaded)."""
+    if req.index is None:
+        return None
+    from ..index import ActivationIndex
+
+    out = []
+    for path, which in ((req.index, "--index"), (req.with_index, "--with-index")):
+        idx = ActivationIndex.open(path)  # type: ignore[arg-type]
+        if idx.provenance["stage"] != req.stage:
+            raise UsageError(f"{which} {path!r} ranks stage {idx.provenance['stage']}, this comparison stage "
+                             f"{req.stage}; use --stage {idx.provenance['stage']} or an index scanned at {req.stage}")
+        out.append(idx)
+    return out[0], out[1]
+
+
+def _write_examples(req: CompareRequest, result: CompareResult, indexes: tuple[Any, Any], la: LoadedModel,
+                    lb: LoadedModel, *, output: Output, say: Say) -> None:
+    """One picture: per channel that changed most (over the layers both indexes hold), its dataset
+    examples in A's index (left) and those of its match in B's index (right)."""
+    from ..models import weights_digest
+    from ..patches import Patch, Row, crop_window, render_examples
+    from .top import TopRequest, run_top
+
+    for idx, lm, which in ((indexes[0], la, "--index"), (indexes[1], lb, "--with-index")):
+        if idx.provenance["weights_sha256"] != weights_digest(lm.model):
+            raise UsageError(f"{which} {str(idx.root)!r} was built with other weights ({idx.provenance['weights']}) "
+                             f"than {'A' if which == '--index' else 'B'}'s ({lm.weights})")
+    held = [{int(d["index"]) for d in idx.layers} for idx in indexes]
+    rows = [(row["corr"], u.layer, row) for u in result.units for row in u.as_dict()["changed_most"]
+            if row["corr"] is not None and u.layer.index in held[0] and u.layer.index in held[1]]
+    rows.sort(key=lambda r: (r[0], r[1].index, r[2]["channel"]))
+    rows = rows[: req.top]
+    if not rows:
+        say("compare: no changed channel is in both indexes' layers: no dataset examples drawn")
+        return
+
+    def examples(index: str, lm: LoadedModel, layer: int, channels: list[int]) -> tuple[dict[int, list[Record]], Preprocess]:
+        top = run_top(TopRequest(index=index, layers=(str(layer),), channels=",".join(map(str, sorted(set(channels)))),
+                                 k=req.examples, pictures=False), output=Output("."), model=lm)
+        return top.layers[0].examples, top.prep  # type: ignore[return-value]
+
+    def patches(entries: list[Record], prep: Preprocess) -> list[Patch]:
+        out = []
+        for e in entries:
+            def pixels(e: Record = e) -> np.ndarray:
+                try:
+                    disp = prep(e["path"])[1]
+                except ImageError:
+                    disp = np.zeros((0, 0, 3), np.uint8)
+                return crop_window(disp, tuple(e["box"]))[0]
+            out.append(Patch(pixels, f"{e['score']:.3g}", os.path.basename(e["path"])))
+        return out
+
+    left, right = [], []
+    by_layer: dict[int, list[tuple[float, ConvLayer, Record]]] = {}
+    for r in rows:
+        by_layer.setdefault(r[1].index, []).append(r)
+    found: dict[tuple[int, int, str], tuple[list[Record], Preprocess]] = {}
+    for layer, group in by_layer.items():
+        ex_a, prep_a = examples(req.index, la, layer, [g[2]["channel"] for g in group])  # type: ignore[arg-type]
+        ex_b, prep_b = examples(req.with_index, lb, layer, [g[2]["match"] for g in group])  # type: ignore[arg-type]
+        for g in group:
+            found[(layer, g[2]["channel"], "a")] = (ex_a[g[2]["channel"]], prep_a)
+            found[(layer, g[2]["match"], "b")] = (ex_b[g[2]["match"]], prep_b)
+    for corr, lay, row in rows:
+        name = _label(lay)
+        left.append(Row(f"{name} c{row['channel']}", patches(*found[(lay.index, row["channel"], "a")])))
+        right.append(Row(f"c{row['match']} r={corr:.2f}", patches(*found[(lay.index, row["match"], "b")])))
+    k = req.examples
+    img_a = render_examples(left, k=k, tile=96, title=f"A: {result.name_a} {os.path.basename(result.weights_a)}\n"
+                                                         f"top {k} dataset examples of the channel")
+    img_b = render_examples(right, k=k, tile=96, title=f"B: {result.name_b} {os.path.basename(result.weights_b)}\n"
+                                                         f"its match in B (r = correlation)")
+    h = max(img_a.shape[0], img_b.shape[0])
+    pad = lambda im: np.pad(im, ((0, h - im.shape[0]), (0, 0), (0, 0)), constant_values=255)  # noqa: E731
+    gap = np.full((h, 16, 3), 255, np.uint8)
+    from ..render import Picture
+
+    pic = Picture(np.ascontiguousarray(np.concatenate([pad(img_a), gap, pad(img_b)], axis=1)),
+                  metadata={"Software": "cnnviz", "model_a": result.name_a, "weights_a": result.weights_a,
+                            "model_b": result.name_b, "weights_b": result.weights_b, "stage": result.stage,
+                            "channels": [[lay.index, row["channel"], row["match"]] for _, lay, row in rows]})
+    path = output.png(output_name(result.name_a, "vs", result.name_b, kind="changed-examples",
+                                  tags=[None if req.stage == "act" else req.stage]), pic)
+    output.report({"path": path, "kind": "examples",
+                   "channels": [{"layer": lay.index, "name": lay.name, "channel": row["channel"], "match": row["match"],
+                                 "corr": corr} for corr, lay, row in rows]})
 
 
 __all__ = ["CompareRequest", "CompareResult", "LayerUnits", "run_compare", "SPATIAL"]

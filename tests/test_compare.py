@@ -406,3 +406,10 @@ def test_index_draws_the_changed_channels_examples_before_and_after(cli, world):
     assert r.exit_code != 0 and r.stderr.count("\n") == 1 and "other weights" in r.stderr, r.stderr
     r = cli(*base)  # --index alone
     assert r.exit_code != 0 and "--with-index" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_cli_refuses_bf16_in_one_line(cli, world):
+    d, _, _ = world
+    r = cli(*_cmd(d, "--precision", "bf16", "--device", "cpu"))
+    assert r.exit_code != 0 and r.stderr.count("\n") == 1, r.stderr
+    assert "bfloat16" in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from . import cli
-from .common import (batch_size_option, check_stream, cmap_option, crop_option, examples_option, index_option, info,
+from .common import (batch_size_option, check_stream, cmap_option, crop_option, device_options, examples_option,
+                     index_option, info,
                      json_option, layer_option, model_options, out, output_option, size_option, stage_option, top_option)
 
 
@@ -50,6 +51,7 @@ from .common import (batch_size_option, check_stream, cmap_option, crop_option, 
 @click.option("--with-index", type=click.Path(exists=True, file_okay=False), default=None, metavar="DIR",
               help="B's 'cnnviz top' index (see --index).")
 @examples_option(most=100, help="Dataset examples per channel with --index.")
+@device_options(note="compare takes fp32 only: its exact estimator is checked against float32 references.")
 @click.option("--npy", is_flag=True, help="Also write the CKA matrix (rows A's layers, columns B's) as .npy.")
 @click.option("--no-pictures", is_flag=True, help="No heat map PNG, only the numbers.")
 @output_option(help="Folder for the heat map (created if needed); '-' streams the PNG to stdout.")
@@ -58,8 +60,8 @@ def compare(images: tuple[str, ...], model: Any, with_source: str, with_weights:
             layers: tuple[str, ...], with_layers: tuple[str, ...], stage: str, spatial: str, kernel: str, same_units: bool,
             top: int,
             size: str | None, crop: bool, max_pixels: int | None, batch_size: int, workers: int | None, strict: bool,
-            cmap: str, index: str | None, with_index: str | None, examples: int, npy: bool, no_pictures: bool, output: str,
-            as_json: bool) -> None:
+            cmap: str, index: str | None, with_index: str | None, examples: int, device: str, precision: str, npy: bool,
+            no_pictures: bool, output: str, as_json: bool) -> None:
     """How similar two networks' representations are, layer by layer, and which channels changed.
 
     Runs IMAGES (files, folders, globs, '-' for a list on stdin; at least 4) through model A
@@ -95,7 +97,8 @@ def compare(images: tuple[str, ...], model: Any, with_source: str, with_weights:
     req = CompareRequest(images=images, model=model, with_model=other, layers=layers, with_layers=with_layers,
                          stage=stage, spatial=spatial, kernel=kernel, same_units=same_units, top=top, size=size, crop=crop,
                          max_pixels=max_pixels, batch_size=batch_size, workers=workers, strict=strict, npy=npy,
-                         picture=not no_pictures, cmap=cmap, index=index, with_index=with_index, examples=examples)
+                         picture=not no_pictures, cmap=cmap, index=index, with_index=with_index, examples=examples,
+                         device=device, precision=precision)
 
     def on_record(rec: dict[str, Any]) -> None:
         if as_json:

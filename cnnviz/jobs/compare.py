@@ -20,6 +20,7 @@ import numpy as np
 from ..capture import Capture, HookPoint, hook_points
 from ..compare import (MIN_IMAGES, LinearCKA, MinibatchCKA, UnitMatch, centered_gram, match_units, pairs_of, rbf_from_gram,
                        same_architecture)
+from ..device import place
 from ..errors import ImageError, UsageError
 from ..io import output_name
 from ..layers import ConvLayer, conv_layers, select_layers
@@ -32,6 +33,8 @@ from .output import Output, Record, Say, quiet
 from .top import batch_preprocess, default_workers
 
 SPATIAL = ("mean", "flatten")
+_BF16_REFUSED = ("compare's exact estimator is checked against float32 references to 1e-6; bfloat16 keeps 3 "
+                 "significant digits")
 KERNELS = ("linear", "rbf")
 
 
@@ -73,6 +76,8 @@ class CompareRequest:
     index: str | None = None
     with_index: str | None = None
     examples: int = 9
+    device: str = "auto"
+    precision: str = "fp32"
 
 
 @dataclass
@@ -160,6 +165,7 @@ def run_compare(req: CompareRequest, *, output: Output | None = None, model: Loa
     t0 = time.perf_counter()
     output = Output(".") if output is None else output
     _check(req)
+    where = place(req.device, req.precision, say=say, bf16_refused=_BF16_REFUSED)
     spec_a, spec_b = as_spec(req.model), as_spec(req.with_model)
     arch_a = model or architecture(spec_a)
     arch_b = with_model or architecture(spec_b)
@@ -177,8 +183,8 @@ def run_compare(req: CompareRequest, *, output: Output | None = None, model: Loa
     files = int(req.picture) + (2 if req.npy and req.spatial == "flatten" else int(req.npy)) + int(indexes is not None)
     output.prepare(files, npy=req.npy,
                    message="-o - streams exactly one PNG to stdout; with --npy or --no-pictures use -o DIR")
-    la = model or load(spec_a)
-    lb = with_model or load(spec_b)
+    la = model or load(spec_a, device=where.device)
+    lb = with_model or load(spec_b, device=where.device)
     for lm, which in ((la, "A"), (lb, "B")):
         if lm.channels_in != 3:
             raise UsageError(f"compare reads RGB images; {which} ({lm.name}) takes {lm.channels_in}-channel input")

@@ -47,10 +47,11 @@ SKIP = {  # substring of the example -> why it cannot run in a test
     "ray start": "starts a Ray cluster",
     "$SLURM_ARRAY_TASK_ID": "runs inside a SLURM array job (the same sharding runs here via the GNU parallel example)",
 }
-WEIGHTED = {"maps", "filters", "maximize", "rf", "top", "cam", "report", "ablate"}
-# Shell steps that prepare an example's files, run (with bash, in the scratch folder) where a block
-# with cnnviz examples has them; other shell lines (pip, publishing a report) never run.
-SETUP = ("mkdir ", "cp ", "printf ")
+WEIGHTED = {"maps", "filters", "maximize", "rf", "top", "cam", "report", "ablate", "compare"}
+# Shell steps that prepare an example's files (folders, copies, a labels file, a checkpoint), run
+# with bash in the scratch folder where a block with cnnviz examples has them; other shell lines
+# (pip, publishing a report) never run.
+SETUP = ("mkdir ", "cp ", "printf ", "python -c ")
 # Examples that take several seconds even shrunk: marked slow (they still run in CI).
 HEAVY = ("vgg16.pt2", "maximize --model vgg16", "maximize -m vgg16", "--effective", "--layer all", "timm:",
          "-c 0:512 -n 25")
@@ -416,7 +417,7 @@ def test_the_pages_have_the_examples_this_test_expects():
     assert len(EXAMPLES) >= 30
     assert any("jq .zero_fraction" in ln and "--stage act" in ln for _, ln in EXAMPLES)
     by_page = {pg for pg, _ in EXAMPLES}
-    for page in ("README.md", "ablate.md", "layers.md", "filters.md", "maps.md", "rf.md", "maximize.md", "top.md",
+    for page in ("README.md", "ablate.md", "compare.md", "layers.md", "filters.md", "maps.md", "rf.md", "maximize.md", "top.md",
                  "cam.md", "report.md", "sources.md"):
         assert page in by_page, f"no runnable example on {page}"
 

@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import CnnvizError, UsageError
+from ..errors import CnnvizError, RFError, UsageError
 from ..fields import effective_fields, mass_square, peak_units
 from ..io import indices_tag, output_name, size_tag
 from ..layers import ConvLayer, conv_layers, select_layers
 from ..models import LoadedModel
-from ..rf import RFError, catalog, layer_fields, receptive_fields
+from ..rf import catalog, layer_fields, receptive_fields
 from ..rfdraw import (ProfileSeries, box_colors, draw_boxes, effective_panel, legend_rows, margin_for, panel_sheet,
                       profile_figure)
 from ..select import select_indices

@@ -6,7 +6,7 @@ from typing import Any
 import click
 
 from . import cli
-from .common import image_options, info, json_option, model_options, out, output_option, sink
+from .common import image_options, info, json_option, model_options, out, output_option, quiet_option, sink
 
 # Literal so that --help needs no torch import; a test checks it equals cnnviz.cam.METHODS.
 METHOD_NAMES = ("gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "eigencam", "eigengradcam", "scorecam",
@@ -53,6 +53,7 @@ METHOD_NAMES = ("gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "eig
 @click.option("--bare", is_flag=True, help="Heat map only: no title or legend.")
 @output_option()
 @json_option
+@quiet_option
 def cam(inputs: Any, output: str, as_json: bool, methods: tuple[str, ...], **options: Any) -> None:
     """Why the model decided: class activation maps and gradient attributions over the image.
 

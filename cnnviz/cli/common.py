@@ -241,3 +241,13 @@ def image_options(f: F) -> F:
     for o in reversed(opts):
         command = o(command)
     return command  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- progress (every long command)
+
+
+def quiet_option(f: F) -> F:
+    """-q/--quiet: no progress bar. The command receives ``quiet`` and puts it in its request (the
+    job's cnnviz.progress.Progress is silent then, as it is whenever stderr is not a terminal)."""
+    return click.option("-q", "--quiet", is_flag=True,
+                        help="No progress bar on stderr (there is none when stderr is not a terminal).")(f)

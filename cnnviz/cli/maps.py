@@ -6,7 +6,7 @@ from typing import Any
 import click
 
 from . import cli
-from .common import image_options, info, json_option, layer_option, model_options, output_option, sink
+from .common import image_options, info, json_option, layer_option, model_options, output_option, quiet_option, sink
 
 
 @cli.command()
@@ -42,6 +42,7 @@ from .common import image_options, info, json_option, layer_option, model_option
               help="Images per forward pass (same-size images only).")
 @output_option()
 @json_option
+@quiet_option
 def maps(inputs: Any, output: str, as_json: bool, **options: Any) -> None:
     """Feature maps of images at conv layers: one grid PNG per image and layer.
 

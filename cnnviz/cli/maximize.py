@@ -1,13 +1,12 @@
 """`cnnviz maximize`: synthesise the input each channel (or class) responds to most."""
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
 
 from . import cli
-from .common import info, json_option, layer_option, model_options, output_option, sink
+from .common import info, json_option, layer_option, model_options, output_option, quiet_option, sink
 
 
 @cli.command()
@@ -45,6 +44,7 @@ from .common import info, json_option, layer_option, model_options, output_optio
 @click.option("--no-labels", "no_labels", is_flag=True, hidden=True)  # the earlier name of --no-titles
 @click.option("--npy", is_flag=True, help="Also save the image batch as .npy, (N, H, W, 3) float32 in [0, 1].")
 @json_option
+@quiet_option
 def maximize(output: str, as_json: bool, titles: bool, no_labels: bool, **options: Any) -> None:
     """Synthesise the image each channel responds to most (activation maximization).
 
@@ -68,4 +68,4 @@ def maximize(output: str, as_json: bool, titles: bool, no_labels: bool, **option
     from ..jobs.maximize import MaximizeRequest, run_maximize
 
     run_maximize(MaximizeRequest(titles=titles and not no_labels, **options), output=sink(output, as_json=as_json),
-                 say=info, progress=sys.stderr.isatty())
+                 say=info)

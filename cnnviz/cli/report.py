@@ -6,7 +6,7 @@ from typing import Any
 import click
 
 from . import cli
-from .common import emit, image_options, info, json_option, layer_option, model_options
+from .common import emit, image_options, info, json_option, layer_option, model_options, quiet_option
 
 
 @cli.command()
@@ -48,6 +48,7 @@ from .common import emit, image_options, info, json_option, layer_option, model_
                    "does not show. Only files cnnviz wrote there.")
 @click.option("--force", is_flag=True, help="Write into a folder holding an index.html that cnnviz did not write.")
 @json_option
+@quiet_option
 def report(inputs: Any, output: str, as_json: bool, **options: Any) -> None:
     """Write a static HTML site to explore a model on your images: open DIR/index.html.
 
@@ -72,4 +73,4 @@ def report(inputs: Any, output: str, as_json: bool, **options: Any) -> None:
     from ..jobs.report import ReportRequest, run_report
 
     run_report(ReportRequest(inputs=inputs, **options), output=Output(output, on_record=lambda r: emit(r, as_json=as_json)),
-               say=info, progress=None)
+               say=info)

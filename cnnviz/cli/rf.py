@@ -6,7 +6,7 @@ from typing import Any
 import click
 
 from . import cli
-from .common import image_options, info, json_option, layer_option, model_options, output_option, sink
+from .common import image_options, info, json_option, layer_option, model_options, output_option, quiet_option, sink
 
 
 @cli.command()
@@ -33,6 +33,7 @@ from .common import image_options, info, json_option, layer_option, model_option
                    "(otherwise layers past a gate, which in theory see the whole image, are refused).")
 @output_option()
 @json_option
+@quiet_option
 def rf(inputs: Any, output: str, as_json: bool, **options: Any) -> None:
     """Receptive fields: which input pixels a unit of a conv layer sees.
 

@@ -8,7 +8,7 @@ import click
 
 from . import cli
 from .common import (CONTEXT_SETTINGS, CnnvizCommand, check_stream, emit, info, json_option, layer_option,
-                     model_options, out)
+                     model_options, out, quiet_option)
 
 
 class _TopCommand(CnnvizCommand):
@@ -78,11 +78,12 @@ class _TopCommand(CnnvizCommand):
 @click.option("--part-images", type=click.IntRange(min=1), default=512, show_default=True, hidden=True,
               help="Images per index part (the unit of resumption).")
 @json_option
+@quiet_option
 def top(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: str | None,
         k: int, score: str, bottom: bool, stage: str, size: str | None, crop: bool, max_pixels: int | None,
         batch_size: int, workers: int | None, strict: bool, index: str | None, image: str | None, shard: str | None,
         engine: str, overlay: bool, separate: bool, tile: int, cmap: str, max_side: int, no_pictures: bool, output: str,
-        part_images: int, as_json: bool) -> None:
+        part_images: int, as_json: bool, quiet: bool) -> None:
     """Dataset examples: for each channel, the K images that excite it most, cropped to the
     receptive field of the unit where its map peaks.
 
@@ -114,7 +115,7 @@ def top(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: 
                      k=k, score=score, bottom=bottom, size=size, crop=crop, max_pixels=max_pixels, batch_size=batch_size,
                      workers=workers, strict=strict, index=index, image=image, shard=shard, engine=engine,
                      pictures=not no_pictures, overlay=overlay, separate=separate, tile=tile, cmap=cmap, max_side=max_side,
-                     part_images=part_images)
+                     part_images=part_images, quiet=quiet)
     if image is not None:
         if output == "-":
             from ..errors import UsageError

@@ -17,6 +17,7 @@ from ..io import indices_tag, output_name, size_tag, text_tag
 from ..maps import iter_batches
 from ..models import LoadedModel, is_checkpoint_path
 from ..optimize import resolve_classes
+from ..progress import Progress
 from ..render import check_cmap
 from ..sources import ModelSpec, architecture, as_spec, load
 from ..util import device_of
@@ -51,6 +52,7 @@ class CamRequest:
     sanity: bool = False
     batch_size: int = 16
     bare: bool = False
+    quiet: bool = False
 
 
 @dataclass
@@ -94,6 +96,8 @@ def run_cam(req: CamRequest, *, output: Output, model: LoadedModel | None = None
     cells: list[tuple[_Pair, dict[str, np.ndarray], dict[str, Record]]] = []
     n_images = 0
     summary: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
+    # one step per map (image x class x method): --method all --top 2 on a big model is minutes
+    progress = Progress(len(sources) * per_image * len(methods), desc="cam", unit="map", quiet=req.quiet)
     for batch in iter_batches(req.inputs.read(lm), batch_size=per_pass, key=lambda im: im.x.shape):
         x = torch.from_numpy(np.stack([im.x for im in batch])).to(device_of(net))
         logits = predict(net, x)
@@ -115,8 +119,10 @@ def run_cam(req: CamRequest, *, output: Output, model: LoadedModel | None = None
         ts = [p.target for p in pairs]
         maps: dict[str, Any] = {}
         for method in methods:
+            progress.describe(f"cam {method}")
             maps[method] = explain(net, xs, ts, method=method, layers=layers, ig_steps=req.ig_steps, smooth=req.smooth,
                                    noise=req.noise, seed=spec.seed, batch_size=per_pass)
+            progress.update(len(pairs))
         for j, pair in enumerate(pairs):
             per_norm: dict[str, np.ndarray] = {}
             per_record: dict[str, Record] = {}
@@ -147,6 +153,7 @@ def run_cam(req: CamRequest, *, output: Output, model: LoadedModel | None = None
             if sheet:
                 cells.append((pair, per_norm, per_record))
         n_images += len(batch)
+    progress.close()
     if sheet:
         # the sheet is named after its first image: the other images, the methods (unless all)
         # and the classes are tags

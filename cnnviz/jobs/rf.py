@@ -14,6 +14,7 @@ from ..fields import effective_fields, mass_square, peak_units
 from ..io import indices_tag, output_name, size_tag
 from ..layers import ConvLayer, conv_layers, select_layers
 from ..models import LoadedModel
+from ..progress import Progress
 from ..rf import catalog, layer_fields, receptive_fields
 from ..rfdraw import (ProfileSeries, box_colors, draw_boxes, effective_panel, legend_rows, margin_for, panel_sheet,
                       profile_figure)
@@ -44,6 +45,7 @@ class RFRequest:
     profile: bool = False
     compare: str | None = None
     ignore_gates: bool = False
+    quiet: bool = False
 
 
 def run_rf(req: RFRequest, *, output: Output, model: LoadedModel | None = None, say: Say = quiet) -> None:
@@ -130,6 +132,8 @@ class _RFRun:
         if n_inputs or not req.effective:
             n_inputs = len(req.inputs.check())
         self.noise_only = n_inputs == 0
+        self.n_inputs = n_inputs
+        self.progress = Progress(quiet=True)  # --effective: one step per backward pass (see run)
         # every requested field must exist (at a nominal size: fields depend on it only via adaptive pooling)
         if not self.layers:
             self.layers = _stage_ends(net, every, req.ignore_gates, size=nominal)
@@ -172,14 +176,18 @@ class _RFRun:
         self.layers = [by_name[lay.name] for lay in self.layers]
         # fields from the architecture alone ('meta': no compute where the source allows), whatever the weights
         self.meta_net = arch.model
-        if self.noise_only:
-            self._effective_noise()
-            return
-        for im in req.inputs.read(self.lm):
-            if req.effective:
-                self._effective_image(im)
-            else:
-                self._boxes(im)
+        if req.effective:  # one backward pass per sample and unit batch: the slow part of rf
+            self.progress = Progress(max(self.n_inputs, 1) * req.samples, desc="rf effective", unit="pass",
+                                     quiet=req.quiet)
+        with self.progress:
+            if self.noise_only:
+                self._effective_noise()
+                return
+            for im in req.inputs.read(self.lm):
+                if req.effective:
+                    self._effective_image(im)
+                else:
+                    self._boxes(im)
 
     # ------------------------------------------------------------ choosing units
 
@@ -256,6 +264,7 @@ class _RFRun:
         for i in range(xs.shape[0]):  # one input at a time: bounded memory on big nets
             for g, add in zip(grads, effective_fields(self.lm.model, xs[i:i + 1], targets)):
                 g += add / xs.shape[0]
+            self.progress.update()
         colors = box_colors(len(entries))
         margin = margin_for([e["box"] for e in entries], *hw)
         panels = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -459,5 +459,3 @@ def _r(v: float) -> float:
         return 0.0 if not math.isfinite(v) else v
     return float(f"{v:.4g}")
 
-
-ProgressFn = Callable[[int], None]

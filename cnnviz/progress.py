@@ -8,9 +8,10 @@ never touched. tqdm is imported only when a bar is actually shown.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
-__all__ = ["Progress", "shows_bar"]
+__all__ = ["Progress", "around_bars", "shows_bar"]
 
 MIN_INTERVAL = 0.1  # s between redraws (tqdm's default): a fast loop costs nothing; tests set 0 to see every step
 
@@ -86,3 +87,18 @@ class Progress:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def around_bars(say: Callable[[str], None]) -> Callable[[str], None]:
+    """``say`` for messages printed while a bar may be on stderr (a skipped file during a scan):
+    each message clears the bars first and redraws them below it, instead of landing mid-bar."""
+
+    def wrapped(message: str) -> None:
+        tqdm = sys.modules.get("tqdm")  # no bar was ever drawn without it
+        if tqdm is None:
+            say(message)
+            return
+        with tqdm.tqdm.external_write_mode(file=sys.stderr):
+            say(message)
+
+    return wrapped

@@ -168,3 +168,21 @@ def test_cli_bar_on_a_terminal_none_with_quiet_none_in_a_pipe(tmp_path, monkeypa
     drew = "1/1" in shell.stderr and "maps" in shell.stderr
     assert drew is not quiet, shell.stderr
     assert sorted(os.listdir(tmp_path / "out")) == sorted(os.listdir(tmp_path / "out2"))
+
+
+def test_messages_during_a_bar_clear_it_and_redraw_it_below(tty):
+    from cnnviz.progress import around_bars
+
+    term = tty()
+    say = around_bars(lambda m: print(m, file=sys.stderr))
+    with Progress(4, desc="scan", unit="img") as bar:
+        bar.update(1)
+        before = len(term.getvalue())
+        say("cnnviz: warning: skipped x.png")
+        after = term.getvalue()[before:]
+    head, _, tail = after.partition("cnnviz: warning: skipped x.png\n")
+    assert head.endswith("\r") and head.strip() == ""  # the bar line blanked first, the message on its own line
+    assert "scan:" in tail and "1/4" in tail  # then the bar again, below it
+    plain = around_bars(lambda m: print(m, file=sys.stderr))
+    plain("no bar")  # no bar on screen: just the message
+    assert term.getvalue().endswith("no bar\n")

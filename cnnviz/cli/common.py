@@ -189,10 +189,12 @@ def emit(record: dict[str, Any], *, as_json: bool) -> None:
 
 
 def out(text: str) -> None:
-    """One line of the command's data on the real stdout (see io.data_stdout)."""
+    """One line of the command's data on the real stdout (see io.data_stdout); a progress bar on
+    the same terminal is cleared first and redrawn below it (cnnviz.progress.around_bars)."""
     from ..io import stdout_text
+    from ..progress import around_bars
 
-    click.echo(text, file=stdout_text())
+    around_bars(lambda line: click.echo(line, file=stdout_text()))(text)
 
 
 def _jsonable(v: Any) -> Any:

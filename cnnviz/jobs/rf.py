@@ -14,7 +14,7 @@ from ..fields import effective_fields, mass_square, peak_units
 from ..io import indices_tag, output_name, size_tag
 from ..layers import ConvLayer, conv_layers, select_layers
 from ..models import LoadedModel
-from ..progress import Progress
+from ..progress import Progress, around_bars
 from ..rf import catalog, layer_fields, receptive_fields
 from ..rfdraw import (ProfileSeries, box_colors, draw_boxes, effective_panel, legend_rows, margin_for, panel_sheet,
                       profile_figure)
@@ -64,7 +64,7 @@ def run_rf(req: RFRequest, *, output: Output, model: LoadedModel | None = None, 
         return
     if req.at is not None and req.channel is not None and not req.effective:
         raise UsageError("--at and --channel both choose the unit; give one (or use both with --effective)")
-    run = _RFRun(req, output, say)
+    run = _RFRun(req, output, around_bars(say))  # --effective prints each image's fields under its bar
     run.run(model)
     say(f"rf: {run.written} file(s) for {len(run.layers)} layer(s) of {run.spec.source} in {time.perf_counter() - t0:.1f}s")
 

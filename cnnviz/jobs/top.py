@@ -34,7 +34,7 @@ from ..maps import resolve_channels
 from ..models import LoadedModel, weights_digest
 from ..sources import ModelSpec, architecture, load
 from ..patches import Patch, Row, page_rows, paginate_examples, render_examples
-from ..progress import Progress
+from ..progress import Progress, around_bars
 from ..rayscan import ray_scan
 from ..render import Picture, check_cmap
 from ..rf import Field, receptive_fields
@@ -281,6 +281,7 @@ _STAND_IN = Patch(np.zeros((1, 1, 3), np.uint8), "-0.000123", "image_000000.jpg"
 
 
 def _scan(req: TopRequest, *, output: Output, model: LoadedModel | None, say: Say, stdin: TextIO | None) -> TopResult:
+    say = around_bars(say)  # skipped files are reported while the scan's bar is drawn
     arch = model or architecture(_spec(req))
     layers, chans = _select(req, arch.model, model_name=_spec(req).source)
     hook_points(arch.model, layers, req.stage)  # --stage act not available: usage error now

@@ -53,7 +53,7 @@ def top_index(root, lm, *, photos: int, layers: tuple[str, ...]) -> str:
 def built(tmp_path):
     lm = tiny_model()
     out = tmp_path / "site"
-    res = build_report(lm, images(), output=str(out), progress=False)
+    res = build_report(lm, images(), output=str(out), progress=False, stage="act")  # maps after the ReLUs
     return lm, out, res
 
 
@@ -182,7 +182,7 @@ def test_a_deleted_picture_is_made_again(built):
     lm, out, _ = built
     victim = next((out / "img").glob("maps-*.png"))
     victim.unlink()
-    res = build_report(lm, images(), output=str(out), progress=False)
+    res = build_report(lm, images(), output=str(out), progress=False, stage="act")  # as built
     assert res.computed.get("maps", 0) >= 1 and victim.exists()
 
 

@@ -231,7 +231,7 @@ def test_overlay_runs_and_differs_from_plain(tmp_path, tiny_lm):
 def test_cli_json_bad_files_and_errors(tmp_path, cli):
     _photos(tmp_path / "p", 6)
     (tmp_path / "p" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
-    args = ["top", str(tmp_path / "p"), "-m", "squeezenet1_1", "-w", "none", "-l", "1", "-c", "0:2", "-k", "3",
+    args = ["top", str(tmp_path / "p"), "-m", "squeezenet1_1", "-w", "none", "-l", "1", "-c", "0:2", "-n", "3",
             "-s", "48", "--workers", "0", "-o", str(tmp_path / "out")]
     r = cli(*args, "--json")
     assert r.exit_code == 0, r.stderr
@@ -255,7 +255,7 @@ def test_cli_json_bad_files_and_errors(tmp_path, cli):
 
 def test_cli_stdin_list_and_text_output(tmp_path, cli):
     paths = _photos(tmp_path / "p", 4)
-    r = cli("top", "-", "-m", "squeezenet1_1", "-w", "none", "-l", "0", "-c", "0", "-k", "2", "-s", "40", "--workers", "0",
+    r = cli("top", "-", "-m", "squeezenet1_1", "-w", "none", "-l", "0", "-c", "0", "-n", "2", "-s", "40", "--workers", "0",
             "-o", str(tmp_path / "o"), input="\n".join(paths).encode())
     assert r.exit_code == 0, r.stderr
     assert r.stdout.strip() == str(tmp_path / "o" / "squeezenet1_1-00-features.0-top-max-c0-k2-s40.png")
@@ -509,16 +509,16 @@ def test_cli_index_query_and_image_and_merge(tmp_path, cli):
         assert r.exit_code == 0, r.stderr
     r = cli("top", "merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--into", str(tmp_path / "all"))
     assert r.exit_code == 0, r.stderr
-    r = cli("top", "--index", str(tmp_path / "all"), "-c", "0:3", "-k", "2", "--score", "mean", "--json", "--no-pictures")
+    r = cli("top", "--index", str(tmp_path / "all"), "-c", "0:3", "-n", "2", "--score", "mean", "--json", "--no-pictures")
     assert r.exit_code == 0, r.stderr
     recs = [json.loads(x) for x in r.stdout.splitlines()]
     assert [x["channel"] for x in recs] == [0, 1, 2] and all(len(x["examples"]) == 2 for x in recs)
-    r = cli("top", "--index", str(tmp_path / "all"), "--image", paths[2], "-k", "3")
+    r = cli("top", "--index", str(tmp_path / "all"), "--image", paths[2], "-n", "3")
     assert r.exit_code == 0, r.stderr
     assert r.stdout.count("rank") == 3 and f"of {len(paths)}" in r.stdout
     # an image outside the index: the index's model (random squeezenet, seed 0: the same weights hash)
     (new,) = _photos(tmp_path / "new", 1, seed=9, start=90)
-    r = cli("top", "--index", str(tmp_path / "all"), "--image", new, "-k", "3")
+    r = cli("top", "--index", str(tmp_path / "all"), "--image", new, "-n", "3")
     assert r.exit_code == 0, r.stderr
     assert "not in the index: ranked as if added" in r.stdout and f"of {len(paths) + 1}" in r.stdout
     r = cli("top", str(tmp_path / "p"), "-m", "squeezenet1_1", "-w", "none", "-l", "2", "-s", "40", "--workers", "0",

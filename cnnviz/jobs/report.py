@@ -48,7 +48,7 @@ class ReportRequest:
     inputs: ImageInputs = field(default_factory=ImageInputs)
     model: ModelSpec | str = "resnet50"
     layers: tuple[str, ...] = ("all",)
-    stage: str = "act"
+    stage: str = "conv"
     top: int = DEFAULT_TOP
     cmap: str = "viridis"
     maximize: bool = False

@@ -59,7 +59,7 @@ def build_report(
     *,
     output: str,
     layers: Sequence[ConvLayer] | None = None,
-    stage: str = "act",
+    stage: str = "conv",
     top: int = DEFAULT_TOP,
     cmap: str = "viridis",
     batch_size: int = 8,

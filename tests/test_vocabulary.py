@@ -250,7 +250,9 @@ def test_layers_and_models_json_is_format_json(cli):
     r = cli("layers", "-m", "squeezenet1_1", "--json", "--format", "tsv")
     assert r.exit_code == 2 and "--json and --format tsv disagree" in r.stderr
     names = cli("models", "--names-only").stdout.split()
-    assert "resnet18" in names
+    assert "resnet18" in names and json.loads(cli("models", "--names-only", "--json").stdout) == names
+    r = cli("models", "--json", "--format", "table")
+    assert r.exit_code == 2 and "--json and --format table disagree" in r.stderr
 
 
 def test_report_stage_defaults_to_conv_as_top_indexes(cli):

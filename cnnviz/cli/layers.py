@@ -114,7 +114,7 @@ def layers(model: Any, size: str | None, fmt: str, as_json: bool, ignore_gates: 
 @cli.command()
 @click.option("-f", "--format", "fmt", type=click.Choice(["table", "tsv", "json"]), default="table", show_default=True)
 @json_option(help="The rows as one JSON list (as --format json).")
-@click.option("--names-only", is_flag=True, help="Print just the model names, one per line (fast).")
+@click.option("--names-only", is_flag=True, help="Print just the model names, one per line (fast; with --json one list).")
 def models(fmt: str, as_json: bool, names_only: bool) -> None:
     """List torchvision's classification models with their conv count and default weights.
 
@@ -128,6 +128,9 @@ def models(fmt: str, as_json: bool, names_only: bool) -> None:
     if names_only:
         from ..models import list_models
 
+        if fmt == "json":  # the names as one JSON list, as --json promises
+            out(json.dumps(list_models()))
+            return
         for n in list_models():
             out(n)
         return

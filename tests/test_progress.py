@@ -186,3 +186,18 @@ def test_messages_during_a_bar_clear_it_and_redraw_it_below(tty):
     plain = around_bars(lambda m: print(m, file=sys.stderr))
     plain("no bar")  # no bar on screen: just the message
     assert term.getvalue().endswith("no bar\n")
+
+
+def test_quiet_names_no_file():
+    from cnnviz.jobs.cam import CamRequest
+    from cnnviz.jobs.maps import MapsRequest
+    from cnnviz.jobs.maximize import MaximizeRequest
+    from cnnviz.jobs.output import request_tags
+    from cnnviz.jobs.report import ReportRequest
+    from cnnviz.jobs.rf import RFRequest
+    from cnnviz.jobs.top import TopRequest
+
+    for req in (MapsRequest(inputs=ImageInputs(), layers=("0",), quiet=True), RFRequest(quiet=True),
+                CamRequest(inputs=ImageInputs(), quiet=True), TopRequest(quiet=True), ReportRequest(quiet=True),
+                MaximizeRequest(quiet=True)):
+        assert request_tags(req, [("q", "quiet")]) == [], type(req).__name__

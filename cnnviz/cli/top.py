@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from . import cli
 from .common import (CONTEXT_SETTINGS, CnnvizCommand, batch_size_option, channels_option, check_stream, cmap_option,
-                     crop_option, deprecated_aliases, emit, examples_option, index_option, info, json_option,
-                     layer_option, model_options, out, output_option, quiet_option, size_option, stage_option,
-                     tile_option)
+                     crop_option, deprecated_aliases, device_options, emit, examples_option, index_option, info,
+                     json_option, layer_option, model_options, out, output_option, quiet_option, size_option,
+                     stage_option, tile_option)
 
 
 class _TopCommand(CnnvizCommand):
@@ -50,7 +51,9 @@ class _TopCommand(CnnvizCommand):
 @batch_size_option(32, help="Images per forward pass.")
 @click.option("--workers", type=click.IntRange(min=0), default=None, metavar="N",
               help="Processes decoding and preprocessing images ahead of the model (0: none).  [default: min(4, CPUs)]")
-@click.option("--strict", is_flag=True, help="Stop at the first unreadable file instead of skipping it with a warning.")
+@click.option("--strict", is_flag=True,
+              help="Stop at the first unreadable file, or path listed on stdin that does not exist, instead of "
+                   "skipping it with a warning (exit code 0 when files were skipped; 1 with --strict).")
 @index_option(exists=False,
               help="Store every image's per-channel max, mean and peak unit in DIR (Parquet), resumable and "
                    "incremental; without IMAGES, answer from DIR alone.")
@@ -72,8 +75,12 @@ class _TopCommand(CnnvizCommand):
                    "further lines.")
 @click.option("--no-pictures", is_flag=True, help="Only the JSON/paths answer, no PNG.")
 @output_option(help="Folder for the pictures (created if needed); '-' streams the one picture to stdout.")
-@click.option("--part-images", type=click.IntRange(min=1), default=512, show_default=True, hidden=True,
-              help="Images per index part (the unit of resumption).")
+@click.option("--part-images", type=click.IntRange(min=1), default=512, show_default=True, metavar="N",
+              help="With --index: commit a part (the unit of resumption) every N images...")
+@click.option("--part-seconds", type=click.FloatRange(min=0), default=60, show_default=True, metavar="S",
+              help="...or S seconds after the last part, whichever comes first (0: by count only): a kill -9 loses "
+                   "at most the part in flight; rerunning the command resumes.")
+@device_options(note="top takes fp32 only: bf16 would reorder near ties in rankings compared across scans.")
 @json_option
 @quiet_option
 @deprecated_aliases("top")
@@ -81,7 +88,7 @@ def top(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: 
         examples: int, score: str, bottom: bool, stage: str, size: str | None, crop: bool, max_pixels: int | None,
         batch_size: int, workers: int | None, strict: bool, index: str | None, image: str | None, shard: str | None,
         engine: str, overlay: bool, separate: bool, tile: int, cmap: str, max_side: int, no_pictures: bool, output: str,
-        part_images: int, as_json: bool, quiet: bool) -> None:
+        part_images: int, part_seconds: float, as_json: bool, device: str, precision: str, quiet: bool) -> None:
     """Dataset examples: for each channel, the K images that excite it most, cropped to the
     receptive field of the unit where its map peaks.
 
@@ -109,11 +116,15 @@ def top(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: 
     from ..jobs.top import TopRequest, image_query, run_top
 
     check_stream(output, as_json=as_json)
+    ctx = click.get_current_context()
+    given = frozenset(n for n in ("model", "weights", "stage", "size", "crop")
+                      if ctx.get_parameter_source(n) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT))
     req = TopRequest(images=images, model=model, weights=model.weights, seed=model.seed, layers=layers, stage=stage, channels=channels,
                      k=examples, score=score, bottom=bottom, size=size, crop=crop, max_pixels=max_pixels, batch_size=batch_size,
                      workers=workers, strict=strict, index=index, image=image, shard=shard, engine=engine,
                      pictures=not no_pictures, overlay=overlay, separate=separate, tile=tile, cmap=cmap, max_side=max_side,
-                     part_images=part_images, quiet=quiet)
+                     part_images=part_images, part_seconds=part_seconds, given=given, device=device,
+                     precision=precision, quiet=quiet)
     if image is not None:
         if output == "-":
             from ..errors import UsageError
@@ -141,7 +152,8 @@ def top(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: 
     what = f"{result.images:,} image(s)"
     if images:
         what += f" ({result.scanned:,} scanned now" + (f", {result.already:,} already indexed" if result.already else "") + \
-                (f", {result.skipped:,} unreadable skipped" if result.skipped else "") + ")"
+                (f", {result.skipped:,} unreadable skipped" if result.skipped else "") + \
+                (f", {result.missing:,} missing skipped" if result.missing else "") + ")"
     info(f"top: {'bottom' if bottom else 'top'} {examples} by {score} for {n_ch} channel(s) of {len(result.layers)} layer(s) "
          f"over {what} in {result.seconds:.1f}s")
 

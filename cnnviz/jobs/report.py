@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..capture import hook_points
+from ..device import place
 from ..errors import UsageError
 from ..io import sample_image_path
 from ..layers import ConvLayer, conv_layers, select_layers
@@ -26,6 +27,7 @@ from ..optimize import DEFAULT_STEPS
 from ..render import check_cmap
 from ..report import CamMaker, ExampleQuery, ReportImage, ReportResult, build_report
 from ..report.build import DEFAULT_TOP
+from ..report.examples import check_index
 from ..select import select_indices
 from ..sources import ModelSpec, architecture, as_spec, load
 from .cam import CamRequest, run_cam
@@ -62,6 +64,8 @@ class ReportRequest:
     batch_size: int = 8
     prune: bool = False
     force: bool = False
+    device: str = "auto"
+    precision: str = "fp32"
     quiet: bool = False
 
 
@@ -83,17 +87,20 @@ def run_report(req: ReportRequest, *, output: Output, model: LoadedModel | None 
     else:
         parse_image_size(req.inputs.size, 224)
     net, chosen, max_jobs = _plan(req, spec)
+    where = place(req.device, req.precision, say=say)
+    if req.index:
+        check_index(req.index, stage=req.stage)  # the stage now; model and weights once loaded
     output.prepare(None)
 
-    lm = model or load(spec)
+    lm = model or load(spec, device=where.device)
     images = list(_images(req.inputs, lm))
     res = build_report(lm, images, output=output.target, layers=[conv_layers(lm.model)[lay.index] for lay in chosen],
                        stage=req.stage, top=req.top, cmap=req.cmap, batch_size=req.batch_size,
                        maximize=max_jobs if req.maximize else None, maximize_steps=req.steps or DEFAULT_STEPS,
-                       maximize_seed=spec.seed, include=req.include, index=req.index, index_k=req.index_k,
-                       examples=index_query(lm) if req.index else None, force=req.force, prune=req.prune,
-                       preprocessing=_preprocessing(req.inputs, lm), architecture=net, progress=not req.quiet,
-                       cam=cam_maker(spec, lm) if req.cam else None)
+                       maximize_seed=spec.seed, maximize_precision=where.precision, include=req.include,
+                       index=req.index, index_k=req.index_k, examples=index_query(lm) if req.index else None,
+                       force=req.force, prune=req.prune, preprocessing=_preprocessing(req.inputs, lm), architecture=net,
+                       progress=not req.quiet, cam=cam_maker(spec, lm) if req.cam else None, precision=where.precision)
     output.report({"path": res.index, "kind": "report", "folder": res.output, "model": lm.name, "weights": lm.weights,
                    "layers": res.layers, "images": res.images, "channels": res.channels, "pages": res.pages,
                    "computed": res.computed, "reused": res.reused, "bytes": res.bytes, "seconds": round(res.seconds, 3)})

@@ -280,7 +280,7 @@ class Concept:
 
 CONCEPTS: dict[str, Concept] = {c.long: c for c in [
     Concept("layer selection", "--layer", "-l", PER_COMMAND,
-            "per command: filters 0, report all, maps required, rf each stage's last conv, cam the last activation",
+            "per command: filters 0, report all, maps and ablate required, rf each stage's last conv, cam the last activation",
             {"*": "what is worth looking at differs: a first layer's filters, every layer of a report, the layer "
                   "a CAM is defined on"}),
     Concept("channel selection (the layer's output channels)", "--channels", "-c", None,
@@ -305,10 +305,12 @@ CONCEPTS: dict[str, Concept] = {c.long: c for c in [
     Concept("captions and legends (all text drawn on a picture)", "--captions", None, True, "on", flag=True, pair=True),
     Concept("filters: index numbers over tiles", "--tile-numbers", None, False, "off", flag=True),
     Concept("class-names file", "--labels", None, None, "the weights' own"),
-    Concept("centre crop", "--crop", None, False, "off; top on",
-            {"top": "a dataset scan batches images of mixed sizes, and patches must be comparable"}, flag=True, pair=True),
-    Concept("stage: conv output or after its activation", "--stage", None, "conv", "conv; cam act",
-            {"cam": "CAM methods are defined on what the network passes on, as in pytorch-grad-cam"}),
+    Concept("centre crop", "--crop", None, False, "off; top on, ablate on",
+            {"top": "a dataset scan batches images of mixed sizes, and patches must be comparable",
+             "ablate": "images are batched, as in top, and mean-ablation averages images of one size"}, flag=True, pair=True),
+    Concept("stage: conv output or after its activation", "--stage", None, "conv", "conv; cam act, ablate act",
+            {"cam": "CAM methods are defined on what the network passes on, as in pytorch-grad-cam",
+             "ablate": "removing a channel means removing what the network passes on (as cam)"}),
     Concept("colormap", "--cmap", None, PER_COMMAND,
             "by data: viridis (maps, report), RdBu_r (filters), inferno (cam, top)",
             {"*": "by data: unsigned maps (viridis), signed weights (RdBu_r), heat over a photo (inferno)"}),
@@ -543,4 +545,4 @@ def quiet_option(f: F) -> F:
     """-q/--quiet: no progress bar. The command receives ``quiet`` and puts it in its request (the
     job's cnnviz.progress.Progress is silent then, as it is whenever stderr is not a terminal)."""
     return _vocab("--quiet", "quiet", is_flag=True, default=False,
-                  help="No progress bar on stderr (there is none when stderr is not a terminal).")(f)
+                  help="No progress on stderr (a progress bar is drawn only when stderr is a terminal).")(f)

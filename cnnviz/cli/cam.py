@@ -8,9 +8,38 @@ import click
 from . import cli
 from .common import image_options, info, json_option, model_options, out, output_option, sink
 
-# Literal so that --help needs no torch import; a test checks it equals cnnviz.cam.METHODS.
-METHOD_NAMES = ("gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "eigencam", "eigengradcam", "scorecam",
-                "ablationcam", "saliency", "inputxgrad", "guided-backprop", "guided-gradcam", "integrated-gradients")
+
+
+class _RegistryHelp(click.Option):
+    """An option whose help is written from the cam method registry (cnnviz.cammethods, no torch)
+    when help is shown, so a method registered after import is listed too."""
+
+    def __init__(self, *args: Any, help_from: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._help_from = help_from
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        self.help = self._help_from()
+        return super().get_help_record(ctx)
+
+
+def _method_help() -> str:
+    from ..cammethods import METHODS
+
+    return (f"Method(s), repeatable or comma-separated: {', '.join(METHODS)}; 'all' for every one (one comparison "
+            "sheet); 'list' to describe them.")
+
+
+def _ig_help() -> str:
+    from ..cammethods import users
+
+    return f"Points of the Gauss-Legendre path integral ({', '.join(users('ig_steps'))})."
+
+
+def _complete_methods(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    from ..cammethods import METHODS
+
+    return [n for n in (*METHODS, "all", "list") if n.startswith(incomplete.lower())]
 
 
 @cli.command()
@@ -28,10 +57,10 @@ METHOD_NAMES = ("gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "eig
 @click.option("-k", "--top", type=click.IntRange(min=1), default=None, metavar="K",
               help="Explain the K most probable classes of each image.")
 @click.option("-M", "--method", "methods", multiple=True, default=("gradcam",), show_default=True, metavar="NAME",
-              help="Method(s), repeatable or comma-separated; 'all' for every one (one comparison sheet); "
-                   "'list' to list them.")
+              cls=_RegistryHelp, help_from=_method_help, shell_complete=_complete_methods, is_eager=True,
+              callback=lambda ctx, _param, value: _list_methods(ctx) if _asks_list(value) else value)
 @click.option("--ig-steps", type=click.IntRange(min=1), default=50, show_default=True, metavar="N",
-              help="Integrated gradients: points of the Gauss-Legendre path integral.")
+              cls=_RegistryHelp, help_from=_ig_help)
 @click.option("--smooth", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
               help="SmoothGrad: average each map over N noisy copies of the image (0 = off).")
 @click.option("--noise", type=float, default=0.15, show_default=True, metavar="S",
@@ -70,18 +99,19 @@ def cam(inputs: Any, output: str, as_json: bool, methods: tuple[str, ...], **opt
       cnnviz cam --sample --method gradcam,saliency --metrics --sanity -o out/
       cnnviz cam --method list
     """
-    if any(m.strip().lower() == "list" for spec in methods for m in spec.split(",")):
-        _list_methods()
-        return
     from ..jobs.cam import CamRequest, run_cam
 
     run_cam(CamRequest(inputs=inputs, methods=methods, **options), output=sink(output, as_json=as_json), say=info)
 
 
-def _list_methods() -> None:
-    from ..cam import METHODS
+def _asks_list(values: tuple[str, ...]) -> bool:
+    return any(m.strip().lower() == "list" for spec in values for m in spec.split(","))
 
-    kinds = {"cam": "layer, gradients", "perturb": "layer, masked forwards", "input": "input gradients"}
+
+def _list_methods(ctx: click.Context) -> None:
+    """``--method list``: every registered method, then exit (before any input is read, like --help)."""
+    from ..cammethods import METHODS
+
     for m in METHODS.values():
-        kind = "layer" if m.kind == "cam" and not m.grad else kinds[m.kind]
-        out(f"{m.name:<22}{kind:<24}{m.summary}")
+        out(f"{m.name:<22}{m.describe():<24}{m.summary}")
+    ctx.exit(0)

@@ -61,7 +61,7 @@ MODES = ("auto", "rgb", "mean", "channels")
 NORMS = ("layer", "filter", "minmax")
 DEFAULT_CMAP = "RdBu_r"
 DEFAULT_MAX_SIDE = 8192
-CHANNELS_CAP = 32  # default --max-filters / --max-channels in channels mode
+CHANNELS_CAP = 32  # default --max-filters / --max-inputs in channels mode
 HEATMAP_NOTE = "1x1 kernels: the [out, in] weight matrix drawn as a heatmap (rows = filters, columns = input channels)"
 _RESERVE = 128  # px kept free of tiles on each side of a page for legend, labels and margins
 _HEATMAP_TARGET = 512  # small 1x1 matrices are upscaled until their longer side reaches this
@@ -137,9 +137,9 @@ def _as_indices(sel: Sequence[int] | str | Sequence[str] | None, count: int, wha
     return select_indices(sel, count, what=what, hint=hint)
 
 
-def _cap(items: list[int], cap: int | None, what: str, option: str, notes: list[str]) -> list[int]:
+def _cap(items: list[int], cap: int | None, what: str, option: str, pick: str, notes: list[str]) -> list[int]:
     if cap and len(items) > cap:
-        notes.append(f"showing the first {cap} of {len(items)} {what} (raise {option}, 0 = no cap, or pick with --{what})")
+        notes.append(f"showing the first {cap} of {len(items)} {what} (raise {option}, 0 = no cap, or pick with {pick})")
         return items[:cap]
     return items
 
@@ -182,12 +182,12 @@ def plan_filters(
     fsel = _as_indices(filters, o, "filter", hint) or list(range(o))
     csel = _as_indices(channels, i, "channel", hint)
     if csel is not None and drawn in ("rgb", "mean"):
-        raise UsageError(f"--channels applies to --mode channels and 1x1 heatmaps, not to mode {drawn!r}")
+        raise UsageError(f"--inputs applies to --mode channels and 1x1 heatmaps, not to mode {drawn!r}")
     csel = csel or list(range(i))
     default_cap = CHANNELS_CAP if drawn == "channels" else None
-    fsel = _cap(fsel, default_cap if max_filters is None else max_filters, "filters", "--max-filters", notes)
+    fsel = _cap(fsel, default_cap if max_filters is None else max_filters, "filters", "--max-filters", "--channels", notes)
     if drawn in ("channels", "heatmap"):
-        csel = _cap(csel, default_cap if max_channels is None else max_channels, "channels", "--max-channels", notes)
+        csel = _cap(csel, default_cap if max_channels is None else max_channels, "channels", "--max-inputs", "--inputs", notes)
     room = max_side - _RESERVE
     bands, band_width = 1, len(csel)
     if drawn == "heatmap":

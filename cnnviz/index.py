@@ -18,11 +18,12 @@ Layout of DIR::
                                     (layer, channel); row groups of a few channels each
     parts/part-<id>/images.parquet  rows (image, path, bytes, mtime_ns, ok, error)
     parts/.tmp-<id>/           a part being written (ignored; removed by the next writer)
-    .lock                      held (flock) by the process scanning into DIR
+    .lock                      locked (fcntl record lock) by the process scanning into DIR
 
 A part is written into a temporary folder and renamed into place (a rename is atomic), so a
 reader sees whole parts only: an interrupted or killed scan loses at most the part in flight
-and never leaves a half-counted image. The next scan skips every image of every committed part.
+(at most PART_IMAGES images or PART_SECONDS of scanning) and never leaves a half-counted image.
+The next scan skips every image of every committed part.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ import datetime as _dt
 import json
 import os
 import shutil
+import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +49,10 @@ FORMAT = "cnnviz-activation-index"
 FORMAT_VERSION = 1
 PROVENANCE = "index.json"
 CHANNELS_PER_ROW_GROUP = 16
+# A part (the unit of resumption) is committed at PART_IMAGES images or PART_SECONDS after the
+# last commit, whichever comes first: a kill -9 loses at most that much work.
+PART_IMAGES = 512
+PART_SECONDS = 60.0
 # What must match for two scans to share an index (the rest, e.g. cnnviz version, is informative).
 _IDENTITY = ("model", "weights_sha256", "preprocess", "stage", "layers")
 
@@ -85,22 +92,74 @@ def make_provenance(*, model: str, weights: str, weights_sha256: str, preprocess
     }
 
 
-def _differences(have: Mapping[str, Any], want: Mapping[str, Any]) -> list[str]:
+def differences(have: Mapping[str, Any], want: Mapping[str, Any], *, here: str = "in the index",
+                 there: str = "now") -> list[str]:
+    """What differs between two provenances, one phrase per identity field, naming only the parts
+    that really differ ('stage (conv in the index, act now)'). ``here``/``there`` say where each
+    value is from."""
     out = []
+
+    def pair(a: Any, b: Any) -> str:
+        return f"{_show(a)} {here}, {_show(b)} {there}"
+
     for key in _IDENTITY:
         a, b = have.get(key), want.get(key)
-        if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
-            if key == "weights_sha256":
-                out.append(f"weights (index: {have.get('weights')} sha256 {str(a)[:12]}; now: {want.get('weights')} sha256 {str(b)[:12]})")
-            elif key == "layers":
-                out.append(f"layers (index: {_layer_names(have)}; now: {_layer_names(want)})")
+        if _same(a, b):
+            continue
+        if key == "weights_sha256":
+            wa, wb = have.get("weights"), want.get("weights")
+            if wa == wb:
+                out.append(f"weights (both {wa}, but other values: sha256 {pair(str(a)[:12], str(b)[:12])})")
             else:
-                out.append(f"{key} (index: {json.dumps(a)}; now: {json.dumps(b)})")
+                out.append(f"weights ({wa} sha256 {str(a)[:12]} {here}, {wb} sha256 {str(b)[:12]} {there})")
+        elif key == "preprocess" and isinstance(a, Mapping) and isinstance(b, Mapping):
+            fields = [f"{f} {pair(a.get(f), b.get(f))}" for f in sorted({*a, *b}) if not _same(a.get(f), b.get(f))]
+            out.append(f"preprocessing ({'; '.join(fields)})")
+        elif key == "layers":
+            out += _layer_differences(list(a or []), list(b or []), pair=pair, here=here, there=there)
+        else:
+            out.append(f"{key} ({pair(a, b)})")
     return out
 
 
-def _layer_names(prov: Mapping[str, Any]) -> str:
-    return ", ".join(str(d.get("alias") or d.get("name")) for d in prov.get("layers", []))
+def _same(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _show(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+_LAYER_FIELDS = {"index": "conv index", "name": "name", "alias": "alias", "channels": "channels"}
+
+
+def _layer_differences(a: list[Mapping[str, Any]], b: list[Mapping[str, Any]], *, pair: Any, here: str,
+                       there: str) -> list[str]:
+    """Layer by layer, the fields that differ under the name both share ('layer block4_conv1
+    (conv index 7 in the index, 8 now)'), when the selections pair up; else the two selections."""
+    if len(a) == len(b):
+        out = []
+        for x, y in zip(a, b):
+            fields = [f for f in _LAYER_FIELDS if not _same(x.get(f), y.get(f))]
+            common = next((str(x[f]) for f in ("alias", "name", "index") if f not in fields and x.get(f) is not None), None)
+            if common is None:  # another layer altogether
+                break
+            if fields:
+                out.append(f"layer {common} ({'; '.join(f'{_LAYER_FIELDS[f]} {pair(x.get(f), y.get(f))}' for f in fields)})")
+        else:
+            return out
+    return [f"layers ({describe_layers(a)} {here}; {describe_layers(b)} {there})"]
+
+
+def describe_layers(layers: Sequence[Mapping[str, Any]]) -> str:
+    """'one layer: 4 (block3_conv1)', '2 layers: 4 (block3_conv1) and 7 (block4_conv1)': each
+    conv layer by its index and its alias (else its name)."""
+    items = [f"{d.get('index')} ({d.get('alias') or d.get('name')})" for d in layers]
+    if not items:
+        return "no layer"
+    if len(items) == 1:
+        return f"one layer: {items[0]}"
+    return f"{len(items)} layers: {', '.join(items[:-1])} and {items[-1]}"
 
 
 @dataclass
@@ -118,6 +177,7 @@ class ActivationIndex:
         self.root = os.fspath(root)
         self.provenance = provenance
         self._lock_fd: int | None = None
+        self._lock_path = ""
 
     # ------------------------------------------------------------ opening
 
@@ -149,7 +209,7 @@ class ActivationIndex:
         root = os.fspath(root)
         if os.path.exists(os.path.join(root, PROVENANCE)):
             idx = cls.open(root)
-            diff = _differences(idx.provenance, provenance)
+            diff = differences(idx.provenance, provenance)
             if diff:
                 raise IndexStoreError(f"index {root!r} was built with other settings: {'; '.join(diff)}; "
                                       f"use another --index folder")
@@ -173,26 +233,47 @@ class ActivationIndex:
         for d in self.layers:
             if d["index"] == index:
                 return d
-        raise UsageError(f"layer {index} is not in index {self.root!r} (it holds {_layer_names(self.provenance)})")
+        raise UsageError(f"layer {index} is not in index {self.root!r}; it holds {describe_layers(self.layers)}")
 
     # ------------------------------------------------------------ lock and parts
 
     def lock(self) -> None:
-        """Take the writer lock (one scan per index at a time). Raises IndexStoreError if busy."""
+        """Take the writer lock (one scan per index at a time). Raises IndexStoreError if busy.
+
+        A POSIX record lock (fcntl F_SETLK) on ``.lock``, not flock: a record lock belongs to
+        this process alone. DataLoader workers are forked and inherit the open file; with flock
+        they would share the lock and keep it for seconds after a ``kill -9`` of the scan, while
+        a record lock is never inherited and the kernel drops it the moment its owner dies. It
+        does not exclude a second writer in the same process, hence the process-wide set."""
         import fcntl
 
-        fd = os.open(os.path.join(self.root, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        path = os.path.realpath(os.path.join(self.root, ".lock"))
+        with _HELD_GUARD:
+            if path in _HELD:
+                raise IndexStoreError(f"index {self.root!r} is being written by another scan in this process; "
+                                      f"wait for it to finish")
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                owner = _lock_owner(fd)
+                os.close(fd)
+                raise IndexStoreError(f"index {self.root!r} is being written by another scan"
+                                      + (f" (process {owner})" if owner else "") + "; wait for it to finish") from None
+            _HELD.add(path)
+        self._lock_fd, self._lock_path = fd, path
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # for the message a second writer gets
         except OSError:
-            os.close(fd)
-            raise IndexStoreError(f"index {self.root!r} is being written by another scan; wait for it to finish") from None
-        self._lock_fd = fd
+            pass
         self.clean()
 
     def unlock(self) -> None:
         if self._lock_fd is not None:
-            os.close(self._lock_fd)
+            with _HELD_GUARD:
+                os.close(self._lock_fd)  # releases the record lock
+                _HELD.discard(self._lock_path)
             self._lock_fd = None
 
     def __enter__(self) -> "ActivationIndex":
@@ -221,9 +302,10 @@ class ActivationIndex:
     def _files(self, kind: str) -> list[str]:
         return [os.path.join(d, f"{kind}.parquet") for d in self.part_dirs()]
 
-    def writer(self, *, part_images: int = 512) -> "PartWriter":
+    def writer(self, *, part_images: int = PART_IMAGES, part_seconds: float = PART_SECONDS) -> "PartWriter":
         return PartWriter(self.root, layer_ids=[int(d["index"]) for d in self.layers],
-                          layer_names=[str(d["name"]) for d in self.layers], part_images=part_images)
+                          layer_names=[str(d["name"]) for d in self.layers], part_images=part_images,
+                          part_seconds=part_seconds)
 
     # ------------------------------------------------------------ what is indexed
 
@@ -358,6 +440,18 @@ class ActivationIndex:
         return {i: im.path for i, im in self.lookup(ids).items()}
 
 
+_HELD: set[str] = set()  # lock files this process holds (record locks do not exclude their own process)
+_HELD_GUARD = threading.Lock()
+
+
+def _lock_owner(fd: int) -> int | None:
+    """The pid a writer recorded in the lock file (None if unreadable)."""
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip() or "x")
+    except (OSError, ValueError):
+        return None
+
+
 def _check_score(score: str) -> None:
     if score not in ("max", "mean"):
         raise UsageError(f"unknown score {score!r}; choose max or mean")
@@ -367,16 +461,21 @@ def _check_score(score: str) -> None:
 
 
 class PartWriter:
-    """Buffers scanned batches and commits them as whole parts of ``part_images`` images into the
-    index folder ``root`` (the local scan through ``ActivationIndex.writer``, each Ray actor
-    directly: the one way a part is put together).
+    """Buffers scanned batches and commits them as whole parts into the index folder ``root`` (the
+    local scan through ``ActivationIndex.writer``, each Ray actor directly: the one way a part is
+    put together): a part when ``part_images`` images are buffered, or when a batch arrives
+    ``part_seconds`` or more after the last commit (0: by count only), so a ``kill -9`` loses at
+    most about ``part_seconds`` of scanning however slow the images are.
 
     ``add`` takes a batch (every layer of the index), ``skip`` an unreadable file; ``flush``
     commits what is buffered (call it on Ctrl-C too: only complete batches are ever buffered)."""
 
-    def __init__(self, root: str, *, layer_ids: Sequence[int], layer_names: Sequence[str], part_images: int = 512):
+    def __init__(self, root: str, *, layer_ids: Sequence[int], layer_names: Sequence[str], part_images: int = PART_IMAGES,
+                 part_seconds: float = PART_SECONDS):
         self.root = root
         self.part_images = max(1, int(part_images))
+        self.part_seconds = max(0.0, float(part_seconds))
+        self._since = time.monotonic()
         self.layer_ids = [int(i) for i in layer_ids]
         self.layer_names = [str(n) for n in layer_names]
         self._ids: list[np.ndarray] = []
@@ -394,7 +493,7 @@ class PartWriter:
         self._stats.append({n: stats[n] for n in self.layer_names})
         self._images += [(int(i), p, *_file_facts(p), True, None) for i, p in zip(ids, paths)]
         self._pending += len(paths)
-        if self._pending >= self.part_images:
+        if self._pending >= self.part_images or (self.part_seconds and time.monotonic() - self._since >= self.part_seconds):
             self.flush()
 
     def skip(self, path: str, message: str) -> None:
@@ -406,6 +505,7 @@ class PartWriter:
             return None
         ids, stats, images = self._ids, self._stats, self._images
         self._ids, self._stats, self._images, self._pending = [], [], [], 0  # never committed twice
+        self._since = time.monotonic()
         path = write_part(self.root, layer_ids=self.layer_ids, layer_names=self.layer_names,
                           ids=ids, stats=stats, images=images)
         self.parts += 1
@@ -488,7 +588,7 @@ def merge(out: str | os.PathLike[str], sources: Sequence[str | os.PathLike[str]]
     for src in opened:
         if os.path.abspath(src.root) == os.path.abspath(out):
             raise UsageError(f"cannot merge index {src.root!r} into itself")
-        diff = _differences(opened[0].provenance, src.provenance)
+        diff = differences(opened[0].provenance, src.provenance, here=f"in {opened[0].root!r}", there=f"in {src.root!r}")
         if diff:
             raise IndexStoreError(f"indexes {opened[0].root!r} and {src.root!r} were built with different settings: "
                                   f"{'; '.join(diff)}; they cannot be merged")

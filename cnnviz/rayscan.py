@@ -122,6 +122,24 @@ class _ScanActor:
         return {"path": np.asarray(paths, dtype=object), "error": np.asarray(errors, dtype=object)}
 
 
+def _map_no_restarts(ds: Any, fn: type, **kw: Any) -> Any:
+    """``ds.map_batches(fn, **kw)`` on an actor pool that is not restarted. Ray Data hands its
+    actors their constructor arguments through the object store, where a restart cannot be
+    guaranteed (ray-project/ray#53727), and Ray prints an error line on every successful run
+    that asks for one (Ray Data asks by default). The index is the fault tolerance here: a lost
+    actor ends the scan, and rerunning the command resumes from the parts committed.
+    ``max_restarts`` is passed the only way Ray Data takes it, as a plain remote argument (which
+    Ray now calls deprecated); a Ray that no longer takes it gets the call without."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+            return ds.map_batches(fn, max_restarts=0, **kw)
+    except TypeError:  # pragma: no cover - a future Ray without **ray_remote_args
+        return ds.map_batches(fn, **kw)
+
+
 def ray_scan(idx: ActivationIndex, lm: LoadedModel, layers: Sequence[ConvLayer], paths: Sequence[str], *,
              prep: Preprocess, stage: str, batch_size: int, part_images: int, strict: bool, actors: int | None = None,
              say: Say = lambda s: None) -> ScanCounts:
@@ -150,9 +168,11 @@ def ray_scan(idx: ActivationIndex, lm: LoadedModel, layers: Sequence[ConvLayer],
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=max(1, min(len(paths) // block + 1, 1000)))
-    ds = ds.map_batches(_Decode, fn_constructor_args=(prep,), batch_size=block, concurrency=max(1, cpus - n_actors))
-    ds = ds.map_batches(_ScanActor, fn_constructor_args=(model_ref, idx.root, ids, names, points, by_point, batch_size, strict),
-                        batch_size=block, concurrency=n_actors, num_cpus=max(1, cpus // n_actors - 1) if cpus > n_actors else 1)
+    ds = _map_no_restarts(ds, _Decode, fn_constructor_args=(prep,), batch_size=block, concurrency=max(1, cpus - n_actors))
+    ds = _map_no_restarts(ds, _ScanActor,
+                          fn_constructor_args=(model_ref, idx.root, ids, names, points, by_point, batch_size, strict),
+                          batch_size=block, concurrency=n_actors,
+                          num_cpus=max(1, cpus // n_actors - 1) if cpus > n_actors else 1)
     try:
         for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for p, e in zip(out["path"], out["error"]):

@@ -59,13 +59,16 @@ def _walk(folder: str) -> list[str]:
     return sorted(found, key=lambda p: os.path.relpath(p, folder).split(os.sep))
 
 
-def expand_images(specs: Sequence[str], *, stdin: TextIO | None = None) -> list[str]:
+def expand_images(specs: Sequence[str], *, stdin: TextIO | None = None,
+                  on_missing: Callable[[str, str], None] | None = None) -> list[str]:
     """The images named by ``specs``, in order, each once: a file as given (any extension), a
     folder as its image files (recursive, sorted), a glob as its sorted matches (folders among them
     expanded), ``-`` as the paths listed one per line on ``stdin`` (default sys.stdin; blank lines
     ignored; each may again be a file or folder). A path seen twice (same absolute path) is kept
-    the first time. Raises ImageError for a missing path or a glob without matches, UsageError when
-    nothing is left."""
+    the first time. A listed path that does not exist goes to ``on_missing(path, message)`` and is
+    left out (a long list made earlier may name files deleted since, as a folder may hold
+    unreadable ones); without ``on_missing`` it raises ImageError, as a missing path or a glob
+    without matches given as an argument always does. Raises UsageError when nothing is left."""
     out: list[str] = []
     seen: set[str] = set()
 
@@ -94,6 +97,8 @@ def expand_images(specs: Sequence[str], *, stdin: TextIO | None = None) -> list[
                         add(p)
                 elif _is_image_name(os.path.basename(m)):
                     add(m)
+        elif listed and on_missing is not None:
+            on_missing(spec, f"image {spec!r} does not exist (listed on stdin)")
         else:
             raise ImageError(f"image {spec!r} does not exist" + (" (listed on stdin)" if listed else ""))
 

@@ -1,4 +1,4 @@
-"""The one selector grammar used by every ``--layer``, ``--channels``, ``--filters`` option.
+"""The one selector grammar used by every ``--layer``, ``--channels``, ``--inputs`` option.
 
 A selector is a comma-separated list of terms; each term is one of
 

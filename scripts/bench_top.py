@@ -220,7 +220,7 @@ def index_query(tmp: str, *, images: int, channels: int) -> list[tuple[str, ...]
              f"({size_mb:.0f} MB of Parquet), with paths", f"{q * 1000:.0f} ms", "-", "-", "< 1 s")]
     env = dict(os.environ, PYTHONPATH=ROOT)
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "cnnviz", "top", "--index", idx_dir, "-c", "7", "-k", "9", "--json",
+    r = subprocess.run([sys.executable, "-m", "cnnviz", "top", "--index", idx_dir, "-c", "7", "-n", "9", "--json",
                         "--no-pictures"], capture_output=True, text=True, env=env)
     cli = time.perf_counter() - t
     if r.returncode != 0:
@@ -229,7 +229,7 @@ def index_query(tmp: str, *, images: int, channels: int) -> list[tuple[str, ...]
     t = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import torch, torchvision, duckdb, pyarrow"], check=True, env=env)
     imports = time.perf_counter() - t
-    rows.append(("the same from the command line (`cnnviz top --index DIR -c 7 -k 9 --json --no-pictures`), "
+    rows.append(("the same from the command line (`cnnviz top --index DIR -c 7 -n 9 --json --no-pictures`), "
                  "vs starting Python and importing torch, torchvision, duckdb, pyarrow",
                  f"{cli:.2f} s", f"{imports:.2f} s", f"{cli / imports:.2f}x", "-"))
     return rows

@@ -58,7 +58,7 @@ def test_top_k_classes_npy_and_names(cli, rgb_image, tmp_path):
 
 
 def test_class_by_forgiving_name(cli, rgb_image, tmp_path):
-    recs = _records(cli("cam", str(rgb_image), *ARGS, "--class", "Tennis_Ball", "-c", "7", "-o", str(tmp_path), "--json"))
+    recs = _records(cli("cam", str(rgb_image), *ARGS, "--class", "Tennis_Ball", "--class", "7", "-o", str(tmp_path), "--json"))
     assert [r["class"] for r in recs] == [852, 7]
     assert recs[0]["class_name"] == "tennis ball"
 

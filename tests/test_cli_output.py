@@ -37,7 +37,7 @@ def test_maximize_json_reports_the_precision_actually_used(cli, tmp_path, monkey
     import cnnviz.optimize
 
     monkeypatch.setattr(cnnviz.optimize, "bf16_native", lambda device: native)
-    r = cli("maximize", "--model", "mobilenet_v3_small", "--weights", "none", "--layer", "0", "--channel", "0",
+    r = cli("maximize", "--model", "mobilenet_v3_small", "--weights", "none", "--layer", "0", "--channels", "0",
             "--steps", "1", "--size", "8", "--precision", "auto", "--json", "-o", str(tmp_path))
     assert r.exit_code == 0, r.stderr
     rec = json.loads(r.stdout)

@@ -197,7 +197,7 @@ def test_bad_requests_raise_usage_errors():
         F.plan_filters((8, 3, 3, 3), filters="8")
     with pytest.raises(SelectionError):
         F.plan_filters((8, 3, 3, 3), filters="0:x")
-    with pytest.raises(UsageError, match="--channels"):
+    with pytest.raises(UsageError, match="--inputs"):
         F.plan_filters((8, 16, 3, 3), mode="mean", channels="0:4")
     with pytest.raises(UsageError, match="colormap"):
         F.plan_filters((8, 16, 3, 3), cmap="virdis")
@@ -267,7 +267,7 @@ def test_cli_paths_on_stdout_messages_on_stderr(cli, tmp_path):
 
 
 def test_cli_stdout_png_and_its_limits(cli, tmp_path):
-    r = cli("filters", "-m", "resnet18", "-w", "none", "--filters", "0:16", "-o", "-")
+    r = cli("filters", "-m", "resnet18", "-w", "none", "--channels", "0:16", "-o", "-")
     assert r.exit_code == 0, r.stderr
     im, a = png(r.stdout_bytes)
     assert im.format == "PNG" and im.text["filters"] == "0-15"
@@ -288,12 +288,12 @@ def test_cli_paging_file_names(cli, tmp_path):
 @pytest.mark.parametrize(
     "args, code, message",
     [
-        (["--filters", "64"], 2, "filter index 64 out of range"),
-        (["--filters", "1:x"], 2, "malformed"),
+        (["--channels", "64"], 2, "filter index 64 out of range"),
+        (["--channels", "1:x"], 2, "malformed"),
         (["-l", "layer1.0.conv2", "--mode", "rgb"], 2, "3 input channels"),
         (["--cmap", "virdis"], 2, "unknown colormap"),
         (["-l", "nope"], 2, "unknown layer"),
-        (["-l", "layer1.0.conv2", "--channels", "0:3"], 2, "--channels"),
+        (["-l", "layer1.0.conv2", "--inputs", "0:3"], 2, "--inputs"),
         (["--json", "-o", "-"], 2, "stdout"),
     ],
 )
@@ -323,7 +323,7 @@ def test_vgg16_and_resnet50_first_layers_are_8x8_grids(cli, tmp_path):
     from cnnviz.models import build_model
 
     for model, k, scale in (("vgg16", 3, 16), ("resnet50", 7, 7)):
-        r = cli("filters", "-m", model, "-w", "none", "-o", str(tmp_path), "--no-legend")
+        r = cli("filters", "-m", model, "-w", "none", "-o", str(tmp_path), "--no-captions")
         assert r.exit_code == 0, r.stderr
         _im, a = png(r.stdout.strip())
         t = k * scale

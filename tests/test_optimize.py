@@ -285,7 +285,7 @@ def test_class_lists_slices_globs_and_errors(categories):
 
 
 def test_cli_writes_grid_json_and_npy(cli, tmp_path):
-    r = cli("maximize", "--model", "mobilenet_v3_small", "--weights", "none", "--layer", "0", "--channel", "0:3",
+    r = cli("maximize", "--model", "mobilenet_v3_small", "--weights", "none", "--layer", "0", "--channels", "0:3",
             "--steps", "2", "--size", "16", "--npy", "--json", "-o", str(tmp_path))
     assert r.exit_code == 0, r.stderr
     rec = json.loads(r.stdout.strip())
@@ -302,7 +302,7 @@ def test_cli_writes_grid_json_and_npy(cli, tmp_path):
 
 
 def test_cli_separate_and_class(cli, tmp_path):
-    r = cli("maximize", "--model", "mobilenet_v3_small", "--weights", "none", "--layer", "features.0.0", "--channel", "2,5",
+    r = cli("maximize", "--model", "mobilenet_v3_small", "--weights", "none", "--layer", "features.0.0", "--channels", "2,5",
             "--steps", "1", "--size", "16", "--separate", "-o", str(tmp_path))
     assert r.exit_code == 0, r.stderr
     assert r.stdout.split() == [str(tmp_path / "mobilenet_v3_small-00-features.0.0-ch2-maximize-steps1-s16.png"),
@@ -319,7 +319,7 @@ def test_cli_separate_and_class(cli, tmp_path):
 
 
 @pytest.mark.parametrize("args, code, message", [
-    (["--layer", "0", "--channel", "64"], 2, "channel index 64 out of range"),
+    (["--layer", "0", "--channels", "64"], 2, "channel index 64 out of range"),
     (["--layer", "99"], 2, "layer index 99 out of range"),
     (["--class", "tenis ball"], 2, "did you mean 'tennis ball'"),
     (["--class", "goldfish", "--layer", "0"], 2, "either --class or --layer"),

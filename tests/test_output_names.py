@@ -46,7 +46,7 @@ def test_maps_option_variants_have_distinct_names(cli, tmp_path, rgb_image):
     seen = _check(cli, tmp_path, base, ["img-resnet18-00-conv1-maps-s16.png"], [
         ["--stage", "act"], ["--norm", "layer"], ["--channels", "0:4"], ["--channels", "4:8"], ["--top", "3"],
         ["--top", "3", "--channels", "0:8"], ["--overlay"], ["--overlay", "--alpha", "0.3"], ["--symmetric"],
-        ["--cmap", "magma"], ["--tile", "8"], ["--cols", "2"], ["--bare"], ["--crop"], ["--size", "20"],
+        ["--cmap", "magma"], ["--tile", "8"], ["--cols", "2"], ["--no-captions"], ["--crop"], ["--size", "20"],
         ["--channels", "all"], ["--channels", "0:64"],  # every channel in order: the default picture
     ], same={("--channels", "all"), ("--channels", "0:64")})
     assert seen["--stage act"] == ["img-resnet18-00-conv1-maps-act-s16.png"]
@@ -66,12 +66,12 @@ def test_maps_default_run_keeps_todays_name_and_sheets_are_named_by_their_option
 def test_filters_option_variants_have_distinct_names(cli, tmp_path):
     base = ["filters", "-m", "resnet18", "-w", "none", "-l", "layer1.0.conv1"]
     seen = _check(cli, tmp_path, base, ["resnet18-01-layer1.0.conv1-filters.png"], [
-        ["--mode", "channels"], ["--mode", "channels", "--channels", "0:4"], ["--mode", "channels", "--max-channels", "8"],
-        ["--norm", "filter"], ["--norm", "minmax"], ["--filters", "0:8"], ["--filters", "8:16"], ["--max-filters", "4"],
-        ["--cmap", "PuOr"], ["--labels"], ["--no-legend"], ["--tile-size", "24"], ["--gap", "0"],
+        ["--mode", "channels"], ["--mode", "channels", "--inputs", "0:4"], ["--mode", "channels", "--max-inputs", "8"],
+        ["--norm", "filter"], ["--norm", "minmax"], ["--channels", "0:8"], ["--channels", "8:16"], ["--max-filters", "4"],
+        ["--cmap", "PuOr"], ["--tile-numbers"], ["--no-captions"], ["--tile", "24"], ["--gap", "0"],
     ])
     assert seen["--norm filter"] == ["resnet18-01-layer1.0.conv1-filters-norm-filter.png"]
-    assert seen["--filters 0:8"] == ["resnet18-01-layer1.0.conv1-filters-f0-7.png"]
+    assert seen["--channels 0:8"] == ["resnet18-01-layer1.0.conv1-filters-f0-7.png"]
     # an explicit option equal to the default draws the same picture: same name
     assert _run(cli, tmp_path / "explicit", [*base, "--mode", "mean", "--norm", "layer"]) == seen[""]
 
@@ -89,7 +89,7 @@ def test_maximize_option_variants_have_distinct_names(cli, tmp_path):
     base = ["maximize", "-m", "mobilenet_v3_small", "-w", "none", "-l", "0", "-c", "0:2", "--steps", "1", "--size", "8"]
     seen = _check(cli, tmp_path, base, ["mobilenet_v3_small-00-features.0.0-maximize-c0-1-steps1-s8.png"], [
         ["-c", "2:4"], ["--objective", "neuron"], ["--stage", "act"], ["--lr", "0.1"], ["--param", "pixel"],
-        ["--no-decorrelate"], ["--no-transforms"], ["--seed", "1"], ["--no-labels"], ["--separate"],
+        ["--no-decorrelate"], ["--no-transforms"], ["--seed", "1"], ["--no-captions"], ["--separate"],
     ])
     assert seen["--separate"] == ["mobilenet_v3_small-00-features.0.0-ch0-maximize-steps1-s8.png",
                                   "mobilenet_v3_small-00-features.0.0-ch1-maximize-steps1-s8.png"]
@@ -123,7 +123,7 @@ def test_cam_option_variants_have_distinct_names(cli, tmp_path, rgb_image):
     base = ["cam", str(rgb_image), "-m", "resnet18", "-w", "none", "--size", "64"]
     seen = _check(cli, tmp_path, base, ["img-resnet18-gradcam-{}-cam-s64.png"], [
         ["--layer", "layer3"], ["--layer", "layer4"], ["--smooth", "2"], ["--smooth", "2", "--noise", "0.3"],
-        ["--cmap", "magma"], ["--alpha", "0.3"], ["--bare"], ["--crop"], ["--size", "48"],
+        ["--cmap", "magma"], ["--alpha", "0.3"], ["--no-captions"], ["--crop"], ["--size", "48"],
         ["--method", "gradcam,hirescam"], ["--method", "gradcam,layercam"], ["--method", "gradcam,hirescam", "--top", "2"],
         ["--method", "saliency"],
     ], same={("--layer", "layer4")})

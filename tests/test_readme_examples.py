@@ -36,7 +36,7 @@ SKIP = {  # substring of the example -> why it cannot run in a test
 WEIGHTED = {"maps", "filters", "maximize", "rf", "top", "cam", "report"}
 # Examples that take several seconds even shrunk: marked slow (they still run in CI).
 HEAVY = ("vgg16.pt2", "maximize --model vgg16", "maximize -m vgg16", "--effective", "--layer all", "timm:",
-         "-c 0:512 -k 25")
+         "-c 0:512 -n 25")
 
 
 def readme_examples() -> list[str]:
@@ -206,6 +206,7 @@ def _run_command(line: str, segs: list[list[str]], cwd: Path) -> None:
     r = run_cli(*argv, input=stdin)
     assert r.exit_code == 0, f"{line}\n-> cnnviz {' '.join(argv)}\n{r.stderr}"
     assert "Traceback" not in r.stderr
+    assert "is deprecated" not in r.stderr, f"{line}: the README uses an old spelling\n{r.stderr}"
     if "-o" in argv and argv[argv.index("-o") + 1] == "-":
         assert_png_valid(r.stdout_bytes)
     if redirect:
@@ -324,7 +325,7 @@ def _claims(line: str, r) -> None:
         assert r.stdout.splitlines()[-1].split()[-3:] == ["196", "16", "7.5"]
     if "1x1 kernels" in line:
         assert Image.open(r.stdout.strip()).text["mode"] == "heatmap"
-    if "top --index idx -c 0:512 -k 25" in line:  # 512 channels x 25: paged, no picture over --max-side
+    if "top --index idx -c 0:512 -n 25" in line:  # 512 channels x 25: paged, no picture over --max-side
         pages = sorted({p for ln in r.stdout.splitlines() for p in json.loads(ln)["pictures"]})
         assert len(pages) > 1 and "-top-mean-k25-" in pages[0] and pages[0].endswith("-p01.png")  # -s64: harness size
         for p in pages:

@@ -200,8 +200,8 @@ def test_bad_weights(cli, tmp_path, out, command, case):
     code, fragment = WEIGHT_CASES[case]
     ck = _ckpt(tmp_path, case)
     args = {"maps": ["maps", "--sample", "--layer", "0"], "filters": ["filters"],
-            "maximize": ["maximize", "--layer", "0", "--channel", "0", "--steps", "1"],
-            "rf": ["rf", "--sample", "--layer", "0", "--channel", "0"]}[command]
+            "maximize": ["maximize", "--layer", "0", "--channels", "0", "--steps", "1"],
+            "rf": ["rf", "--sample", "--layer", "0", "--channels", "0"]}[command]
     r = cli(*args, "-m", "squeezenet1_1", "--weights", ck, "-o", str(out))
     assert_clean_failure(r, code, fragment, out)
 
@@ -248,8 +248,8 @@ SELECTION_CASES = [
     (["maps", "--sample", "--layer", "0", "--channels", "500"], "out of range"),
     (["maps", "--sample", "--layer", "0", "--channels", "x"], "malformed channel selector"),
     (["filters", "--layer", "nope*"], "matches no layer"),
-    (["filters", "--layer", "0", "--filters", "64"], "out of range"),
-    (["maximize", "--layer", "0", "--channel", "64", "--steps", "1"], "out of range"),
+    (["filters", "--layer", "0", "--channels", "64"], "out of range"),
+    (["maximize", "--layer", "0", "--channels", "64", "--steps", "1"], "out of range"),
     (["maximize", "--class", "no such class xyz", "--steps", "1"], "class"),
     (["maximize", "--class", "5000", "--steps", "1"], "out of range"),
     (["rf", "--sample", "--layer", "-99"], "out of range"),
@@ -374,7 +374,7 @@ def test_interrupted_run_leaves_only_complete_files(tmp_path, sig):
     [
         ["maps", "--sample", "--layer", "0,5", "--size", "64"],
         ["filters", "--layer", "0,3"],
-        ["maximize", "--layer", "2", "--channel", "0:2", "--steps", "3", "--size", "32"],
+        ["maximize", "--layer", "2", "--channels", "0:2", "--steps", "3", "--size", "32"],
         ["rf", "--sample", "--layer", "0,-1", "--size", "64"],
     ],
 )
@@ -427,7 +427,7 @@ def test_hooks_removed_after_errors_in_every_path(tiny_vgg):
 
 
 @pytest.mark.parametrize("argv", [["maps", "--sample", "--layer", "0"], ["filters"], ["rf", "--sample", "--layer", "0"],
-                                  ["maximize", "--layer", "0", "--channel", "0", "--steps", "1"]])
+                                  ["maximize", "--layer", "0", "--channels", "0", "--steps", "1"]])
 def test_json_and_stdout_png_are_refused_together(cli, argv):
     r = cli(*argv, *NET, "-o", "-", "--json")
     assert_clean_failure(r, 2, "--json and -o - both write to stdout")
@@ -435,7 +435,7 @@ def test_json_and_stdout_png_are_refused_together(cli, argv):
 
 
 @pytest.mark.parametrize("argv", [["filters", "--layer", "nope"], ["maximize", "--layer", "nope"],
-                                  ["maximize", "--layer", "0", "--channel", "999"], ["maps", "--sample", "--layer", "nope"]])
+                                  ["maximize", "--layer", "0", "--channels", "999"], ["maps", "--sample", "--layer", "nope"]])
 def test_selection_errors_come_before_weights(cli, out, argv):
     """Offline with nothing cached, a wrong layer is still reported as the wrong layer (exit 2)."""
     r = cli(*argv, "-m", "squeezenet1_1", "-o", str(out))

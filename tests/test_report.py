@@ -52,7 +52,7 @@ def top_index(root, lm, *, photos: int, layers: tuple[str, ...]) -> str:
 def built(tmp_path):
     lm = tiny_model()
     out = tmp_path / "site"
-    res = build_report(lm, images(), output=str(out), progress=False)
+    res = build_report(lm, images(), output=str(out), progress=False, stage="act")  # maps after the ReLUs
     return lm, out, res
 
 
@@ -181,7 +181,7 @@ def test_a_deleted_picture_is_made_again(built):
     lm, out, _ = built
     victim = next((out / "img").glob("maps-*.png"))
     victim.unlink()
-    res = build_report(lm, images(), output=str(out), progress=False)
+    res = build_report(lm, images(), output=str(out), progress=False, stage="act")  # as built
     assert res.computed.get("maps", 0) >= 1 and victim.exists()
 
 
@@ -301,7 +301,7 @@ def test_dataset_examples_come_from_a_top_index(tmp_path):
     lm = tiny_model()
     idx = top_index(tmp_path, lm, photos=6, layers=("1", "2"))
     out = tmp_path / "s"
-    res = build_report(lm, images(1), output=str(out), progress=False, index=idx, index_k=3)
+    res = build_report(lm, images(1), output=str(out), progress=False, index=idx, index_k=3, stage="conv")
     assert res.computed["examples"] == 2
     d = _layer_data(out, 2)
     assert set(d["examples"]) == {str(c) for c in range(8)} and d["index"]["images"] == 6
@@ -314,12 +314,46 @@ def test_dataset_examples_come_from_a_top_index(tmp_path):
             im.verify()
     assert "Dataset examples" in (out / "layer-02.html").read_text()
     assert _layer_data(out, 0)["examples"] == {}
-    again = build_report(lm, images(1), output=str(out), progress=False, index=idx, index_k=3)
+    again = build_report(lm, images(1), output=str(out), progress=False, index=idx, index_k=3, stage="conv")
     assert again.reused["examples"] == 2 and "examples" not in again.computed
     with torch.no_grad():
         lm.model.features[0].weight.add_(1)
     with pytest.raises(CnnvizError, match="other weights"):
-        build_report(lm, images(1), output=str(out), progress=False, index=idx)
+        build_report(lm, images(1), output=str(out), progress=False, index=idx, stage="conv")
+
+
+def test_an_index_of_another_stage_is_refused(tmp_path):
+    """A report at stage act would show maps after the activation next to examples ranked on the
+    conv outputs (the index's): refused in one line that says how to agree."""
+    from cnnviz.index import IndexStoreError
+
+    lm = tiny_model()
+    idx = top_index(tmp_path, lm, photos=3, layers=("1",))  # top's default stage: conv
+    with pytest.raises(IndexStoreError) as err:
+        build_report(lm, images(1), output=str(tmp_path / "s"), progress=False, index=idx, stage="act")
+    assert str(err.value) == (f"index {idx!r} ranks the conv layers' outputs (stage conv), but this report shows stage act; "
+                              f"give the report --stage conv, or scan an index with --stage act"), str(err.value)
+    assert not (tmp_path / "s").exists()
+
+
+def test_cli_report_refuses_an_index_of_another_stage_before_reading_weights(tmp_path, cli, monkeypatch):
+    import cnnviz.jobs.report
+
+    (tmp_path / "p").mkdir()
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "p" / "a.png")
+    idx = str(tmp_path / "idx")
+    r = cli("top", str(tmp_path / "p"), "-m", "squeezenet1_1", "-w", "none", "-l", "1", "-s", "40", "--workers", "0",
+            "--index", idx, "--no-pictures")
+    assert r.exit_code == 0, r.stderr
+
+    def no_weights(*a, **k):
+        raise AssertionError("weights were read")
+
+    monkeypatch.setattr(cnnviz.jobs.report, "load", no_weights)
+    r = cli("report", "--sample", "-m", "squeezenet1_1", "-w", "none", "-l", "1", "--stage", "act", "--index", idx,
+            "-o", str(tmp_path / "site"))
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "stage conv" in r.stderr and "--stage act" in r.stderr, r.stderr
+    assert not (tmp_path / "site").exists()
 
 
 def test_prune_removes_only_unused_pictures_of_earlier_runs(tmp_path):

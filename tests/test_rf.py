@@ -345,7 +345,7 @@ def test_rf_channel_peak_matches_an_independent_forward(cli, rgb_image, tmp_path
     from cnnviz.jobs.inputs import ImageInputs
     from cnnviz.models import load_model
 
-    r = cli("rf", str(rgb_image), "-m", "resnet18", "-w", "none", "-l", "layer2.0.conv2", "--channel", "3,5",
+    r = cli("rf", str(rgb_image), "-m", "resnet18", "-w", "none", "-l", "layer2.0.conv2", "--channels", "3,5",
             "--size", "64", "-o", str(tmp_path), "--json")
     assert r.exit_code == 0, r.stderr
     boxes = json.loads(r.stdout)["boxes"]
@@ -412,12 +412,12 @@ def test_rf_profile_and_compare(cli, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--sample", "-m", "vgg16", "--at", "1,2,3"], "--at takes a pixel as Y,X"),
     (["--sample", "-m", "vgg16", "--at", "500,1"], "outside the 262x224 preprocessed image"),
-    (["--sample", "-m", "vgg16", "--at", "5,5", "--channel", "0"], "--at and --channel"),
+    (["--sample", "-m", "vgg16", "--at", "5,5", "--channels", "0"], "--at and --channels"),
     (["--sample", "--profile"], "--profile/--compare plot"),
     (["--compare", "vgg16,nosuchnet"], "nosuchnet"),
     (["--sample", "-m", "mobilenet_v3_small", "-l", "-1"], "squeeze-and-excitation"),
-    (["--sample", "-m", "vgg16", "-l", "all", "--channel", "0,1"], "too many to tell apart"),
-    (["--sample", "-m", "vgg16", "-l", "0", "--channel", "64"], "channel"),
+    (["--sample", "-m", "vgg16", "-l", "all", "--channels", "0,1"], "too many to tell apart"),
+    (["--sample", "-m", "vgg16", "-l", "0", "--channels", "64"], "channel"),
     (["-m", "vgg16"], "no input image"),
 ])
 def test_rf_usage_errors(cli, tmp_path, args, message):

@@ -231,7 +231,7 @@ def test_overlay_runs_and_differs_from_plain(tmp_path, tiny_lm):
 def test_cli_json_bad_files_and_errors(tmp_path, cli):
     _photos(tmp_path / "p", 6)
     (tmp_path / "p" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
-    args = ["top", str(tmp_path / "p"), "-m", "squeezenet1_1", "-w", "none", "-l", "1", "-c", "0:2", "-k", "3",
+    args = ["top", str(tmp_path / "p"), "-m", "squeezenet1_1", "-w", "none", "-l", "1", "-c", "0:2", "-n", "3",
             "-s", "48", "--workers", "0", "-o", str(tmp_path / "out")]
     r = cli(*args, "--json")
     assert r.exit_code == 0, r.stderr
@@ -255,7 +255,7 @@ def test_cli_json_bad_files_and_errors(tmp_path, cli):
 
 def test_cli_stdin_list_and_text_output(tmp_path, cli):
     paths = _photos(tmp_path / "p", 4)
-    r = cli("top", "-", "-m", "squeezenet1_1", "-w", "none", "-l", "0", "-c", "0", "-k", "2", "-s", "40", "--workers", "0",
+    r = cli("top", "-", "-m", "squeezenet1_1", "-w", "none", "-l", "0", "-c", "0", "-n", "2", "-s", "40", "--workers", "0",
             "-o", str(tmp_path / "o"), input="\n".join(paths).encode())
     assert r.exit_code == 0, r.stderr
     assert r.stdout.strip() == str(tmp_path / "o" / "squeezenet1_1-00-features.0-top-max-c0-k2-s40.png")
@@ -509,16 +509,16 @@ def test_cli_index_query_and_image_and_merge(tmp_path, cli):
         assert r.exit_code == 0, r.stderr
     r = cli("top", "merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--into", str(tmp_path / "all"))
     assert r.exit_code == 0, r.stderr
-    r = cli("top", "--index", str(tmp_path / "all"), "-c", "0:3", "-k", "2", "--score", "mean", "--json", "--no-pictures")
+    r = cli("top", "--index", str(tmp_path / "all"), "-c", "0:3", "-n", "2", "--score", "mean", "--json", "--no-pictures")
     assert r.exit_code == 0, r.stderr
     recs = [json.loads(x) for x in r.stdout.splitlines()]
     assert [x["channel"] for x in recs] == [0, 1, 2] and all(len(x["examples"]) == 2 for x in recs)
-    r = cli("top", "--index", str(tmp_path / "all"), "--image", paths[2], "-k", "3")
+    r = cli("top", "--index", str(tmp_path / "all"), "--image", paths[2], "-n", "3")
     assert r.exit_code == 0, r.stderr
     assert r.stdout.count("rank") == 3 and f"of {len(paths)}" in r.stdout
     # an image outside the index: the index's model (random squeezenet, seed 0: the same weights hash)
     (new,) = _photos(tmp_path / "new", 1, seed=9, start=90)
-    r = cli("top", "--index", str(tmp_path / "all"), "--image", new, "-k", "3")
+    r = cli("top", "--index", str(tmp_path / "all"), "--image", new, "-n", "3")
     assert r.exit_code == 0, r.stderr
     assert "not in the index: ranked as if added" in r.stdout and f"of {len(paths) + 1}" in r.stdout
     r = cli("top", str(tmp_path / "p"), "-m", "squeezenet1_1", "-w", "none", "-l", "2", "-s", "40", "--workers", "0",
@@ -528,8 +528,10 @@ def test_cli_index_query_and_image_and_merge(tmp_path, cli):
     assert r.exit_code == 0 and "--into" in r.stdout
 
 
-def test_ray_engine_equals_local(tmp_path, tiny_lm):
+def test_ray_engine_equals_local(tmp_path, tiny_lm, capfd):
     pytest.importorskip("ray")
+    import re
+
     import ray
 
     folder = tmp_path / "p"
@@ -541,9 +543,13 @@ def test_ray_engine_equals_local(tmp_path, tiny_lm):
              runtime_env={"env_vars": {"PYTHONPATH": path}})  # workers unpickle the test's TinyVGG
     try:
         idx = str(tmp_path / "idx")
+        capfd.readouterr()
         remote = run_top(_req(images=(str(folder),), engine="ray", index=idx, part_images=5, workers=1), model=tiny_lm)
+        err = capfd.readouterr().err  # file descriptor 2: Ray's C++ core worker writes there, not to sys.stderr
     finally:
         ray.shutdown()
+    # a successful run prints no error line of Ray's ('[date time E pid tid] core_worker.cc:...') and no warning
+    assert not [ln for ln in err.splitlines() if re.search(r"\] \S+\.cc:\d+:|\bE \d+ \d+\]|Warning", ln)], err
     assert remote.scanned == 14 and remote.skipped == 1
     assert _flat(remote) == _flat(local)
     ids = _ids_in(idx)
@@ -591,3 +597,247 @@ def test_ray_actor_block_commits_one_part_of_every_image(tmp_path, tiny_lm):
         want = {(c, i): s for c, rows in brute.items() for s, i, _ in rows}
         assert got.keys() == want.keys()
         np.testing.assert_allclose([got[k] for k in want], [want[k] for k in want], rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- issue 19: defects found by new users
+
+
+_KILL_WITH_WORKERS = textwrap.dedent("""
+    import os, signal, sys, torch
+    sys.path.insert(0, {tests!r}); sys.path.insert(0, {root!r})
+    from conftest import TinyVGG
+    from cnnviz.jobs.top import TopRequest, run_top
+    from cnnviz.models import LoadedModel
+    torch.manual_seed(0)
+    lm = LoadedModel(model=TinyVGG().eval(), name="tinyvgg", weights="none")
+    calls = [0]
+    def hook(mod, inp, out):
+        if inp[0].shape[0] == 2:  # a scan batch (not the receptive-field analysis)
+            calls[0] += 1
+            if calls[0] == 3:  # the DataLoader workers are alive and prefetching
+                print("workers", *[c.pid for c in __import__("multiprocessing").active_children()], flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+    lm.model.features[0].register_forward_hook(hook)
+    import time, torch.utils.data, cnnviz.scan
+    real = cnnviz.scan.Preprocess.__call__
+    def slow(self, path):  # a worker busy decoding a large image when the scan dies
+        if torch.utils.data.get_worker_info() is not None and int(os.path.basename(path)[2:5]) >= 6:
+            time.sleep(4)
+        return real(self, path)
+    cnnviz.scan.Preprocess.__call__ = slow
+    run_top(TopRequest(images=({folder!r},), layers=("1",), k=2, size={size}, batch_size=2, workers=2,
+                       pictures=False, index={idx!r}, part_images=2), model=lm)
+""")
+
+
+def _running(pid):
+    """Alive and not a zombie (an orphan nobody reaps stays a zombie, which os.kill(pid, 0) finds)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "\tZ" not in next(line for line in f if line.startswith("State:"))
+    except (OSError, StopIteration):
+        return False
+
+
+def test_rerun_right_after_kill_9_with_worker_processes_is_not_refused(tmp_path, tiny_lm):
+    """DataLoader workers are forked from the scanning process: they inherit its open files and
+    outlive a kill -9 by seconds. The writer lock must be the dead scan's alone, so the rerun
+    starts at once instead of 'being written by another scan'."""
+    folder = tmp_path / "p"
+    _photos(folder, 40)
+    idx = str(tmp_path / "idx")
+    code = _KILL_WITH_WORKERS.format(tests=os.path.join(ROOT, "tests"), root=ROOT, folder=str(folder), size=SIZE, idx=idx)
+    # Output to files: the orphans keep inherited pipes open, and reading them would wait for their end.
+    with open(tmp_path / "out", "w+") as out, open(tmp_path / "err", "w+") as err:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=err)
+        assert proc.wait(timeout=120) == -signal.SIGKILL, (tmp_path / "err").read_text()
+    workers = [int(p) for p in (tmp_path / "out").read_text().split()[1:]]
+    assert any(_running(pid) for pid in workers), "no worker outlived the kill: the test would prove nothing"
+    resumed = run_top(_req(images=(str(folder),), index=idx, layers=("1",)), model=tiny_lm)
+    assert resumed.already + resumed.scanned == 40 and resumed.already >= 2
+    ids = _ids_in(idx)
+    assert len(ids) == len(set(ids)) == 40
+
+
+def test_index_lock_excludes_a_second_writer_in_this_process_and_in_another(tmp_path):
+    from cnnviz.index import make_provenance
+
+    idx = ActivationIndex.create_or_open(str(tmp_path / "idx"), make_provenance(
+        model="m", weights="none", weights_sha256="0", preprocess={}, stage="conv", layers=[]))
+    again = ActivationIndex.open(idx.root)
+    probe = ("import sys; from cnnviz.index import ActivationIndex\n"
+             "try:\n    ActivationIndex.open(sys.argv[1]).lock()\nexcept Exception as e:\n    print(e); sys.exit(3)")
+    with idx:
+        with pytest.raises(IndexStoreError, match="being written by another scan in this process"):
+            again.lock()
+        r = subprocess.run([sys.executable, "-c", probe, idx.root], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 3 and f"being written by another scan (process {os.getpid()})" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run([sys.executable, "-c", probe, idx.root], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with again:  # released: this process may take it again
+        pass
+
+
+def test_a_missing_path_in_a_stdin_list_is_skipped_with_a_warning_and_strict_stops(tmp_path, cli):
+    paths = _photos(tmp_path / "p", 4)
+    gone = str(tmp_path / "p" / "deleted-since.jpg")
+    listing = "\n".join([paths[0], gone, *paths[1:]]).encode()
+    args = ["top", "-", "-m", "squeezenet1_1", "-w", "none", "-l", "0", "-c", "0", "-n", "2", "-s", "40", "--workers", "0",
+            "--no-pictures", "--json"]
+    r = cli(*args, input=listing)
+    assert r.exit_code == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if "warning" in line]
+    assert warnings == [f"cnnviz: warning: skipped image {gone!r} does not exist (listed on stdin)"], r.stderr
+    assert "4 scanned now" in r.stderr and "1 missing skipped" in r.stderr
+    assert len(json.loads(r.stdout.splitlines()[0])["examples"]) == 2
+    r = cli(*args, "--strict", input=listing)
+    assert r.exit_code == 1 and r.stderr.strip() == f"cnnviz: error: image {gone!r} does not exist (listed on stdin) (--strict)"
+    # into an index: the missing file is not recorded, so it is scanned once it exists
+    r = cli(*args, "--index", str(tmp_path / "idx"), input=listing)
+    assert r.exit_code == 0 and "1 missing skipped" in r.stderr, r.stderr
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(gone, format="PNG")
+    r = cli(*args, "--index", str(tmp_path / "idx"), input=listing)
+    assert r.exit_code == 0 and "1 scanned now, 4 already indexed" in r.stderr, r.stderr
+    # a path typed on the command line is not a list entry: still an error
+    r = cli("top", str(tmp_path / "nope.jpg"), *args[2:])
+    assert r.exit_code == 1 and "does not exist" in r.stderr
+
+
+def test_expand_images_reports_missing_listed_paths_to_a_callback(tmp_path):
+    paths = _photos(tmp_path / "p", 2)
+    missed = []
+    got = expand_images(["-"], stdin=io.StringIO(f"{paths[0]}\n{tmp_path}/gone.png\n{paths[1]}\n"),
+                        on_missing=lambda p, msg: missed.append((p, msg)))
+    assert got == paths and missed == [(f"{tmp_path}/gone.png", f"image '{tmp_path}/gone.png' does not exist (listed on stdin)")]
+    with pytest.raises(ImageError, match="does not exist"):
+        expand_images(["-"], stdin=io.StringIO(f"{tmp_path}/gone.png\n"))
+    with pytest.raises(UsageError, match="no images to scan"):  # every listed path missing: nothing left
+        expand_images(["-"], stdin=io.StringIO(f"{tmp_path}/gone.png\n"), on_missing=lambda p, m: None)
+
+
+def test_parts_are_committed_by_time_as_well_as_by_count(tmp_path, tiny_lm, cli):
+    """A part at least every --part-seconds: a kill -9 loses that much scanning at most, however
+    large --part-images is."""
+    folder = tmp_path / "p"
+    _photos(folder, 20)
+    idx = str(tmp_path / "idx")
+    run_top(_req(images=(str(folder),), index=idx, part_images=100, part_seconds=1e-6), model=tiny_lm)
+    assert len(ActivationIndex.open(idx).part_dirs()) == 4  # batches of 5, each older than the bound
+    idx2 = str(tmp_path / "idx2")
+    run_top(_req(images=(str(folder),), index=idx2, part_images=100, part_seconds=3600), model=tiny_lm)
+    assert len(ActivationIndex.open(idx2).part_dirs()) == 1
+    r = cli("top", "--help")
+    assert "--part-images" in r.stdout and "--part-seconds" in r.stdout and "kill -9" in r.stdout
+
+
+def test_part_writer_commits_when_the_buffer_is_older_than_the_bound(tmp_path, monkeypatch):
+    import cnnviz.index as index
+    from cnnviz.scan import LayerStats
+
+    clock = [1000.0]
+    monkeypatch.setattr(index.time, "monotonic", lambda: clock[0])
+    committed = []
+    monkeypatch.setattr(index, "write_part", lambda root, **kw: committed.append(len(kw["images"])) or "part")
+    w = index.PartWriter(str(tmp_path), layer_ids=[0], layer_names=["a"], part_images=1000, part_seconds=60)
+    st = {"a": LayerStats(np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32), np.zeros((2, 3, 2), np.int32))}
+    w.add(["x.png", "y.png"], st)
+    clock[0] += 59
+    w.add(["x.png", "y.png"], st)
+    assert committed == []
+    clock[0] += 2  # 61 s since the writer started: this batch closes the part
+    w.add(["x.png", "y.png"], st)
+    assert committed == [6]
+    clock[0] += 30
+    w.add(["x.png", "y.png"], st)
+    assert committed == [6]  # 30 s since that commit
+
+
+def _prov(**kw):
+    from cnnviz.index import make_provenance
+
+    base = dict(model="vgg16", weights="DEFAULT", weights_sha256="a" * 64,
+                preprocess={"size": 224, "crop": True, "mean": [0.485, 0.456, 0.406]}, stage="conv",
+                layers=[{"index": 7, "name": "features.17", "alias": "block4_conv1", "channels": 512}])
+    base.update(kw)
+    return make_provenance(**base)
+
+
+def _refusal(tmp_path, have, want):
+    root = str(tmp_path / f"idx-{len(os.listdir(tmp_path))}")
+    ActivationIndex.create_or_open(root, have)
+    with pytest.raises(IndexStoreError) as err:
+        ActivationIndex.create_or_open(root, want)
+    return str(err.value).split("other settings: ", 1)[1]
+
+
+def test_index_mismatch_messages_name_only_what_really_differs(tmp_path):
+    # vgg16 -> vgg19: block4_conv1 is another conv layer (index 7 -> 8, features.17 -> features.19)
+    msg = _refusal(tmp_path, _prov(), _prov(model="vgg19", weights_sha256="b" * 64, layers=[
+        {"index": 8, "name": "features.19", "alias": "block4_conv1", "channels": 512}]))
+    assert msg == ("model (vgg16 in the index, vgg19 now); "
+                   "weights (both DEFAULT, but other values: sha256 aaaaaaaaaaaa in the index, bbbbbbbbbbbb now); "
+                   "layer block4_conv1 (conv index 7 in the index, 8 now; name features.17 in the index, features.19 now); "
+                   "use another --index folder"), msg
+    assert "index: block4_conv1; now: block4_conv1" not in msg
+    msg = _refusal(tmp_path, _prov(), _prov(preprocess={"size": 256, "crop": True, "mean": [0.485, 0.456, 0.406]}))
+    assert msg == "preprocessing (size 224 in the index, 256 now); use another --index folder", msg
+    msg = _refusal(tmp_path, _prov(), _prov(weights="none", weights_sha256="b" * 64, stage="act"))
+    assert msg == ("weights (DEFAULT sha256 aaaaaaaaaaaa in the index, none sha256 bbbbbbbbbbbb now); "
+                   "stage (conv in the index, act now); use another --index folder"), msg
+    two = [{"index": 4, "name": "features.10", "alias": "block3_conv1", "channels": 256},
+           {"index": 7, "name": "features.17", "alias": "block4_conv1", "channels": 512}]
+    msg = _refusal(tmp_path, _prov(), _prov(layers=two))
+    assert msg == ("layers (one layer: 7 (block4_conv1) in the index; 2 layers: 4 (block3_conv1) and 7 (block4_conv1) "
+                   "now); use another --index folder"), msg
+    msg = _refusal(tmp_path, _prov(), _prov(layers=two[:1]))  # another layer altogether
+    assert msg == "layers (one layer: 7 (block4_conv1) in the index; one layer: 4 (block3_conv1) now); use another --index folder", msg
+    # merging: the two indexes are named instead of 'the index' and 'now'
+    a, b = str(tmp_path / "m-a"), str(tmp_path / "m-b")
+    ActivationIndex.create_or_open(a, _prov())
+    ActivationIndex.create_or_open(b, _prov(stage="act"))
+    with pytest.raises(IndexStoreError) as err:
+        merge(str(tmp_path / "m-out"), [a, b])
+    assert f"stage (conv in {a!r}, act in {b!r})" in str(err.value), str(err.value)
+
+
+def test_a_layer_outside_the_index_is_refused_in_plain_words(tmp_path, tiny_lm):
+    folder = tmp_path / "p"
+    _photos(folder, 3)
+    idx = str(tmp_path / "idx")
+    run_top(_req(images=(str(folder),), index=idx, layers=("1",)), model=tiny_lm)
+    with pytest.raises(UsageError) as err:
+        run_top(_req(index=idx, layers=("2",)), model=tiny_lm)
+    assert str(err.value) == "layer 2 features.5 is not in the index; it holds one layer: 1 (features.2)", str(err.value)
+    with pytest.raises(UsageError) as err:
+        ActivationIndex.open(idx).layer(0)
+    assert str(err.value) == f"layer 0 is not in index {idx!r}; it holds one layer: 1 (features.2)", str(err.value)
+    from cnnviz.index import describe_layers
+
+    assert describe_layers([{"index": 4, "name": "features.10", "alias": "block3_conv1"},
+                            {"index": 7, "name": "features.17", "alias": "block4_conv1"},
+                            {"index": 9, "name": "features.21", "alias": None}]) == \
+        "3 layers: 4 (block3_conv1), 7 (block4_conv1) and 9 (features.21)"
+
+
+def test_a_query_refuses_model_options_that_contradict_the_index(tmp_path, cli):
+    """`top --index I -m OTHER` answered from I's model without a word: now one error line; options
+    that agree with the index (or are left at their defaults) still pass."""
+    _photos(tmp_path / "p", 3)
+    idx = str(tmp_path / "idx")
+    r = cli("top", str(tmp_path / "p"), "-m", "squeezenet1_1", "-w", "none", "-l", "1", "-s", "40", "--workers", "0",
+            "--index", idx, "--no-pictures")
+    assert r.exit_code == 0, r.stderr
+    query = ["top", "--index", idx, "-c", "0:2", "-n", "2", "--no-pictures", "--json"]
+    r = cli(*query, "-m", "resnet18")
+    assert r.exit_code == 1 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(f"cnnviz: error: index {idx!r} answers with the settings it was built with, but the "
+                               f"command asks for others: model (squeezenet1_1 in the index, resnet18 given)"), r.stderr
+    r = cli(*query, "--stage", "act", "-s", "64", "--no-crop")
+    assert r.exit_code == 1 and "preprocessing (crop true in the index, false given; size 40 in the index, 64 given); " \
+        "stage (conv in the index, act given)" in r.stderr, r.stderr
+    r = cli(*query, "-m", "squeezenet1_1", "-w", "none", "--seed", "1")  # other random weights: checked by hash
+    assert r.exit_code == 1 and "weights (both none, but other values: sha256 " in r.stderr, r.stderr
+    r = cli(*query, "-m", "squeezenet1_1", "-w", "none", "--stage", "conv", "-s", "40", "--crop")  # all agree
+    assert r.exit_code == 0 and len(r.stdout.splitlines()) == 2, r.stderr
+    r = cli("top", "--index", idx, "--image", str(tmp_path / "p" / "im000.png"), "-m", "resnet18")
+    assert r.exit_code == 1 and "model (squeezenet1_1 in the index, resnet18 given)" in r.stderr, r.stderr

@@ -146,14 +146,14 @@ def test_separate_strips_wider_than_max_side_wrap_and_page(tmp_path, tiny_lm):
 
 
 def test_cli_readme_query_shape_pages_and_json_lists_every_page(tmp_path, cli):
-    """The README's `top --index idx -c 0:512 -k 25` at test size: more channels x K than fit
+    """The README's `top --index idx -c 0:512 -n 25` at test size: more channels x K than fit
     one --max-side picture (it used to be one 221 Mpx PNG that Pillow refuses to open)."""
     _photos(tmp_path / "p", 26)
     idx = str(tmp_path / "idx")
     r = cli("top", str(tmp_path / "p"), "-m", "squeezenet1_1", "-w", "none", "-l", "3", "-s", "40", "--workers", "0",
             "--index", idx, "--no-pictures")
     assert r.exit_code == 0, r.stderr
-    r = cli("top", "--index", idx, "-c", "0:64", "-k", "25", "--tile", "32", "--max-side", "1024", "-o",
+    r = cli("top", "--index", idx, "-c", "0:64", "-n", "25", "--tile", "32", "--max-side", "1024", "-o",
             str(tmp_path / "o"), "--json")
     assert r.exit_code == 0, r.stderr
     recs = [json.loads(x) for x in r.stdout.splitlines()]
@@ -163,7 +163,7 @@ def test_cli_readme_query_shape_pages_and_json_lists_every_page(tmp_path, cli):
     for f in files:
         with Image.open(tmp_path / "o" / f) as im:
             assert max(im.size) <= 1024
-    r = cli("top", "--index", idx, "-c", "0:64", "-k", "25", "--tile", "32", "--max-side", "1024", "-o",
+    r = cli("top", "--index", idx, "-c", "0:64", "-n", "25", "--tile", "32", "--max-side", "1024", "-o",
             str(tmp_path / "o2"))
     assert r.exit_code == 0, r.stderr
     assert r.stdout.split() == [os.path.join(tmp_path, "o2", f) for f in files]
@@ -174,7 +174,7 @@ def test_cli_readme_query_shape_pages_and_json_lists_every_page(tmp_path, cli):
 
 def test_stream_one_picture_to_stdout_equals_the_file(tmp_path, cli):
     _photos(tmp_path / "p", 6)
-    common = ["top", str(tmp_path / "p"), "-m", "squeezenet1_1", "-w", "none", "-l", "1", "-c", "0:3", "-k", "2",
+    common = ["top", str(tmp_path / "p"), "-m", "squeezenet1_1", "-w", "none", "-l", "1", "-c", "0:3", "-n", "2",
               "-s", "40", "--workers", "0"]
     r = cli(*common, "-o", "-")
     assert r.exit_code == 0, r.stderr
@@ -188,7 +188,7 @@ def test_stream_one_picture_to_stdout_equals_the_file(tmp_path, cli):
 @pytest.mark.parametrize("extra, why", [
     (["-l", "2"], "one picture per layer, 2 layers"),
     (["--separate"], "--separate: one strip per channel, 3 channels"),
-    (["-c", "0:16", "-k", "200", "--max-side", "512"], "16 channel(s) x 200 examples need"),
+    (["-c", "0:16", "-n", "200", "--max-side", "512"], "16 channel(s) x 200 examples need"),
     (["--no-pictures"], "--no-pictures draws none"),
 ])
 def test_stream_of_more_than_one_picture_is_refused_before_any_work(tmp_path, cli, extra, why):

@@ -6,7 +6,8 @@ from typing import Any
 import click
 
 from . import cli
-from .common import image_options, info, json_option, model_options, out, output_option, sink
+from .common import (batch_size_option, captions_option, class_option, cmap_option, deprecated_aliases, image_options,
+                     info, json_option, layer_option, model_options, out, output_option, sink, stage_option, top_option)
 
 
 
@@ -45,17 +46,13 @@ def _complete_methods(_ctx: click.Context, _param: click.Parameter, incomplete: 
 @cli.command()
 @image_options
 @model_options()
-@click.option("-l", "--layer", "layers", multiple=True, metavar="SEL",
-              help="Layer(s) the CAM is computed on (repeatable; several are fused, as LayerCAM does): a module name "
+@layer_option(help="Layer(s) the CAM is computed on (repeatable; several are fused, as LayerCAM does): a module name "
                    "(layer4, features.29) or conv selectors (index -1, name, alias block5_conv3, slice, glob) read at "
                    "--stage.  [default: the activation after the last conv: ResNet layer4, VGG16 features.29]")
-@click.option("--stage", type=click.Choice(["act", "conv"]), default="act", show_default=True,
-              help="For conv selectors: act = after the conv's activation, conv = the conv's own output.")
-@click.option("-c", "--class", "classes", multiple=True, metavar="NAME|INDEX",
-              help="Explain these classes (repeatable): a name as in 'maximize --class' ('tennis ball', 'tennis', "
+@stage_option("act", help="For conv selectors: act = after the conv's activation, conv = the conv's own output.")
+@class_option(help="Explain these classes (repeatable): a name as in 'maximize --class' ('tennis ball', 'tennis', "
                    "'*terrier'), an index, a slice.  [default: the top-1 prediction]")
-@click.option("-k", "--top", type=click.IntRange(min=1), default=None, metavar="K",
-              help="Explain the K most probable classes of each image.")
+@top_option(help="Explain the K most probable classes of each image.")
 @click.option("-M", "--method", "methods", multiple=True, default=("gradcam",), show_default=True, metavar="NAME",
               cls=_RegistryHelp, help_from=_method_help, shell_complete=_complete_methods, is_eager=True,
               callback=lambda ctx, _param, value: _list_methods(ctx) if _asks_list(value) else value)
@@ -65,7 +62,7 @@ def _complete_methods(_ctx: click.Context, _param: click.Parameter, incomplete: 
               help="SmoothGrad: average each map over N noisy copies of the image (0 = off).")
 @click.option("--noise", type=float, default=0.15, show_default=True, metavar="S",
               help="SmoothGrad noise: standard deviation as a fraction of the image's value range.")
-@click.option("--cmap", default="inferno", show_default=True, metavar="NAME", help="Any matplotlib colormap.")
+@cmap_option("inferno")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.6, show_default=True,
               help="Heat-map opacity where the map peaks (it fades with the map: silent regions show the photo).")
 @click.option("--npy", is_flag=True, help="Also write each map as a (2, H, W) float32 .npy: [raw, scaled to 0..1].")
@@ -77,12 +74,12 @@ def _complete_methods(_ctx: click.Context, _param: click.Parameter, incomplete: 
 @click.option("--sanity", is_flag=True,
               help="Sanity check (Adebayo 2018): randomise the layers from the top down and write a strip of the "
                    "re-computed maps with Spearman and SSIM to the original.")
-@click.option("-b", "--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Images per pass, and masked inputs per pass for scorecam/ablationcam/integrated-gradients.")
-@click.option("--bare", is_flag=True, help="Heat map only: no title or legend.")
+@batch_size_option(16, help="Images per pass, and masked inputs per pass for scorecam/ablationcam/integrated-gradients.")
+@captions_option(help="Title and legend (--no-captions: the heat map only).")
 @output_option()
 @json_option
-def cam(inputs: Any, output: str, as_json: bool, methods: tuple[str, ...], **options: Any) -> None:
+@deprecated_aliases("cam")
+def cam(inputs: Any, output: str, as_json: bool, methods: tuple[str, ...], captions: bool, **options: Any) -> None:
     """Why the model decided: class activation maps and gradient attributions over the image.
 
     One PNG per image, class and method ({image}-{model}-{method}-{class}-cam.png), or with
@@ -101,7 +98,7 @@ def cam(inputs: Any, output: str, as_json: bool, methods: tuple[str, ...], **opt
     """
     from ..jobs.cam import CamRequest, run_cam
 
-    run_cam(CamRequest(inputs=inputs, methods=methods, **options), output=sink(output, as_json=as_json), say=info)
+    run_cam(CamRequest(inputs=inputs, methods=methods, bare=not captions, **options), output=sink(output, as_json=as_json), say=info)
 
 
 def _asks_list(values: tuple[str, ...]) -> bool:

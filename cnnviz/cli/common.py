@@ -10,6 +10,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import click
@@ -42,6 +43,11 @@ class CnnvizCommand(click.Command):
     """A command whose callback runs with stdout reserved for its data (io.data_stdout): anything
     else printed meanwhile, by cnnviz or a dependency, goes to stderr. Help and usage errors are
     printed before, during parsing, and go where click sends them."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        rest = super().parse_args(ctx, args)
+        resolve_deprecated(ctx)
+        return rest
 
     def invoke(self, ctx: click.Context) -> Any:
         from ..io import data_stdout
@@ -133,8 +139,7 @@ def model_options(default_model: str = "resnet50", weights: bool = True, labels:
                          help="Input channels: 1 feeds grayscale images.  [default: the first conv's]"),
         ]
         if labels:
-            opts.append(click.option("--labels", "labels_file", default=None, metavar="FILE",
-                                     help="Class names, one per line (for --class).  [default: the weights' own]"))
+            opts.append(labels_option)
         for o in reversed(opts):
             wrapper = o(wrapper)
         return wrapper  # type: ignore[return-value]
@@ -142,25 +147,29 @@ def model_options(default_model: str = "resnet50", weights: bool = True, labels:
     return deco
 
 
-def layer_option(default: str | None = None, required: bool = False) -> Callable[[F], F]:
-    return click.option(
-        "-l", "--layer", "layers", multiple=True, default=(default,) if default else (), required=required,
+def layer_option(default: str | None = None, required: bool = False, help: str | None = None) -> Callable[[F], F]:
+    """-l/--layer SEL (repeatable): the layers, in the selector grammar (cnnviz/select.py)."""
+    return _vocab(
+        "--layer", "layers", multiple=True, default=(default,) if default else (), required=required,
         metavar="SEL",
-        help="Conv layers (repeatable): index 10, -1, name layer3.2.conv2, alias block3_conv2, "
-             "slice 0:5 or ::4, list 1,5,9, glob 'layer3.*', or all."
-             + (f"  [default: {default}]" if default else ""),
+        help=help or ("Conv layers (repeatable): index 10, -1, name layer3.2.conv2, alias block3_conv2, "
+                      "slice 0:5 or ::4, list 1,5,9, glob 'layer3.*', or all."
+                      + (f"  [default: {default}]" if default else "")),
     )
 
 
-def output_option(default: str = ".") -> Callable[[F], F]:
-    return click.option(
-        "-o", "--output", default=default, show_default=True, metavar="DIR",
-        help="Output folder (created if needed); '-' streams the PNG to stdout when exactly one is produced.",
+def output_option(default: str = ".", help: str | None = None) -> Callable[[F], F]:
+    """-o/--output DIR ('-': the one PNG to stdout)."""
+    return _vocab(
+        "--output", default=default, show_default=True, metavar="DIR",
+        help=help or "Output folder (created if needed); '-' streams the PNG to stdout when exactly one is produced.",
     )
 
 
-def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object per written file instead of its path.")(f)
+def json_option(f: F | None = None, *, help: str = "Print one JSON object per written file instead of its path.") -> Any:
+    """--json: JSON records on stdout (``@json_option``, or ``@json_option(help=...)``)."""
+    deco = _vocab("--json", "as_json", is_flag=True, default=False, help=help)
+    return deco if f is None else deco(f)
 
 
 def check_stream(output: str, *, as_json: bool) -> None:
@@ -228,16 +237,272 @@ def image_options(f: F) -> F:
         click.argument("images", nargs=-1, metavar="[IMAGE]..."),
         click.option("--sample", is_flag=True,
                      help="Use the bundled sample photo (matplotlib's grace_hopper.jpg) as an input image."),
-        click.option("-s", "--size", default=None, metavar="S",
-                     help="Resize so the shorter side is S px, keeping the aspect ratio (or exactly HxW, e.g. "
-                          "224x320).  [default: the weights' crop size, 224]"),
-        click.option("--crop", is_flag=True,
-                     help="Centre-crop a square S x S with the classifier's own preprocessing: at the default S "
-                          "exactly the weights' transforms() (e.g. ResNet-50 V2: shorter side 232, crop 224); "
-                          "otherwise shorter side to S*resize/crop, then crop S."),
+        size_option(help="Resize so the shorter side is S px, keeping the aspect ratio (or exactly HxW, e.g. "
+                         "224x320).  [default: the weights' crop size, 224]"),
+        crop_option(help="Centre-crop a square S x S with the classifier's own preprocessing: at the default S "
+                         "exactly the weights' transforms() (e.g. ResNet-50 V2: shorter side 232, crop 224); "
+                         "otherwise shorter side to S*resize/crop, then crop S."),
         click.option("--max-pixels", default=None, type=click.IntRange(min=1), metavar="N",
                      help=f"Refuse larger images (checked before decoding).  [default: {_MAX_PIXELS_HELP}]"),
     ]
     for o in reversed(opts):
         command = o(command)
     return command  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- the option vocabulary
+#
+# One concept = one long name, one short flag (or none), one default unless a reason is stated.
+# CONCEPTS is the table docs/options.md shows (scripts/options_table.py writes it; a test checks it
+# is current); the decorators below are the only place the cli modules get these options from, and
+# tests/test_vocabulary.py fails when a command declares a concept its own way.
+
+PER_COMMAND = "per command"
+
+
+@dataclass(frozen=True)
+class Concept:
+    """One entry of the vocabulary. ``default`` is the click default every command uses (``None``
+    and ``()`` both mean "not given"), or PER_COMMAND; ``differs`` names each command whose default
+    (or what "not given" means there) differs, with the reason the docs state."""
+
+    what: str
+    long: str
+    short: str | None
+    default: Any
+    shown: str
+    differs: dict[str, str] = field(default_factory=dict)
+    flag: bool = False
+    pair: bool = False  # a --NAME/--no-NAME switch
+
+
+CONCEPTS: dict[str, Concept] = {c.long: c for c in [
+    Concept("layer selection", "--layer", "-l", PER_COMMAND,
+            "per command: filters 0, report all, maps required, rf each stage's last conv, cam the last activation",
+            {"*": "what is worth looking at differs: a first layer's filters, every layer of a report, the layer "
+                  "a CAM is defined on"}),
+    Concept("channel selection (the layer's output channels)", "--channels", "-c", None,
+            "all; maximize 0:16; rf none (each layer's centre unit)",
+            {"maximize": "each channel is an optimisation of its own",
+             "rf": "a box is drawn for a unit: the centre one, or with --channels where each channel peaks"}),
+    Concept("filters: input-channel selection", "--inputs", None, None,
+            "all, capped by --max-inputs (channels mode and 1x1 heatmaps only)"),
+    Concept("the class to explain or synthesise", "--class", None, None,
+            "cam: the top-1 prediction; maximize: none (channels instead)"),
+    Concept("K best-ranked (channels in maps and report, classes in cam)", "--top", "-k", PER_COMMAND,
+            "per command: maps and cam off, report 16",
+            {"*": "a report page needs a bounded number of maps; maps and cam show what you select"}),
+    Concept("dataset examples per channel", "--examples", "-n", 9, "9"),
+    Concept("a 'cnnviz top' index folder", "--index", None, None, "none"),
+    Concept("value normalisation (which values share one colour scale)", "--norm", None, PER_COMMAND,
+            "maps map, filters layer",
+            {"*": "what is compared differs: a map's own pattern (maps), weights of one layer on one signed scale "
+                  "(filters)"}),
+    Concept("tile size in pixels", "--tile", None, PER_COMMAND, "maps 64, filters 48, top 112",
+            {"*": "the data differ in size: a feature map, a 3x3 kernel, an image patch"}),
+    Concept("captions and legends (all text drawn on a picture)", "--captions", None, True, "on", flag=True, pair=True),
+    Concept("filters: index numbers over tiles", "--tile-numbers", None, False, "off", flag=True),
+    Concept("class-names file", "--labels", None, None, "the weights' own"),
+    Concept("centre crop", "--crop", None, False, "off; top on",
+            {"top": "a dataset scan batches images of mixed sizes, and patches must be comparable"}, flag=True, pair=True),
+    Concept("stage: conv output or after its activation", "--stage", None, "conv", "conv; cam act",
+            {"cam": "CAM methods are defined on what the network passes on, as in pytorch-grad-cam"}),
+    Concept("colormap", "--cmap", None, PER_COMMAND,
+            "by data: viridis (maps, report), RdBu_r (filters), inferno (cam, top)",
+            {"*": "by data: unsigned maps (viridis), signed weights (RdBu_r), heat over a photo (inferno)"}),
+    Concept("batch size", "--batch-size", "-b", PER_COMMAND, "per command",
+            {"*": "memory per item differs: an image forward pass, a maximised image, masked copies"}),
+    Concept("output folder", "--output", "-o", ".", ".; report report", {"report": "a site is a folder of its own"}),
+    Concept("JSON records on stdout", "--json", None, False, "off", flag=True),
+    Concept("input size (S or HxW)", "--size", "-s", None, "the source's (the weights' crop size, 224); maximize 128",
+            {"maximize": "an optimised image has no source; the model sees it upscaled to >= 224"}),
+    Concept("device", "--device", None, "auto", "auto: CUDA, then MPS, then the CPU"),
+    Concept("precision", "--precision", None, "fp32", "fp32; maximize auto",
+            {"maximize": "an optimised picture needs no exact numbers; bf16 is about 2x faster where native"}),
+    Concept("quiet (no progress)", "--quiet", "-q", False, "off", flag=True),
+]}
+
+# Old spellings, per command: hidden options that print one deprecation line and act as the new
+# spelling (a flag alias as that flag, e.g. --bare as --no-captions). docs/options.md lists them.
+DEPRECATED: dict[str, dict[str, str]] = {
+    "maps": {"--bare": "--no-captions"},
+    "cam": {"-c": "--class", "--bare": "--no-captions"},
+    "filters": {"--filters": "--channels", "--labels": "--tile-numbers", "--legend": "--captions",
+                "--no-legend": "--no-captions", "--tile-size": "--tile", "--max-channels": "--max-inputs"},
+    "maximize": {"--channel": "--channels", "--titles": "--captions", "--no-titles": "--no-captions",
+                 "--no-labels": "--no-captions"},
+    "rf": {"--channel": "--channels"},
+    "top": {"-k": "--examples"},
+}
+
+# Renames that could not keep the old meaning: the old spelling now means something else.
+BREAKING: dict[str, dict[str, str]] = {
+    "filters": {"--channels": "--inputs (input channels); --channels now selects the filters (output channels), "
+                              "as everywhere else"},
+}
+
+
+class VocabOption(click.Option):
+    """An option declared by one of the shared decorators: ``concept`` is its CONCEPTS key."""
+
+    def __init__(self, *args: Any, concept: str, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.concept = concept
+
+
+class DeprecatedOption(click.Option):
+    """A hidden old spelling (``old``) standing for ``new``; see resolve_deprecated."""
+
+    def __init__(self, *args: Any, old: str, new: str, **kwargs: Any):
+        super().__init__(*args, hidden=True, **kwargs)
+        self.old, self.new = old, new
+
+
+def _vocab(long: str, *decls: str, **kwargs: Any) -> Callable[[F], F]:
+    c = CONCEPTS[long]
+    names = [n for n in (c.short, f"{long}/--no-{long[2:]}" if c.pair else long) if n]
+    return click.option(*names, *decls, cls=VocabOption, concept=long, **kwargs)
+
+
+def deprecated_aliases(command: str) -> Callable[[F], F]:
+    """The hidden old spellings of ``command`` (DEPRECATED[command]). A flag's old spelling is a
+    flag; any other takes the values of the new option (repeatable; the last one counts where the
+    new option takes one)."""
+
+    def deco(f: F) -> F:
+        for old, new in reversed(DEPRECATED[command].items()):  # warnings come in the table's order
+            flag = _is_flag_spelling(new)
+            dest = "deprecated_" + old.lstrip("-").replace("-", "_")
+            f = click.option(old, dest, cls=DeprecatedOption, old=old, new=new, is_flag=flag,
+                             multiple=not flag, default=False if flag else ())(f)
+        return f
+
+    return deco
+
+
+def _is_flag_spelling(spelling: str) -> bool:
+    c = CONCEPTS.get(spelling) or CONCEPTS.get("--" + spelling[5:] if spelling.startswith("--no-") else "")
+    return bool(c and c.flag)
+
+
+def resolve_deprecated(ctx: click.Context) -> None:
+    """Move the values of old spellings given on the command line to their new options, with one
+    warning line each; an old and a new spelling (or two old ones) that disagree are a usage error."""
+    from click.core import ParameterSource
+
+    given: dict[str, tuple[str, Any]] = {}  # new param name -> (spelling, value) from the command line
+    for p in ctx.command.params:
+        if isinstance(p, click.Option) and not isinstance(p, DeprecatedOption) and p.name in ctx.params \
+                and ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE:
+            value = ctx.params[p.name]
+            given[p.name] = (p.secondary_opts[-1] if p.secondary_opts and value is False else p.opts[-1], value)
+    warnings = []
+    for p in ctx.command.params:
+        if not isinstance(p, DeprecatedOption) or p.name not in ctx.params:
+            continue
+        raw = ctx.params.pop(p.name)
+        if ctx.get_parameter_source(p.name) != ParameterSource.COMMANDLINE or raw in (False, ()):
+            continue
+        target = next(q for q in ctx.command.params if isinstance(q, click.Option) and not isinstance(q, DeprecatedOption)
+                      and p.new in (*q.opts, *q.secondary_opts))
+        if p.is_flag:  # the new spelling is a boolean flag: --NAME means True, --no-NAME False
+            value = p.new in target.opts
+        else:
+            value = target.process_value(ctx, raw if target.multiple else raw[-1])
+        if target.name in given and given[target.name][1] != value:
+            raise click.UsageError(f"{p.old} (deprecated for {p.new}) and {given[target.name][0]} disagree; give only "
+                                   f"{p.new}", ctx)
+        warnings.append(f"cnnviz: warning: {p.old} is deprecated; use {p.new}")
+        given[target.name] = (p.old, value)
+        ctx.params[target.name] = value
+    for line in warnings:  # only once every spelling agrees
+        click.echo(line, err=True)
+
+
+# ---------------------------------------------------------------- the shared option decorators
+
+def channels_option(*, multiple: bool = False, help: str | None = None) -> Callable[[F], F]:
+    """-c/--channels SEL: the layer's output channels (a single selector, or repeatable)."""
+    return _vocab("--channels", "channels", multiple=multiple, metavar="SEL",
+                  help=help or "Channels of the layer's output: 0:16, 3,7,9, -1, ::4, all.  [default: all]")
+
+
+def inputs_option(*, help: str) -> Callable[[F], F]:
+    """--inputs SEL (filters): the input channels of the kernels."""
+    return _vocab("--inputs", "inputs", multiple=True, metavar="SEL", help=help)
+
+
+def class_option(*, help: str) -> Callable[[F], F]:
+    """--class NAME|INDEX (repeatable): classes by name (weights' categories or --labels) or index."""
+    return _vocab("--class", "classes", multiple=True, metavar="NAME|INDEX", help=help)
+
+
+def top_option(*, default: int | None = None, help: str) -> Callable[[F], F]:
+    """-k/--top K: the K best-ranked channels (maps, report) or classes (cam)."""
+    return _vocab("--top", "top", type=click.IntRange(min=1), default=default, show_default=default is not None,
+                  metavar="K", help=help)
+
+
+def examples_option(*, most: int, help: str = "Dataset examples per channel.") -> Callable[[F], F]:
+    """-n/--examples K: dataset examples per channel (top, report)."""
+    return _vocab("--examples", "examples", type=click.IntRange(1, most), default=CONCEPTS["--examples"].default,
+                  show_default=True, metavar="K", help=help)
+
+
+def index_option(*, exists: bool, help: str) -> Callable[[F], F]:
+    """--index DIR: a 'cnnviz top' index (written by top; read by report, which needs it to exist)."""
+    kind = click.Path(exists=True, file_okay=False) if exists else None  # top checks (and creates) it itself
+    return _vocab("--index", "index", default=None, metavar="DIR", type=kind, help=help)
+
+
+def norm_option(default: str, *, choices: list[str], help: str) -> Callable[[F], F]:
+    """--norm: which values share one colour scale (the choices follow the data)."""
+    return _vocab("--norm", "norm", type=click.Choice(choices), default=default, show_default=True, help=help)
+
+
+def tile_option(default: int, *, least: int, most: int, help: str) -> Callable[[F], F]:
+    """--tile PX: the size of one tile in a picture (a map, a kernel, a patch)."""
+    return _vocab("--tile", "tile", type=click.IntRange(least, most), default=default, show_default=True,
+                  metavar="PX", help=help)
+
+
+def captions_option(*, help: str) -> Callable[[F], F]:
+    """--captions/--no-captions: every text drawn on the picture (titles, numbers, legends)."""
+    return _vocab("--captions", "captions", default=True, show_default=True, help=help)
+
+
+def tile_numbers_option(*, help: str) -> Callable[[F], F]:
+    """--tile-numbers: index numbers over the tiles (filters)."""
+    return _vocab("--tile-numbers", "tile_numbers", is_flag=True, default=False, help=help)
+
+
+def labels_option(f: F) -> F:
+    """--labels FILE: class names, one per line."""
+    return _vocab("--labels", "labels_file", default=None, metavar="FILE",
+                  help="Class names, one per line (for --class).  [default: the weights' own]")(f)
+
+
+def crop_option(default: bool = False, *, help: str) -> Callable[[F], F]:
+    """--crop/--no-crop: the classifier's own resize and centre crop."""
+    return _vocab("--crop", "crop", default=default, show_default=True, help=help)
+
+
+def stage_option(default: str = "conv", *, help: str) -> Callable[[F], F]:
+    """--stage conv|act: the conv's own output or what the network passes on after its activation."""
+    return _vocab("--stage", "stage", type=click.Choice(["conv", "act"]), default=default, show_default=True, help=help)
+
+
+def cmap_option(default: str, *, help: str = "Any matplotlib colormap.") -> Callable[[F], F]:
+    """--cmap NAME: a matplotlib colormap (the default follows the data: see CONCEPTS)."""
+    return _vocab("--cmap", "cmap", default=default, show_default=True, metavar="NAME", help=help)
+
+
+def batch_size_option(default: int, *, help: str) -> Callable[[F], F]:
+    """-b/--batch-size N: items per forward pass (the default follows the memory one item takes)."""
+    return _vocab("--batch-size", "batch_size", type=click.IntRange(min=1), default=default, show_default=True,
+                  metavar="N", help=help)
+
+
+def size_option(default: str | None = None, *, help: str) -> Callable[[F], F]:
+    """-s/--size S|HxW: the input size."""
+    return _vocab("--size", "size", default=default, show_default=default is not None, metavar="S", help=help)

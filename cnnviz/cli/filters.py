@@ -6,7 +6,9 @@ from typing import Any
 import click
 
 from . import cli
-from .common import info, json_option, layer_option, model_options, output_option, sink
+from .common import (captions_option, channels_option, cmap_option, deprecated_aliases, info, inputs_option,
+                     json_option, layer_option, model_options, norm_option, output_option, sink, tile_numbers_option,
+                     tile_option)
 
 
 @cli.command()
@@ -16,32 +18,33 @@ from .common import info, json_option, layer_option, model_options, output_optio
               help="auto: rgb for 3 input channels, else mean. rgb: one colour tile per filter. mean: each "
                    "filter averaged over its input channels. channels: rows = filters, columns = input "
                    "channels. 1x1 kernels always become an [out, in] heatmap.")
-@click.option("--norm", type=click.Choice(["layer", "filter", "minmax"]), default="layer", show_default=True,
-              help="layer: one symmetric scale per layer, 0 = neutral colour. filter: each filter "
+@norm_option("layer", choices=["layer", "filter", "minmax"],
+             help="layer: one symmetric scale per layer, 0 = neutral colour. filter: each filter "
                    "symmetric on its own. minmax: layer min -> 0, max -> 1.")
-@click.option("--filters", multiple=True, metavar="SEL",
-              help="Filters to draw (repeatable): 0:16, 1,5,9, -1, ::4, all.  [default: all]")
-@click.option("--channels", multiple=True, metavar="SEL",
-              help="Input channels to draw in channels mode and 1x1 heatmaps (same grammar).")
+@channels_option(multiple=True, help="Filters (the layer's output channels) to draw (repeatable): 0:16, 1,5,9, -1, ::4, "
+                                    "all.  [default: all]")
+@inputs_option(help="Input channels to draw in channels mode and 1x1 heatmaps (repeatable; same grammar).  "
+                    "[default: all, up to --max-inputs]")
 @click.option("--max-filters", type=click.IntRange(min=0), default=None, metavar="N",
               help="Draw at most N filters (0 = no cap).  [default: 32 in channels mode, else no cap; "
                    "large layers are paged]")
-@click.option("--max-channels", type=click.IntRange(min=0), default=None, metavar="N",
-              help="Draw at most N input channels in channels mode / heatmaps (0 = no cap).  [default: 32 in channels mode]")
-@click.option("--cmap", default="RdBu_r", show_default=True, metavar="NAME",
-              help="Matplotlib colormap for single-channel tiles and heatmaps (a diverging one suits signed weights).")
-@click.option("--legend/--no-legend", default=True, show_default=True,
-              help="Add a strip with the value range and a caption under the grid.")
-@click.option("--labels", is_flag=True, help="Write each filter's index above its tile (row/column indices in channels mode and heatmaps).")
-@click.option("--tile-size", type=click.IntRange(4, 512), default=48, show_default=True, metavar="PX",
-              help="Upscale kernels (nearest) until a tile's longer side is at least PX.")
+@click.option("--max-inputs", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Draw at most N input channels (--inputs) in channels mode / heatmaps (0 = no cap).  "
+                   "[default: 32 in channels mode]")
+@cmap_option("RdBu_r", help="Matplotlib colormap for single-channel tiles and heatmaps (a diverging one suits signed "
+                             "weights).")
+@captions_option(help="A strip with the value range and a caption under the grid.")
+@tile_numbers_option(help="Write each filter's index above its tile (row/column indices in channels mode and heatmaps).")
+@tile_option(48, least=4, most=512, help="Upscale kernels (nearest) until a tile's longer side is at least PX.")
 @click.option("--gap", type=click.IntRange(0, 32), default=2, show_default=True, metavar="PX", help="Space between tiles.")
 @click.option("--max-side", type=click.IntRange(256, 9459), default=8192, show_default=True, metavar="PX",
               help="Largest PNG side (at most 9459: larger pictures do not open in image viewers); filters beyond it "
                    "go to further pages (-p01, -p02, ...).")
 @output_option()
 @json_option
-def filters(output: str, as_json: bool, **options: Any) -> None:
+@deprecated_aliases("filters")
+def filters(output: str, as_json: bool, channels: tuple[str, ...], inputs: tuple[str, ...], captions: bool,
+            tile_numbers: bool, tile: int, max_inputs: int | None, **options: Any) -> None:
     """Draw the learned filters of conv layers as PNG grids, one PNG per layer (default: layer 0).
 
     First layers (3 input channels) show every filter as a small RGB image; deeper 3x3/7x7 layers
@@ -54,12 +57,15 @@ def filters(output: str, as_json: bool, **options: Any) -> None:
     \b
     Examples:
       cnnviz filters --model vgg16                       # 8x8 grid of the 64 RGB 3x3 filters
-      cnnviz filters --model resnet50 --weights none -l conv1 --labels
-      cnnviz filters --model vgg16 -l block5_conv1 --mode channels --filters 0:8 --channels 0:16
+      cnnviz filters --model resnet50 --weights none -l conv1 --tile-numbers
+      cnnviz filters --model vgg16 -l block5_conv1 --mode channels --channels 0:8 --inputs 0:16
       cnnviz filters --model resnet50 -l layer1.0.conv1 --norm filter      # 1x1: heatmap
       cnnviz filters --model resnet50 -l all -o out --json | jq -r .path
       cnnviz filters --model vgg16 -o - > conv1_1.png
     """
     from ..jobs.filters import FiltersRequest, run_filters
 
-    run_filters(FiltersRequest(**options), output=sink(output, as_json=as_json), say=info)
+    # The request keeps its field names (filters = output channels, channels = input channels).
+    req = FiltersRequest(filters=channels, channels=inputs, max_channels=max_inputs, legend=captions, labels=tile_numbers,
+                         tile_size=tile, **options)
+    run_filters(req, output=sink(output, as_json=as_json), say=info)

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from . import cli
-from .common import info, model_options, out
+from .common import info, json_option, model_options, out, size_option
 
 
 def _fmt(v: Any) -> str:
@@ -55,20 +55,33 @@ def print_rows(rows: list[dict[str, Any]], fmt: str, columns: list[str], headers
         out(_table(rows, columns, headers))
 
 
+def _json_format(fmt: str, *, as_json: bool) -> str:
+    """--json is --format json; with another --format it is a contradiction."""
+    from click.core import ParameterSource
+
+    if not as_json:
+        return fmt
+    if fmt != "json" and click.get_current_context().get_parameter_source("fmt") == ParameterSource.COMMANDLINE:
+        from ..errors import UsageError
+
+        raise UsageError(f"--json and --format {fmt} disagree; give one")
+    return "json"
+
+
 LAYER_HEADERS = {"in_channels": "in", "out_channels": "out", "kernel_size": "kernel", "padding": "pad",
                  "dilation": "dil", "output_shape": "output", "receptive_field": "rf"}
 
 
 @cli.command()
 @model_options()
-@click.option("-s", "--size", default=None, metavar="S",
-              help="Input size for output shapes: 224, or HxW such as 224x320.  [default: the model's input size]")
+@size_option(help="Input size for output shapes: 224, or HxW such as 224x320.  [default: the model's input size]")
 @click.option("-f", "--format", "fmt", type=click.Choice(["table", "tsv", "json"]), default="table", show_default=True)
+@json_option(help="The rows as one JSON list (as --format json).")
 @click.option("--ignore-gates", is_flag=True,
               help="Receptive fields past squeeze-and-excitation gates (EfficientNet, MobileNetV3, RegNetY): "
                    "treat the gate as a per-channel scale and give the conv path's local field (in theory "
                    "every later unit sees the whole image, so by default these are '-').")
-def layers(model: Any, size: str | None, fmt: str, ignore_gates: bool) -> None:
+def layers(model: Any, size: str | None, fmt: str, as_json: bool, ignore_gates: bool) -> None:
     """List every Conv2d of a model: index, name, alias, shapes, parameters, receptive field.
 
     Indices are 0-based in named_modules() order and are what --layer takes. Needs no weights
@@ -83,10 +96,11 @@ def layers(model: Any, size: str | None, fmt: str, ignore_gates: bool) -> None:
     Examples:
       cnnviz layers --model resnet50
       cnnviz layers --model vgg16 --size 224x320 --format tsv | cut -f2,12
-      cnnviz layers --model resnet50 --format json | jq '.[10]'
+      cnnviz layers --model resnet50 --json | jq '.[10]'
     """
     from ..jobs.layers import LAYER_COLUMNS, LayersRequest, run_layers
 
+    fmt = _json_format(fmt, as_json=as_json)
     table = run_layers(LayersRequest(model=model, size=size, ignore_gates=ignore_gates))
     print_rows(table.rows, fmt, LAYER_COLUMNS, LAYER_HEADERS)
     if fmt == "table":
@@ -99,19 +113,24 @@ def layers(model: Any, size: str | None, fmt: str, ignore_gates: bool) -> None:
 
 @cli.command()
 @click.option("-f", "--format", "fmt", type=click.Choice(["table", "tsv", "json"]), default="table", show_default=True)
-@click.option("--names-only", is_flag=True, help="Print just the model names, one per line (fast).")
-def models(fmt: str, names_only: bool) -> None:
+@json_option(help="The rows as one JSON list (as --format json).")
+@click.option("--names-only", is_flag=True, help="Print just the model names, one per line (fast; with --json one list).")
+def models(fmt: str, as_json: bool, names_only: bool) -> None:
     """List torchvision's classification models with their conv count and default weights.
 
     \b
     Examples:
       cnnviz models
       cnnviz models --names-only | grep resnet
-      cnnviz models --format json
+      cnnviz models --json
     """
+    fmt = _json_format(fmt, as_json=as_json)
     if names_only:
         from ..models import list_models
 
+        if fmt == "json":  # the names as one JSON list, as --json promises
+            out(json.dumps(list_models()))
+            return
         for n in list_models():
             out(n)
         return

@@ -6,26 +6,24 @@ from typing import Any
 import click
 
 from . import cli
-from .common import image_options, info, json_option, layer_option, model_options, output_option, sink
+from .common import (batch_size_option, captions_option, channels_option, cmap_option, deprecated_aliases,
+                     image_options, info, json_option, layer_option, model_options, norm_option, output_option, sink,
+                     stage_option, tile_option, top_option)
 
 
 @cli.command()
 @image_options
 @model_options()
 @layer_option(required=True)
-@click.option("--stage", type=click.Choice(["conv", "act"]), default="conv", show_default=True,
-              help="conv: the Conv2d's own output (signed); act: what the network passes on after the "
+@stage_option(help="conv: the Conv2d's own output (signed); act: what the network passes on after the "
                    "activation that follows (VGG relu(conv); ResNet relu(bn(conv)), block output for conv3).")
-@click.option("-c", "--channels", default=None, metavar="SEL",
-              help="Channels to show: 0:16, 3,7,9, -1, all.  [default: all]")
-@click.option("-k", "--top", type=click.IntRange(min=1), default=None, metavar="K",
-              help="Show the K channels with the highest mean activation (among --channels), ranked.")
-@click.option("--norm", type=click.Choice(["map", "layer"]), default="map", show_default=True,
-              help="map: each map to its own min..max; layer: one shared scale for the whole layer.")
+@channels_option(help="Channels to show: 0:16, 3,7,9, -1, all.  [default: all]")
+@top_option(help="Show the K channels with the highest mean activation (among --channels), ranked.")
+@norm_option("map", choices=["map", "layer"],
+             help="map: each map to its own min..max; layer: one shared scale for the whole layer.")
 @click.option("--symmetric", is_flag=True, help="Put 0 in the middle of the colormap (use a diverging one, e.g. RdBu_r, for --stage conv).")
-@click.option("--cmap", default="viridis", show_default=True, metavar="NAME", help="Any matplotlib colormap.")
-@click.option("--tile", type=click.IntRange(min=1, max=2048), default=64, show_default=True, metavar="PX",
-              help="Upscale tiles (nearest neighbour) until the shorter side is at least PX.")
+@cmap_option("viridis")
+@tile_option(64, least=1, most=2048, help="Upscale tiles (nearest neighbour) until the shorter side is at least PX.")
 @click.option("--cols", type=click.IntRange(min=1), default=None, metavar="N", help="Grid columns.  [default: near-square]")
 @click.option("--overlay", is_flag=True, help="Blend each map (resized, bilinear) over the preprocessed input image.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.7, show_default=True,
@@ -36,13 +34,13 @@ from .common import image_options, info, json_option, layer_option, model_option
               help="Maps per sheet row without --top/--channels.")
 @click.option("--sheet-tile", type=click.IntRange(min=8, max=1024), default=112, show_default=True, metavar="PX",
               help="Height of each map on the sheet.")
-@click.option("--bare", is_flag=True, help="Grid only: no title, channel numbers or colour legend.")
+@captions_option(help="Title, channel numbers and colour legend (--no-captions: the grid only).")
 @click.option("--npy", is_flag=True, help="Also write each captured (C, H, W) float32 tensor as .npy beside its PNG.")
-@click.option("-b", "--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Images per forward pass (same-size images only).")
+@batch_size_option(8, help="Images per forward pass (same-size images only).")
 @output_option()
 @json_option
-def maps(inputs: Any, output: str, as_json: bool, **options: Any) -> None:
+@deprecated_aliases("maps")
+def maps(inputs: Any, output: str, as_json: bool, captions: bool, **options: Any) -> None:
     """Feature maps of images at conv layers: one grid PNG per image and layer.
 
     Hooks only the selected layers and stops the forward pass after the last one. Output names:
@@ -59,4 +57,4 @@ def maps(inputs: Any, output: str, as_json: bool, **options: Any) -> None:
     """
     from ..jobs.maps import MapsRequest, run_maps
 
-    run_maps(MapsRequest(inputs=inputs, **options), output=sink(output, as_json=as_json), say=info)
+    run_maps(MapsRequest(inputs=inputs, bare=not captions, **options), output=sink(output, as_json=as_json), say=info)

@@ -7,45 +7,42 @@ from typing import Any
 import click
 
 from . import cli
-from .common import info, json_option, layer_option, model_options, output_option, sink
+from .common import (batch_size_option, captions_option, channels_option, class_option, deprecated_aliases, info,
+                     json_option, layer_option, model_options, output_option, sink, size_option, stage_option)
 
 
 @cli.command()
 @model_options()
 @layer_option()
-@click.option("-c", "--channel", "channels", multiple=True, metavar="SEL",
-              help="Channels of each layer (repeatable; index, slice 0:16, list 3,7, all).  [default: 0:16]")
-@click.option("--class", "classes", multiple=True, metavar="NAME|INDEX",
-              help="Maximise class logits instead of channels (repeatable): 'tennis ball', tennis_ball, 852, "
+@channels_option(multiple=True, help="Channels of each layer (repeatable; index, slice 0:16, list 3,7, all).  "
+                                    "[default: 0:16]")
+@class_option(help="Maximise class logits instead of channels (repeatable): 'tennis ball', tennis_ball, 852, "
                    "0:8, '*terrier'. Names come from the weights' category list or --labels FILE.")
 @click.option("--objective", type=click.Choice(["channel", "neuron"]), default="channel", show_default=True,
               help="channel: mean activation of the channel; neuron: its centre unit only.")
-@click.option("--stage", type=click.Choice(["conv", "act"]), default="conv", show_default=True,
-              help="conv: the Conv2d output; act: after its activation (as in 'cnnviz maps').")
+@stage_option(help="conv: the Conv2d output; act: after its activation (as in 'cnnviz maps').")
 @click.option("--steps", type=click.IntRange(min=1), default=None, metavar="N",
               help="Adam steps.  [default: 256]")
 @click.option("--lr", type=float, default=None, metavar="LR", help="Adam learning rate.  [default: 0.05]")
-@click.option("-s", "--size", default="128", show_default=True, metavar="S",
-              help="Image size in pixels, S or HxW; the model sees it padded and upscaled to >= 224.")
+@size_option("128", help="Image size in pixels, S or HxW; the model sees it padded and upscaled to >= 224.")
 @click.option("--param", "param", type=click.Choice(["fft", "pixel"]), default="fft", show_default=True,
               help="fft: 1/f-scaled Fourier basis with decorrelated colour (Lucid); pixel: raw pixels, the naive baseline.")
 @click.option("--decorrelate/--no-decorrelate", default=None,
               help="ImageNet colour decorrelation.  [default: on for fft, off for pixel]")
 @click.option("--transforms/--no-transforms", default=True, show_default=True,
               help="Random pad 12, jitter 8, scale 0.9-1.1, rotate +-10 deg, jitter 4 at every step.")
-@click.option("-b", "--batch-size", type=click.IntRange(min=1), default=16, show_default=True, metavar="N",
-              help="Images optimised together (bounds memory); more targets run in several batches.")
+@batch_size_option(16, help="Images optimised together (bounds memory); more targets run in several batches.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="bf16 autocasts the network's forward/backward (about 2x faster on CPUs with AVX512-BF16/AMX); "
                    "auto uses it where the hardware computes bf16 natively. Images and reported values stay float32.")
 @click.option("--device", default="auto", show_default=True, metavar="DEV", help="auto, cpu, cuda, cuda:N or mps.")
 @output_option()
 @click.option("--separate", is_flag=True, help="One PNG per channel/class (the raw image) instead of a grid per layer.")
-@click.option("--titles/--no-titles", default=True, show_default=True, help="Title and channel numbers on grids.")
-@click.option("--no-labels", "no_labels", is_flag=True, hidden=True)  # the earlier name of --no-titles
+@captions_option(help="Title and channel numbers on grids.")
 @click.option("--npy", is_flag=True, help="Also save the image batch as .npy, (N, H, W, 3) float32 in [0, 1].")
 @json_option
-def maximize(output: str, as_json: bool, titles: bool, no_labels: bool, **options: Any) -> None:
+@deprecated_aliases("maximize")
+def maximize(output: str, as_json: bool, captions: bool, **options: Any) -> None:
     """Synthesise the image each channel responds to most (activation maximization).
 
     Gradient ascent in input space from a neutral start: the image is parametrised in a
@@ -59,13 +56,13 @@ def maximize(output: str, as_json: bool, titles: bool, no_labels: bool, **option
 
     \b
     Examples:
-      cnnviz maximize --model vgg16 --layer block4_conv1 --channel 0:16
-      cnnviz maximize --model vgg16 --layer block5_conv1 --channel 3,17 --separate --steps 512
+      cnnviz maximize --model vgg16 --layer block4_conv1 --channels 0:16
+      cnnviz maximize --model vgg16 --layer block5_conv1 --channels 3,17 --separate --steps 512
       cnnviz maximize --model resnet50 --layer layer3.5.conv3 --objective neuron --json
       cnnviz maximize --model vgg16 --class 'tennis ball' --class goldfish -o out
       cnnviz maximize --model vgg16 --layer 0 --param pixel --no-transforms   # naive baseline
     """
     from ..jobs.maximize import MaximizeRequest, run_maximize
 
-    run_maximize(MaximizeRequest(titles=titles and not no_labels, **options), output=sink(output, as_json=as_json),
+    run_maximize(MaximizeRequest(titles=captions, **options), output=sink(output, as_json=as_json),
                  say=info, progress=sys.stderr.isatty())

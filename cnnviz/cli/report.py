@@ -6,21 +6,20 @@ from typing import Any
 import click
 
 from . import cli
-from .common import emit, image_options, info, json_option, layer_option, model_options
+from .common import (batch_size_option, cmap_option, emit, examples_option, image_options, index_option, info,
+                     json_option, layer_option, model_options, output_option, stage_option, top_option)
 
 
 @cli.command()
 @image_options
 @model_options()
 @layer_option(default="all")
-@click.option("-o", "--output", default="report", show_default=True, metavar="DIR",
-              help="Report folder (created if needed). Files cnnviz did not write there are never touched; "
+@output_option("report", help="Report folder (created if needed). Files cnnviz did not write there are never touched; "
                    "re-running adds only what is missing.")
-@click.option("--stage", type=click.Choice(["act", "conv"]), default="act", show_default=True,
-              help="act: what the network passes on after each conv's activation; conv: the conv's own output.")
-@click.option("-k", "--top", type=click.IntRange(min=1), default=16, show_default=True, metavar="K",
-              help="Maps per image on a layer page, strongest mean activation first (all of them on demand).")
-@click.option("--cmap", default="viridis", show_default=True, metavar="NAME", help="Matplotlib colormap of the feature maps.")
+@stage_option(help="conv: the conv's own output (as 'cnnviz top' indexes it); act: what the network passes on after "
+                   "each conv's activation.")
+@top_option(default=16, help="Maps per image on a layer page, strongest mean activation first (all of them on demand).")
+@cmap_option("viridis", help="Matplotlib colormap of the feature maps.")
 @click.option("--maximize", "maximize", is_flag=True,
               help="Also synthesise what channels look for (activation maximization; slow: minutes per layer on a CPU).")
 @click.option("--maximize-layer", multiple=True, metavar="SEL",
@@ -36,19 +35,17 @@ from .common import emit, image_options, info, json_option, layer_option, model_
               type=click.Path(exists=True, file_okay=False),
               help="A folder of other cnnviz commands' pictures (cam, top, maps, ...; repeatable): copied in and "
                    "shown on the page of the layer or image each one is about.")
-@click.option("--index", "index", default=None, metavar="DIR", type=click.Path(exists=True, file_okay=False),
-              help="A 'cnnviz top --index' folder of the same model and weights: the channel pages of its layers "
+@index_option(exists=True,
+              help="A 'cnnviz top --index' folder of the same model, weights and --stage: the channel pages of its layers "
                    "show the images of that collection that excite each channel most.")
-@click.option("--examples", "index_k", type=click.IntRange(1, 64), default=9, show_default=True, metavar="K",
-              help="Dataset examples per channel with --index.")
-@click.option("-b", "--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Images per forward pass.")
+@examples_option(most=64, help="Dataset examples per channel with --index.")
+@batch_size_option(8, help="Images per forward pass.")
 @click.option("--prune", is_flag=True,
               help="Delete the pictures of earlier runs into DIR (other settings, layers, images) that this report "
                    "does not show. Only files cnnviz wrote there.")
 @click.option("--force", is_flag=True, help="Write into a folder holding an index.html that cnnviz did not write.")
 @json_option
-def report(inputs: Any, output: str, as_json: bool, **options: Any) -> None:
+def report(inputs: Any, output: str, as_json: bool, examples: int, **options: Any) -> None:
     """Write a static HTML site to explore a model on your images: open DIR/index.html.
 
     The model page has the layer table (sortable, filterable), the receptive-field profile and
@@ -71,5 +68,5 @@ def report(inputs: Any, output: str, as_json: bool, **options: Any) -> None:
     from ..jobs.output import Output
     from ..jobs.report import ReportRequest, run_report
 
-    run_report(ReportRequest(inputs=inputs, **options), output=Output(output, on_record=lambda r: emit(r, as_json=as_json)),
+    run_report(ReportRequest(inputs=inputs, index_k=examples, **options), output=Output(output, on_record=lambda r: emit(r, as_json=as_json)),
                say=info, progress=None)

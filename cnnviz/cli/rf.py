@@ -6,7 +6,8 @@ from typing import Any
 import click
 
 from . import cli
-from .common import image_options, info, json_option, layer_option, model_options, output_option, sink
+from .common import (channels_option, deprecated_aliases, image_options, info, json_option, layer_option, model_options,
+                     output_option, sink)
 
 
 @cli.command()
@@ -16,9 +17,9 @@ from .common import image_options, info, json_option, layer_option, model_option
 @click.option("--at", "at", default=None, metavar="Y,X",
               help="Show the unit centred nearest input pixel Y,X (row, column of the preprocessed image).  "
                    "[default: each layer's centre unit]")
-@click.option("-c", "--channel", default=None, metavar="SEL",
-              help="Show the unit where this channel's conv output peaks on the image (one box per layer and "
-                   "channel; needs weights). With --effective: differentiate this channel only.")
+@channels_option(help="Show the unit where each of these channels' conv output peaks on the image (one box per layer "
+                     "and channel; needs weights). With --effective: differentiate these channels only.  "
+                     "[default: none, each layer's centre unit]")
 @click.option("--effective", is_flag=True,
               help="Effective receptive field: mean |gradient| of the unit w.r.t. the input as a heatmap, with "
                    "the theoretical box on top. Without IMAGE, averages over random-noise inputs.")
@@ -33,13 +34,14 @@ from .common import image_options, info, json_option, layer_option, model_option
                    "(otherwise layers past a gate, which in theory see the whole image, are refused).")
 @output_option()
 @json_option
-def rf(inputs: Any, output: str, as_json: bool, **options: Any) -> None:
+@deprecated_aliases("rf")
+def rf(inputs: Any, output: str, as_json: bool, channels: str | None, **options: Any) -> None:
     """Receptive fields: which input pixels a unit of a conv layer sees.
 
     Draws on the preprocessed image the theoretical receptive-field box of one unit per selected
     layer (default: the last conv of each stage), in distinct colours with a legend; the part of a
     box outside the image (the zero padding the unit sees) is dashed in a grey margin. Without
-    --channel and --effective no weights are read. The boxes go to stderr as a table, with --json
+    --channels and --effective no weights are read. The boxes go to stderr as a table, with --json
     to stdout (layer, unit, box [y0, x0, y1, x1] inclusive, in preprocessed-input pixels).
     Numbers come from the model's torch.fx graph ('cnnviz layers' lists them for every layer).
     Output names: {image}-{model}-rf.png, {image}-{model}-erf.png, {model}-rf-profile.png.
@@ -48,11 +50,11 @@ def rf(inputs: Any, output: str, as_json: bool, **options: Any) -> None:
     Examples:
       cnnviz rf --sample -m vgg16
       cnnviz rf photo.jpg -m vgg16 -l block3_conv1,block4_conv1,block5_conv3 --at 60,150
-      cnnviz rf --sample -m vgg16 -l block5_conv3 --channel 0:3 --json
+      cnnviz rf --sample -m vgg16 -l block5_conv3 --channels 0:3 --json
       cnnviz rf --sample -m vgg16 -l block3_conv3,block4_conv3,block5_conv3 --effective
       cnnviz rf --profile -m resnet50 -o docs/
       cnnviz rf --compare vgg16,resnet50 --size 224
     """
     from ..jobs.rf import RFRequest, run_rf
 
-    run_rf(RFRequest(inputs=inputs, **options), output=sink(output, as_json=as_json), say=info)
+    run_rf(RFRequest(inputs=inputs, channel=channels, **options), output=sink(output, as_json=as_json), say=info)

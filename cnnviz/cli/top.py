@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from . import cli
-from .common import (CONTEXT_SETTINGS, CnnvizCommand, check_stream, emit, info, json_option, layer_option,
-                     model_options, out)
+from .common import (CONTEXT_SETTINGS, CnnvizCommand, batch_size_option, channels_option, check_stream, cmap_option,
+                     crop_option, deprecated_aliases, emit, examples_option, index_option, info, json_option,
+                     layer_option, model_options, out, output_option, size_option, stage_option, tile_option)
 
 
 class _TopCommand(CnnvizCommand):
@@ -33,27 +35,25 @@ class _TopCommand(CnnvizCommand):
 @click.argument("images", nargs=-1, metavar="[IMAGES]...")
 @model_options()
 @layer_option()
-@click.option("-c", "--channels", default=None, metavar="SEL", help="Channels: 0:16, 3,7,9, all.  [default: all]")
-@click.option("-k", "k", type=click.IntRange(min=1, max=1000), default=9, show_default=True, metavar="K",
-              help="Examples per channel (with --image: channels to list).")
+@channels_option(help="Channels: 0:16, 3,7,9, all.  [default: all]")
+@examples_option(most=1000, help="Examples per channel (with --image: channels to list).")
 @click.option("--score", type=click.Choice(["max", "mean"]), default="max", show_default=True,
               help="Rank images by the maximum of the channel's map or by its mean.")
 @click.option("--bottom", is_flag=True, help="The least-activating examples instead (lowest score first).")
-@click.option("--stage", type=click.Choice(["conv", "act"]), default="conv", show_default=True,
-              help="conv: the Conv2d's output; act: after the activation that follows it (see 'cnnviz maps').")
-@click.option("-s", "--size", default=None, metavar="S",
-              help="Input size: S px (with the centre crop: S x S) or HxW exact (with --no-crop).  "
-                   "[default: the weights' crop size, 224]")
-@click.option("--crop/--no-crop", default=True, show_default=True,
-              help="The classifier's Resize + CenterCrop (same-size inputs, fast batches); --no-crop keeps the "
-                   "whole image with its shorter side at S.")
+@stage_option(help="conv: the Conv2d's output; act: after the activation that follows it (see 'cnnviz maps').")
+@size_option(help="Input size: S px (with the centre crop: S x S) or HxW exact (with --no-crop).  "
+                  "[default: the weights' crop size, 224]")
+@crop_option(True, help="The classifier's Resize + CenterCrop (same-size inputs, fast batches, comparable patches); "
+                        "--no-crop keeps the whole image with its shorter side at S.")
 @click.option("--max-pixels", default=None, type=click.IntRange(min=1), metavar="N",
               help="Skip larger images (checked before decoding).  [default: 64000000]")
-@click.option("-b", "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per forward pass.")
+@batch_size_option(32, help="Images per forward pass.")
 @click.option("--workers", type=click.IntRange(min=0), default=None, metavar="N",
               help="Processes decoding and preprocessing images ahead of the model (0: none).  [default: min(4, CPUs)]")
-@click.option("--strict", is_flag=True, help="Stop at the first unreadable file instead of skipping it with a warning.")
-@click.option("--index", "index", default=None, metavar="DIR",
+@click.option("--strict", is_flag=True,
+              help="Stop at the first unreadable file, or path listed on stdin that does not exist, instead of "
+                   "skipping it with a warning (exit code 0 when files were skipped; 1 with --strict).")
+@index_option(exists=False,
               help="Store every image's per-channel max, mean and peak unit in DIR (Parquet), resumable and "
                    "incremental; without IMAGES, answer from DIR alone.")
 @click.option("--image", "image", default=None, metavar="FILE",
@@ -66,23 +66,26 @@ class _TopCommand(CnnvizCommand):
                    "needs pip install 'cnnviz[ray]'.")
 @click.option("--overlay", is_flag=True, help="Blend the channel's map over each patch (runs the model on the examples).")
 @click.option("--separate", is_flag=True, help="One strip PNG per channel instead of one grid per layer.")
-@click.option("--tile", type=click.IntRange(min=8, max=1024), default=112, show_default=True, metavar="PX", help="Patch size in the pictures.")
-@click.option("--cmap", default="inferno", show_default=True, metavar="NAME", help="Colormap of --overlay.")
+@tile_option(112, least=8, most=1024, help="Patch size in the pictures.")
+@cmap_option("inferno", help="Colormap of --overlay.")
 @click.option("--max-side", type=click.IntRange(256, 9459), default=8192, show_default=True, metavar="PX",
               help="Largest PNG side (at most 9459: what Pillow opens without a decompression-bomb warning): a grid "
                    "that does not fit goes to further pages (-p01, -p02, ...), a row of more than fit wraps onto "
                    "further lines.")
 @click.option("--no-pictures", is_flag=True, help="Only the JSON/paths answer, no PNG.")
-@click.option("-o", "--output", default=".", show_default=True, metavar="DIR",
-              help="Folder for the pictures (created if needed); '-' streams the one picture to stdout.")
-@click.option("--part-images", type=click.IntRange(min=1), default=512, show_default=True, hidden=True,
-              help="Images per index part (the unit of resumption).")
+@output_option(help="Folder for the pictures (created if needed); '-' streams the one picture to stdout.")
+@click.option("--part-images", type=click.IntRange(min=1), default=512, show_default=True, metavar="N",
+              help="With --index: commit a part (the unit of resumption) every N images...")
+@click.option("--part-seconds", type=click.FloatRange(min=0), default=60, show_default=True, metavar="S",
+              help="...or S seconds after the last part, whichever comes first (0: by count only): a kill -9 loses "
+                   "at most the part in flight; rerunning the command resumes.")
 @json_option
+@deprecated_aliases("top")
 def top(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: str | None,
-        k: int, score: str, bottom: bool, stage: str, size: str | None, crop: bool, max_pixels: int | None,
+        examples: int, score: str, bottom: bool, stage: str, size: str | None, crop: bool, max_pixels: int | None,
         batch_size: int, workers: int | None, strict: bool, index: str | None, image: str | None, shard: str | None,
         engine: str, overlay: bool, separate: bool, tile: int, cmap: str, max_side: int, no_pictures: bool, output: str,
-        part_images: int, as_json: bool) -> None:
+        part_images: int, part_seconds: float, as_json: bool) -> None:
     """Dataset examples: for each channel, the K images that excite it most, cropped to the
     receptive field of the unit where its map peaks.
 
@@ -97,10 +100,10 @@ def top(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: 
 
     \b
     Examples:
-      cnnviz top photos/ -m vgg16 -l block4_conv1 -c 0:16 -k 8
-      find photos -name '*.jpg' | cnnviz top - -m vgg16 -l block4_conv1 -c 0:16 -k 8 --index idx
-      cnnviz top --index idx -c 0:512 -k 25 --score mean --json
-      cnnviz top --index idx --image photos/cat.jpg -k 10
+      cnnviz top photos/ -m vgg16 -l block4_conv1 -c 0:16 -n 8
+      find photos -name '*.jpg' | cnnviz top - -m vgg16 -l block4_conv1 -c 0:16 -n 8 --index idx
+      cnnviz top --index idx -c 0:512 -n 25 --score mean --json
+      cnnviz top --index idx --image photos/cat.jpg -n 10
       cnnviz top photos/ -m vgg16 -l block4_conv1 --index idx-2 --shard 2/4
       cnnviz top merge idx-0 idx-1 idx-2 idx-3 --into idx
     """
@@ -110,11 +113,14 @@ def top(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: 
     from ..jobs.top import TopRequest, image_query, run_top
 
     check_stream(output, as_json=as_json)
+    ctx = click.get_current_context()
+    given = frozenset(n for n in ("model", "weights", "stage", "size", "crop")
+                      if ctx.get_parameter_source(n) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT))
     req = TopRequest(images=images, model=model, weights=model.weights, seed=model.seed, layers=layers, stage=stage, channels=channels,
-                     k=k, score=score, bottom=bottom, size=size, crop=crop, max_pixels=max_pixels, batch_size=batch_size,
+                     k=examples, score=score, bottom=bottom, size=size, crop=crop, max_pixels=max_pixels, batch_size=batch_size,
                      workers=workers, strict=strict, index=index, image=image, shard=shard, engine=engine,
                      pictures=not no_pictures, overlay=overlay, separate=separate, tile=tile, cmap=cmap, max_side=max_side,
-                     part_images=part_images)
+                     part_images=part_images, part_seconds=part_seconds, given=given)
     if image is not None:
         if output == "-":
             from ..errors import UsageError
@@ -142,8 +148,9 @@ def top(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: 
     what = f"{result.images:,} image(s)"
     if images:
         what += f" ({result.scanned:,} scanned now" + (f", {result.already:,} already indexed" if result.already else "") + \
-                (f", {result.skipped:,} unreadable skipped" if result.skipped else "") + ")"
-    info(f"top: {'bottom' if bottom else 'top'} {k} by {score} for {n_ch} channel(s) of {len(result.layers)} layer(s) "
+                (f", {result.skipped:,} unreadable skipped" if result.skipped else "") + \
+                (f", {result.missing:,} missing skipped" if result.missing else "") + ")"
+    info(f"top: {'bottom' if bottom else 'top'} {examples} by {score} for {n_ch} channel(s) of {len(result.layers)} layer(s) "
          f"over {what} in {result.seconds:.1f}s")
 
 

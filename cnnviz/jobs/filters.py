@@ -44,7 +44,7 @@ def run_filters(req: FiltersRequest, *, output: Output, model: LoadedModel | Non
     plans = _plan(req)
     total = sum(len(p.pages) for _, p in plans)
     output.prepare(total, message=f"-o - streams exactly one PNG, but this writes {total}; select one layer (and "
-                                  f"--filters that fit one page) or give an output folder")
+                                  f"--channels that fit one page) or give an output folder")
     for cl, plan in plans:
         for note in plan.notes:
             say(f"layer {cl.index} {cl.name}: {note}")

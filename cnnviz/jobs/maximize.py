@@ -58,9 +58,9 @@ def run_maximize(req: MaximizeRequest, *, output: Output, model: LoadedModel | N
     ``output``. Usage errors come before the weights load; ``model`` is used as given (its
     device wins over ``req.device``). ``progress``: a progress bar on stderr, or a callback."""
     if req.classes and (req.layers or req.channels):
-        raise UsageError("use either --class or --layer/--channel, not both")
+        raise UsageError("use either --class or --layer/--channels, not both")
     if not req.classes and not req.layers:
-        raise UsageError("give --layer SEL (with --channel SEL) or --class NAME; see 'cnnviz maximize --help'")
+        raise UsageError("give --layer SEL (with --channels SEL) or --class NAME; see 'cnnviz maximize --help'")
     if req.classes and req.objective == "neuron":
         raise UsageError("--objective neuron applies to --layer channels, not to --class")
     hw = parse_size(req.size)

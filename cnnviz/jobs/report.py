@@ -20,6 +20,7 @@ from ..optimize import DEFAULT_STEPS
 from ..render import check_cmap
 from ..report import MaximizeRequest, ReportImage, ReportResult, build_report
 from ..report.build import DEFAULT_TOP
+from ..report.examples import check_index
 from ..select import select_indices
 from ..sources import ModelSpec, architecture, as_spec, load
 from .inputs import ImageInputs, parse_image_size
@@ -40,7 +41,7 @@ class ReportRequest:
     inputs: ImageInputs = field(default_factory=ImageInputs)
     model: ModelSpec | str = "resnet50"
     layers: tuple[str, ...] = ("all",)
-    stage: str = "act"
+    stage: str = "conv"
     top: int = DEFAULT_TOP
     cmap: str = "viridis"
     maximize: bool = False
@@ -75,6 +76,8 @@ def run_report(req: ReportRequest, *, output: Output, model: LoadedModel | None 
     else:
         parse_image_size(req.inputs.size, 224)
     net, chosen, max_jobs = _plan(req, spec)
+    if req.index:
+        check_index(req.index, stage=req.stage)  # the stage now; model and weights once loaded
     output.prepare(None)
 
     lm = model or load(spec)

@@ -55,13 +55,13 @@ def run_rf(req: RFRequest, *, output: Output, model: LoadedModel | None = None, 
     if req.compare is not None or req.profile:
         if inputs.images or inputs.sample or req.at or req.channel or req.effective:
             raise UsageError("--profile/--compare plot the numbers of whole models: drop IMAGE, --sample, --at, "
-                             "--channel and --effective")
+                             "--channels and --effective")
         names = _model_list(req.compare) if req.compare is not None else [as_spec(req.model).source]
         _profile(names, inputs.size, output, req.ignore_gates, say)
         say(f"rf: profile of {', '.join(names)} in {time.perf_counter() - t0:.1f}s")
         return
     if req.at is not None and req.channel is not None and not req.effective:
-        raise UsageError("--at and --channel both choose the unit; give one (or use both with --effective)")
+        raise UsageError("--at and --channels both choose the unit; give one (or use both with --effective)")
     run = _RFRun(req, output, say)
     run.run(model)
     say(f"rf: {run.written} file(s) for {len(run.layers)} layer(s) of {run.spec.source} in {time.perf_counter() - t0:.1f}s")

@@ -27,13 +27,14 @@ import numpy as np
 
 from ..capture import hook_points
 from ..errors import ImageError, UsageError
-from ..index import ActivationIndex, IndexStoreError, make_provenance
+from ..index import (PART_IMAGES, PART_SECONDS, ActivationIndex, IndexStoreError, describe_layers, differences,
+                     make_provenance)
 from ..io import DEFAULT_MAX_PIXELS, indices_tag, output_name, size_tag
 from ..layers import ConvLayer, conv_layers, select_layers
 from ..util import parse_size
 from ..maps import resolve_channels
 from ..models import LoadedModel, weights_digest
-from ..sources import ModelSpec, architecture, load
+from ..sources import ModelSpec, architecture, load, parse_source
 from ..patches import (Patch, Row, crop_window, map_on_input, overlay_patch, page_rows, paginate_examples, render_examples,
                        window_values)
 from ..rayscan import ray_scan
@@ -55,7 +56,12 @@ class TopRequest:
     input (default: the weights' crop size, the classifier's Resize + CenterCrop). ``index``: an
     index folder to build, extend or query; ``image``: with ``index``, report the channels this
     image excites most and its rank in each. ``shard`` 'I/N': scan only that part of the list.
-    ``max_side``: no picture side exceeds it (px); a grid that would is paged (``-p01``, ...)."""
+    ``part_images``/``part_seconds``: an index part (the unit of resumption) is committed at that
+    many images or that many seconds after the last, whichever comes first (0 s: by count only).
+    ``max_side``: no picture side exceeds it (px); a grid that would is paged (``-p01``, ...).
+    ``given``: the fields the caller set on purpose (the CLI: options on the command line); a
+    query answers with the index's own model, weights, stage and preprocessing, and refuses those
+    of them that say otherwise instead of ignoring them."""
 
     images: tuple[str, ...] = ()
     model: str | ModelSpec = "resnet50"  # a --model source, or the ModelSpec of the model options
@@ -83,8 +89,10 @@ class TopRequest:
     tile: int = 112
     cmap: str = "inferno"
     alpha: float = 0.6
-    part_images: int = 512
+    part_images: int = PART_IMAGES
+    part_seconds: float = PART_SECONDS
     max_side: int = 8192
+    given: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -104,8 +112,8 @@ class LayerResult:
 @dataclass
 class TopResult:
     """What a run found: per layer its examples; how many images were scanned now, skipped as
-    unreadable, already in the index; how many the answer ranks (``images``); and what made the
-    numbers (model, weights, preprocessing, stage)."""
+    unreadable, listed on stdin but missing (skipped), already in the index; how many the answer
+    ranks (``images``); and what made the numbers (model, weights, preprocessing, stage)."""
 
     layers: list[LayerResult]
     model_name: str = ""
@@ -115,6 +123,7 @@ class TopResult:
     model: LoadedModel | None = field(default=None, repr=False)
     scanned: int = 0
     skipped: int = 0
+    missing: int = 0
     already: int = 0
     images: int = 0
     seconds: float = 0.0
@@ -227,8 +236,8 @@ def _select(req: TopRequest, net: Any, *, allowed: Sequence[int] | None = None, 
     if allowed is not None:
         extra = [lay for lay in layers if lay.index not in allowed]
         if extra:
-            names = ", ".join(f"{every[i].index} {every[i].alias or every[i].name}" for i in allowed)
-            raise UsageError(f"layer {extra[0].alias or extra[0].name} is not in the index (it holds {names})")
+            held = describe_layers([{"index": i, "name": every[i].name, "alias": every[i].alias} for i in allowed])
+            raise UsageError(f"layer {extra[0].index} {extra[0].alias or extra[0].name} is not in the index; it holds {held}")
     chans = {lay.index: resolve_channels(req.channels, lay.out_channels, layer_name=lay.name) for lay in layers}
     return layers, chans
 
@@ -285,7 +294,15 @@ def _scan(req: TopRequest, *, output: Output, model: LoadedModel | None, say: Sa
     hook_points(arch.model, layers, req.stage)  # --stage act not available: usage error now
     _prepare(req, output, layers, chans, model_name=arch.name, weights=model.weights if model else req.weights,
              stage=req.stage)
-    paths = expand_images(req.images, stdin=stdin)
+    missing: list[str] = []
+
+    def on_missing(path: str, message: str) -> None:  # a listed path deleted since: skipped like an unreadable file
+        if req.strict:
+            raise ImageError(message + " (--strict)")
+        say(f"cnnviz: warning: skipped {message}")
+        missing.append(path)
+
+    paths = expand_images(req.images, stdin=stdin, on_missing=on_missing)
     if req.shard is not None:
         shard = parse_shard(req.shard)
         paths = [p for p in paths if in_shard(p, shard)]
@@ -296,7 +313,8 @@ def _scan(req: TopRequest, *, output: Output, model: LoadedModel | None, say: Sa
     layers = [conv_layers(lm.model)[lay.index] for lay in layers]  # the real modules
     field_of = _fields(arch.model, layers, _input_hw(prep))  # on 'meta' for registry models: free
     progress = _Progress(say)
-    result = TopResult(layers=[], model_name=lm.name, weights=lm.weights, stage=req.stage, prep=prep, model=lm)
+    result = TopResult(layers=[], model_name=lm.name, weights=lm.weights, stage=req.stage, prep=prep, model=lm,
+                       missing=len(missing))
 
     def skip(path: str, message: str) -> None:
         say(f"cnnviz: warning: skipped {message}")
@@ -346,7 +364,7 @@ def _scan(req: TopRequest, *, output: Output, model: LoadedModel | None, say: Sa
             counts = ray_scan(idx, lm, layers, todo, prep=prep, stage=req.stage, batch_size=req.batch_size,
                               part_images=req.part_images, strict=req.strict, actors=req.workers, say=say)
         else:
-            writer = idx.writer(part_images=req.part_images)
+            writer = idx.writer(part_images=req.part_images, part_seconds=req.part_seconds)
 
             def on_index_batch(pos: list[int], stats: dict[str, LayerStats]) -> None:
                 writer.add([todo[i] for i in pos], stats)
@@ -428,8 +446,38 @@ def _index_prep(idx: ActivationIndex) -> Preprocess:
                       mean=tuple(p["mean"]), std=tuple(p["std"]), interpolation=str(p.get("interpolation", "bilinear")))
 
 
+def _check_given(req: TopRequest, idx: ActivationIndex, model: LoadedModel | None) -> None:
+    """Refuse the options of ``req.given`` that contradict the index a query answers from (it
+    uses the index's own model, weights, stage and preprocessing whatever the options say).
+    Explicit weights are loaded and compared by hash, as a scan into the index would."""
+    prov, pre = idx.provenance, idx.provenance.get("preprocess", {})
+    have: dict[str, Any] = {}
+    want: dict[str, Any] = {}
+    if "model" in req.given:
+        have["model"], want["model"] = prov["model"], parse_source(_spec(req).source).label
+    if "stage" in req.given:
+        have["stage"], want["stage"] = prov["stage"], req.stage
+    pre_have, pre_want = {}, {}
+    if "size" in req.given and req.size is not None:
+        text = str(req.size).strip()
+        pre_have["size"], pre_want["size"] = pre.get("size"), int(text) if text.isdigit() else list(parse_size(text))
+    if "crop" in req.given:
+        pre_have["crop"], pre_want["crop"] = pre.get("crop"), req.crop
+    if pre_want:
+        have["preprocess"], want["preprocess"] = pre_have, pre_want
+    diff = differences(have, want, there="given")
+    if "weights" in req.given and not any(d.startswith("model ") for d in diff):
+        lm = model or load(replace(_spec(req), source=_spec(req).source if "model" in req.given else prov["model"]))
+        diff += differences({"weights": prov["weights"], "weights_sha256": prov["weights_sha256"]},
+                            {"weights": lm.weights, "weights_sha256": weights_digest(lm.model)}, there="given")
+    if diff:
+        raise IndexStoreError(f"index {req.index!r} answers with the settings it was built with, but the command asks "
+                              f"for others: {'; '.join(diff)}; drop them, or scan IMAGES with them into another --index")
+
+
 def _query(req: TopRequest, *, output: Output, model: LoadedModel | None, say: Say) -> TopResult:
     idx = ActivationIndex.open(req.index)  # type: ignore[arg-type]
+    _check_given(req, idx, model)
     if model is not None and model.name != idx.provenance["model"]:
         raise IndexStoreError(f"index {req.index!r} was built with model {idx.provenance['model']}, not {model.name}")
     arch = _index_model(idx, model)
@@ -450,6 +498,7 @@ def image_query(req: TopRequest, *, model: LoadedModel | None = None) -> list[Re
     preprocessing and stage) and is ranked as if it were added (``"indexed": false``)."""
     _check(req)
     idx = ActivationIndex.open(req.index)  # type: ignore[arg-type]
+    _check_given(req, idx, model)
     arch = _index_model(idx, model)
     layers, chans = _select(req, arch.model, allowed=[d["index"] for d in idx.layers], model_name=idx.provenance["model"])
     field_of = _fields(arch.model, layers, _input_hw(_index_prep(idx)))

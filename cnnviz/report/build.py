@@ -30,7 +30,7 @@ from . import pages, pictures
 from .site import ReportImage, Site
 from .cache import Cache, digest
 from .cams import image_cams
-from .examples import index_examples
+from .examples import check_index, index_examples
 
 DEFAULT_TOP = 16
 SHEET_MAPS = 8
@@ -96,7 +96,7 @@ def build_report(
     *,
     output: str,
     layers: Sequence[ConvLayer] | None = None,
-    stage: str = "act",
+    stage: str = "conv",
     top: int = DEFAULT_TOP,
     cmap: str = "viridis",
     batch_size: int = 8,
@@ -130,6 +130,8 @@ def build_report(
     t0 = time.perf_counter()
     if top < 1:
         raise UsageError(f"--top must be at least 1, not {top}")
+    if index:
+        check_index(index, stage=stage, lm=lm)  # before the folder is made or a picture drawn
     out = ensure_dir(output)
     cache = Cache(out, force=force)
     for sub in ("img", "data", "assets"):

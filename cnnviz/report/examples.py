@@ -15,7 +15,7 @@ from typing import Any
 from PIL import Image
 
 from ..errors import UsageError
-from ..index import ActivationIndex, IndexStoreError
+from ..index import ActivationIndex, IndexStoreError, describe_layers
 from ..io import write_atomic
 from ..jobs.output import Output
 from ..jobs.top import TopRequest, run_top
@@ -24,22 +24,39 @@ from .cache import Cache, digest
 from .site import Site
 
 
+_RANKS = {"conv": "the conv layers' outputs", "act": "the activations that follow the conv layers"}
+
+
+def check_index(index: str, *, stage: str, lm: Any = None) -> ActivationIndex:
+    """The index of ``report --index``, refused (IndexStoreError) when its examples would not be
+    this report's: ranked at another stage than the report's maps, or (with the loaded model
+    ``lm``) made by another model or other weights (SHA-256)."""
+    idx = ActivationIndex.open(index)
+    prov = idx.provenance
+    if lm is not None and prov.get("model") != lm.name:
+        raise IndexStoreError(f"index {index!r} was built with model {prov.get('model')}, not {lm.name}")
+    if lm is not None and prov.get("weights_sha256") != weights_digest(lm.model):
+        raise IndexStoreError(f"index {index!r} was built with other weights ({prov.get('weights')}) than the report's "
+                              f"({lm.weights}); its examples would not be this network's")
+    have = prov.get("stage")
+    if have != stage:
+        raise IndexStoreError(f"index {index!r} ranks {_RANKS.get(str(have), 'another stage')} (stage {have}), but this "
+                              f"report shows stage {stage}; give the report --stage {have}, or scan an index with "
+                              f"--stage {stage}")
+    return idx
+
+
 def index_examples(site: Site, cache: Cache, out: str, *, index: str, k: int, step: Any = lambda n: None) -> dict[str, int]:
     """Fill ``site.examples[(layer, channel)]`` from the index folder ``index``; returns counts
     {'computed': layers queried now, 'reused': layers from the report's cache}."""
-    idx = ActivationIndex.open(index)
-    prov = idx.provenance
     lm = site.lm
-    if prov.get("model") != lm.name:
-        raise IndexStoreError(f"index {index!r} was built with model {prov.get('model')}, not {lm.name}")
-    if prov.get("weights_sha256") != weights_digest(lm.model):
-        raise IndexStoreError(f"index {index!r} was built with other weights ({prov.get('weights')}) than the report's "
-                              f"({lm.weights}); its examples would not be this network's")
+    idx = check_index(index, stage=site.stage, lm=lm)
+    prov = idx.provenance
     held = {d["index"] for d in idx.layers}
     layers = [lay for lay in site.layers if lay.index in held]
     if not layers:
-        raise UsageError(f"index {index!r} holds none of the report's layers (it holds layers "
-                         f"{', '.join(str(i) for i in sorted(held))}); add them with -l")
+        raise UsageError(f"index {index!r} holds none of the report's layers (it holds {describe_layers(idx.layers)}); "
+                         f"add them with -l")
     site.index_info = {"images": idx.count(), "score": "max", "k": k, "stage": prov.get("stage"),
                        "folder": os.path.abspath(index)}
     counts = {"computed": 0, "reused": 0}

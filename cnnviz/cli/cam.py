@@ -5,10 +5,10 @@ from typing import Any
 
 import click
 
+from ..cammethods import users
 from . import cli
 from .common import (batch_size_option, captions_option, class_option, cmap_option, deprecated_aliases, image_options,
                      info, json_option, layer_option, model_options, out, output_option, sink, stage_option, top_option)
-
 
 
 class _RegistryHelp(click.Option):
@@ -74,7 +74,7 @@ def _complete_methods(_ctx: click.Context, _param: click.Parameter, incomplete: 
 @click.option("--sanity", is_flag=True,
               help="Sanity check (Adebayo 2018): randomise the layers from the top down and write a strip of the "
                    "re-computed maps with Spearman and SSIM to the original.")
-@batch_size_option(16, help="Images per pass, and masked inputs per pass for scorecam/ablationcam/integrated-gradients.")
+@batch_size_option(16, help=f"Images per pass, and the inputs per pass of the extra forwards of {'/'.join(users('batch_size'))}.")
 @captions_option(help="Title and legend (--no-captions: the heat map only).")
 @output_option()
 @json_option

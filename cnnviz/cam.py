@@ -78,24 +78,6 @@ def _outputs(model: nn.Module, size: tuple[int, int], names: Sequence[str] | Non
     return seen
 
 
-def _lift(model: nn.Module, point: HookPoint, size: tuple[int, int]) -> CamLayer:
-    """The outermost enclosing module whose output *is* the tensor read at ``point``: ResNet-50's
-    last activation is the third call of 'layer4.2.relu', returned unchanged by 'layer4.2' and by
-    'layer4', so it is named 'layer4'."""
-    seen = _outputs(model, size)
-    outs = seen.get(point.module, [])
-    plain = CamLayer(point.module if point.call == 0 else f"{point.module}#{point.call}", point)
-    if len(outs) <= point.call:
-        return plain
-    target = outs[point.call]
-    parts = point.module.split(".")
-    for k in range(1, len(parts)):  # outermost first
-        name = ".".join(parts[:k])
-        if len(seen.get(name, [])) == 1 and seen[name][0] is target:
-            return CamLayer(name, HookPoint(name, 0))
-    return plain
-
-
 def check_spatial(model: nn.Module, layers: Sequence[CamLayer], *, size: tuple[int, int] = (224, 224)) -> None:
     """UsageError unless every layer's output is (N, C, h, w) for an input of ``size`` (checked
     with one forward pass; on a 'meta' model before any weights are read)."""
@@ -111,13 +93,25 @@ def check_spatial(model: nn.Module, layers: Sequence[CamLayer], *, size: tuple[i
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise UsageError(f"layer {layer.name} has no spatial output (its output is {shape}, not (N, C, H, W)); "
                              "pick a conv layer or block")
+        if out.shape[-2] * out.shape[-1] == 1:
+            raise UsageError(_one_by_one(layer.name, tuple(out.shape)))
+
+
+def _one_by_one(name: str, shape: tuple[int, ...]) -> str:
+    return (f"layer {name} has a 1x1 output {shape}: a 1x1 map has no spatial information (stretched to the image it "
+            "shows only rounding noise); pick a conv layer or block before the global pooling")
 
 
 def default_layer(model: nn.Module, *, size: tuple[int, int] = (224, 224)) -> CamLayer:
-    """The layer a practitioner picks: the output of the activation after the network's last
-    Conv2d (VGG16 'features.29', the ReLU after conv5_3), named by the outermost module returning
-    that same tensor (ResNet-50 'layer4'); the last conv's own output when no activation can be
-    hooked after it. ``size``: an input size the model accepts (for naming)."""
+    """The layer a practitioner picks: the block that ends with the network's last spatial
+    Conv2d, i.e. the outermost module around the activation after that conv (its own output when
+    no activation can be hooked after it) whose output still has that activation's h x w:
+    ResNet-50 'layer4' (the last block's ReLU after the residual sum), VGG16 'features.29' (the
+    ReLU after conv5_3: 'features' ends with a pooling), DenseNet 'features', Inception-v3
+    'Mixed_7c' (the concatenation of its branches), ConvNeXt 'features' / timm 'stages' (the last
+    block's output after its MLP and residual sum, not its depthwise conv). A conv whose output
+    is 1x1 (a head after the global pooling, as timm's MobileNetV3 'conv_head') is skipped.
+    ``size``: an input size the model accepts."""
     key = (tuple(name for name, _ in model.named_modules()), size)
     cached = _DEFAULTS.get(model)
     if cached is not None and cached[0] == key:
@@ -125,14 +119,41 @@ def default_layer(model: nn.Module, *, size: tuple[int, int] = (224, 224)) -> Ca
     convs = conv_layers(model)
     if not convs:
         raise ModelError("the model has no Conv2d layer to compute a class activation map on")
-    last = convs[-1].name
-    try:
-        point = hook_points(model, [last], "act")[0]
-    except CnnvizError:
-        point = HookPoint(last, 0)
-    layer = _lift(model, point, size)
+    seen = _outputs(model, size)
+    layer = None
+    for conv in reversed(convs):
+        try:
+            point = hook_points(model, [conv.name], "act")[0]
+        except CnnvizError:
+            point = HookPoint(conv.name, 0)
+        outs = seen.get(point.module, [])
+        out = outs[point.call] if len(outs) > point.call else None
+        if not seen or (isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-2] * out.shape[-1] > 1):
+            layer = _block(seen, point)
+            break
+    if layer is None:
+        raise ModelError("the model has no Conv2d layer with a spatial output (more than 1x1) to compute a class "
+                         "activation map on")
     _DEFAULTS[model] = (key, layer)
     return layer
+
+
+def _block(seen: dict[str, list[Any]], point: HookPoint) -> CamLayer:
+    """The outermost module enclosing ``point`` (``seen``: _outputs of one forward) that runs once
+    and returns an (N, C, h, w) tensor of the h x w read at ``point``: the block, stage or body
+    whose output is where ``point``'s computation ends up before the network pools."""
+    plain = CamLayer(point.module if point.call == 0 else f"{point.module}#{point.call}", point)
+    outs = seen.get(point.module, [])
+    if len(outs) <= point.call or not isinstance(outs[point.call], torch.Tensor):
+        return plain
+    hw = tuple(outs[point.call].shape[-2:])
+    parts = point.module.split(".")
+    for k in range(1, len(parts)):  # outermost first
+        name = ".".join(parts[:k])
+        got = seen.get(name, [])
+        if len(got) == 1 and isinstance(got[0], torch.Tensor) and got[0].dim() == 4 and tuple(got[0].shape[-2:]) == hw:
+            return CamLayer(name, HookPoint(name, 0))
+    return plain
 
 
 # model -> (its module names and the size used, its default layer): one naming forward per model.
@@ -207,6 +228,8 @@ class _Recorder:
             if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[-1] * out.shape[-2] < 1:
                 shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
                 raise UsageError(f"layer {name} has no spatial output (its output is {shape}, not (N, C, H, W)); pick a conv layer or block")
+            if out.shape[-1] * out.shape[-2] == 1:  # at this input size (a small --size)
+                raise UsageError(_one_by_one(name, tuple(out.shape)) + " or a larger --size")
             self.outputs[point] = out
             return out.clone()
 

@@ -29,15 +29,13 @@ def overlay(image: np.ndarray, map01: np.ndarray, *, cmap: str = DEFAULT_CMAP, a
     return blend(colorize(m, cmap)[None], image, alpha=alpha, strength=(m ** np.float32(gamma))[None])[0]
 
 
-def mass_threshold(map01: np.ndarray, *, mass: float = 0.98) -> float:
-    """The value below which ``mass`` of a non-negative map's total lies (Captum's
-    visualisation scale, outlier_perc=2): gradient attributions are heavy-tailed, and scaled by
-    their maximum they show as a few dots on a blank image."""
-    v = np.sort(np.clip(np.asarray(map01, dtype=np.float64), 0, None).ravel())
-    c = np.cumsum(v)
-    if not c.size or c[-1] <= 0:
-        return 1.0
-    return float(v[int(np.searchsorted(c, mass * c[-1]))]) or 1.0
+def display_top(map01: np.ndarray, *, percentile: float = 99.0) -> float:
+    """The value a picture of a gradient attribution is clipped at: the ``percentile`` of its
+    values. Input gradients are heavy-tailed speckle: scaled by their maximum (or even by the value
+    holding 98 % of their mass) they show as a few dots; clipped at the 99th percentile, the edges
+    and parts the class depends on show. 1.0 for a map that is all zero."""
+    top = float(np.percentile(np.asarray(map01, dtype=np.float64), percentile))
+    return top if top > 0 else 1.0
 
 
 def _fit(image: np.ndarray, map01: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,17 +73,26 @@ def cam_picture(image: np.ndarray, map01: np.ndarray, *, title: Sequence[str] = 
 
 @dataclass
 class SheetCell:
-    """One tile of a comparison sheet: the image's display pixels and the [0, 1] map."""
+    """One tile of a comparison sheet: the image's display pixels and the [0, 1] map over them
+    (``alone``: the map's colours only, at full opacity: fine speckle disappears in a blend)."""
 
     image: np.ndarray
     map01: np.ndarray
     gamma: float = 0.5
+    alone: bool = False  # the map's colours alone, without the photo (speckled input attributions)
+
+
+SHEET_MAX_WIDTH = 1280  # px of tiles in one band of a sheet: more methods wrap into further bands
 
 
 def comparison_sheet(cells: Sequence[Sequence[SheetCell]], *, row_labels: Sequence[str], col_labels: Sequence[str],
-                     title: Sequence[str] = (), cmap: str = DEFAULT_CMAP, alpha: float = 0.6, tile: int = 160) -> np.ndarray:
+                     title: Sequence[str] = (), cmap: str = DEFAULT_CMAP, alpha: float = 0.6, tile: int = 160,
+                     max_width: int = SHEET_MAX_WIDTH, caption: str = "map, each scaled to its own max") -> np.ndarray:
     """Rows x columns of overlays (rows: images/targets, columns: methods), each ``tile`` px high,
-    labelled in the margins, with ``title`` lines above and a colour legend below. (H, W, 3) uint8."""
+    labelled in the margins, with ``title`` lines above and a colour legend (``caption``) below.
+    Columns that would make the tiles wider than ``max_width`` px wrap: the methods are split into
+    bands of (nearly) equal column counts stacked top to bottom, each band with every row and its
+    own column labels (14 methods of one image: 3 bands of 5, 5 and 4). (H, W, 3) uint8."""
     check_cmap(cmap)
     if not cells or not cells[0]:
         raise ValueError("a sheet needs at least one cell")
@@ -96,16 +103,23 @@ def comparison_sheet(cells: Sequence[Sequence[SheetCell]], *, row_labels: Sequen
             raise ValueError("every sheet row needs the same number of cells")
         for c in row:
             img, m = _fit(c.image, c.map01, tile)
-            tiles.append(overlay(img, m, cmap=cmap, alpha=alpha, gamma=c.gamma))
+            tiles.append(colorize(m, cmap) if c.alone else overlay(img, m, cmap=cmap, alpha=alpha, gamma=c.gamma))
     tw = max(t.shape[1] for t in tiles)
     tiles = [np.pad(t, ((0, 0), (0, tw - t.shape[1]), (0, 0)), constant_values=255) for t in tiles]
     gap = 4
-    grid = tile_grid(np.stack(tiles), cols=ncol, gap=gap)
-    rows_at = [(r * (tile + gap) + tile // 2, s) for r, s in enumerate(row_labels)]
-    cols_at = [(c * (tw + gap) + tw // 2, s) for c, s in enumerate(col_labels)]
-    body = margin_labels(grid, rows=rows_at, cols=cols_at, size=12)
+    fits = max(1, (max_width + gap) // (tw + gap))
+    n_bands = -(-ncol // fits)
+    per = -(-ncol // n_bands)  # balanced: 14 columns at 6 a band -> 5, 5, 4
+    bands = []
+    for start in range(0, ncol, per):
+        cols = range(start, min(start + per, ncol))
+        grid = tile_grid(np.stack([tiles[r * ncol + c] for r in range(len(cells)) for c in cols]), cols=len(cols), gap=gap)
+        rows_at = [(r * (tile + gap) + tile // 2, s) for r, s in enumerate(row_labels)]
+        cols_at = [(i * (tw + gap) + tw // 2, col_labels[c]) for i, c in enumerate(cols)]
+        bands.append(margin_labels(grid, rows=rows_at, cols=cols_at, size=12))
+    body = vstack(bands, gap=12)
     parts = [_title(title, body.shape[1])] if title else []
-    parts += [body, legend_strip(0.0, 1.0, width=body.shape[1], cmap=cmap, caption="map, each scaled to its own max",
+    parts += [body, legend_strip(0.0, 1.0, width=body.shape[1], cmap=cmap, caption=caption,
                                  max_width=min(body.shape[1], 480))]
     return vstack(parts, gap=4)
 

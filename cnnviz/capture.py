@@ -26,7 +26,7 @@ from torch import nn
 from .errors import CnnvizError, UsageError
 from .graph import PASS_KINDS, Kind, TraceError, Traced, op_name, trace
 from .layers import ConvLayer
-from .util import eval_mode, layer_names
+from .util import device_of, eval_mode, layer_names
 
 Stage = Literal["conv", "act"]
 STAGES = ("conv", "act")
@@ -118,8 +118,12 @@ def hook_points(model: nn.Module, layers: Sequence[ConvLayer | str], stage: Stag
 class Capture:
     """Forward hooks on the requested points; use as a context manager (hooks removed on exit).
 
-    ``run(x)`` returns {point: tensor} for one forward pass, stopped after the last point fired.
-    Tensors are clones; detached (and computed under inference_mode) unless ``grad=True``.
+    ``run(x)`` returns {point: tensor} for one forward pass of ``x`` (moved to the model's device),
+    stopped after the last point fired. Tensors are copies: detached float32 copies on the CPU
+    (computed under inference_mode) whatever the device and precision (bf16 autocast) the model
+    ran in, so that what is rendered from them is the same; ``on_cpu=False`` keeps detached clones
+    on the model's device in the dtype computed (a caller that reduces them there, cnnviz.scan);
+    ``grad=True`` keeps clones attached to the graph, on the device.
 
     With ``on_output(point, tensor)`` each output is handed over from inside the hook, as soon as it
     is computed, and not stored (``run`` then returns {}): a caller that renders and drops it keeps
@@ -133,12 +137,14 @@ class Capture:
         points: Sequence[HookPoint],
         *,
         grad: bool = False,
+        on_cpu: bool = True,
         stop_early: bool = True,
         on_output: Callable[[HookPoint, torch.Tensor], None] | None = None,
     ):
         self.model = model
         self.points = list(dict.fromkeys(points))
         self.grad = grad
+        self.on_cpu = on_cpu and not grad
         self.stop_early = stop_early
         self.on_output = on_output
         self._handles: list[Any] = []
@@ -178,7 +184,13 @@ class Capture:
                 out = out[0]
             point = HookPoint(name, call)
             # A clone even for the callback: an in-place op after this module would change `out`.
-            kept = out.clone() if self.grad else out.detach().clone()
+            # (.to(copy=True): one copy, also when `out` is already a CPU float32 tensor)
+            if self.grad:
+                kept = out.clone()
+            elif self.on_cpu:
+                kept = out.detach().to("cpu", torch.float32, copy=True)
+            else:
+                kept = out.detach().clone()
             self._seen.add(point)
             if self.on_output is not None:
                 self.on_output(point, kept)
@@ -194,6 +206,7 @@ class Capture:
         """One forward pass of ``x`` (N, 3, H, W); returns the outputs at every point."""
         if not self._handles:
             raise RuntimeError("Capture.run() called outside its 'with' block")
+        x = x.to(device_of(self.model))  # a no-op where it is already
         self._calls.clear()
         self._out = {}
         self._seen = set()
@@ -223,7 +236,8 @@ def capture(
     *,
     stage: Stage = "conv",
 ) -> dict[str, torch.Tensor]:
-    """Feature maps of ``layers`` for input batch ``x`` (N, 3, H, W): {layer name: (N, C, h, w) float32}.
+    """Feature maps of ``layers`` for input batch ``x`` (N, 3, H, W): {layer name: (N, C, h, w)
+    float32 on the CPU}, wherever the model runs.
 
     Hooks only the requested layers and stops the forward pass after the last of them.
     """

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .capture import Capture, capture, hook_points
-from .util import layer_names
+from .util import device_of, layer_names
 
 __all__ = ["peak_units", "effective_fields", "mass_square"]
 
@@ -48,7 +48,7 @@ def effective_fields(
     names = layer_names(t[0] for t in targets)
     points = hook_points(model, list(dict.fromkeys(names)), "conv")
     by_name = dict(zip(dict.fromkeys(names), points))
-    xg = x.detach().clone().requires_grad_(True)
+    xg = x.detach().to(device_of(model), torch.float32, copy=True).requires_grad_(True)
     with Capture(model, points, grad=True) as cap:
         outs = cap.run(xg)
     result = []

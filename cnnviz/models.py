@@ -307,8 +307,9 @@ def finetuned_classes(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> int |
     return int(w.shape[0])
 
 
-def apply_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], *, source: str) -> None:
-    """Load ``sd`` into ``model`` strictly, with an error listing the first mismatches."""
+def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], *, source: str) -> None:
+    """WeightsError listing the first mismatches unless ``sd`` has exactly ``model``'s names and
+    shapes (reads no tensor data: a model on 'meta' and a memory-mapped ``sd`` cost nothing)."""
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
@@ -322,6 +323,12 @@ def apply_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], *, source
         problems.append(f"shape mismatch (checkpoint vs model): {_few(shapes, 3)}")
     if problems:
         raise WeightsError(f"checkpoint {source!r} does not fit this model: " + "; ".join(problems))
+
+
+def apply_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], *, source: str) -> None:
+    """Load ``sd`` into ``model`` strictly, with an error listing the first mismatches."""
+    check_state_dict(model, sd, source=source)
+    own = model.state_dict()
     # assign=True: the checkpoint's (memory-mapped) tensors become the parameters, no copy; this
     # also fills a model built on 'meta'. A half-precision checkpoint is converted to the model's dtype.
     if any(v.is_floating_point() and v.dtype != own[k].dtype for k, v in sd.items()):
@@ -432,16 +439,7 @@ def load_model(
         model = build_model(name, seed=seed, device="cpu")
         label, meta = "none", _meta_from(default_member)
     elif looks_like_path:
-        sd = load_checkpoint(weights)
-        if name in ("inception_v3", "googlenet"):  # trained with auxiliary heads; cnnviz builds without them
-            sd = {k: v for k, v in sd.items() if not k.startswith(("aux1.", "aux2.", "AuxLogits."))}
-        model = build_meta_model(name)
-        meta = _meta_from(default_member)
-        classes = finetuned_classes(model, sd)
-        if classes is not None:
-            # A fine-tuned checkpoint (e.g. 10 classes): same backbone, its own head size.
-            model = build_meta_model(name, num_classes=classes)
-            meta["categories"] = [f"class {i}" for i in range(classes)]
+        model, sd, meta = _checkpoint_model(name, weights, default_member)
         apply_state_dict(model, sd, source=weights)
         label = weights
     else:
@@ -454,6 +452,23 @@ def load_model(
     for p in model.parameters():
         p.requires_grad_(False)
     return LoadedModel(model=model, name=name, weights=label, **meta)
+
+
+def _checkpoint_model(name: str, path: str, default_member: Any) -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, Any]]:
+    """Model ``name`` on 'meta' shaped for the checkpoint at ``path`` (a fine-tuned head keeps its
+    own size), the checkpoint's state dict (memory-mapped: nothing is read until used) and the
+    preprocessing metadata. Raises WeightsError when the file is no safe state dict."""
+    sd = load_checkpoint(path)
+    if name in ("inception_v3", "googlenet"):  # trained with auxiliary heads; cnnviz builds without them
+        sd = OrderedDict((k, v) for k, v in sd.items() if not k.startswith(("aux1.", "aux2.", "AuxLogits.")))
+    model = build_meta_model(name)
+    meta = _meta_from(default_member)
+    classes = finetuned_classes(model, sd)
+    if classes is not None:
+        # A fine-tuned checkpoint (e.g. 10 classes): same backbone, its own head size.
+        model = build_meta_model(name, num_classes=classes)
+        meta["categories"] = [f"class {i}" for i in range(classes)]
+    return model, sd, meta
 
 
 def is_checkpoint_path(weights: str) -> bool:
@@ -476,6 +491,11 @@ def architecture(name: str, *, weights: str = "DEFAULT") -> LoadedModel:
             member = enum.DEFAULT if "DEFAULT" in enum.__members__ else None
         else:
             member = resolve_weights(name, weights)
+    if is_checkpoint_path(weights):
+        # The checkpoint decides the head's size and must fit: read its names and shapes (memory-mapped).
+        model, sd, meta = _checkpoint_model(name, weights, member)
+        check_state_dict(model, sd, source=weights)
+        return LoadedModel(model=model, name=name, weights="architecture only", **meta)
     return LoadedModel(model=build_meta_model(name), name=name, weights="architecture only", **_meta_from(member))
 
 

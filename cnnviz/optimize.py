@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .capture import Capture, Stage, hook_points
+from .device import PRECISIONS, autocast, bf16_native, resolve_device, resolve_precision  # noqa: F401 (re-exported)
 from .errors import CnnvizError, SelectionError, UsageError
 from .layers import ConvLayer
 from .models import IMAGENET_MEAN, IMAGENET_STD
@@ -46,7 +47,6 @@ Objective = Literal["channel", "neuron", "class"]
 Param = Literal["fft", "pixel"]
 OBJECTIVES = ("channel", "neuron", "class")
 PARAMS = ("fft", "pixel")
-PRECISIONS = ("auto", "fp32", "bf16")
 
 DEFAULT_STEPS = 256
 DEFAULT_LR = 0.05
@@ -61,31 +61,7 @@ _FFT_MAGIC = 4.0  # Lucid's divisor of the inverse FFT: keeps the start grey ins
 
 
 # ---------------------------------------------------------------------------------------------
-# devices and per-image randomness
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' -> cuda if available, else mps, else cpu; 'cpu' | 'cuda' | 'cuda:1' | 'mps' checked."""
-    name = (name or "auto").strip().lower()
-    mps = getattr(torch.backends, "mps", None)
-    has_mps = bool(mps and mps.is_available())
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps") if has_mps else torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CnnvizError("--device cuda: no CUDA GPU is available to this PyTorch build; use --device cpu or auto")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise CnnvizError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
-    if dev.type == "mps" and not has_mps:
-        raise CnnvizError("--device mps: Apple's MPS backend is not available here; use --device cpu or auto")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
-    return dev
+# per-image randomness
 
 
 def _generators(seed: int, targets: Sequence[int]) -> list[torch.Generator]:
@@ -293,7 +269,7 @@ class _Scorer:
 
     def __enter__(self) -> "_Scorer":
         if self.points is not None:
-            self.cap = self._stack.enter_context(Capture(self.model, self.points, grad=self.grad))
+            self.cap = self._stack.enter_context(Capture(self.model, self.points, grad=self.grad, on_cpu=False))
         else:
             self._stack.enter_context(eval_mode(self.model))
         return self
@@ -361,33 +337,6 @@ def _norm_tensors(mean: Sequence[float], std: Sequence[float], device: torch.dev
     return m, s
 
 
-def bf16_native(device: torch.device) -> bool:
-    """True when bfloat16 autocast is fast here: a CUDA GPU with bf16, or a CPU with AVX512-BF16/AMX."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
-    return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'fp32' or 'bf16': what ``precision`` ('auto', 'fp32', 'bf16') means on ``device``."""
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        return "bf16" if bf16_native(device) else "fp32"
-    return precision
-
-
-def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[object]:
-    if resolve_precision(precision, device) == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
 def maximize(
     model: nn.Module,
     *,
@@ -436,7 +385,7 @@ def maximize(
     in_h, in_w, _ = model_size(hw, pad=tf.pad, min_size=min_model_size)
     device = device_of(model)
     precision = resolve_precision(precision, device)
-    amp = _autocast(precision, device)
+    amp = autocast(precision, device)
 
     total = steps * math.ceil(len(targets) / batch_size)
     bar, callback = None, None
@@ -568,7 +517,8 @@ def resolve_classes(specs: str | Sequence[str], categories: Sequence[str], *, co
                 continue
             if not categories:
                 raise SelectionError(
-                    f"cannot look up class {term!r}: these weights carry no category names; use class indices 0..{count - 1}"
+                    f"cannot look up class {term!r}: these weights carry no category names; use class indices 0..{count - 1}, "
+                    "or name the classes with --labels FILE (one name per line)"
                 )
             key = _norm_name(term)
             if set("*?[") & set(key):

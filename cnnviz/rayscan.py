@@ -104,7 +104,7 @@ class _ScanActor:
 
         # one part per block: every readable image, then every unreadable one
         writer = PartWriter(self.root, layer_ids=self.layer_ids, layer_names=self.layer_names, part_images=len(paths))
-        with Capture(self.model, self.points, on_output=handle) as cap:
+        with Capture(self.model, self.points, on_output=handle, on_cpu=False) as cap:
             for start in range(0, len(good), self.batch_size):
                 chunk = good[start : start + self.batch_size]
                 groups: dict[tuple[int, ...], list[int]] = {}

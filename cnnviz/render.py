@@ -423,10 +423,61 @@ def _font(size: int):  # type: ignore[no-untyped-def]
         from PIL import ImageFont
 
         try:
-            cache[size] = ImageFont.truetype(mpl_data_path("fonts", "ttf", "DejaVuSans.ttf"), size)
+            cache[size] = _substituting_font_class()(mpl_data_path("fonts", "ttf", "DejaVuSans.ttf"), size)
         except Exception:  # no matplotlib font: Pillow's built-in bitmap font
             cache[size] = ImageFont.load_default()
     return cache[size]
+
+
+@lru_cache(maxsize=1)
+def _substituting_font_class() -> type:
+    """ImageFont.FreeTypeFont whose every text call (measuring and drawing) goes through
+    drawable(): a character the font has no glyph for is written as its escaped code point
+    instead of the font's empty box (DejaVu Sans has no CJK: '猫.jpg' -> '\\u732b.jpg')."""
+    from PIL import ImageFont
+
+    class SubstitutingFont(ImageFont.FreeTypeFont):
+        def getbbox(self, text, *args, **kwargs):  # type: ignore[no-untyped-def]
+            return super().getbbox(drawable(text, self), *args, **kwargs)
+
+        def getlength(self, text, *args, **kwargs):  # type: ignore[no-untyped-def]
+            return super().getlength(drawable(text, self), *args, **kwargs)
+
+        def getmask(self, text, *args, **kwargs):  # type: ignore[no-untyped-def]
+            return super().getmask(drawable(text, self), *args, **kwargs)
+
+        def getmask2(self, text, *args, **kwargs):  # type: ignore[no-untyped-def]
+            return super().getmask2(drawable(text, self), *args, **kwargs)
+
+    return SubstitutingFont
+
+
+def drawable(text: str, font: object = None) -> str:
+    """``text`` as the labels draw it: each character the font (default: the labels' font, DejaVu
+    Sans) has no glyph for becomes its escaped code point ('\\u732b'), an honest substitute for
+    the box it would draw. The PNG metadata keeps the true text."""
+    if text.isascii() or not isinstance(text, str):
+        return text
+    font = _font(12) if font is None else font
+    return "".join(c if c.isspace() or _has_glyph(font, c) else (f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}")
+                   for c in text)
+
+
+def _has_glyph(font: Any, char: str) -> bool:
+    """Whether ``font`` draws ``char`` with a glyph of its own rather than its missing-glyph box
+    (.notdef, what it draws for U+10FFFF, a code point no font covers). Cached per font and char."""
+    from PIL import ImageFont
+
+    known = font.__dict__.setdefault("_cnnviz_glyphs", {})
+    if char not in known:
+        def mask(c: str) -> tuple[Any, Any, bytes]:  # the base class's own rendering: no substitution
+            m, offset = ImageFont.FreeTypeFont.getmask2(font, c, mode="L")
+            return m.size, offset, bytes(m)
+
+        if "notdef" not in known:
+            known["notdef"] = mask("\U0010ffff")
+        known[char] = mask(char) != known["notdef"]
+    return bool(known[char])
 
 
 def mpl_data_path(*parts: str) -> str:

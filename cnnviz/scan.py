@@ -319,7 +319,7 @@ def scan(
     counts = ScanCounts()
     device = device_of(model)
     total = len(paths)
-    with Capture(model, points, on_output=handle) as cap:
+    with Capture(model, points, on_output=handle, on_cpu=False) as cap:  # reduced on the device
         for step in load_batches(paths, prep, batch_size=batch_size, workers=workers):
             for pos, message in step.errors:
                 if strict:

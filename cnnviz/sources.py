@@ -47,6 +47,7 @@ from .models import (
     apply_state_dict,
     assigning_loads,
     check_materialised,
+    check_state_dict,
     finetuned_classes,
     is_checkpoint_path,
     load_checkpoint,
@@ -390,13 +391,13 @@ def _load_python(src: Source, spec: ModelSpec, *, meta: bool) -> LoadedModel:
     if model is None:
         model = _call_factory(src, spec)
     label = "architecture only" if meta else ("none" if w.lower() == "none" else ("default" if path is None else path))
-    if path is not None and not meta:
-        sd = load_checkpoint(path)
+    if path is not None:  # the architecture too: a checkpoint that does not fit is refused by every command
+        sd = load_checkpoint(path)  # memory-mapped: the names and shapes cost nothing
         classes = finetuned_classes(model, sd)
         if classes is not None:
             raise WeightsError(f"checkpoint {path!r} has a {classes}-class head but {src.target}:{src.attr} builds another "
                                f"size; pass the size through --model-args (e.g. '{{\"num_classes\": {classes}}}')")
-        apply_state_dict(model, sd, source=path)
+        (check_state_dict if meta else apply_state_dict)(model, sd, source=path)
     if not meta:
         check_materialised(model, source=path or f"{src.target}:{src.attr}")
     cats = getattr(model, "classes", None) or getattr(model, "categories", None)
@@ -434,13 +435,13 @@ def _load_timm(src: Source, spec: ModelSpec, *, meta: bool) -> LoadedModel:
         if meta or path is not None:
             with _params_on_meta():
                 model = timm.create_model(name, pretrained=False)
-            if path is not None and not meta:
-                sd = load_checkpoint(path)
+            if path is not None:  # the architecture too: its head size is the checkpoint's, and it must fit
+                sd = load_checkpoint(path)  # memory-mapped: the names and shapes cost nothing
                 classes = finetuned_classes(model, sd)
                 if classes is not None:
                     with _params_on_meta():
                         model = timm.create_model(name, pretrained=False, num_classes=classes)
-                apply_state_dict(model, sd, source=path)
+                (check_state_dict if meta else apply_state_dict)(model, sd, source=path)
             label = "architecture only" if meta else path
         elif w.lower() == "none":
             with torch.random.fork_rng(devices=[]):
@@ -600,7 +601,7 @@ def _read_torchscript(path: str, spec: ModelSpec) -> tuple[nn.Module, tuple[Any,
         what = "a corrupt TorchScript archive" if kind == "torchscript" else "not a TorchScript archive"
         raise ModelError(f"{path!r} is {what} ({type(exc).__name__}: {_reason(exc)})") from None
     convs = [m for m in ts.modules() if getattr(m, "original_name", "") == "Conv2d"]
-    channels = spec.channels_in or (int(convs[0].in_channels) if convs else 3)
+    channels = spec.channels_in or (_in_channels(convs[0]) if convs else 3)
     size = spec.size or 224
     # A batch of 2 so that the converter does not specialise the batch dimension to 1.
     example = torch.randn(2, channels, size, size)
@@ -624,6 +625,16 @@ def _read_torchscript(path: str, spec: ModelSpec) -> tuple[nn.Module, tuple[Any,
         raise ModelError(f"TorchScript archive {path!r}: its conversion to a graph cnnviz can hook does not compute "
                          f"the same outputs; export the model with torch.export (.pt2) or give its source")
     return gm, shape
+
+
+def _in_channels(conv: Any) -> int:
+    """The input channels of an archive's Conv2d: a scripted module keeps its attributes, a traced
+    one (torch.jit.trace) only its tensors, so there they come from the weight, (out, in/groups, kh, kw),
+    with the groups a traced module does not record taken as 1 (a first conv is grouped only by design)."""
+    channels = getattr(conv, "in_channels", None)
+    if channels is not None:
+        return int(channels)
+    return int(conv.weight.shape[1]) * int(getattr(conv, "groups", 1))
 
 
 def _module_paths_from(ts: Any, ep: Any) -> None:

@@ -209,6 +209,20 @@ def test_default_layer_is_the_last_conv_activation_lifted_to_the_block():
     assert cam.default_layer(build_meta_model("vgg16")).point == HookPoint("features.29", 0)
 
 
+@pytest.mark.parametrize("name, layer", [
+    ("convnext_tiny", "features"),  # not the depthwise conv inside the last block: the block's output
+    ("densenet121", "features"),  # the dense block's concatenation (after norm5), not the last layer's 32 channels
+    ("inception_v3", "Mixed_7c"),  # the concatenation of the branches, not one branch
+    ("googlenet", "inception5b"),
+    ("alexnet", "features.11"),  # 'features' ends with a pooling: the ReLU after the last conv
+])
+def test_default_layer_is_the_block_that_holds_the_last_conv(name, layer):
+    from cnnviz.models import build_meta_model
+
+    got = cam.default_layer(build_meta_model(name))
+    assert got.name == layer and got.point == HookPoint(layer, 0)
+
+
 def test_conv_layer_gradients_are_taken_before_an_inplace_relu(tiny_vgg):
     """A conv followed by ReLU(inplace=True): activations and gradients of the conv's own output."""
     x, t = _x(1), torch.tensor([3])

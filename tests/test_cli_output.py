@@ -34,9 +34,9 @@ def test_layers_table_still_joins_shapes_with_x(cli):
 
 @pytest.mark.parametrize("native, used", [(True, "bf16"), (False, "fp32")])
 def test_maximize_json_reports_the_precision_actually_used(cli, tmp_path, monkeypatch, native, used):
-    import cnnviz.optimize
+    import cnnviz.device
 
-    monkeypatch.setattr(cnnviz.optimize, "bf16_native", lambda device: native)
+    monkeypatch.setattr(cnnviz.device, "bf16_native", lambda device: native)
     r = cli("maximize", "--model", "mobilenet_v3_small", "--weights", "none", "--layer", "0", "--channels", "0",
             "--steps", "1", "--size", "8", "--precision", "auto", "--json", "-o", str(tmp_path))
     assert r.exit_code == 0, r.stderr

@@ -108,6 +108,30 @@ def test_effective_field_and_profile_variants_have_distinct_names(cli, tmp_path,
     assert profiles["--size 320"] == ["vgg16-rf-profile-s320.png"]
 
 
+@pytest.mark.parametrize("command, default_name", [
+    (["maps", "-m", "resnet18", "-l", "0"], "img-resnet18-00-conv1-maps.png"),
+    (["cam", "-m", "resnet18"], "img-resnet18-gradcam-{}-cam.png"),
+    (["rf", "-m", "resnet18", "-l", "0"], "img-resnet18-rf-l0.png"),
+    (["maps", "-m", "inception_v3", "-l", "0"], "img-inception_v3-00-Conv2d_1a_3x3.conv-maps.png"),  # its own size is 299
+])
+def test_a_size_equal_to_the_models_own_keeps_the_default_name(cli, tmp_path, rgb_image, command, default_name):
+    """--size S where S is the model's own input size (the default, known at run time) draws the
+    default picture under the default name; another size, HxW and --crop are tagged."""
+    own = "299" if "inception_v3" in command else "224"
+    base = [command[0], str(rgb_image), *command[1:], "-w", "none"]
+    seen = _check(cli, tmp_path, base, [default_name], [
+        ["--size", own], ["--size", "64"], ["--size", f"{own}x{own}"], ["--crop"], ["--crop", "--size", "64"],
+    ], same={("--size", own)})
+    assert seen["--size 64"][0].endswith("-s64.png") and seen[f"--size {own}x{own}"][0].endswith(f"-s{own}x{own}.png")
+    assert _run(cli, tmp_path / "crop", [*base, "--crop", "--size", own]) == seen["--crop"]
+
+
+def test_a_profile_at_the_default_size_keeps_the_default_name(cli, tmp_path):
+    profiles = _check(cli, tmp_path, ["rf", "--profile", "-m", "vgg16"], ["vgg16-rf-profile.png"], [
+        ["--size", "224"], ["--size", "224x224"], ["--size", "96"]], same={("--size", "224"), ("--size", "224x224")})
+    assert profiles["--size 96"] == ["vgg16-rf-profile-s96.png"]
+
+
 def test_long_selections_become_a_count_and_hash(cli, tmp_path, rgb_image):
     """Two long channel selections with the same count: short, distinct names."""
     base = ["maps", str(rgb_image), "-m", "resnet18", "-w", "none", "-l", "0", "--size", "16"]

@@ -245,3 +245,49 @@ def test_labels_use_matplotlibs_dejavu_font():
 
     font = _font(13)
     assert os.path.samefile(font.path, os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf"))
+
+
+def _ink(image: np.ndarray) -> np.ndarray:
+    """The drawn pixels of black text on white, cropped to their bounding box."""
+    dark = image.min(-1) < 128
+    ys, xs = np.nonzero(dark)
+    return dark[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+
+
+def test_characters_the_font_lacks_draw_as_escaped_code_points_not_boxes():
+    """DejaVu Sans has no CJK: '猫.jpg' is drawn as '\\u732b.jpg' (an honest substitute), never as
+    the font's missing-glyph box, which Pillow draws for U+10FFFF (a code point no font covers)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from cnnviz.render import draw_text, label_bands, mpl_data_path, text_size
+
+    blank = np.full((30, 200, 3), 255, np.uint8)
+    font = ImageFont.truetype(mpl_data_path("fonts", "ttf", "DejaVuSans.ttf"), 12)
+    box = Image.new("RGB", (40, 30), "white")
+    ImageDraw.Draw(box).text((2, 2), "\U0010ffff", fill="black", font=font)  # the box, drawn by Pillow alone
+    cat = _ink(draw_text(blank, (2, 2), "\u732b", size=12))
+    assert cat.shape != _ink(np.asarray(box)).shape or not np.array_equal(cat, _ink(np.asarray(box)))
+    np.testing.assert_array_equal(draw_text(blank, (2, 2), "\u732b.jpg", size=12),
+                                  draw_text(blank, (2, 2), "\\u732b.jpg", size=12))
+    assert text_size("\u732b.jpg") == text_size("\\u732b.jpg")
+    band = label_bands(["\u732b.jpg"], width=120)  # the labels of grids and sheets measure and draw the same text
+    np.testing.assert_array_equal(band, label_bands(["\\u732b.jpg"], width=120))
+    from cnnviz.render import drawable
+
+    assert drawable("\u732b.jpg") == "\\u732b.jpg" and drawable("caf\u00e9 \u0416") == "caf\u00e9 \u0416"  # drawn as is
+
+
+def test_a_non_latin_file_name_keeps_its_true_name_in_the_metadata(cli, tmp_path, rgb_image):
+    import json
+    import shutil
+
+    from PIL import Image
+
+    path = tmp_path / "\u732b.jpg"
+    shutil.copy(rgb_image, path)
+    r = cli("cam", str(path), "-m", "resnet18", "--weights", "none", "--size", "64", "-o", str(tmp_path / "o"), "--json")
+    assert r.exit_code == 0, r.stderr
+    rec = json.loads(r.stdout)
+    assert "\u732b" in rec["path"]
+    with Image.open(rec["path"]) as im:
+        assert im.text["image"] == str(path)

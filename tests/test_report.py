@@ -388,3 +388,20 @@ def test_cli_cam_shows_each_images_class_activation_map_and_caches_it(cli, tmp_p
         assert im.text["method"] == "gradcam"  # the cam job's own picture and metadata
     again = json.loads(cli(*args).stdout)
     assert again["reused"]["cam"] == 1 and "cam" not in again["computed"]
+
+
+def test_two_files_of_the_same_pixels_are_two_inputs(cli, tmp_path):
+    """Identity includes the path: each file gets its own id, input, sheet and CAM, each made once
+    (one shared id drew the sheet twice and put both CAMs on both images)."""
+    pixels = (np.random.default_rng(0).random((40, 36, 3)) * 255).astype(np.uint8)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(pixels).save(tmp_path / name)
+    r = cli("report", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-m", "resnet18", "--weights", "none", "-l", "-1",
+            "--cam", "-o", str(tmp_path / "out"), "--json")
+    assert r.exit_code == 0, r.stderr
+    rec = json.loads(r.stdout)
+    assert rec["computed"]["sheet"] == 2 and rec["computed"]["cam"] == 2 and rec["computed"]["maps"] == 2
+    assert "sheet" not in rec["reused"]
+    index = (tmp_path / "out" / "index.html").read_text()
+    for kind in ("in", "sheet", "cam"):
+        assert len(set(re.findall(rf'img/{kind}-[0-9a-f]+\.png', index))) == 2, kind

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -150,6 +151,62 @@ def test_labels_file_names_classes_for_maximize(cli, user_model):
     _one_line_error(r, "malignant")
 
 
+def test_labels_file_names_classes_for_cam(cli, user_model):
+    """cam reads --labels as maximize does: names, near matches and the range of the model's own
+    3 classes (a checkpoint's class count was once unknown before loading: 'indices 0..999999')."""
+    d, _ = user_model
+    common = [str(d / "scan.png"), "--model", f"{d}/model.py:Net", "--weights", str(d / "best.pth"), "--size", "32",
+              "-o", str(d / "cam")]
+    r = cli("cam", *common, "--labels", str(d / "labels.txt"), "--class", "malignant", "--json")
+    assert r.exit_code == 0, r.stderr
+    rec = json.loads(r.stdout)
+    assert rec["class"] == 2 and rec["class_name"] == "malignant" and rec["path"].endswith("-02-cam-s32.png")
+    r = cli("cam", *common, "--labels", str(d / "labels.txt"), "--top", "3", "--json")
+    assert sorted(json.loads(ln)["class_name"] for ln in r.stdout.splitlines()) == ["benign", "healthy", "malignant"]
+    _one_line_error(cli("cam", *common, "--labels", str(d / "labels.txt"), "--class", "malignnt"),
+                    "did you mean 'malignant'", "0..2")
+    line = _one_line_error(cli("cam", *common, "--class", "malignant"), "no category names", "0..2", "--labels")
+    assert "999" not in line
+    _one_line_error(cli("cam", *common, "--class", "7"), "7 out of range", "0..2")
+
+
+def test_labels_name_a_fine_tuned_torchvision_checkpoint(cli, user_model):
+    """A 5-class SqueezeNet checkpoint (its head is a conv, not a Linear): --labels with 5 names
+    fits it in cam and maximize, and cam's class names come from the file."""
+    from torchvision.models import squeezenet1_1
+
+    d, _ = user_model
+    torch.save(squeezenet1_1(num_classes=5).state_dict(), d / "five.pth")
+    (d / "five.txt").write_text("cat\ndog\nbird\nfish\nfrog\n")
+    common = ["--model", "squeezenet1_1", "--weights", str(d / "five.pth"), "--labels", str(d / "five.txt")]
+    r = cli("cam", str(d / "scan.png"), *common, "--size", "64", "--class", "frog", "--class", "cat", "-o", str(d / "c"),
+            "--json")
+    assert r.exit_code == 0, r.stderr
+    assert [(rec["class"], rec["class_name"]) for rec in map(json.loads, r.stdout.splitlines())] == [(4, "frog"), (0, "cat")]
+    r = cli("maximize", *common, "--class", "frog", "--steps", "1", "--size", "32", "-o", str(d / "m"))
+    assert r.exit_code == 0, r.stderr
+    _one_line_error(cli("cam", str(d / "scan.png"), *common, "--class", "frg", "-o", str(d / "c")), "did you mean 'frog'", "0..4")
+
+
+@pytest.mark.parametrize("model", ["{d}/model.py:Net", "squeezenet1_1", "timm:resnet10t"])
+def test_layers_reads_the_checkpoint_it_is_given(cli, user_model, model):
+    """layers --weights FILE refuses what maps refuses (a pickled model, a file that does not fit),
+    reading the checkpoint's names and shapes only; a fitting checkpoint lists the layers."""
+    if model.startswith("timm:"):
+        pytest.importorskip("timm")
+    d, _ = user_model
+    torch.save(nn.Sequential(nn.Conv2d(1, 4, 3)), d / "pickled.pth")  # a whole pickled module, not a state dict
+    torch.save({"conv.weight": torch.zeros(1)}, d / "wrong.pth")
+    model = model.replace("{d}", str(d))
+    for bad, fragment in (("pickled.pth", "refused checkpoint"), ("wrong.pth", "does not fit this model")):
+        want = _one_line_error(cli("maps", str(d / "scan.png"), "-m", model, "--weights", str(d / bad), "-l", "0", "-o", str(d / "o")),
+                               fragment)
+        assert _one_line_error(cli("layers", "-m", model, "--weights", str(d / bad)), fragment) == want
+    if model.endswith(":Net"):
+        r = cli("layers", "-m", model, "--weights", str(d / "best.pth"), "--format", "json")
+        assert r.exit_code == 0 and [row["name"] for row in json.loads(r.stdout)] == ["features.0", "features.3"]
+
+
 def test_layers_prints_the_preprocessing_and_model_args_reach_the_factory(cli, user_model):
     d, _ = user_model
     r = cli("layers", "--model", f"{d}/model.py:build", "--model-args", '{"width": 6}', "--format", "json")
@@ -215,6 +272,9 @@ def archives(user_model):
     d, net = user_model
     with torch.no_grad():
         torch.jit.save(torch.jit.script(net), d / "net.pt")
+        with warnings.catch_warnings():  # torch.jit.trace is deprecated in favour of torch.export
+            warnings.simplefilter("ignore")
+            torch.jit.save(torch.jit.trace(net, torch.randn(2, 1, 32, 32)), d / "traced.pt")  # keeps no Conv2d attributes
         corrupt = (d / "net.pt").read_bytes()
         (d / "corrupt.pt").write_bytes(corrupt[: len(corrupt) // 2])
         dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("h", min=8, max=1024), 3: torch.export.Dim("w", min=8, max=1024)}
@@ -223,7 +283,7 @@ def archives(user_model):
     return d, net
 
 
-@pytest.mark.parametrize("archive", ["net.pt", "net.pt2", "static.pt2"])
+@pytest.mark.parametrize("archive", ["net.pt", "traced.pt", "net.pt2", "static.pt2"])
 def test_archives_maps_equal_the_original_module(cli, archives, archive):
     d, net = archives
     r = cli("maps", str(d / "scan.png"), str(d / "scan.png"), "--model", str(d / archive), "--size", "32x32",
@@ -243,7 +303,7 @@ def test_archives_maps_equal_the_original_module(cli, archives, archive):
         np.testing.assert_allclose(got, want[rec["layer"]].numpy(), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("archive", ["net.pt", "net.pt2", "static.pt2"])
+@pytest.mark.parametrize("archive", ["net.pt", "traced.pt", "net.pt2", "static.pt2"])
 def test_archives_act_stage_and_receptive_fields_equal_the_original_module(cli, archives, archive):
     d, net = archives
     r = cli("maps", str(d / "scan.png"), "--model", str(d / archive), "--size", "32x32", "--mean", "0.5", "--std", "0.25",

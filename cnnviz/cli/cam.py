@@ -7,8 +7,9 @@ import click
 
 from ..cammethods import users
 from . import cli
-from .common import (batch_size_option, captions_option, class_option, cmap_option, deprecated_aliases, image_options,
-                     info, json_option, layer_option, model_options, out, output_option, sink, stage_option, top_option)
+from .common import (batch_size_option, captions_option, class_option, cmap_option, deprecated_aliases, device_options,
+                     image_options, info, json_option, layer_option, model_options, out, output_option, sink,
+                     stage_option, top_option)
 
 
 class _RegistryHelp(click.Option):
@@ -48,7 +49,8 @@ def _complete_methods(_ctx: click.Context, _param: click.Parameter, incomplete: 
 @model_options()
 @layer_option(help="Layer(s) the CAM is computed on (repeatable; several are fused, as LayerCAM does): a module name "
                    "(layer4, features.29) or conv selectors (index -1, name, alias block5_conv3, slice, glob) read at "
-                   "--stage.  [default: the activation after the last conv: ResNet layer4, VGG16 features.29]")
+                   "--stage.  [default: the block that ends with the last conv's activation: ResNet layer4, VGG16 "
+                   "features.29, ConvNeXt features (timm: stages), Inception-v3 Mixed_7c]")
 @stage_option("act", help="For conv selectors: act = after the conv's activation, conv = the conv's own output.")
 @class_option(help="Explain these classes (repeatable): a name as in 'maximize --class' ('tennis ball', 'tennis', "
                    "'*terrier'), an index, a slice.  [default: the top-1 prediction]")
@@ -76,6 +78,8 @@ def _complete_methods(_ctx: click.Context, _param: click.Parameter, incomplete: 
                    "re-computed maps with Spearman and SSIM to the original.")
 @batch_size_option(16, help=f"Images per pass, and the inputs per pass of the extra forwards of {'/'.join(users('batch_size'))}.")
 @captions_option(help="Title and legend (--no-captions: the heat map only).")
+@device_options(note="bf16 runs the forward-only methods (eigencam, scorecam, ablationcam); the others need "
+                     "float32 gradients.")
 @output_option()
 @json_option
 @deprecated_aliases("cam")

@@ -278,7 +278,7 @@ class Concept:
 
 CONCEPTS: dict[str, Concept] = {c.long: c for c in [
     Concept("layer selection", "--layer", "-l", PER_COMMAND,
-            "per command: filters 0, report all, maps required, rf each stage's last conv, cam the last activation",
+            "per command: filters 0, report all, maps and ablate required, rf each stage's last conv, cam the last activation",
             {"*": "what is worth looking at differs: a first layer's filters, every layer of a report, the layer "
                   "a CAM is defined on"}),
     Concept("channel selection (the layer's output channels)", "--channels", "-c", None,
@@ -303,10 +303,12 @@ CONCEPTS: dict[str, Concept] = {c.long: c for c in [
     Concept("captions and legends (all text drawn on a picture)", "--captions", None, True, "on", flag=True, pair=True),
     Concept("filters: index numbers over tiles", "--tile-numbers", None, False, "off", flag=True),
     Concept("class-names file", "--labels", None, None, "the weights' own"),
-    Concept("centre crop", "--crop", None, False, "off; top on",
-            {"top": "a dataset scan batches images of mixed sizes, and patches must be comparable"}, flag=True, pair=True),
-    Concept("stage: conv output or after its activation", "--stage", None, "conv", "conv; cam act",
-            {"cam": "CAM methods are defined on what the network passes on, as in pytorch-grad-cam"}),
+    Concept("centre crop", "--crop", None, False, "off; top on, ablate on",
+            {"top": "a dataset scan batches images of mixed sizes, and patches must be comparable",
+             "ablate": "images are batched, as in top, and mean-ablation averages images of one size"}, flag=True, pair=True),
+    Concept("stage: conv output or after its activation", "--stage", None, "conv", "conv; cam act, ablate act",
+            {"cam": "CAM methods are defined on what the network passes on, as in pytorch-grad-cam",
+             "ablate": "removing a channel means removing what the network passes on (as cam)"}),
     Concept("colormap", "--cmap", None, PER_COMMAND,
             "by data: viridis (maps, report), RdBu_r (filters), inferno (cam, top)",
             {"*": "by data: unsigned maps (viridis), signed weights (RdBu_r), heat over a photo (inferno)"}),
@@ -316,7 +318,9 @@ CONCEPTS: dict[str, Concept] = {c.long: c for c in [
     Concept("JSON records on stdout", "--json", None, False, "off", flag=True),
     Concept("input size (S or HxW)", "--size", "-s", None, "the source's (the weights' crop size, 224); maximize 128",
             {"maximize": "an optimised image has no source; the model sees it upscaled to >= 224"}),
-    Concept("device", "--device", None, "auto", "auto: CUDA, then MPS, then the CPU"),
+    Concept("device", "--device", None, "auto",
+            "auto: CUDA, then MPS, then the CPU (one stderr line, `cnnviz: device: cuda:0 (NAME)`, when it picks an "
+            "accelerator)"),
     Concept("precision", "--precision", None, "fp32", "fp32; maximize auto",
             {"maximize": "an optimised picture needs no exact numbers; bf16 is about 2x faster where native"}),
     Concept("quiet (no progress)", "--quiet", "-q", False, "off", flag=True),
@@ -506,3 +510,27 @@ def batch_size_option(default: int, *, help: str) -> Callable[[F], F]:
 def size_option(default: str | None = None, *, help: str) -> Callable[[F], F]:
     """-s/--size S|HxW: the input size."""
     return _vocab("--size", "size", default=default, show_default=default is not None, metavar="S", help=help)
+
+
+# ---------------------------------------------------------------- --device, --precision (commands that run a model)
+
+# Literals so that --help needs no torch import; tests check them against cnnviz.device.
+_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def device_options(precision: str = "fp32", note: str = "") -> Callable[[F], F]:
+    """--device and --precision (cnnviz.device resolves them), passed to the command as the
+    ``device`` and ``precision`` arguments of its request. ``precision``: the command's default
+    (CONCEPTS: fp32; maximize auto); ``note``: a sentence on what the command does with bf16."""
+
+    def deco(f: F) -> F:
+        f = _vocab("--precision", "precision", type=click.Choice(_PRECISIONS), default=precision, show_default=True,
+                   help="fp32; bf16: the network's forward pass (and the backward pass of gradient methods) "
+                        "autocast to bfloat16, about 2x faster where the hardware computes it natively (recent "
+                        "GPUs, CPUs with AVX512-BF16/AMX); auto: bf16 where native, else fp32. Captured maps "
+                        "and reported values stay float32." + (f" {note}" if note else ""))(f)
+        return _vocab("--device", "device", default="auto", show_default=True, metavar="DEV",
+                      help="Where the model runs: auto (CUDA, then MPS, then the CPU; an accelerator it picks "
+                           "is named on stderr), cpu, cuda, cuda:N or mps.")(f)
+
+    return deco

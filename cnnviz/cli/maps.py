@@ -7,8 +7,8 @@ import click
 
 from . import cli
 from .common import (batch_size_option, captions_option, channels_option, cmap_option, deprecated_aliases,
-                     image_options, info, json_option, layer_option, model_options, norm_option, output_option, sink,
-                     stage_option, tile_option, top_option)
+                     device_options, image_options, info, json_option, layer_option, model_options, norm_option,
+                     output_option, sink, stage_option, tile_option, top_option)
 
 
 @cli.command()
@@ -37,6 +37,7 @@ from .common import (batch_size_option, captions_option, channels_option, cmap_o
 @captions_option(help="Title, channel numbers and colour legend (--no-captions: the grid only).")
 @click.option("--npy", is_flag=True, help="Also write each captured (C, H, W) float32 tensor as .npy beside its PNG.")
 @batch_size_option(8, help="Images per forward pass (same-size images only).")
+@device_options()
 @output_option()
 @json_option
 @deprecated_aliases("maps")

@@ -7,8 +7,9 @@ from typing import Any
 import click
 
 from . import cli
-from .common import (batch_size_option, captions_option, channels_option, class_option, deprecated_aliases, info,
-                     json_option, layer_option, model_options, output_option, sink, size_option, stage_option)
+from .common import (batch_size_option, captions_option, channels_option, class_option, deprecated_aliases,
+                     device_options, info, json_option, layer_option, model_options, output_option, sink, size_option,
+                     stage_option)
 
 
 @cli.command()
@@ -32,10 +33,7 @@ from .common import (batch_size_option, captions_option, channels_option, class_
 @click.option("--transforms/--no-transforms", default=True, show_default=True,
               help="Random pad 12, jitter 8, scale 0.9-1.1, rotate +-10 deg, jitter 4 at every step.")
 @batch_size_option(16, help="Images optimised together (bounds memory); more targets run in several batches.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help="bf16 autocasts the network's forward/backward (about 2x faster on CPUs with AVX512-BF16/AMX); "
-                   "auto uses it where the hardware computes bf16 natively. Images and reported values stay float32.")
-@click.option("--device", default="auto", show_default=True, metavar="DEV", help="auto, cpu, cuda, cuda:N or mps.")
+@device_options(precision="auto")
 @output_option()
 @click.option("--separate", is_flag=True, help="One PNG per channel/class (the raw image) instead of a grid per layer.")
 @captions_option(help="Title and channel numbers on grids.")

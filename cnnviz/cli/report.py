@@ -6,8 +6,9 @@ from typing import Any
 import click
 
 from . import cli
-from .common import (batch_size_option, cmap_option, emit, examples_option, image_options, index_option, info,
-                     json_option, layer_option, model_options, output_option, stage_option, top_option)
+from .common import (batch_size_option, cmap_option, device_options, emit, examples_option, image_options,
+                     index_option, info, json_option, layer_option, model_options, output_option, stage_option,
+                     top_option)
 
 
 @cli.command()
@@ -44,6 +45,7 @@ from .common import (batch_size_option, cmap_option, emit, examples_option, imag
               help="Delete the pictures of earlier runs into DIR (other settings, layers, images) that this report "
                    "does not show. Only files cnnviz wrote there.")
 @click.option("--force", is_flag=True, help="Write into a folder holding an index.html that cnnviz did not write.")
+@device_options(note="bf16 applies to the feature maps and --maximize; the --cam Grad-CAMs run in fp32.")
 @json_option
 def report(inputs: Any, output: str, as_json: bool, examples: int, **options: Any) -> None:
     """Write a static HTML site to explore a model on your images: open DIR/index.html.

@@ -6,8 +6,8 @@ from typing import Any
 import click
 
 from . import cli
-from .common import (channels_option, deprecated_aliases, image_options, info, json_option, layer_option, model_options,
-                     output_option, sink)
+from .common import (channels_option, deprecated_aliases, device_options, image_options, info, json_option,
+                     layer_option, model_options, output_option, sink)
 
 
 @cli.command()
@@ -32,6 +32,7 @@ from .common import (channels_option, deprecated_aliases, image_options, info, j
 @click.option("--ignore-gates", is_flag=True,
               help="Treat squeeze-and-excitation gates as per-channel scales: the conv path's local field "
                    "(otherwise layers past a gate, which in theory see the whole image, are refused).")
+@device_options()
 @output_option()
 @json_option
 @deprecated_aliases("rf")

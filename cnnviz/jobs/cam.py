@@ -11,16 +11,17 @@ import torch
 
 from .. import faithfulness as fa
 from ..cam import METHODS, CamLayer, check_spatial, default_layer, explain, mass_box, peak, predict, resolve_layers, resolve_methods
-from ..camdraw import DEFAULT_CMAP, SheetCell, cam_picture, comparison_sheet, mass_threshold, sanity_strip
+from ..camdraw import DEFAULT_CMAP, SheetCell, cam_picture, comparison_sheet, display_top, sanity_strip
+from ..device import Placement, place
 from ..errors import SelectionError, UsageError
-from ..io import indices_tag, output_name, size_tag, text_tag
+from ..io import indices_tag, output_name, text_tag
 from ..maps import iter_batches
-from ..models import LoadedModel, is_checkpoint_path
+from ..models import LoadedModel
 from ..optimize import resolve_classes
 from ..render import check_cmap
 from ..sources import ModelSpec, architecture, as_spec, load
-from ..util import device_of
-from .inputs import ImageInputs, InputImage
+from ..util import device_of, eval_mode
+from .inputs import ImageInputs, InputImage, size_tags
 from .output import Output, Record, Say, quiet, request_tags
 
 
@@ -51,6 +52,8 @@ class CamRequest:
     sanity: bool = False
     batch_size: int = 16
     bare: bool = False
+    device: str = "auto"
+    precision: str = "fp32"
 
 
 @dataclass
@@ -65,7 +68,27 @@ def run_cam(req: CamRequest, *, output: Output, model: LoadedModel | None = None
     """Write one heat-map PNG per (image, class, method) (several methods: one comparison sheet
     of every image and class), with ``npy`` a (2, H, W) float32 .npy per map ([raw, normalised]),
     with ``sanity`` a strip per map, reporting each file. Usage errors come before any weights
-    or pixels are read."""
+    or pixels are read. The model runs on ``req.device`` (``model``: where it is) in
+    ``req.precision``; bf16 only for methods without gradients (see :func:`bf16_refusal`)."""
+    where = place(req.device, req.precision, say=say, bf16_refused=bf16_refusal(resolve_methods(req.methods)))
+    with where.autocast(model.model if model is not None else None):
+        _run_cam(req, where=where, output=output, model=model, say=say)
+
+
+def bf16_refusal(methods: list[str]) -> str | None:
+    """Why ``methods`` cannot run in bfloat16, or None. Methods built on gradients (Grad-CAM and
+    kin, the input attributions) are refused: bf16 keeps 8 bits of mantissa, and their maps are
+    sums and products of small gradients that cancel (integrated gradients would also lose its
+    completeness). Forward-only methods (eigencam, scorecam, ablationcam) are fine."""
+    grad = [m for m in methods if METHODS[m].grad]
+    if not grad:
+        return None
+    forward = ", ".join(n for n, m in METHODS.items() if not m.grad)
+    return (f"{grad[0]} is computed from gradients, which bfloat16 rounds to 3 significant digits "
+            f"(bf16 applies to the forward-only methods: {forward})")
+
+
+def _run_cam(req: CamRequest, *, where: Placement, output: Output, model: LoadedModel | None, say: Say) -> None:
     t0 = time.perf_counter()
     check_cmap(req.cmap)
     methods = resolve_methods(req.methods)
@@ -75,7 +98,7 @@ def run_cam(req: CamRequest, *, output: Output, model: LoadedModel | None = None
     arch = architecture(spec)
     layers = resolve_layers(arch.model, list(req.layers) or None, stage=req.stage, model_name=spec.source)
     check_spatial(arch.model, layers)
-    fixed = _classes(req, arch, spec) if req.classes else None
+    fixed = _classes(req, arch) if req.classes else None
     per_image = len(fixed) if fixed is not None else (req.top or 1)
     sheet = len(methods) > 1
     files = (1 if sheet else len(sources) * per_image * len(methods)) + (len(sources) * per_image * len(methods) if req.sanity else 0)
@@ -85,9 +108,9 @@ def run_cam(req: CamRequest, *, output: Output, model: LoadedModel | None = None
     standard = [default_layer(arch.model)]
 
     def tags(shown: list[str]) -> list[str]:
-        return _tags(req, layers if any(map(_uses_layers, shown)) and layers != standard else None, shown)
+        return _tags(req, arch, layers if any(map(_uses_layers, shown)) and layers != standard else None, shown)
 
-    lm = model or load(spec)
+    lm = model or load(spec, device=where.device)
     net = lm.model
     per_pass = 1 if "batch" in lm.limits else req.batch_size  # a program that takes batches of one
     names = lm.categories
@@ -167,11 +190,12 @@ def _uses_layers(method: str) -> bool:
 
 
 def _shown(method: str, norm: np.ndarray) -> tuple[np.ndarray, float]:
-    """What the picture shows: CAMs as they are; input attributions clipped at the value holding
-    98 % of their mass (Captum's visualisation default), which is returned as the top of the scale."""
+    """What the picture shows: CAMs as they are; input attributions clipped at the 99th percentile
+    of their values (camdraw.display_top), which is returned as the top of the scale. The data
+    (--npy, --json) keep the raw values."""
     if METHODS[method].kind != "input":
         return norm, 1.0
-    top = mass_threshold(norm)
+    top = display_top(norm)
     return np.clip(norm / top, 0.0, 1.0), top
 
 
@@ -199,15 +223,30 @@ def _check_options(req: CamRequest, methods: list[str]) -> None:
         raise UsageError("guided-gradcam takes one layer")
 
 
-def _classes(req: CamRequest, arch: LoadedModel, spec: ModelSpec) -> list[int]:
-    """--class values resolved on the model's category names (no weights read). A checkpoint's
-    class count is only known once loaded: indices are then checked against the model's output."""
-    cats = arch.categories if not is_checkpoint_path(spec.weights) else []
-    count = len(cats) if cats else 1_000_000
-    return resolve_classes(list(req.classes), cats, count=count)
+def _classes(req: CamRequest, arch: LoadedModel) -> list[int]:
+    """--class values resolved on the model's category names (--labels FILE, else the weights'),
+    indices checked against its class count, before any weights are read (the architecture of a
+    checkpoint has the checkpoint's head). A model whose output width shows only when it runs is
+    checked against its logits later."""
+    return resolve_classes(list(req.classes), arch.categories, count=_class_count(arch) or len(arch.categories) or 1_000_000)
 
 
-def _tags(req: CamRequest, layers: list[CamLayer] | None, methods: list[str]) -> list[str]:
+def _class_count(arch: LoadedModel) -> int | None:
+    """How many classes the model outputs: a graph archive's recorded width, else the width of its
+    output for a zero image (on 'meta' this costs nothing); None without an (N, classes) output."""
+    if arch.num_classes:
+        return int(arch.num_classes)
+    net = arch.model
+    hw = arch.input_hw or (arch.crop_size, arch.crop_size)
+    try:
+        with eval_mode(net), torch.inference_mode():
+            out = net(torch.zeros(1, arch.channels_in, *hw, device=device_of(net)))
+    except Exception:  # the real run reports a model that cannot take this input
+        return None
+    return int(out.shape[1]) if isinstance(out, torch.Tensor) and out.dim() == 2 else None
+
+
+def _tags(req: CamRequest, arch: LoadedModel, layers: list[CamLayer] | None, methods: list[str]) -> list[str]:
     """File-name tags of the non-default options that change the pictures of ``methods``
     (README "Output names"): the layers read (``layers``; None: the default layer), the top-K of
     a sheet, the integrated-gradients steps, SmoothGrad, colours, layout and the input size."""
@@ -217,7 +256,7 @@ def _tags(req: CamRequest, layers: list[CamLayer] | None, methods: list[str]) ->
     options += [("smooth{}", "smooth")] + ([("noise{}", "noise")] if smooth else [])
     options += [("{}", "cmap"), ("alpha{}", "alpha"), ("bare", "bare")]
     where = [text_tag("layer-", ",".join(layer.name for layer in layers), count=len(layers))] if layers else []
-    return [*where, *request_tags(req, options), *size_tag(req.inputs.size, req.inputs.crop)]
+    return [*where, *request_tags(req, options), *size_tags(req.inputs.size, arch, crop=req.inputs.crop)]
 
 
 def _class_name(names: list[str], t: int) -> str:
@@ -301,13 +340,17 @@ def _num(v: float) -> float | None:
 
 def _write_sheet(cells: list[tuple[_Pair, dict[str, np.ndarray], dict[str, Record]]], methods: list[str], lm: LoadedModel, layers: list[CamLayer],
                  names: list[str], req: CamRequest, output: Output, tags: list[str | None]) -> None:
-    grid = [[SheetCell(p.im.display, _shown(m, norms[m])[0], gamma=_gamma(m)) for m in methods] for p, norms, _ in cells]
+    grid = [[SheetCell(p.im.display, _shown(m, norms[m])[0], gamma=_gamma(m), alone=METHODS[m].kind == "input")
+             for m in methods] for p, norms, _ in cells]
     row_labels = [f"{p.im.label}: {_class_name(names, p.target)[:24]} {p.prob:.3g}" for p, _, _ in cells]
     title = [] if req.bare else [
         f"{lm.name} {lm.weights} \u00b7 layer {', '.join(layer.name for layer in layers)}"
         + (f" \u00b7 SmoothGrad {req.smooth}x noise {req.noise:g}" if req.smooth else ""),
-        "rows: image, class, probability \u00b7 columns: methods \u00b7 each map scaled to its own [0, 1] (input gradients: to 98 % of their mass)"]
-    picture = comparison_sheet(grid, row_labels=row_labels, col_labels=methods, title=title, cmap=req.cmap, alpha=req.alpha)
+        "rows: image, class, probability \u00b7 columns: methods \u00b7 CAMs: each map scaled to its own [0, 1], over the photo",
+        "input attributions (saliency, gradients): |attribution| clipped at its 99th percentile, colours alone"]
+    caption = "map value: CAMs 0..max; input attributions 0..99th percentile (brighter clipped)"
+    picture = comparison_sheet(grid, row_labels=row_labels, col_labels=methods, title=title, cmap=req.cmap, alpha=req.alpha,
+                               caption=caption)
     records = [recs[m] for _, _, recs in cells for m in methods]
     first = cells[0][0].im.label
     rec: Record = {"kind": "sheet", "methods": methods, "images": list(dict.fromkeys(p.im.source for p, _, _ in cells)),

@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ..errors import ImageError, UsageError
-from ..io import DEFAULT_MAX_PIXELS, image_label, load_image, preprocess, sample_image_path, stdin_binary
+from ..io import DEFAULT_MAX_PIXELS, image_label, load_image, preprocess, sample_image_path, size_tag, stdin_binary
 from ..util import parse_size
 
 
@@ -57,6 +57,15 @@ def model_input_size(size: str | int | None, lm: Any, *, crop: bool = False) -> 
             raise UsageError(f"--crop makes square inputs, but {lm.limits.get('size', 'the model takes one size only')}")
         return h
     return (h, w)
+
+
+def size_tags(size: str | int | None, lm: Any, *, crop: bool = False) -> list[str]:
+    """File-name tags of --size and --crop (io.size_tag) for ``lm`` (a LoadedModel): a --size that
+    resolves to the model's own input size (its default, known only at run time: '224' for a
+    224-px classifier) draws the default picture, so it keeps the default name."""
+    if size is not None and model_input_size(size, lm, crop=crop) == model_input_size(None, lm, crop=crop):
+        size = None
+    return size_tag(size, crop)
 
 
 def square(size: int | tuple[int, int]) -> tuple[int, int]:

@@ -10,15 +10,16 @@ from typing import Any
 import numpy as np
 
 from ..capture import hook_points
+from ..device import place
 from ..layers import ConvLayer, conv_layers, select_layers
 from ..maps import (SheetRow, iter_batches, layer_stats, render_grid, render_sheet, resolve_channels, scale_maps,
                     stream_maps)
 from ..models import LoadedModel
-from ..io import indices_tag, output_name, size_tag
+from ..io import indices_tag, output_name
 from ..errors import UsageError
 from ..render import check_cmap, check_picture_size, grid_shape
 from ..sources import ModelSpec, architecture, as_spec, load
-from .inputs import ImageInputs, InputImage
+from .inputs import ImageInputs, InputImage, size_tags
 from .output import Output, Record, Say, default, quiet, request_tags
 
 
@@ -48,6 +49,8 @@ class MapsRequest:
     bare: bool = False
     npy: bool = False
     batch_size: int = 8
+    device: str = "auto"
+    precision: str = "fp32"
 
 
 def run_maps(req: MapsRequest, *, output: Output, model: LoadedModel | None = None, say: Say = quiet) -> None:
@@ -58,13 +61,15 @@ def run_maps(req: MapsRequest, *, output: Output, model: LoadedModel | None = No
     t0 = time.perf_counter()
     check_cmap(req.cmap)
     n_inputs = len(req.inputs.check())
+    where = place(req.device, req.precision, say=say)
     indices = _plan(req, output, n_inputs)  # every usage error before the weights are read
-    lm = model or load(req.model)
+    lm = model or load(req.model, device=where.device)
     if "batch" in lm.limits and req.batch_size > 1:
         req = replace(req, batch_size=1)  # the program takes batches of one only: same pictures, one forward per image
     every = conv_layers(lm.model)
     run = _MapsRun(req, lm, [every[i] for i in indices], output)
-    run.run(req.inputs.read(lm))
+    with where.autocast(lm.model):
+        run.run(req.inputs.read(lm))
     say(f"maps: {run.written} files for {run.n_images} image(s), {len(run.layers)} layer(s) of {lm.name} "
         f"({lm.weights}, stage {req.stage}) in {time.perf_counter() - t0:.1f}s")
 
@@ -158,7 +163,7 @@ class _MapsRun:
                            overlay=im.display if req.overlay else None, alpha=req.alpha,
                            labels=not req.bare, title=title, legend=not req.bare, layer_name=layer.name)
         name = output_name(im.label, lm.name, layer.index, layer.slug, kind="maps",
-                           tags=[_channel_tag(req, layer), *_tags(req, sheet=False)])
+                           tags=[_channel_tag(req, layer), *_tags(req, lm, sheet=False)])
         meta: dict[str, Any] = {
             "Software": "cnnviz",
             "image": im.source, "model": lm.name, "weights": lm.weights, "layer": layer.index,
@@ -202,13 +207,13 @@ class _MapsRun:
                              alpha=req.alpha, labels=not req.bare, title=title)
         meta = {"Software": "cnnviz", "image": im.source, "model": lm.name, "weights": lm.weights,
                 "stage": req.stage, "layers": [r.label for r in rows], "channels": [r.channels for r in rows]}
-        name = output_name(im.label, lm.name, kind="sheet", tags=[_channel_tag(req, self.layers[0]), *_tags(req, sheet=True)])
+        name = output_name(im.label, lm.name, kind="sheet", tags=[_channel_tag(req, self.layers[0]), *_tags(req, lm, sheet=True)])
         path = self.output.png(name, image, metadata=meta)
         self._report({"path": path, "kind": "sheet", "image": im.source, "stage": req.stage,
                       "layers": [i for i, _ in indexed_rows]})
 
 
-def _tags(req: MapsRequest, *, sheet: bool) -> list[str]:
+def _tags(req: MapsRequest, lm: LoadedModel, *, sheet: bool) -> list[str]:
     """File-name tags of the request's non-default options (README "Output names"): what changes
     the picture, then the grid's (or sheet's) layout, then the input size and crop."""
     alpha = f"{req.alpha:g}" if req.alpha != default(MapsRequest, "alpha") else ""
@@ -216,7 +221,7 @@ def _tags(req: MapsRequest, *, sheet: bool) -> list[str]:
     return [*request_tags(req, [("act", "stage"), ("top{}", "top"), ("norm-{}", "norm"), ("sym", "symmetric"),
                                  ("{}", "cmap")]),
             *(["overlay" + alpha] if req.overlay else []), *request_tags(req, [*layout, ("bare", "bare")]),
-            *size_tag(req.inputs.size, req.inputs.crop)]
+            *size_tags(req.inputs.size, lm, crop=req.inputs.crop)]
 
 
 def _channel_tag(req: MapsRequest, layer: ConvLayer) -> str | None:

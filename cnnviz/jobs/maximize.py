@@ -7,12 +7,13 @@ from typing import Any
 
 from torch import nn
 
+from ..device import place
 from ..errors import CnnvizError, UsageError
 from ..io import indices_tag, option_tags, output_name
 from ..layers import ConvLayer, conv_layers, select_layers
 from ..models import LoadedModel
 from ..optimize import (DEFAULT_LR, DEFAULT_STEPS, Transforms, grid_title, maximize, maximize_grid, recipe_note,
-                        resolve_classes, resolve_device)
+                        resolve_classes)
 from ..render import to_uint8
 from ..select import select_indices
 from ..sources import ModelSpec, architecture, as_spec, load
@@ -68,7 +69,8 @@ def run_maximize(req: MaximizeRequest, *, output: Output, model: LoadedModel | N
     lr = DEFAULT_LR if req.lr is None else req.lr
     if not lr > 0:
         raise UsageError(f"--lr must be > 0, got {lr}")
-    dev = resolve_device(req.device)
+    where = place(req.device, req.precision, say=say)
+    dev = where.device
     output.prepare(None)
     if output.streaming and req.npy:
         raise UsageError("--npy needs an output folder, not -o -")
@@ -95,7 +97,7 @@ def run_maximize(req: MaximizeRequest, *, output: Output, model: LoadedModel | N
     output.prepare(n_files, message=f"-o - streams exactly one PNG, but this would write {n_files}; "
                                     f"give an output folder")
     settings = dict(steps=steps, lr=lr, size=hw, param=req.param, seed=spec.seed, batch_size=batch_size,
-                    precision=req.precision,
+                    precision=where.precision,
                     decorrelate=(req.param == "fft") if req.decorrelate is None else req.decorrelate,
                     transforms=Transforms() if req.transforms else None)
     for lay, targets in jobs:

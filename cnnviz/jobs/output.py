@@ -27,10 +27,18 @@ def default(request_type: type, name: str) -> Any:
     return next(f.default for f in dataclasses.fields(request_type) if f.name == name)
 
 
+# Request fields that never reach a file name: where and in what precision the model ran does not
+# change what the picture shows (scripts/device_check.py compares the numbers), and a rerun on
+# another device must find, and replace, the same files.
+UNNAMED_FIELDS = frozenset({"device", "precision"})
+
+
 def request_tags(req: Any, options: Sequence[tuple[str, str]]) -> list[str]:
     """File-name tags of the fields of request dataclass ``req`` that differ from their defaults:
-    each (tag, field name) as in io.option_tags (('top{}', 'top') -> 'top8' when top=8)."""
-    return option_tags([(tag, getattr(req, name), default(type(req), name)) for tag, name in options])
+    each (tag, field name) as in io.option_tags (('top{}', 'top') -> 'top8' when top=8). Fields
+    in UNNAMED_FIELDS (device, precision) give no tag."""
+    return option_tags([(tag, getattr(req, name), default(type(req), name)) for tag, name in options
+                        if name not in UNNAMED_FIELDS])
 
 
 def quiet(message: str) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..capture import hook_points
+from ..device import place
 from ..errors import UsageError
 from ..io import sample_image_path
 from ..layers import ConvLayer, conv_layers, select_layers
@@ -55,6 +56,8 @@ class ReportRequest:
     batch_size: int = 8
     prune: bool = False
     force: bool = False
+    device: str = "auto"
+    precision: str = "fp32"
 
 
 def run_report(req: ReportRequest, *, output: Output, model: LoadedModel | None = None, say: Say = quiet,
@@ -76,18 +79,20 @@ def run_report(req: ReportRequest, *, output: Output, model: LoadedModel | None 
     else:
         parse_image_size(req.inputs.size, 224)
     net, chosen, max_jobs = _plan(req, spec)
+    where = place(req.device, req.precision, say=say)
     if req.index:
         check_index(req.index, stage=req.stage)  # the stage now; model and weights once loaded
     output.prepare(None)
 
-    lm = model or load(spec)
+    lm = model or load(spec, device=where.device)
     images = list(_images(req.inputs, lm))
-    maximize = MaximizeRequest(channels=max_jobs, steps=req.steps or DEFAULT_STEPS, seed=spec.seed) if req.maximize else None
+    maximize = MaximizeRequest(channels=max_jobs, steps=req.steps or DEFAULT_STEPS, seed=spec.seed,
+                               precision=where.precision) if req.maximize else None
     res = build_report(lm, images, output=output.target, layers=[conv_layers(lm.model)[lay.index] for lay in chosen],
                        stage=req.stage, top=req.top, cmap=req.cmap, batch_size=req.batch_size, maximize=maximize,
                        include=req.include, index=req.index, index_k=req.index_k, force=req.force, prune=req.prune,
                        preprocessing=_preprocessing(req.inputs, lm), architecture=net, progress=progress,
-                       cam=spec if req.cam else None)
+                       cam=spec if req.cam else None, precision=where.precision)
     output.report({"path": res.index, "kind": "report", "folder": res.output, "model": lm.name, "weights": lm.weights,
                    "layers": res.layers, "images": res.images, "channels": res.channels, "pages": res.pages,
                    "computed": res.computed, "reused": res.reused, "bytes": res.bytes, "seconds": round(res.seconds, 3)})

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..device import place
 from ..errors import CnnvizError, UsageError
 from ..fields import effective_fields, mass_square, peak_units
 from ..io import indices_tag, output_name, size_tag
@@ -19,7 +20,7 @@ from ..rfdraw import (ProfileSeries, box_colors, draw_boxes, effective_panel, le
                       profile_figure)
 from ..select import select_indices
 from ..sources import ModelSpec, architecture, as_spec, load
-from .inputs import ImageInputs, InputImage, model_input_size, parse_image_size, square
+from .inputs import ImageInputs, InputImage, model_input_size, parse_image_size, size_tags, square
 from .layers import rf_problem
 from .output import Output, Say, quiet, request_tags
 
@@ -44,6 +45,8 @@ class RFRequest:
     profile: bool = False
     compare: str | None = None
     ignore_gates: bool = False
+    device: str = "auto"
+    precision: str = "fp32"
 
 
 def run_rf(req: RFRequest, *, output: Output, model: LoadedModel | None = None, say: Say = quiet) -> None:
@@ -56,6 +59,7 @@ def run_rf(req: RFRequest, *, output: Output, model: LoadedModel | None = None, 
         if inputs.images or inputs.sample or req.at or req.channel or req.effective:
             raise UsageError("--profile/--compare plot the numbers of whole models: drop IMAGE, --sample, --at, "
                              "--channels and --effective")
+        place(req.device, req.precision)  # checked, though a profile runs no model
         names = _model_list(req.compare) if req.compare is not None else [as_spec(req.model).source]
         _profile(names, inputs.size, output, req.ignore_gates, say)
         say(f"rf: profile of {', '.join(names)} in {time.perf_counter() - t0:.1f}s")
@@ -105,7 +109,7 @@ def _profile(names: list[str], size: str | int | None, output: Output, ignore_ga
     meta = {"Software": "cnnviz", "models": names, "size": list(hw), "kind": "receptive field profile",
             "ignore_gates": ignore_gates}
     output.prepare(1)
-    tags = ["nogates" if ignore_gates else None, *size_tag(size)]
+    tags = ["nogates" if ignore_gates else None, *size_tag(None if hw == (224, 224) else size)]  # 224: the default
     path = output.png(output_name(*names, kind="rf-profile", tags=tags), image, metadata=meta)
     output.report({"path": path, "kind": "rf-profile", "size": list(hw), "models": records})
 
@@ -145,14 +149,17 @@ class _RFRun:
         if n_boxes > MAX_BOXES:
             raise UsageError(f"{n_boxes} boxes (layers x channels) are too many to tell apart; "
                              f"select at most {MAX_BOXES}")
-        output.prepare(max(n_inputs, 1))
         self.needs_weights = req.channel is not None or req.effective
+        # where the model runs (announced only when it runs: the boxes alone need no weights)
+        self.where = place(req.device, req.precision, say=say if self.needs_weights else None)
+        output.prepare(max(n_inputs, 1))
         # File-name tags of the non-default options (README "Output names")
         chosen = [lay.index for lay in self.layers]
         self.tags = [indices_tag("l", chosen) if req.layers and chosen != self._default_layers(net, every, nominal) else None,
                      f"at{self.at[0]},{self.at[1]}" if self.at is not None else None,
                      indices_tag("c", self.channels[0]) if req.channel is not None else None,
-                     *request_tags(req, [("nogates", "ignore_gates")]), *size_tag(req.inputs.size, req.inputs.crop)]
+                     *request_tags(req, [("nogates", "ignore_gates")]),
+                     *size_tags(req.inputs.size, arch, crop=req.inputs.crop)]
         self.erf_tags = [*request_tags(req, [("n{}", "samples")]), *([f"seed{self.spec.seed}"] if self.spec.seed else [])]
 
     def _default_layers(self, net: Any, every: list[ConvLayer], size: tuple[int, int]) -> list[int] | None:
@@ -167,19 +174,20 @@ class _RFRun:
         req = self.req
         # boxes need the architecture and the input geometry, never the weights themselves
         arch = architecture(self.spec)
-        self.lm = (model or load(self.spec)) if self.needs_weights else arch
+        self.lm = (model or load(self.spec, device=self.where.device)) if self.needs_weights else arch
         by_name = {lay.name: lay for lay in conv_layers(self.lm.model)}
         self.layers = [by_name[lay.name] for lay in self.layers]
         # fields from the architecture alone ('meta': no compute where the source allows), whatever the weights
         self.meta_net = arch.model
-        if self.noise_only:
-            self._effective_noise()
-            return
-        for im in req.inputs.read(self.lm):
-            if req.effective:
-                self._effective_image(im)
-            else:
-                self._boxes(im)
+        with self.where.autocast(self.lm.model if self.needs_weights else None):
+            if self.noise_only:
+                self._effective_noise()
+                return
+            for im in req.inputs.read(self.lm):
+                if req.effective:
+                    self._effective_image(im)
+                else:
+                    self._boxes(im)
 
     # ------------------------------------------------------------ choosing units
 

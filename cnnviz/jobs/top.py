@@ -26,6 +26,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from ..capture import hook_points
+from ..device import Placement, place
 from ..errors import ImageError, UsageError
 from ..index import (PART_IMAGES, PART_SECONDS, ActivationIndex, IndexStoreError, describe_layers, differences,
                      make_provenance)
@@ -93,6 +94,8 @@ class TopRequest:
     part_seconds: float = PART_SECONDS
     max_side: int = 8192
     given: frozenset[str] = frozenset()
+    device: str = "auto"
+    precision: str = "fp32"
 
 
 @dataclass
@@ -141,7 +144,14 @@ def run_top(req: TopRequest, *, output: Output | None = None, model: LoadedModel
     ``--json``; ``picture``/``pictures`` name the PNGs holding its examples), each layer's as
     soon as its pictures are written. ``Output('-')`` streams the run's one picture (a usage
     error up front if it draws more). Every usage error is raised before weights or pixels are
-    read. ``model``: an already loaded model (else ``req.model`` is loaded with ``req.weights``)."""
+    read. ``model``: an already loaded model (else ``req.model`` is loaded with ``req.weights``, on
+    ``req.device``)."""
+    with _place(req, say).autocast(model.model if model is not None else None):
+        return _run_top(req, output=output, model=model, say=say, stdin=stdin)
+
+
+def _run_top(req: TopRequest, *, output: Output | None, model: LoadedModel | None, say: Say,
+             stdin: TextIO | None) -> TopResult:
     t0 = time.perf_counter()
     output = Output(".") if output is None else output
     _check(req)
@@ -307,7 +317,7 @@ def _scan(req: TopRequest, *, output: Output, model: LoadedModel | None, say: Sa
         shard = parse_shard(req.shard)
         paths = [p for p in paths if in_shard(p, shard)]
         say(f"top: shard {shard[0]}/{shard[1]}: {len(paths)} image(s)")
-    lm = model or load(_spec(req))
+    lm = model or load(_spec(req), device=_place(req).device)
     prep = _preprocess(req, lm)
     workers = default_workers() if req.workers is None else req.workers
     layers = [conv_layers(lm.model)[lay.index] for lay in layers]  # the real modules
@@ -428,6 +438,22 @@ def _entries(examples: Sequence[Example], path_of: dict[int, str], fld: Field) -
 # ---------------------------------------------------------------- answering from an index alone
 
 
+_BF16_REFUSED = ("top ranks images over a whole dataset, and an index is compared with later scans and queries; "
+                 "bfloat16 keeps 3 significant digits and would reorder near ties")
+
+
+def _place(req: TopRequest, say: Say | None = None) -> Placement:
+    """--device and --precision checked (and, with ``say``, an accelerator chosen by 'auto'
+    announced): fp32 always (see _BF16_REFUSED); --engine ray runs on its workers' CPUs. Cheap:
+    the loaders call it again for the device."""
+    if req.engine == "ray":
+        if req.device.strip().lower() not in ("auto", "cpu"):
+            raise UsageError(f"--engine ray runs the model on the Ray workers' CPUs; --device {req.device} applies to "
+                             f"--engine local")
+        return place("cpu", req.precision, bf16_refused=_BF16_REFUSED)
+    return place(req.device, req.precision, say=say, bf16_refused=_BF16_REFUSED)
+
+
 def _spec(req: TopRequest) -> ModelSpec:
     """The request's model as a ModelSpec (the CLI passes one; library callers may pass a name)."""
     return req.model if isinstance(req.model, ModelSpec) else ModelSpec(req.model, weights=req.weights, seed=req.seed)
@@ -497,6 +523,7 @@ def image_query(req: TopRequest, *, model: LoadedModel | None = None) -> list[Re
     any other image runs once through the index's model (its weights, checked by hash, its
     preprocessing and stage) and is ranked as if it were added (``"indexed": false``)."""
     _check(req)
+    where = _place(req)
     idx = ActivationIndex.open(req.index)  # type: ignore[arg-type]
     _check_given(req, idx, model)
     arch = _index_model(idx, model)
@@ -509,7 +536,8 @@ def image_query(req: TopRequest, *, model: LoadedModel | None = None) -> list[Re
                                                channels=None if req.channels is None else chans[lay.index])
                  for lay in layers}
     else:
-        found = _rank_new_image(req, idx, layers, chans, path, model)
+        with where.autocast(model.model if model is not None else None):
+            found = _rank_new_image(req, idx, layers, chans, path, model)
     out = []
     for lay in layers:
         rows = found[lay.index]
@@ -655,7 +683,7 @@ def _index_weights(req: TopRequest, *, model: LoadedModel | None = None, need: s
     """The index's model with its weights (``model`` if given), for what ``need`` names; refused
     (IndexStoreError ending in ``otherwise``) if they are not the weights the index was built with."""
     prov = ActivationIndex.open(req.index).provenance  # type: ignore[arg-type]
-    lm = model or load(ModelSpec(prov["model"], weights=prov["weights"], seed=req.seed))
+    lm = model or load(ModelSpec(prov["model"], weights=prov["weights"], seed=req.seed), device=_place(req).device)
     if weights_digest(lm.model) != prov["weights_sha256"]:
         raise IndexStoreError(f"{need} needs the weights of index {req.index!r} ({prov['weights']}), but those "
                               f"loaded now differ (sha256); {otherwise}")

@@ -20,12 +20,14 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..device import autocast
 from ..errors import UsageError
 from ..io import ensure_dir, save_png
 from ..layers import ConvLayer, conv_layers
 from ..maps import iter_batches, stream_maps
 from ..models import LoadedModel, weights_digest
 from ..rf import catalog
+from ..util import device_of
 from . import pages, pictures
 from .site import ReportImage, Site
 from .cache import Cache, digest
@@ -111,6 +113,7 @@ def build_report(
     preprocessing: str = "",
     workers: int | None = None,
     architecture: Any = None,
+    precision: str = "fp32",
 ) -> ReportResult:
     """Write the report of ``lm`` on ``images`` into ``output`` (created if needed).
 
@@ -124,7 +127,9 @@ def build_report(
     showing each image's Grad-CAM of its top class on the model page (None: no CAM); ``progress``: False (default: quiet, a library call), True (a bar on
     stderr), None (a bar when stderr is a terminal, else one line per phase: what the CLI uses);
     ``architecture``: the same network on the 'meta' device (models.build_meta_model), used for
-    shapes and receptive fields so that no full forward pass is spent on them (default: ``lm.model``).
+    shapes and receptive fields so that no full forward pass is spent on them (default: ``lm.model``);
+    ``precision``: 'fp32' or 'bf16' (cnnviz.device) of the feature maps' forward passes (maximize
+    has its own in ``maximize``; the CAMs are Grad-CAMs, always fp32).
     Re-running on the same folder recomputes only what is missing; ``prune`` then deletes the
     pictures of earlier runs that this one does not show. Raises CnnvizError."""
     t0 = time.perf_counter()
@@ -148,7 +153,8 @@ def build_report(
         raise UsageError("the report needs at least one conv layer")
     wfp = weights_digest(lm.model, scope="features")
     for im in images:
-        im.id = im.id or digest(im.x)[:12]
+        # the file is part of the identity: two files of the same pixels are two inputs, each drawn once
+        im.id = im.id or digest(os.path.abspath(im.source) if im.source not in ("", "-") else im.name, im.x)[:12]
     n_max = sum(len(v) for v in (maximize.channels.values() if maximize else []))
     # inputs + profile + rf boxes, filters, maps + sheets, maximize, examples, pages
     total = (len(images) + 1 + len(chosen)) + len(chosen) + len(images) * (len(chosen) + 1) + n_max \
@@ -157,14 +163,16 @@ def build_report(
     stats = _Counts()
     try:
         site = Site(lm=lm, images=images, layers=chosen, every=every, stage=stage, top=top, cmap=cmap,
-                     size=size, wfp=wfp, preprocessing=preprocessing, include=list(include), net=net)
+                     size=size, wfp=wfp, preprocessing=preprocessing, include=list(include), net=net,
+                     precision=precision)
         with ThreadPoolExecutor(max_workers=workers or max(1, min(8, os.cpu_count() or 1))) as pool:
             prog.phase("inputs and receptive fields")
             _inputs(site, cache, out, stats, prog)
             prog.phase("filters")
             _filters(site, cache, out, stats, prog, pool)
             prog.phase("feature maps")
-            _maps(site, cache, out, stats, prog, pool, batch_size)
+            with autocast(precision, device_of(lm.model)):
+                _maps(site, cache, out, stats, prog, pool, batch_size)
             cache.save()
             if maximize:
                 prog.phase("maximize")
@@ -309,14 +317,15 @@ def _maps(site: Site, cache: Cache, out: str, stats: _Counts, prog: Progress, po
     for im in site.images:
         missing = False
         for lay in site.layers:
-            k = digest("maps", site.wfp, im.id, lay.index, lay.name, site.stage, site.cmap)
+            k = digest("maps", site.wfp, im.id, lay.index, lay.name, site.stage, site.cmap, *_computed_in(site.precision))
             keys[(im.id, lay.index)] = k
             e = cache.get(k)
             if e is None:
                 missing = True
             else:
                 site.maps[(im.id, lay.index)] = e
-        skey = digest("sheet", site.wfp, im.id, [x.index for x in site.layers], site.stage, site.cmap)
+        skey = digest("sheet", site.wfp, im.id, [x.index for x in site.layers], site.stage, site.cmap,
+                      *_computed_in(site.precision))
         keys[(im.id, -1)] = skey
         e = cache.get(skey)
         if e is None:
@@ -395,6 +404,12 @@ def _sheet(site: Site, cache: Cache, out: str, stats: _Counts, im: ReportImage, 
     stats.add("sheet", True)
 
 
+def _computed_in(precision: str) -> tuple[str, ...]:
+    """The cache-key part of a picture's precision: none for fp32 (the keys of earlier runs, made
+    in fp32, stay valid), the name otherwise (a bf16 picture is not an fp32 one)."""
+    return () if precision in ("fp32", "auto") else (precision,)
+
+
 def _maximize(site: Site, cache: Cache, out: str, stats: _Counts, prog: Progress, req: MaximizeRequest) -> None:
     from ..optimize import maximize
 
@@ -402,7 +417,8 @@ def _maximize(site: Site, cache: Cache, out: str, stats: _Counts, prog: Progress
     by_index = {lay.index: lay for lay in site.every}
     for idx, chans in req.channels.items():
         lay = by_index[idx]
-        keys = {c: digest("maximize", site.wfp, idx, lay.name, c, site.stage, req.steps, req.seed) for c in chans}
+        keys = {c: digest("maximize", site.wfp, idx, lay.name, c, site.stage, req.steps, req.seed,
+                          *_computed_in(req.precision)) for c in chans}
         missing = []
         for c in chans:
             e = cache.get(keys[c])

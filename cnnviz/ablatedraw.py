@@ -1,0 +1,95 @@
+"""Pictures of an ablation run: the bar chart of the channels' effects and the removal curves.
+Drawn on matplotlib ``Figure`` objects (no pyplot state) and returned as (H, W, 3) uint8."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One ablated unit in the chart: its ``label`` ('ch 12', 'ch 0:16'), drops in points of
+    accuracy and probability, and an optional note (the class it hurts most)."""
+
+    label: str
+    accuracy: float
+    probability: float
+    note: str = ""
+
+
+def _render(fig: object) -> np.ndarray:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    agg = FigureCanvasAgg(fig)  # type: ignore[arg-type]
+    agg.draw()
+    return np.asarray(agg.buffer_rgba())[..., :3].copy()
+
+
+def effects_chart(bars: Sequence[Bar], *, title: str, metric_label: str = "agreement", dpi: int = 100) -> np.ndarray:
+    """Horizontal bars, most important unit on top: drop in mean probability of the label (left)
+    and in ``metric_label`` (accuracy or agreement, right), both in percentage points."""
+    from matplotlib.figure import Figure
+
+    n = max(1, len(bars))
+    fig = Figure(figsize=(11, 1.6 + 0.26 * n), dpi=dpi, layout="constrained", facecolor="white")
+    ax_p, ax_a = fig.subplots(1, 2, sharey=True)
+    y = np.arange(len(bars))
+    labels = [b.label for b in bars]
+    prob = np.asarray([b.probability for b in bars], float)
+    acc = np.asarray([b.accuracy for b in bars], float)
+    ax_p.barh(y, prob, color=np.where(prob >= 0, "#c44e52", "#4c72b0"), height=0.75)
+    ax_a.barh(y, acc, color=np.where(acc >= 0, "#c44e52", "#4c72b0"), height=0.75)
+    ax_p.set_yticks(y, labels, fontsize=8)
+    ax_p.invert_yaxis()
+    ax_p.set_xlabel("drop in mean probability of the label (points)")
+    ax_a.set_xlabel(f"drop in {metric_label} (points)")
+    for ax in (ax_p, ax_a):
+        ax.axvline(0, color="0.3", lw=0.8)
+        ax.grid(True, axis="x", color="0.88", lw=0.6)
+        ax.set_axisbelow(True)
+    if any(b.note for b in bars):  # room for the class names right of the longest bar
+        lo, hi = ax_a.get_xlim()
+        ax_a.set_xlim(lo, hi + 0.3 * (hi - lo))
+    for yi, b in zip(y, bars):
+        if b.note:
+            ax_a.annotate(b.note, (max(b.accuracy, 0), yi), xytext=(3, 0), textcoords="offset points", va="center",
+                          fontsize=7, color="0.25")
+    fig.suptitle(title, fontsize=10)
+    return _render(fig)
+
+
+def curves_chart(points: Mapping[str, Sequence[tuple[int, float]]], *, title: str, total: int, unit: str = "channels",
+                 metric_label: str = "agreement", dpi: int = 100) -> np.ndarray:
+    """Accuracy (%) against the number of ``unit`` removed, one line per order: 'most' (most
+    important first), 'least', and each 'random-S' (thin) with their mean (dashed)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5), dpi=dpi, layout="constrained", facecolor="white")
+    ax = fig.subplots()
+    randoms = [name for name in points if name.startswith("random")]
+    for name in randoms:
+        k, v = zip(*points[name])
+        ax.plot(k, v, color="0.65", lw=0.9)
+    if randoms:
+        k = [p[0] for p in points[randoms[0]]]
+        mean = np.mean([[p[1] for p in points[name]] for name in randoms], axis=0)
+        ax.plot(k, mean, color="0.2", lw=1.5, ls="--", label=f"random order (mean of {len(randoms)} seeds; thin: each)")
+    if "most" in points:
+        k, v = zip(*points["most"])
+        ax.plot(k, v, color="#c44e52", lw=2, label="most important first")
+    if "least" in points:
+        k, v = zip(*points["least"])
+        ax.plot(k, v, color="#4c72b0", lw=2, label="least important first")
+    ax.set_xlim(0, total)
+    ax.set_ylim(-2, 102)
+    ax.set_xlabel(f"{unit} removed")
+    ax.set_ylabel(f"{metric_label} (%)")
+    ax.grid(True, color="0.88", lw=0.6)
+    ax.legend(loc="best", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    return _render(fig)
+
+
+__all__ = ["Bar", "curves_chart", "effects_chart"]

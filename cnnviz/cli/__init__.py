@@ -28,7 +28,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 # Each module registers its commands on `cli` when imported (none of them imports torch at import).
-from . import ablate, cam, filters, layers, maps, maximize, report, rf, top  # noqa: E402,F401
+from . import ablate, cam, compare, filters, layers, maps, maximize, report, rf, top  # noqa: E402,F401
 
 __all__ = ["cli", "main"]
 

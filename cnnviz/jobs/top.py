@@ -219,19 +219,25 @@ def _preprocess(req: TopRequest, lm: LoadedModel) -> Preprocess:
                          f"preprocessing does not record (use 'cnnviz maps' for such models)")
     if lm.limits:
         raise UsageError(f"top runs images in batches at their own sizes, but {'; '.join(lm.limits.values())}")
-    if req.size is None:
-        size: int | tuple[int, int] = lm.crop_size
-    elif str(req.size).strip().isdigit():
-        size = int(str(req.size).strip())
-        if not 1 <= size <= 8192:
-            raise UsageError(f"--size {size} out of range; use 1..8192 pixels")
+    return batch_preprocess(lm, size=req.size, crop=req.crop, max_pixels=req.max_pixels)
+
+
+def batch_preprocess(lm: LoadedModel, *, size: str | int | None, crop: bool, max_pixels: int | None) -> Preprocess:
+    """The Preprocess of a batched scan (top, compare): ``size`` None = the weights' crop size;
+    'HxW' resizes exactly (not with ``crop``). UsageError for a size out of range."""
+    shape: int | tuple[int, int]
+    if size is None:
+        shape = lm.crop_size
+    elif str(size).strip().isdigit():
+        shape = int(str(size).strip())
+        if not 1 <= shape <= 8192:
+            raise UsageError(f"--size {shape} out of range; use 1..8192 pixels")
     else:
-        size = parse_size(str(req.size))
-        if req.crop:
+        shape = parse_size(str(size))
+        if crop:
             raise UsageError("--size HxW resizes exactly; it cannot be combined with the centre crop (add --no-crop)")
-    return Preprocess(size=size, crop=req.crop, resize_size=lm.resize_size, crop_size=lm.crop_size, mean=tuple(lm.mean),
-                      std=tuple(lm.std), max_pixels=req.max_pixels or DEFAULT_MAX_PIXELS,
-                      interpolation=lm.interpolation)
+    return Preprocess(size=shape, crop=crop, resize_size=lm.resize_size, crop_size=lm.crop_size, mean=tuple(lm.mean),
+                      std=tuple(lm.std), max_pixels=max_pixels or DEFAULT_MAX_PIXELS, interpolation=lm.interpolation)
 
 
 def _select(req: TopRequest, net: Any, *, allowed: Sequence[int] | None = None, model_name: str = "") -> tuple[list[ConvLayer], dict[int, list[int]]]:
@@ -777,4 +783,5 @@ def merge_indexes(out: str, sources: Sequence[str]) -> dict[str, int]:
     return merge(out, sources)
 
 
-__all__ = ["TopRequest", "TopResult", "LayerResult", "run_top", "image_query", "merge_indexes", "default_workers"]
+__all__ = ["TopRequest", "TopResult", "LayerResult", "run_top", "image_query", "merge_indexes", "default_workers",
+           "batch_preprocess"]

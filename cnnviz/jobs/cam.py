@@ -193,7 +193,7 @@ def _run_cam(req: CamRequest, *, where: Placement, output: Output, model: Loaded
 
 def _uses_layers(method: str) -> bool:
     """Whether ``method`` reads a layer (CAMs, guided Grad-CAM) rather than the input alone."""
-    return METHODS[method].kind != "input" or method == "guided-gradcam"
+    return METHODS[method].uses_layers
 
 
 def _shown(method: str, norm: np.ndarray) -> tuple[np.ndarray, float]:
@@ -259,7 +259,7 @@ def _tags(req: CamRequest, arch: LoadedModel, layers: list[CamLayer] | None, met
     a sheet, the integrated-gradients steps, SmoothGrad, colours, layout and the input size."""
     smooth = req.smooth > 0
     options = [("top{}", "top")] if len(methods) > 1 else []
-    options += [("ig{}", "ig_steps")] if "integrated-gradients" in methods else []
+    options += [("ig{}", "ig_steps")] if any(METHODS[m].uses("ig_steps") for m in methods) else []
     options += [("smooth{}", "smooth")] + ([("noise{}", "noise")] if smooth else [])
     options += [("{}", "cmap"), ("alpha{}", "alpha"), ("bare", "bare")]
     where = [text_tag("layer-", ",".join(layer.name for layer in layers), count=len(layers))] if layers else []

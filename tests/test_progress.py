@@ -18,7 +18,7 @@ from cnnviz.progress import Progress, shows_bar
 
 from conftest import TinyVGG, run_cli
 
-LONG_COMMANDS = ("maps", "rf", "cam", "top", "report", "maximize", "ablate")
+LONG_COMMANDS = ("maps", "rf", "cam", "top", "report", "maximize", "ablate", "compare")
 
 
 class Terminal(io.StringIO):

@@ -20,7 +20,7 @@ Targets are raw logits (the class score before softmax), as in both references.
 from __future__ import annotations
 
 import contextlib
-import difflib
+import os
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,72 +32,15 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from .cammethods import METHODS, Method, register, resolve_methods
 from .capture import HookPoint, hook_points
 from .errors import CnnvizError, ModelError, SelectionError, UsageError
 from .graph import TraceError, trace
 from .layers import conv_layers, select_layers
 from .util import device_of, eval_mode, input_channels
 
-# ---------------------------------------------------------------- the method table
-
-
-@dataclass(frozen=True)
-class Method:
-    """One explanation method: ``kind`` 'cam' (a layer's activations, optionally its gradients),
-    'input' (gradients at the input), 'perturb' (masked forward passes, no gradients)."""
-
-    name: str
-    kind: str
-    grad: bool
-    summary: str
-
-
-METHODS: dict[str, Method] = {
-    m.name: m
-    for m in (
-        Method("gradcam", "cam", True, "Grad-CAM: channels weighted by their mean gradient (Selvaraju et al. 2017)"),
-        Method("hirescam", "cam", True, "HiResCAM: activations times gradients, element-wise (Draelos & Carin 2020)"),
-        Method("gradcam++", "cam", True, "Grad-CAM++: higher-order gradient weights (Chattopadhay et al. 2018)"),
-        Method("xgradcam", "cam", True, "XGrad-CAM: activation-normalised gradient weights (Fu et al. 2020)"),
-        Method("layercam", "cam", True, "LayerCAM: positive gradients times activations, fuses several layers (Jiang et al. 2021)"),
-        Method("eigencam", "cam", False, "Eigen-CAM: first principal component of the activations (Muhammad & Yeasin 2020)"),
-        Method("eigengradcam", "cam", True, "Eigen-Grad-CAM: first principal component of activations x gradients"),
-        Method("scorecam", "perturb", False, "Score-CAM: channels weighted by the score of the image masked by each (Wang et al. 2020)"),
-        Method("ablationcam", "perturb", False, "Ablation-CAM: channels weighted by the score drop when each is zeroed (Desai & Ramaswamy 2020)"),
-        Method("saliency", "input", True, "vanilla gradient: max over colour channels of |d score / d pixel| (Simonyan et al. 2014)"),
-        Method("inputxgrad", "input", True, "input x gradient: |sum over colour channels of x * d score / d x| (Shrikumar et al. 2016)"),
-        Method("guided-backprop", "input", True, "guided backpropagation: only positive gradients through ReLUs (Springenberg et al. 2015)"),
-        Method("guided-gradcam", "input", True, "guided backprop times the Grad-CAM map (Selvaraju et al. 2017)"),
-        Method("integrated-gradients", "input", True, "integrated gradients from a zero baseline, --ig-steps points (Sundararajan et al. 2017)"),
-    )
-}
-CAM_METHODS = tuple(n for n, m in METHODS.items() if m.kind != "input")
-
-
-def resolve_methods(specs: str | Sequence[str]) -> list[str]:
-    """Method names for ``--method`` values (comma lists allowed, 'all' = every method, case and
-    '_' forgiven). Raises UsageError naming close matches."""
-    if isinstance(specs, str):
-        specs = [specs]
-    out: list[str] = []
-    for spec in specs:
-        for term in (t.strip() for t in str(spec).split(",")):
-            key = term.lower().replace("_", "-")
-            aliases = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "ig": "integrated-gradients",
-                       "guidedbackprop": "guided-backprop", "guidedgradcam": "guided-gradcam", "vanilla": "saliency"}
-            key = aliases.get(key.replace("-", ""), key)
-            if key == "all":
-                out.extend(n for n in METHODS if n not in out)
-                continue
-            if key not in METHODS:
-                close = difflib.get_close_matches(key, list(METHODS), n=3, cutoff=0.5)
-                sugg = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-                raise UsageError(f"unknown method {term!r}{sugg}; see 'cnnviz cam --method list'")
-            if key not in out:
-                out.append(key)
-    if not out:
-        raise UsageError("no method given; see 'cnnviz cam --method list'")
-    return out
+# The method table is cnnviz.cammethods (torch-free, shared with the CLI): METHODS, Method,
+# register and resolve_methods are re-exported here.
 
 
 # ---------------------------------------------------------------- layers
@@ -405,17 +348,6 @@ def eigengradcam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     return first_component(grads * acts)
 
 
-CAM_FUNCS: dict[str, Callable[..., torch.Tensor]] = {
-    "gradcam": gradcam,
-    "hirescam": hirescam,
-    "gradcam++": gradcam_pp,
-    "xgradcam": xgradcam,
-    "layercam": layercam,
-    "eigencam": eigencam,
-    "eigengradcam": eigengradcam,
-}
-
-
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(N, h, w) -> (N, H, W) bilinear with half-pixel centres (= cv2.resize INTER_LINEAR)."""
     if tuple(maps.shape[-2:]) == tuple(size):
@@ -508,38 +440,127 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, targets: torch.Tenso
     return x * total
 
 
+def saliency(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, max over colour channels of |d score / d x| (N, H, W))."""
+    logits, g = input_gradients(model, x, targets)
+    return logits, g.abs().amax(1)
+
+
+def input_x_gradient(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, |sum over colour channels of x * d score / d x| (N, H, W))."""
+    logits, g = input_gradients(model, x, targets)
+    return logits, (x * g).sum(1).abs()
+
+
+def guided_backprop(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, |sum over colour channels of the guided gradient| (N, H, W))."""
+    logits, g = input_gradients(model, x, targets, guided=True)
+    return logits, g.sum(1).abs()
+
+
+def guided_gradcam(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, *, layers: Sequence[CamLayer]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, |sum over colour channels of the guided gradient x the [0, 1] Grad-CAM map| (N, H, W))."""
+    if len(layers) != 1:
+        raise UsageError("guided-gradcam takes one layer")
+    logits, gb = input_gradients(model, x, targets, guided=True)
+    _, cam = _cam_map(gradcam, True, model, x, targets, layers)
+    return logits, (gb * minmax(cam)[:, None]).sum(1).abs()
+
+
+def integrated_gradients_map(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, *, ig_steps: int = 50,
+                             batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, |sum over colour channels of the integrated gradients| (N, H, W))."""
+    logits = predict(model, x)
+    check_targets(targets, logits.shape[1])
+    return logits, integrated_gradients(model, x, targets, steps=ig_steps, batch_size=batch_size).sum(1).abs()
+
+
 # ---------------------------------------------------------------- perturbation methods
 
 
-def _zero_score(model: nn.Module, shape: Sequence[int], device: torch.device) -> torch.Tensor:
-    with torch.inference_mode():
-        return _check_logits(model(torch.zeros(1, *shape[1:], device=device)))[0].float()
+# glibc mallopt parameters (malloc.h) and the values restored after the masked passes: the
+# ceiling glibc's own dynamic threshold reaches once a tensor of 32 MiB or more has been freed
+# (DEFAULT_MMAP_THRESHOLD_MAX), and its trim threshold at that point (twice it).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_RESTORE_MMAP, _RESTORE_TRIM = 32 << 20, 64 << 20
 
 
-def scorecam_weights(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, acts: torch.Tensor, *, batch_size: int = 32) -> torch.Tensor:
-    """Score-CAM channel weights (N, C): softmax over channels of the target logit of the image
-    times each channel's map (upsampled bilinearly with aligned corners and min-max scaled, as
-    pytorch-grad-cam). A channel whose map is all zero masks the image to exactly zero: its score
-    is the zero image's, computed once for all of them and every image."""
-    n, c = acts.shape[:2]
-    size = tuple(x.shape[-2:])
-    scores = torch.empty(n, c, dtype=torch.float32, device=x.device)
-    zero = None
-    with eval_mode(model), torch.inference_mode():
-        for i in range(n):
-            live = acts[i].flatten(1).ne(0).any(1)
-            if not bool(live.all()):
-                zero = _zero_score(model, x.shape, x.device) if zero is None else zero
-                scores[i, ~live] = zero[targets[i]]
-            idx = live.nonzero().flatten()
-            for s in range(0, len(idx), batch_size):
-                ch = idx[s:s + batch_size]
-                up = F.interpolate(acts[i, ch][None].float(), size=size, mode="bilinear", align_corners=True)[0]
-                lo = up.flatten(1).min(1).values[:, None, None]
-                hi = up.flatten(1).max(1).values[:, None, None]
-                masks = (up - lo) / (hi - lo + 1e-8)
-                out = _check_logits(model(x[i][None] * masks[:, None]))
-                scores[i, ch] = out[:, targets[i]].float()
+@contextlib.contextmanager
+def _reused_memory() -> Iterator[bool]:
+    """Inside the block, freed tensor memory stays in the process for the next batch (glibc only;
+    elsewhere nothing changes). Each masked forward of a full-size batch allocates buffers of
+    100 MB and more (SqueezeNet's first conv output for 16 images at 224x448); glibc serves them
+    with mmap and returns them on free, so every batch page-faults and zero-fills them again:
+    40-50 % of Score-CAM's CPU time was system time. Afterwards the thresholds are set to what
+    glibc's dynamic ones reach in such a run and the kept memory is handed back (malloc_trim).
+    A user's own MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ is left alone. Yields whether
+    the setting took effect."""
+    if any(os.environ.get(k) for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+        yield False
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError):
+        yield False
+        return
+    try:
+        yield ok
+    finally:
+        libc.mallopt(_M_MMAP_THRESHOLD, _RESTORE_MMAP)
+        libc.mallopt(_M_TRIM_THRESHOLD, _RESTORE_TRIM)
+        libc.malloc_trim(0)
+
+
+class _Forward:
+    """``model(batch)`` -> logits, on the CPU in channels-last memory format: the masked passes of
+    Score-CAM are whole-network forwards of full-size images, and oneDNN's convolutions, max
+    pooling and channel concatenations run 2-2.5x faster on NHWC data than on NCHW (the profile in
+    docs/benchmarks-cam.md); the results are the same up to float32 summation order. Only the
+    input is converted (the model is not touched). A model that cannot take it (a ``view`` that
+    needs contiguous strides) falls back to the plain layout for the rest of the run."""
+
+    def __init__(self, model: nn.Module, device: torch.device):
+        self.model = model
+        self.channels_last = device.type == "cpu"
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and batch.dim() == 4:
+            try:
+                return _check_logits(self.model(batch.contiguous(memory_format=torch.channels_last)))
+            except RuntimeError:
+                self.channels_last = False
+        return _check_logits(self.model(batch))
+
+
+def scorecam_weights(model: nn.Module, x1: torch.Tensor, targets: torch.Tensor, acts1: torch.Tensor, *, point: HookPoint | None = None,
+                     batch_size: int = 32) -> torch.Tensor:
+    """Score-CAM channel weights (K, C) of ONE image ``x1`` (1, 3, H, W) for its K ``targets``:
+    softmax over channels of each target's logit of the image times each channel's map of
+    ``acts1`` (1, C, h, w), upsampled bilinearly with aligned corners and min-max scaled (as
+    pytorch-grad-cam). The K classes share the masked passes (one set, C / ``batch_size``
+    forwards, whatever K). A channel whose map is all zero masks the image to exactly zero: one
+    such channel is scored, the others copy its score. ``point`` is not used."""
+    c = acts1.shape[1]
+    size = tuple(x1.shape[-2:])
+    scores = torch.empty(len(targets), c, dtype=torch.float32, device=x1.device)
+    forward = _Forward(model, x1.device)
+    live = acts1[0].flatten(1).ne(0).any(1)
+    dead = (~live).nonzero().flatten()
+    idx = torch.cat([live.nonzero().flatten(), dead[:1]])
+    with eval_mode(model), torch.inference_mode(), _reused_memory():
+        for s in range(0, len(idx), batch_size):
+            ch = idx[s:s + batch_size]
+            up = F.interpolate(acts1[:, ch].float(), size=size, mode="bilinear", align_corners=True)[0]
+            lo = up.flatten(1).min(1).values[:, None, None]
+            hi = up.flatten(1).max(1).values[:, None, None]
+            masks = (up - lo) / (hi - lo + 1e-8)
+            out = forward(x1 * masks[:, None])
+            scores[:, ch] = out[:, targets].T.float()
+    if len(dead) > 1:
+        scores[:, dead[1:]] = scores[:, dead[:1]]
     return torch.softmax(scores, dim=1)
 
 
@@ -633,26 +654,26 @@ class _Tail:
             handle.remove()
 
 
-def ablationcam_weights(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, acts: torch.Tensor, point: HookPoint,
-                        *, batch_size: int = 32) -> torch.Tensor:
-    """Ablation-CAM channel weights (N, C): (y - y_c) / y, y the target logit and y_c the logit
-    with channel c of the layer's output set to zero. Only the network after the layer runs for
-    the ablated copies (see _Tail); an all-zero channel changes nothing and is skipped (weight 0).
-    pytorch-grad-cam 1.5 replaces a channel by min - 1e7 (cumulating within a batch) instead of
-    zero when the layer's output has no zero: see docs/cam.md."""
-    n, c = acts.shape[:2]
-    weights = torch.zeros(n, c, dtype=torch.float32, device=x.device)
+def ablationcam_weights(model: nn.Module, x1: torch.Tensor, targets: torch.Tensor, acts1: torch.Tensor, *, point: HookPoint,
+                        batch_size: int = 32) -> torch.Tensor:
+    """Ablation-CAM channel weights (K, C) of ONE image ``x1`` (1, 3, H, W) for its K ``targets``:
+    (y - y_c) / y, y the target logit and y_c the logit with channel c of the layer's output
+    ``acts1`` (1, C, h, w) set to zero. Only the network after the layer (at ``point``) runs for
+    the ablated copies (see _Tail), once for all K classes; an all-zero channel changes nothing
+    and is skipped (weight 0). pytorch-grad-cam 1.5 replaces a channel by min - 1e7 (cumulating
+    within a batch) instead of zero when the layer's output has no zero: see docs/cam.md."""
+    c = acts1.shape[1]
+    weights = torch.zeros(len(targets), c, dtype=torch.float32, device=x1.device)
     with eval_mode(model), torch.inference_mode():
-        for i in range(n):
-            tail = _Tail(model, x[i][None], point)
-            y = float(tail(acts[i][None])[0, targets[i]])
-            idx = acts[i].flatten(1).ne(0).any(1).nonzero().flatten()
-            for s in range(0, len(idx), batch_size):
-                ch = idx[s:s + batch_size]
-                batch = acts[i][None].repeat(len(ch), 1, 1, 1)
-                batch[torch.arange(len(ch)), ch] = 0
-                yc = tail(batch)[:, targets[i]].float()
-                weights[i, ch] = (y - yc) / y
+        tail = _Tail(model, x1, point)
+        y = tail(acts1)[0, targets].float()[:, None]
+        idx = acts1[0].flatten(1).ne(0).any(1).nonzero().flatten()
+        for s in range(0, len(idx), batch_size):
+            ch = idx[s:s + batch_size]
+            batch = acts1.repeat(len(ch), 1, 1, 1)
+            batch[torch.arange(len(ch)), ch] = 0
+            yc = tail(batch)[:, targets].T.float()
+            weights[:, ch] = (y - yc) / y
     return weights
 
 
@@ -669,39 +690,59 @@ class Explanation:
     logits: np.ndarray
 
 
-def _map_once(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: str, layers: Sequence[CamLayer],
+def _cam_map(fn: Callable[..., torch.Tensor], grad: bool, model: nn.Module, x: torch.Tensor, targets: torch.Tensor,
+             layers: Sequence[CamLayer]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 'cam' method: one forward (and backward) pass, ``fn(acts, grads)`` per layer, fused."""
+    logits, acts, grads = activations_and_grads(model, x, targets, [layer.point for layer in layers], grad=grad)
+    return logits, fuse([fn(a, g) for a, g in zip(acts, grads)], (int(x.shape[-2]), int(x.shape[-1])))
+
+
+def _image_groups(x: torch.Tensor) -> list[list[int]]:
+    """Rows of ``x`` (N, ...) grouped by equal content, in order of first appearance (the pairs
+    of one image explained for several classes)."""
+    groups: dict[tuple[float, ...], list[list[int]]] = {}
+    out: list[list[int]] = []
+    flat = x.flatten(1)
+    probe = flat[:, :: max(1, flat.shape[1] // 64)].tolist()  # a cheap key; equality decides
+    for i, key in enumerate(map(tuple, probe)):
+        for group in groups.setdefault(key, []):
+            if torch.equal(flat[group[0]], flat[i]):
+                group.append(i)
+                break
+        else:
+            groups[key].append([i])
+            out.append(groups[key][-1])
+    return out
+
+
+def _perturb_map(fn: Callable[..., torch.Tensor], model: nn.Module, x: torch.Tensor, targets: torch.Tensor,
+                 layers: Sequence[CamLayer], options: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 'perturb' method: channel weights ``fn(model, x1, targets, acts1, point=, **options)``
+    per distinct image (its pairs' classes at once) and layer, the weighted activations fused."""
+    logits, acts, _ = activations_and_grads(model, x, targets, [layer.point for layer in layers], grad=False)
+    groups = _image_groups(x)
+    cams = []
+    for layer, a in zip(layers, acts):
+        w = torch.empty(a.shape[:2], dtype=torch.float32, device=a.device)
+        for rows in groups:
+            i = rows[0]
+            w[rows] = fn(model, x[i:i + 1], targets[rows], a[i:i + 1], point=layer.point, **options).float()
+        cams.append(_weighted(w, a.float()))
+    return logits, fuse(cams, (int(x.shape[-2]), int(x.shape[-1])))
+
+
+def _map_once(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: Method, layers: Sequence[CamLayer],
               *, ig_steps: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, raw map (N, H, W)) of one pass of ``method`` on ``x``."""
-    size = (int(x.shape[-2]), int(x.shape[-1]))
-    kind = METHODS[method].kind
-    points = [layer.point for layer in layers]
-    if kind == "cam":
-        logits, acts, grads = activations_and_grads(model, x, targets, points, grad=METHODS[method].grad)
-        return logits, fuse([CAM_FUNCS[method](a, g) for a, g in zip(acts, grads)], size)
-    if kind == "perturb":
-        logits, acts, _ = activations_and_grads(model, x, targets, points, grad=False)
-        cams = []
-        for layer, a in zip(layers, acts):
-            if method == "scorecam":
-                w = scorecam_weights(model, x, targets, a, batch_size=batch_size)
-            else:
-                w = ablationcam_weights(model, x, targets, a, layer.point, batch_size=batch_size)
-            cams.append(_weighted(w, a.float()))
-        return logits, fuse(cams, size)
-    if method == "integrated-gradients":
-        logits = predict(model, x)
-        check_targets(targets, logits.shape[1])
-        return logits, integrated_gradients(model, x, targets, steps=ig_steps, batch_size=batch_size).sum(1).abs()
-    if method == "guided-gradcam":
-        logits, gb = input_gradients(model, x, targets, guided=True)
-        _, cam = _map_once(model, x, targets, "gradcam", layers, ig_steps=ig_steps, batch_size=batch_size)
-        return logits, (gb * minmax(cam)[:, None]).sum(1).abs()
-    logits, g = input_gradients(model, x, targets, guided=method == "guided-backprop")
-    if method == "saliency":
-        return logits, g.abs().amax(1)
-    if method == "inputxgrad":
-        return logits, (x * g).sum(1).abs()
-    return logits, g.sum(1).abs()  # guided-backprop
+    """(logits, raw map (N, H, W)) of one pass of ``method`` on ``x``: its kind's driver around
+    its function, given the options it lists."""
+    given = {"layers": list(layers), "ig_steps": ig_steps, "batch_size": batch_size}
+    options = {k: given[k] for k in method.options if k != "layers" or method.kind == "input"}
+    fn = method.resolve()
+    if method.kind == "cam":
+        return _cam_map(fn, method.grad, model, x, targets, layers)
+    if method.kind == "perturb":
+        return _perturb_map(fn, model, x, targets, layers, options)
+    return fn(model, x, targets, **options)
 
 
 def explain(
@@ -724,8 +765,7 @@ def explain(
     of each image with Gaussian noise of standard deviation ``noise`` x (its max - min), drawn
     from a generator seeded with ``seed``. ``batch_size`` bounds the extra forward passes of
     Score-CAM, Ablation-CAM and integrated gradients."""
-    if method not in METHODS:
-        resolve_methods(method)
+    spec = METHODS[resolve_methods(method)[0]] if method not in METHODS else METHODS[method]
     if smooth < 0:
         raise UsageError(f"--smooth must be 0 (off) or a number of noisy samples, not {smooth}")
     if smooth and not noise > 0:
@@ -737,12 +777,10 @@ def explain(
     t = torch.as_tensor(list(targets) if not isinstance(targets, torch.Tensor) else targets, dtype=torch.long, device=device).flatten()
     if t.numel() != x.shape[0]:
         raise ValueError(f"{t.numel()} targets for {x.shape[0]} images")
-    if METHODS[method].kind != "input" or method == "guided-gradcam":
+    if spec.uses_layers:
         layers = list(layers) if layers else [default_layer(model)]
-    if method == "guided-gradcam" and len(layers) != 1:  # type: ignore[arg-type]
-        raise UsageError("guided-gradcam takes one layer")
     if not smooth:
-        logits, raw = _map_once(model, x, t, method, layers or [], ig_steps=ig_steps, batch_size=batch_size)
+        logits, raw = _map_once(model, x, t, spec, layers or [], ig_steps=ig_steps, batch_size=batch_size)
     else:
         logits = predict(model, x)
         gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -750,7 +788,7 @@ def explain(
         raw = torch.zeros(x.shape[0], *x.shape[-2:], device=device)
         for _ in range(smooth):
             eps = torch.randn(x.shape, generator=gen).to(device) * (noise * span)
-            raw += _map_once(model, x + eps, t, method, layers or [], ig_steps=ig_steps, batch_size=batch_size)[1]
+            raw += _map_once(model, x + eps, t, spec, layers or [], ig_steps=ig_steps, batch_size=batch_size)[1]
         raw /= smooth
     return Explanation(raw=raw.float().cpu().numpy(), norm=minmax(raw.float()).cpu().numpy(), logits=logits.float().cpu().numpy())
 
@@ -777,6 +815,6 @@ def mass_box(m: np.ndarray, *, mass: float = 0.2) -> tuple[int, int, int, int]:
 
 
 __all__ = [
-    "CAM_METHODS", "METHODS", "CamLayer", "Explanation", "Method", "default_layer", "explain", "mass_box", "peak",
-    "check_spatial", "predict", "resolve_layers", "resolve_methods",
+    "METHODS", "CamLayer", "Explanation", "Method", "default_layer", "explain", "mass_box", "peak",
+    "check_spatial", "predict", "register", "resolve_layers", "resolve_methods",
 ]

@@ -6,8 +6,8 @@ cached, output not writable); 2 = the command line asked for something that does
 """
 from __future__ import annotations
 
-__all__ = ["CnnvizError", "UsageError", "SelectionError", "ModelError", "WeightsError", "ImageError", "OutputError",
-           "first_line"]
+__all__ = ["CnnvizError", "UsageError", "SelectionError", "ModelError", "TraceError", "RFError", "WeightsError",
+           "ImageError", "OutputError", "IndexStoreError", "first_line"]
 
 
 def first_line(exc: object, limit: int = 160, *, empty: str | None = None) -> str:
@@ -39,6 +39,14 @@ class ModelError(UsageError):
     """Unknown model name, or a model this command cannot analyse."""
 
 
+class TraceError(ModelError):
+    """torch.fx cannot trace the model (data-dependent control flow, unsupported Python)."""
+
+
+class RFError(ModelError):
+    """The receptive field of a requested layer cannot be computed (exit code 2)."""
+
+
 class WeightsError(CnnvizError):
     """Weights cannot be loaded: not cached offline, bad checkpoint, key/shape mismatch."""
 
@@ -49,3 +57,8 @@ class ImageError(CnnvizError):
 
 class OutputError(CnnvizError):
     """An output cannot be written."""
+
+
+class IndexStoreError(CnnvizError):
+    """An activation index is missing, damaged, busy, or belongs to another model, weights or
+    preprocessing (exit code 1)."""

@@ -30,7 +30,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ModelError
+from .errors import TraceError
 from .util import first_line
 
 __all__ = ["Kind", "OpCall", "PASS_KINDS", "TraceError", "Traced", "as_modules", "op_kind", "op_name", "trace"]
@@ -278,10 +278,6 @@ def as_modules(gm: torch.fx.GraphModule, *, kinds: Iterable[Kind]) -> list[str]:
         gm.graph.erase_node(node)
     gm.recompile()
     return list(taken)
-
-
-class TraceError(ModelError):
-    """torch.fx cannot trace the model (data-dependent control flow, unsupported Python)."""
 
 
 @dataclass(eq=False)

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .errors import CnnvizError, UsageError
+from .errors import IndexStoreError, UsageError
 from .io import write_atomic
 from .scan import Example, LayerStats, image_id
 
@@ -55,11 +55,6 @@ PART_IMAGES = 512
 PART_SECONDS = 60.0
 # What must match for two scans to share an index (the rest, e.g. cnnviz version, is informative).
 _IDENTITY = ("model", "weights_sha256", "preprocess", "stage", "layers")
-
-
-class IndexStoreError(CnnvizError):
-    """An activation index is missing, damaged, busy, or belongs to another model, weights or
-    preprocessing (exit code 1)."""
 
 
 def _pa() -> Any:

@@ -39,6 +39,7 @@ from .device import PRECISIONS, autocast, bf16_native, resolve_device, resolve_p
 from .errors import CnnvizError, SelectionError, UsageError
 from .layers import ConvLayer
 from .models import IMAGENET_MEAN, IMAGENET_STD
+from .progress import Progress
 from .render import fit_text, label_tiles, tile_factor, tile_grid, title_strip, to_uint8, upscale, vstack, wrap_text
 from .select import select_indices
 from .util import device_of, eval_mode, layer_names
@@ -368,7 +369,8 @@ def maximize(
     Targets are optimised ``batch_size`` at a time as one batch; the model runs on its own device.
     ``precision``: 'fp32', 'bf16' (autocast of the forward/backward pass; the image, the optimiser
     and the reported values stay float32) or 'auto' (bf16 where the CPU computes it natively).
-    ``progress``: True for a tqdm bar on stderr, or a callback(done_steps, total_steps).
+    ``progress``: True for the progress bar (cnnviz.progress: on stderr when it is a terminal),
+    or a callback(done_steps, total_steps).
     """
     targets = [int(t) for t in targets]
     _check_targets(model, layer, objective, targets)
@@ -388,13 +390,8 @@ def maximize(
     amp = autocast(precision, device)
 
     total = steps * math.ceil(len(targets) / batch_size)
-    bar, callback = None, None
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc=desc or "maximize", unit="step", leave=False, dynamic_ncols=True)
-    elif callable(progress):
-        callback = progress
+    bar = Progress(total, desc=desc or "maximize", unit="step", quiet=progress is not True)
+    callback = progress if callable(progress) else None
 
     images, values, history = [], [], []
     done = 0
@@ -423,9 +420,8 @@ def maximize(
                         opt.step()
                         hist[i] = obj.detach().float().cpu().numpy()
                         done += 1
-                        if bar is not None:
-                            bar.update(1)
-                            bar.set_postfix(objective=f"{float(hist[i].mean()):.3g}", refresh=False)
+                        if bar.active:
+                            bar.update(1, objective=f"{float(hist[i].mean()):.3g}")
                         if callback is not None:
                             callback(done, total)
                 with torch.no_grad():
@@ -435,8 +431,7 @@ def maximize(
                                        factor=model_size(hw, pad=tf.pad, min_size=min_model_size)[2], mean=mean, std=std))
                 history.append(hist)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     return Maximized(
         targets=targets,
         images=np.concatenate(images),

@@ -44,16 +44,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ModelError
-from .graph import Kind, TraceError, op_name, trace
+from .errors import ModelError, RFError, TraceError
+from .graph import Kind, op_name, trace
 from .layers import ConvLayer, conv_layers, output_shapes
 from .util import device_of, eval_mode, first_line, input_channels, layer_names, pair, parse_size
 
 __all__ = ["Field", "Step", "RFError", "catalog", "layer_fields", "receptive_fields", "trace_fields", "fmt_value"]
-
-
-class RFError(ModelError):
-    """The receptive field of a requested layer cannot be computed (exit code 2)."""
 
 
 @dataclass(frozen=True)

@@ -274,7 +274,7 @@ def reduce_maps(t: torch.Tensor) -> LayerStats:
     return LayerStats(mx.cpu().numpy(), mean.cpu().numpy(), unit.cpu().numpy())
 
 
-Progress = Callable[[int, int], None]
+OnProgress = Callable[[int, int], None]  # (done, total): e.g. cnnviz.progress.Progress.goto
 
 
 @dataclass
@@ -297,7 +297,7 @@ def scan(
     workers: int = 2,
     strict: bool = False,
     on_skip: Callable[[str, str], None] | None = None,
-    on_progress: Progress | None = None,
+    on_progress: OnProgress | None = None,
 ) -> ScanCounts:
     """Run every image of ``paths`` through ``model`` and hand each batch's statistics to
     ``on_batch(positions, {layer name: LayerStats})`` (positions index ``paths``). Decoding runs in

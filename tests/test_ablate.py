@@ -487,3 +487,23 @@ def test_text_table_says_what_was_measured():
     assert text[2].split()[:3] == ["rank", "unit", "agreement_drop"]
     assert text[3].endswith("tabby (agreement -50.0, probability -12.35 pts; 2 img); dog (probability -1.00 pts; 1 img)")
     assert _hurt_text("x", 0.04, 1.0, 1, metric="accuracy") == "x (probability -1.00 pts; 1 img)"
+
+
+def test_cli_progress_is_the_shared_bar_and_quiet_keeps_warnings(cli, setup, monkeypatch):
+    """ablate reports through cnnviz.progress like every long command: a bar on a terminal, none in
+    a pipe; -q mutes the bar and the phase lines, never a warning about a skipped file."""
+    import cnnviz.progress as progress_mod
+
+    t = setup
+    (t / "val" / "dog" / "broken.png").write_bytes(b"not a png")
+    piped = cli(*_args(t, "--no-curves"))
+    assert piped.exit_code == 0, piped.stderr
+    assert "ablate: removing" in piped.stderr and "skipped" in piped.stderr and "\r" not in piped.stderr
+    quiet = cli(*_args(t, "--no-curves", "-q"))
+    assert quiet.exit_code == 0, quiet.stderr
+    assert "ablate: removing" not in quiet.stderr and "skipped" in quiet.stderr
+    monkeypatch.setattr(progress_mod, "MIN_INTERVAL", 0)
+    monkeypatch.setattr(progress_mod, "_isatty", lambda stream: True)
+    shell = cli(*_args(t, "--no-curves"))
+    assert shell.exit_code == 0, shell.stderr
+    assert "ablate" in shell.stderr and "10/10" in shell.stderr, shell.stderr

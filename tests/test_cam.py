@@ -13,9 +13,19 @@ from cnnviz import cam
 from cnnviz.capture import HookPoint, has_hooks
 from cnnviz.errors import ModelError, SelectionError, UsageError
 
-pgc = pytest.importorskip("pytorch_grad_cam")
-captum_attr = pytest.importorskip("captum.attr")
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+
+@pytest.fixture
+def pgc():
+    """pytorch-grad-cam, for the tests that compare with it: only they skip without it (the
+    helpers below that call a reference skip their test the same way)."""
+    return pytest.importorskip("pytorch_grad_cam")
+
+
+def _targets(ts) -> list:
+    """pytorch-grad-cam's targets for class indices ``ts``."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    return [ClassifierOutputTarget(int(t)) for t in ts]
 
 TOL = 1e-4
 
@@ -81,13 +91,13 @@ def _minmax(a: np.ndarray) -> np.ndarray:
 
 
 def _reference(name: str, model: nn.Module, modules: list[nn.Module], x: torch.Tensor, targets) -> np.ndarray:
-    cls = getattr(pgc, REFS[name])
+    cls = getattr(pytest.importorskip("pytorch_grad_cam"), REFS[name])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with cls(model=model, target_layers=modules) as c:
             if name in ("scorecam", "ablationcam"):
                 c.batch_size = 7  # several batches, one partial
-            return c(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+            return c(input_tensor=x, targets=_targets(targets))
 
 
 def _module(model: nn.Module, layer: cam.CamLayer) -> nn.Module:
@@ -121,7 +131,7 @@ def _signed_reference_projection(monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["eigencam", "eigengradcam"])
-def test_eigen_methods_equal_reference_up_to_its_arbitrary_sign(name, tiny_res, monkeypatch):
+def test_eigen_methods_equal_reference_up_to_its_arbitrary_sign(name, tiny_res, monkeypatch, pgc):
     x, targets = _x(4), [0, 1, 2, 3]
     layer = cam.default_layer(tiny_res)
     got = cam.explain(tiny_res, x, targets, method=name, layers=[layer]).norm
@@ -130,15 +140,15 @@ def test_eigen_methods_equal_reference_up_to_its_arbitrary_sign(name, tiny_res, 
     _signed_reference_projection(monkeypatch)
     cls = pgc.EigenCAM if name == "eigencam" else pgc.EigenGradCAM
     with cls(model=tiny_res, target_layers=[_module(tiny_res, layer)]) as c:
-        ref = c(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
+        ref = c(input_tensor=x, targets=_targets(targets))
     assert np.abs(got - ref).max() <= TOL
 
 
-def test_eigencam_unsigned_reference_matches_one_of_the_two_signs(tiny_res):
+def test_eigencam_unsigned_reference_matches_one_of_the_two_signs(tiny_res, pgc):
     x, targets = _x(4), [0, 1, 2, 3]
     layer = cam.default_layer(tiny_res)
     with pgc.EigenCAM(model=tiny_res, target_layers=[_module(tiny_res, layer)]) as c:
-        ref = c(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
+        ref = c(input_tensor=x, targets=_targets(targets))
     _, acts, _ = cam.activations_and_grads(tiny_res, x, torch.tensor(targets), [layer.point], grad=False)
     proj = cam.first_component(acts[0])
     for sign in (1, -1):
@@ -162,6 +172,7 @@ def test_layercam_fuses_several_layers_like_the_reference(tiny_res):
 
 
 def _captum(name: str, model: nn.Module, x: torch.Tensor, t: torch.Tensor, steps: int = 16) -> np.ndarray:
+    captum_attr = pytest.importorskip("captum.attr")  # only the tests comparing with Captum skip without it
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if name == "saliency":
@@ -184,7 +195,7 @@ def test_input_attributions_equal_captum(name, net, request):
     assert not has_hooks(model)
 
 
-def test_guided_backprop_equals_pytorch_grad_cam_and_guided_gradcam_is_its_product(tiny_vgg):
+def test_guided_backprop_equals_pytorch_grad_cam_and_guided_gradcam_is_its_product(tiny_vgg, pgc):
     from pytorch_grad_cam import GuidedBackpropReLUModel
 
     x = _x(1)

@@ -245,7 +245,7 @@ def test_request_fields_and_tags():
                 TopRequest(), ReportRequest(), MaximizeRequest()):
         assert req.device == "auto"
         assert req.precision == ("auto" if isinstance(req, MaximizeRequest) else "fp32")
-    assert UNNAMED_FIELDS == {"device", "precision"}
+    assert UNNAMED_FIELDS == {"device", "precision", "quiet"}
     req = MapsRequest(inputs=ImageInputs(), layers=("0",), device="cuda", precision="bf16")
     assert request_tags(req, [("{}", "device"), ("{}", "precision")]) == []
     from cnnviz.sources import ModelSpec, architecture

@@ -112,3 +112,61 @@ def test_cycle_check_catches_function_level_and_relative_imports(tmp_path):
     assert find_cycle(graph) == ["pkg.a", "pkg.b", "pkg.sub.c", "pkg.a"]
     (pkg / "sub" / "c.py").write_text("other = 2\n")
     assert find_cycle(import_graph(pkg, "pkg")) is None
+
+
+def layer_violations(graph: dict[str, set[str]], low: str, high: str) -> list[str]:
+    """Edges from modules of package ``low`` (or ``low`` itself) to modules of package ``high``."""
+    def inside(m: str, pkg: str) -> bool:
+        return m == pkg or m.startswith(pkg + ".")
+
+    return sorted(f"{m} -> {d}" for m, deps in graph.items() if inside(m, low) for d in deps if inside(d, high))
+
+
+def test_report_does_not_call_back_into_jobs():
+    # cli -> jobs -> report/domain: the site assembles what jobs produce (jobs/report.py runs them)
+    bad = layer_violations(import_graph(ROOT), "cnnviz.report", "cnnviz.jobs")
+    assert not bad, "report/ imports jobs/: " + ", ".join(bad)
+
+
+def test_domain_modules_import_neither_jobs_nor_cli():
+    graph = import_graph(ROOT)
+    domain = {m: d for m, d in graph.items() if not m.startswith(("cnnviz.cli", "cnnviz.jobs", "cnnviz.__main__"))}
+    bad = [v for m in ("cnnviz.jobs", "cnnviz.cli") for v in layer_violations(domain, "cnnviz", m)]
+    assert not bad, "a domain module imports the layer above it: " + ", ".join(bad)
+
+
+def test_layer_check_sees_a_report_to_jobs_import(tmp_path):
+    pkg = tmp_path / "pkg"
+    for sub in ("jobs", "report"):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "jobs" / "top.py").write_text("from ..report import build\n")
+    (pkg / "report" / "build.py").write_text("def f():\n    from ..jobs.top import run\n")
+    graph = import_graph(pkg, "pkg")
+    assert layer_violations(graph, "pkg.report", "pkg.jobs") == ["pkg.report.build -> pkg.jobs.top"]
+    assert layer_violations(graph, "pkg.jobs", "pkg.report") == ["pkg.jobs.top -> pkg.report.build"]
+
+
+def test_error_classes_live_in_errors():
+    # the exception family is one module; private control-flow signals (capture._StopForward) and
+    # the click layer's own exception (cli.common.CommandError) are the exceptions to the rule
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        mod = _module_name(path, ROOT, "cnnviz")
+        if mod in ("cnnviz.errors", "cnnviz.cli.common"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                bases = [ast.unparse(b) for b in node.bases]
+                if any(b.endswith(("Error", "Exception")) for b in bases):
+                    found.append(f"{mod}.{node.name}")
+    assert not found, "exception classes outside cnnviz/errors.py: " + ", ".join(found)
+
+
+def test_moved_errors_keep_their_old_import_names():
+    from cnnviz import errors, graph, index, rf
+
+    assert graph.TraceError is errors.TraceError and issubclass(errors.TraceError, errors.ModelError)
+    assert rf.RFError is errors.RFError and issubclass(errors.RFError, errors.ModelError)
+    assert index.IndexStoreError is errors.IndexStoreError and errors.IndexStoreError.exit_code == 1

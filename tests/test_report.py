@@ -14,7 +14,8 @@ from PIL import Image
 from cnnviz.errors import OutputError
 from cnnviz.io import load_image, preprocess, sample_image_path
 from cnnviz.models import LoadedModel
-from cnnviz.report import MaximizeRequest, ReportImage, build_report
+from cnnviz.jobs.report import index_query
+from cnnviz.report import ReportImage, build_report
 from cnnviz.report import pages as report_pages
 from cnnviz.report.cache import MANIFEST
 
@@ -217,8 +218,8 @@ def test_report_without_images_has_filters_and_fields(tmp_path, capsys):
 def test_maximize_pictures_are_cached_per_channel(tmp_path):
     lm = tiny_model()
     out = tmp_path / "s"
-    req = MaximizeRequest(channels={2: [0, 3]}, steps=3, precision="fp32")
-    res = build_report(lm, images(1), output=str(out), progress=False, maximize=req)
+    res = build_report(lm, images(1), output=str(out), progress=False, maximize={2: [0, 3]}, maximize_steps=3,
+                       maximize_precision="fp32")
     assert res.computed["maximize"] == 2
     d = _layer_data(out, 2)
     assert set(d["maximize"]) == {"0", "3"}
@@ -226,8 +227,8 @@ def test_maximize_pictures_are_cached_per_channel(tmp_path):
         with Image.open(out / e["src"]) as im:
             assert im.size[0] > 0
     assert 'id=maximize' in (out / "layer-02.html").read_text()
-    req = MaximizeRequest(channels={2: [0, 3, 5]}, steps=3, precision="fp32")
-    res = build_report(lm, images(1), output=str(out), progress=False, maximize=req)
+    res = build_report(lm, images(1), output=str(out), progress=False, maximize={2: [0, 3, 5]}, maximize_steps=3,
+                       maximize_precision="fp32")
     assert res.computed == {"maximize": 1} and res.reused["maximize"] == 2
 
 
@@ -245,7 +246,8 @@ def test_cli_report_vgg16_escapes_file_names(cli, tmp_path, monkeypatch, rgb_ima
     assert rec["path"] == os.path.join("out", "index.html") and rec["layers"] == 2 and rec["images"] == 1
     text = (tmp_path / "out" / "index.html").read_text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;.jpg" in text and "<script>alert" not in text
-    assert "report: 2 layer(s)" in r.stderr and "cnnviz report: feature maps" in r.stderr  # progress: stderr only
+    # the summary on stderr; no progress bar, stderr not being a terminal (tests/test_progress.py)
+    assert "report: 2 layer(s)" in r.stderr and "\r" not in r.stderr
 
 
 @pytest.mark.parametrize("args, message", [
@@ -301,7 +303,7 @@ def test_dataset_examples_come_from_a_top_index(tmp_path):
     lm = tiny_model()
     idx = top_index(tmp_path, lm, photos=6, layers=("1", "2"))
     out = tmp_path / "s"
-    res = build_report(lm, images(1), output=str(out), progress=False, index=idx, index_k=3, stage="conv")
+    res = build_report(lm, images(1), output=str(out), progress=False, index=idx, index_k=3, stage="conv", examples=index_query(lm))
     assert res.computed["examples"] == 2
     d = _layer_data(out, 2)
     assert set(d["examples"]) == {str(c) for c in range(8)} and d["index"]["images"] == 6
@@ -314,12 +316,12 @@ def test_dataset_examples_come_from_a_top_index(tmp_path):
             im.verify()
     assert "Dataset examples" in (out / "layer-02.html").read_text()
     assert _layer_data(out, 0)["examples"] == {}
-    again = build_report(lm, images(1), output=str(out), progress=False, index=idx, index_k=3, stage="conv")
+    again = build_report(lm, images(1), output=str(out), progress=False, index=idx, index_k=3, stage="conv", examples=index_query(lm))
     assert again.reused["examples"] == 2 and "examples" not in again.computed
     with torch.no_grad():
         lm.model.features[0].weight.add_(1)
     with pytest.raises(CnnvizError, match="other weights"):
-        build_report(lm, images(1), output=str(out), progress=False, index=idx, stage="conv")
+        build_report(lm, images(1), output=str(out), progress=False, index=idx, stage="conv", examples=index_query(lm))
 
 
 def test_an_index_of_another_stage_is_refused(tmp_path):

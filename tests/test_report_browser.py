@@ -58,13 +58,14 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def tiny_site(tmp_path_factory):
+    from cnnviz.jobs.report import index_query
     from cnnviz.report import build_report
 
     root = tmp_path_factory.mktemp("report")
     lm = tiny_model()
     idx = top_index(root, lm, photos=5, layers=("2",))  # dataset examples on layer 2's channel pages
     out = root / "site"
-    build_report(lm, images(2), output=str(out), progress=False, index=idx, index_k=3)
+    build_report(lm, images(2), output=str(out), progress=False, index=idx, index_k=3, examples=index_query(lm))
     return out
 
 

@@ -246,6 +246,8 @@ def test_random_weights_of_own_model_are_seeded(user_model):
     (["--model", "{d}/model.py:Net", "--labels", "{d}/two.txt"], ["has 2 names", "outputs 3 classes"]),
 ])
 def test_each_bad_source_is_one_clear_line(cli, user_model, args, fragments):
+    if any(a.startswith("timm:") for a in args):
+        pytest.importorskip("timm")  # the suggestion comes from timm's own model list
     d, _ = user_model
     torch.save({"conv.weight": torch.zeros(1)}, d / "wrong.pth")
     (d / "labels.txt.pt").write_bytes(b"not a zip archive at all")
@@ -378,11 +380,15 @@ def test_corrupt_torchscript_is_one_line(cli, archives):
 
 # ---------------------------------------------------------------- timm (random weights)
 
-timm = pytest.importorskip("timm")
+
+@pytest.fixture
+def timm():
+    """The timm package, for the tests that need it: only they skip without it."""
+    return pytest.importorskip("timm")
 
 
 @pytest.mark.parametrize("name, layer", [("resnet10t", "0"), ("convnext_atto", "1"), ("efficientnet_b0", "2")])
-def test_timm_maps_equal_the_timm_module_run_by_hand(cli, tmp_path, rgb_image, name, layer):
+def test_timm_maps_equal_the_timm_module_run_by_hand(cli, tmp_path, rgb_image, name, layer, timm):
     r = cli("maps", str(rgb_image), "--model", f"timm:{name}", "--weights", "none", "--seed", "4", "-l", layer,
             "--size", "64", "--npy", "-o", str(tmp_path), "--json")
     assert r.exit_code == 0, r.stderr
@@ -406,7 +412,7 @@ def test_timm_maps_equal_the_timm_module_run_by_hand(cli, tmp_path, rgb_image, n
     np.testing.assert_allclose(np.load(rec["path"][:-len(".png")] + ".npy"), seen[0][0].numpy(), rtol=1e-4, atol=1e-4)
 
 
-def test_timm_checkpoint_and_pretrained_cfg(cli, tmp_path):
+def test_timm_checkpoint_and_pretrained_cfg(cli, tmp_path, timm):
     torch.manual_seed(1)
     ref = timm.create_model("convnext_atto", pretrained=False, num_classes=7).eval()
     torch.save(ref.state_dict(), tmp_path / "convnext.pth")
@@ -426,6 +432,7 @@ def test_timm_checkpoint_and_pretrained_cfg(cli, tmp_path):
     assert cats[:3] == ["tench", "goldfish", "great white shark"] and cats[281] == ResNet50_Weights.DEFAULT.meta["categories"][281]
 
 
+@pytest.mark.usefixtures("timm")
 def test_timm_pretrained_without_a_cached_file_is_one_line_and_never_downloads(cli, tmp_path, monkeypatch):
     import socket
 

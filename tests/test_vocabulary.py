@@ -15,9 +15,9 @@ from cnnviz.cli.common import (BREAKING, CONCEPTS, DEPRECATED, PER_COMMAND, Depr
                                resolve_deprecated)
 
 ROOT = Path(__file__).resolve().parent.parent
-# Concepts whose decorators other parts of the CLI declare (device/precision, progress): they are
+# Concepts whose decorators other parts of the CLI declare (device/precision): they are
 # checked for one meaning, one short flag and their defaults, not for coming from this module.
-ELSEWHERE = {"--device", "--precision", "--quiet"}
+ELSEWHERE = {"--device", "--precision"}
 
 
 def _table_script():

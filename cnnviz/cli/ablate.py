@@ -9,7 +9,7 @@ import click
 from . import cli
 from .layers import _json_format
 from .common import (batch_size_option, channels_option, crop_option, device_options, info, json_option, layer_option, model_options,
-                     out, output_option, size_option, stage_option, top_option)
+                     out, output_option, quiet_option, size_option, stage_option, top_option)
 
 
 @cli.command()
@@ -51,7 +51,7 @@ from .common import (batch_size_option, channels_option, crop_option, device_opt
               help="The ranked table on stdout: aligned text (--top rows), TSV or one JSON object (every unit).")
 @json_option(help="The run as one JSON object on stdout (as --format json).")
 @output_option(help="Folder for the chart, the curves (PNG, CSV) and the run's JSON (created if needed).")
-@click.option("-q", "--quiet", is_flag=True, default=False, help="No progress messages on stderr.")
+@quiet_option  # the shared -q/--quiet: no bar and no phase lines (warnings still show)
 @device_options(note="ablate takes fp32 only: bf16 rounding is larger than many of the drops it measures.")
 def ablate(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: str | None, groups: tuple[str, ...],
            labels_from: str | None, ablation: str, per_class: bool, sort: str, top: int, curves: bool, stage: str,
@@ -86,8 +86,8 @@ def ablate(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channel
     req = AblateRequest(images=images, model=model, layers=layers, stage=stage, channels=channels, groups=groups,
                         labels_from=labels_from, ablation=ablation, per_class=per_class, sort=sort, top=top, curves=curves,
                         size=size, crop=crop, max_pixels=max_pixels, batch_size=batch_size, workers=workers, strict=strict,
-                        device=device, precision=precision)
-    say = (lambda _m: None) if quiet else info
+                        device=device, precision=precision, quiet=quiet)
+    say = info
     written: list[str] = []
     result = run_ablate(req, output=Output(output, on_record=lambda r: written.append(r["path"])), say=say, stdin=sys.stdin)
     if fmt == "json":

@@ -5,14 +5,43 @@ from typing import Any
 
 import click
 
+from ..cammethods import users
 from . import cli
 from .common import (batch_size_option, captions_option, class_option, cmap_option, deprecated_aliases, device_options,
-                     image_options, info, json_option, layer_option, model_options, out, output_option, sink,
-                     stage_option, top_option)
+                     image_options, info, json_option, layer_option, model_options, out, output_option, quiet_option,
+                     sink, stage_option, top_option)
 
-# Literal so that --help needs no torch import; a test checks it equals cnnviz.cam.METHODS.
-METHOD_NAMES = ("gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "eigencam", "eigengradcam", "scorecam",
-                "ablationcam", "saliency", "inputxgrad", "guided-backprop", "guided-gradcam", "integrated-gradients")
+
+class _RegistryHelp(click.Option):
+    """An option whose help is written from the cam method registry (cnnviz.cammethods, no torch)
+    when help is shown, so a method registered after import is listed too."""
+
+    def __init__(self, *args: Any, help_from: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._help_from = help_from
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        self.help = self._help_from()
+        return super().get_help_record(ctx)
+
+
+def _method_help() -> str:
+    from ..cammethods import METHODS
+
+    return (f"Method(s), repeatable or comma-separated: {', '.join(METHODS)}; 'all' for every one (one comparison "
+            "sheet); 'list' to describe them.")
+
+
+def _ig_help() -> str:
+    from ..cammethods import users
+
+    return f"Points of the Gauss-Legendre path integral ({', '.join(users('ig_steps'))})."
+
+
+def _complete_methods(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    from ..cammethods import METHODS
+
+    return [n for n in (*METHODS, "all", "list") if n.startswith(incomplete.lower())]
 
 
 @cli.command()
@@ -27,10 +56,10 @@ METHOD_NAMES = ("gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "eig
                    "'*terrier'), an index, a slice.  [default: the top-1 prediction]")
 @top_option(help="Explain the K most probable classes of each image.")
 @click.option("-M", "--method", "methods", multiple=True, default=("gradcam",), show_default=True, metavar="NAME",
-              help="Method(s), repeatable or comma-separated; 'all' for every one (one comparison sheet); "
-                   "'list' to list them.")
+              cls=_RegistryHelp, help_from=_method_help, shell_complete=_complete_methods, is_eager=True,
+              callback=lambda ctx, _param, value: _list_methods(ctx) if _asks_list(value) else value)
 @click.option("--ig-steps", type=click.IntRange(min=1), default=50, show_default=True, metavar="N",
-              help="Integrated gradients: points of the Gauss-Legendre path integral.")
+              cls=_RegistryHelp, help_from=_ig_help)
 @click.option("--smooth", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
               help="SmoothGrad: average each map over N noisy copies of the image (0 = off).")
 @click.option("--noise", type=float, default=0.15, show_default=True, metavar="S",
@@ -47,12 +76,13 @@ METHOD_NAMES = ("gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "eig
 @click.option("--sanity", is_flag=True,
               help="Sanity check (Adebayo 2018): randomise the layers from the top down and write a strip of the "
                    "re-computed maps with Spearman and SSIM to the original.")
-@batch_size_option(16, help="Images per pass, and masked inputs per pass for scorecam/ablationcam/integrated-gradients.")
+@batch_size_option(16, help=f"Images per pass, and the inputs per pass of the extra forwards of {'/'.join(users('batch_size'))}.")
 @captions_option(help="Title and legend (--no-captions: the heat map only).")
 @device_options(note="bf16 runs the forward-only methods (eigencam, scorecam, ablationcam); the others need "
                      "float32 gradients.")
 @output_option()
 @json_option
+@quiet_option
 @deprecated_aliases("cam")
 def cam(inputs: Any, output: str, as_json: bool, methods: tuple[str, ...], captions: bool, **options: Any) -> None:
     """Why the model decided: class activation maps and gradient attributions over the image.
@@ -71,18 +101,19 @@ def cam(inputs: Any, output: str, as_json: bool, methods: tuple[str, ...], capti
       cnnviz cam --sample --method gradcam,saliency --metrics --sanity -o out/
       cnnviz cam --method list
     """
-    if any(m.strip().lower() == "list" for spec in methods for m in spec.split(",")):
-        _list_methods()
-        return
     from ..jobs.cam import CamRequest, run_cam
 
     run_cam(CamRequest(inputs=inputs, methods=methods, bare=not captions, **options), output=sink(output, as_json=as_json), say=info)
 
 
-def _list_methods() -> None:
-    from ..cam import METHODS
+def _asks_list(values: tuple[str, ...]) -> bool:
+    return any(m.strip().lower() == "list" for spec in values for m in spec.split(","))
 
-    kinds = {"cam": "layer, gradients", "perturb": "layer, masked forwards", "input": "input gradients"}
+
+def _list_methods(ctx: click.Context) -> None:
+    """``--method list``: every registered method, then exit (before any input is read, like --help)."""
+    from ..cammethods import METHODS
+
     for m in METHODS.values():
-        kind = "layer" if m.kind == "cam" and not m.grad else kinds[m.kind]
-        out(f"{m.name:<22}{kind:<24}{m.summary}")
+        out(f"{m.name:<22}{m.describe():<24}{m.summary}")
+    ctx.exit(0)

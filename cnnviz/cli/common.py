@@ -198,10 +198,12 @@ def emit(record: dict[str, Any], *, as_json: bool) -> None:
 
 
 def out(text: str) -> None:
-    """One line of the command's data on the real stdout (see io.data_stdout)."""
+    """One line of the command's data on the real stdout (see io.data_stdout); a progress bar on
+    the same terminal is cleared first and redrawn below it (cnnviz.progress.around_bars)."""
     from ..io import stdout_text
+    from ..progress import around_bars
 
-    click.echo(text, file=stdout_text())
+    around_bars(lambda line: click.echo(line, file=stdout_text()))(text)
 
 
 def _jsonable(v: Any) -> Any:
@@ -538,3 +540,13 @@ def device_options(precision: str = "fp32", note: str = "") -> Callable[[F], F]:
                            "is named on stderr), cpu, cuda, cuda:N or mps.")(f)
 
     return deco
+
+
+# ---------------------------------------------------------------- progress (every long command)
+
+
+def quiet_option(f: F) -> F:
+    """-q/--quiet: no progress bar. The command receives ``quiet`` and puts it in its request (the
+    job's cnnviz.progress.Progress is silent then, as it is whenever stderr is not a terminal)."""
+    return _vocab("--quiet", "quiet", is_flag=True, default=False,
+                  help="No progress on stderr (a progress bar is drawn only when stderr is a terminal).")(f)

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from . import cli
-from .common import (batch_size_option, check_stream, cmap_option, crop_option, device_options, examples_option,
+from .common import (quiet_option, batch_size_option, check_stream, cmap_option, crop_option, device_options, examples_option,
                      index_option, info,
                      json_option, layer_option, model_options, out, output_option, size_option, stage_option, top_option)
 
@@ -55,10 +55,11 @@ from .common import (batch_size_option, check_stream, cmap_option, crop_option, 
 @click.option("--npy", is_flag=True, help="Also write the CKA matrix (rows A's layers, columns B's) as .npy.")
 @click.option("--no-pictures", is_flag=True, help="No heat map PNG, only the numbers.")
 @output_option(help="Folder for the heat map (created if needed); '-' streams the PNG to stdout.")
+@quiet_option
 @json_option(help="Print the written files' records, then the comparison as one JSON object (matrix, profile, units).")
 def compare(images: tuple[str, ...], model: Any, with_source: str, with_weights: str, with_model_args: str | None,
             layers: tuple[str, ...], with_layers: tuple[str, ...], stage: str, spatial: str, kernel: str, same_units: bool,
-            top: int,
+            top: int, quiet: bool,
             size: str | None, crop: bool, max_pixels: int | None, batch_size: int, workers: int | None, strict: bool,
             cmap: str, index: str | None, with_index: str | None, examples: int, device: str, precision: str, npy: bool,
             no_pictures: bool, output: str, as_json: bool) -> None:
@@ -98,7 +99,7 @@ def compare(images: tuple[str, ...], model: Any, with_source: str, with_weights:
                          stage=stage, spatial=spatial, kernel=kernel, same_units=same_units, top=top, size=size, crop=crop,
                          max_pixels=max_pixels, batch_size=batch_size, workers=workers, strict=strict, npy=npy,
                          picture=not no_pictures, cmap=cmap, index=index, with_index=with_index, examples=examples,
-                         device=device, precision=precision)
+                         device=device, precision=precision, quiet=quiet)
 
     def on_record(rec: dict[str, Any]) -> None:
         if as_json:

@@ -8,7 +8,7 @@ import click
 from . import cli
 from .common import (batch_size_option, captions_option, channels_option, cmap_option, deprecated_aliases,
                      device_options, image_options, info, json_option, layer_option, model_options, norm_option,
-                     output_option, sink, stage_option, tile_option, top_option)
+                     output_option, quiet_option, sink, stage_option, tile_option, top_option)
 
 
 @cli.command()
@@ -40,6 +40,7 @@ from .common import (batch_size_option, captions_option, channels_option, cmap_o
 @device_options()
 @output_option()
 @json_option
+@quiet_option
 @deprecated_aliases("maps")
 def maps(inputs: Any, output: str, as_json: bool, captions: bool, **options: Any) -> None:
     """Feature maps of images at conv layers: one grid PNG per image and layer.

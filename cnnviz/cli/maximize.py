@@ -1,15 +1,14 @@
 """`cnnviz maximize`: synthesise the input each channel (or class) responds to most."""
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
 
 from . import cli
 from .common import (batch_size_option, captions_option, channels_option, class_option, deprecated_aliases,
-                     device_options, info, json_option, layer_option, model_options, output_option, sink, size_option,
-                     stage_option)
+                     device_options, info, json_option, layer_option, model_options, output_option, quiet_option, sink,
+                     size_option, stage_option)
 
 
 @cli.command()
@@ -39,6 +38,7 @@ from .common import (batch_size_option, captions_option, channels_option, class_
 @captions_option(help="Title and channel numbers on grids.")
 @click.option("--npy", is_flag=True, help="Also save the image batch as .npy, (N, H, W, 3) float32 in [0, 1].")
 @json_option
+@quiet_option
 @deprecated_aliases("maximize")
 def maximize(output: str, as_json: bool, captions: bool, **options: Any) -> None:
     """Synthesise the image each channel responds to most (activation maximization).
@@ -63,4 +63,4 @@ def maximize(output: str, as_json: bool, captions: bool, **options: Any) -> None
     from ..jobs.maximize import MaximizeRequest, run_maximize
 
     run_maximize(MaximizeRequest(titles=captions, **options), output=sink(output, as_json=as_json),
-                 say=info, progress=sys.stderr.isatty())
+                 say=info)

@@ -6,8 +6,8 @@ from typing import Any
 import click
 
 from . import cli
-from .common import (batch_size_option, cmap_option, device_options, emit, examples_option, image_options,
-                     index_option, info, json_option, layer_option, model_options, output_option, stage_option,
+from .common import (batch_size_option, cmap_option, device_options, emit, examples_option, image_options, index_option,
+                     info, json_option, layer_option, model_options, output_option, quiet_option, stage_option,
                      top_option)
 
 
@@ -47,6 +47,7 @@ from .common import (batch_size_option, cmap_option, device_options, emit, examp
 @click.option("--force", is_flag=True, help="Write into a folder holding an index.html that cnnviz did not write.")
 @device_options(note="bf16 applies to the feature maps and --maximize; the --cam Grad-CAMs run in fp32.")
 @json_option
+@quiet_option
 def report(inputs: Any, output: str, as_json: bool, examples: int, **options: Any) -> None:
     """Write a static HTML site to explore a model on your images: open DIR/index.html.
 
@@ -71,4 +72,4 @@ def report(inputs: Any, output: str, as_json: bool, examples: int, **options: An
     from ..jobs.report import ReportRequest, run_report
 
     run_report(ReportRequest(inputs=inputs, index_k=examples, **options), output=Output(output, on_record=lambda r: emit(r, as_json=as_json)),
-               say=info, progress=None)
+               say=info)

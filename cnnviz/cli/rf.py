@@ -7,7 +7,7 @@ import click
 
 from . import cli
 from .common import (channels_option, deprecated_aliases, device_options, image_options, info, json_option,
-                     layer_option, model_options, output_option, sink)
+                     layer_option, model_options, output_option, quiet_option, sink)
 
 
 @cli.command()
@@ -35,6 +35,7 @@ from .common import (channels_option, deprecated_aliases, device_options, image_
 @device_options()
 @output_option()
 @json_option
+@quiet_option
 @deprecated_aliases("rf")
 def rf(inputs: Any, output: str, as_json: bool, channels: str | None, **options: Any) -> None:
     """Receptive fields: which input pixels a unit of a conv layer sees.

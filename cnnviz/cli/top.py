@@ -10,8 +10,8 @@ from click.core import ParameterSource
 from . import cli
 from .common import (CONTEXT_SETTINGS, CnnvizCommand, batch_size_option, channels_option, check_stream, cmap_option,
                      crop_option, deprecated_aliases, device_options, emit, examples_option, index_option, info,
-                     json_option, layer_option, model_options, out, output_option, size_option, stage_option,
-                     tile_option)
+                     json_option, layer_option, model_options, out, output_option, quiet_option, size_option,
+                     stage_option, tile_option)
 
 
 class _TopCommand(CnnvizCommand):
@@ -82,12 +82,13 @@ class _TopCommand(CnnvizCommand):
                    "at most the part in flight; rerunning the command resumes.")
 @device_options(note="top takes fp32 only: bf16 would reorder near ties in rankings compared across scans.")
 @json_option
+@quiet_option
 @deprecated_aliases("top")
 def top(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: str | None,
         examples: int, score: str, bottom: bool, stage: str, size: str | None, crop: bool, max_pixels: int | None,
         batch_size: int, workers: int | None, strict: bool, index: str | None, image: str | None, shard: str | None,
         engine: str, overlay: bool, separate: bool, tile: int, cmap: str, max_side: int, no_pictures: bool, output: str,
-        part_images: int, part_seconds: float, as_json: bool, device: str, precision: str) -> None:
+        part_images: int, part_seconds: float, as_json: bool, device: str, precision: str, quiet: bool) -> None:
     """Dataset examples: for each channel, the K images that excite it most, cropped to the
     receptive field of the unit where its map peaks.
 
@@ -123,7 +124,7 @@ def top(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: 
                      workers=workers, strict=strict, index=index, image=image, shard=shard, engine=engine,
                      pictures=not no_pictures, overlay=overlay, separate=separate, tile=tile, cmap=cmap, max_side=max_side,
                      part_images=part_images, part_seconds=part_seconds, given=given, device=device,
-                     precision=precision)
+                     precision=precision, quiet=quiet)
     if image is not None:
         if output == "-":
             from ..errors import UsageError

@@ -15,7 +15,13 @@ Every job has the same shape:
   unless an already loaded ``model`` is given (benchmarks and notebooks pass one), writes each file
   through ``output.png`` / ``output.npy`` and calls ``output.report(record)`` once per file, in
   order: a JSON-ready dict with at least ``"path"``;
-* ``say(message)`` for notes and the closing summary (the CLI sends them to stderr), never print.
+* ``say(message)`` for notes and the closing summary (the CLI sends them to stderr), never print;
+* a long job (maps, rf --effective, cam, top, report, maximize) shows its progress through
+  :class:`cnnviz.progress.Progress` (a tqdm bar on stderr when it is a terminal), off with the
+  request's ``quiet`` field (the CLI's ``-q/--quiet``), which names no file.
+
+Dependencies point one way: cli -> jobs -> report/ and the domain modules. A job that shows
+other jobs' work (report: cam, top) runs them itself and hands them to the builder.
 
 :class:`Output` is the sink: ``Output("dir")`` writes atomically into a folder, ``Output("-")``
 streams exactly one PNG to stdout (``output.prepare(n_files)`` refuses anything else, up front);

@@ -28,6 +28,7 @@ from ..errors import ImageError, UsageError
 from ..io import indices_tag, output_name, write_atomic
 from ..maps import resolve_channels
 from ..models import LoadedModel
+from ..progress import Progress, around_bars
 from ..scan import Preprocess, expand_images, load_batches
 from ..select import index_ranges
 from ..sources import ModelSpec, architecture, as_spec, load
@@ -73,6 +74,7 @@ class AblateRequest:
     strict: bool = False
     device: str = "auto"
     precision: str = "fp32"
+    quiet: bool = False
 
 
 @dataclass
@@ -317,6 +319,7 @@ def run_ablate(req: AblateRequest, *, output: Output, model: LoadedModel | None 
     return the result, units ranked by their drop in ``req.sort``. Usage errors come before
     weights or pixels are read (except label checks, which need the model's class names)."""
     t0 = time.perf_counter()
+    say = around_bars(say)  # skipped files are reported while the bar is drawn
     _check(req)
     if output.streaming:
         raise UsageError("ablate writes a chart, curves and a JSON file: give an output folder with -o DIR, not -o -")
@@ -353,47 +356,60 @@ def run_ablate(req: AblateRequest, *, output: Output, model: LoadedModel | None 
     device = device_of(net)
     images = _Images(paths, prep, batch_size=req.batch_size, workers=req.workers or 0, strict=req.strict, say=say, device=device)
     split = ab.LayerSplit(net, layer.point)
+    phase = quiet if req.quiet else say  # what the run is doing: muted by --quiet, warnings are not
     if not split.traced:
-        say(f"ablate: {split.why} after {layer.name}: every ablation runs the whole network (slower)")
+        phase(f"ablate: {split.why} after {layer.name}: every ablation runs the whole network (slower)")
 
-    def with_labels() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for x, pos in images:
-            yield x, label_arr[pos]
+    passes = 1 + (req.ablation == "mean") + bool(req.curves and len(units) >= 2)
+    progress = Progress(passes * len(paths), desc="ablate", unit="image", quiet=req.quiet)
 
-    fill = None
-    if req.ablation == "mean":
-        say(f"ablate: averaging {layer.name} over {len(paths)} image(s)")
-        fill = ab.mean_activation(split, (x for x, _ in images))
-    say(f"ablate: removing {len(units)} unit(s) of {layer.name} on {len(paths)} image(s)")
-    was_traced = split.traced
-    effects = ab.measure(split, with_labels(), [u for _, u in units], fill=fill)
-    if was_traced and not split.traced:
-        say(f"ablate: {split.why} after {layer.name}: every ablation runs the whole network (slower)")
-    if effects.images < 2:
-        raise UsageError(f"ablate needs at least 2 readable images, got {effects.images}")
-    order = ab.ranking(effects, by=req.sort)
-    drops = {m: effects.drop(m) for m in ab.METRICS}
-    ranked: list[Unit] = []
-    for rank, i in enumerate(order, 1):
-        label, chans = units[i]
-        hurts = []
-        if req.per_class:
-            hurts = [(c, names[c] if c < len(names) else str(c), a, p, k) for c, a, p, k in ab.hurt_classes(effects, i)]
-        ranked.append(Unit(label, chans, float(effects.accuracy[1 + i]) * 100, float(effects.probability[1 + i]) * 100,
-                           float(effects.logit[1 + i]), float(drops["accuracy"][i]), float(drops["probability"][i]),
-                           float(drops["logit"][i]), rank, hurts))
-    result = AblateResult(model_name=lm.name, layer=layer.name, channels=count, images=effects.images, ablation=req.ablation,
-                          labels=req.labels_from or "model", sort=req.sort,
-                          intact={"accuracy": float(effects.accuracy[0]) * 100, "probability": float(effects.probability[0]) * 100,
-                                  "logit": float(effects.logit[0])},
-                          units=ranked, traced=split.traced, why=split.why, skipped=len(images.bad))
-    if req.curves and len(units) >= 2:
-        say(f"ablate: removal curves ({len(ab.RANDOM_SEEDS) + 2} orders)")
-        points = ab.curve_points(len(units))
-        plan = ab.curve_sets([u for _, u in units], ab.curve_orders(order), points)
-        curve = ab.measure(split, with_labels(), [chans for _, _, chans in plan], fill=fill)
-        for j, (name, k, _) in enumerate(plan):
-            result.curves.setdefault(name, []).append((k, float(curve.accuracy[1 + j]) * 100, float(curve.probability[1 + j]) * 100))
+    try:
+        def with_labels() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for x, pos in images:
+                yield x, label_arr[pos]
+                progress.update(len(pos))
+            progress.update(len(images.bad))  # skipped files count as done
+
+        def pixels() -> Iterator[torch.Tensor]:
+            for x, _ in with_labels():
+                yield x
+
+        fill = None
+        if req.ablation == "mean":
+            phase(f"ablate: averaging {layer.name} over {len(paths)} image(s)")
+            fill = ab.mean_activation(split, pixels())
+        phase(f"ablate: removing {len(units)} unit(s) of {layer.name} on {len(paths)} image(s)")
+        was_traced = split.traced
+        effects = ab.measure(split, with_labels(), [u for _, u in units], fill=fill)
+        if was_traced and not split.traced:
+            phase(f"ablate: {split.why} after {layer.name}: every ablation runs the whole network (slower)")
+        if effects.images < 2:
+            raise UsageError(f"ablate needs at least 2 readable images, got {effects.images}")
+        order = ab.ranking(effects, by=req.sort)
+        drops = {m: effects.drop(m) for m in ab.METRICS}
+        ranked: list[Unit] = []
+        for rank, i in enumerate(order, 1):
+            label, chans = units[i]
+            hurts = []
+            if req.per_class:
+                hurts = [(c, names[c] if c < len(names) else str(c), a, p, k) for c, a, p, k in ab.hurt_classes(effects, i)]
+            ranked.append(Unit(label, chans, float(effects.accuracy[1 + i]) * 100, float(effects.probability[1 + i]) * 100,
+                               float(effects.logit[1 + i]), float(drops["accuracy"][i]), float(drops["probability"][i]),
+                               float(drops["logit"][i]), rank, hurts))
+        result = AblateResult(model_name=lm.name, layer=layer.name, channels=count, images=effects.images, ablation=req.ablation,
+                              labels=req.labels_from or "model", sort=req.sort,
+                              intact={"accuracy": float(effects.accuracy[0]) * 100, "probability": float(effects.probability[0]) * 100,
+                                      "logit": float(effects.logit[0])},
+                              units=ranked, traced=split.traced, why=split.why, skipped=len(images.bad))
+        if req.curves and len(units) >= 2:
+            phase(f"ablate: removal curves ({len(ab.RANDOM_SEEDS) + 2} orders)")
+            points = ab.curve_points(len(units))
+            plan = ab.curve_sets([u for _, u in units], ab.curve_orders(order), points)
+            curve = ab.measure(split, with_labels(), [chans for _, _, chans in plan], fill=fill)
+            for j, (name, k, _) in enumerate(plan):
+                result.curves.setdefault(name, []).append((k, float(curve.accuracy[1 + j]) * 100, float(curve.probability[1 + j]) * 100))
+    finally:
+        progress.close()
     _write(req, result, output=output, unit="groups" if req.groups else "channels")
     result.seconds = time.perf_counter() - t0
     return result

@@ -18,6 +18,7 @@ from ..io import indices_tag, output_name, text_tag
 from ..maps import iter_batches
 from ..models import LoadedModel
 from ..optimize import resolve_classes
+from ..progress import Progress
 from ..render import check_cmap
 from ..sources import ModelSpec, architecture, as_spec, load
 from ..util import device_of, eval_mode
@@ -54,6 +55,7 @@ class CamRequest:
     bare: bool = False
     device: str = "auto"
     precision: str = "fp32"
+    quiet: bool = False
 
 
 @dataclass
@@ -117,6 +119,8 @@ def _run_cam(req: CamRequest, *, where: Placement, output: Output, model: Loaded
     cells: list[tuple[_Pair, dict[str, np.ndarray], dict[str, Record]]] = []
     n_images = 0
     summary: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
+    # one step per map (image x class x method): --method all --top 2 on a big model is minutes
+    progress = Progress(len(sources) * per_image * len(methods), desc="cam", unit="map", quiet=req.quiet)
     for batch in iter_batches(req.inputs.read(lm), batch_size=per_pass, key=lambda im: im.x.shape):
         x = torch.from_numpy(np.stack([im.x for im in batch])).to(device_of(net))
         logits = predict(net, x)
@@ -138,8 +142,10 @@ def _run_cam(req: CamRequest, *, where: Placement, output: Output, model: Loaded
         ts = [p.target for p in pairs]
         maps: dict[str, Any] = {}
         for method in methods:
+            progress.describe(f"cam {method}")
             maps[method] = explain(net, xs, ts, method=method, layers=layers, ig_steps=req.ig_steps, smooth=req.smooth,
                                    noise=req.noise, seed=spec.seed, batch_size=per_pass)
+            progress.update(len(pairs))
         for j, pair in enumerate(pairs):
             per_norm: dict[str, np.ndarray] = {}
             per_record: dict[str, Record] = {}
@@ -170,6 +176,7 @@ def _run_cam(req: CamRequest, *, where: Placement, output: Output, model: Loaded
             if sheet:
                 cells.append((pair, per_norm, per_record))
         n_images += len(batch)
+    progress.close()
     if sheet:
         # the sheet is named after its first image: the other images, the methods (unless all)
         # and the classes are tags
@@ -186,7 +193,7 @@ def _run_cam(req: CamRequest, *, where: Placement, output: Output, model: Loaded
 
 def _uses_layers(method: str) -> bool:
     """Whether ``method`` reads a layer (CAMs, guided Grad-CAM) rather than the input alone."""
-    return METHODS[method].kind != "input" or method == "guided-gradcam"
+    return METHODS[method].uses_layers
 
 
 def _shown(method: str, norm: np.ndarray) -> tuple[np.ndarray, float]:
@@ -252,7 +259,7 @@ def _tags(req: CamRequest, arch: LoadedModel, layers: list[CamLayer] | None, met
     a sheet, the integrated-gradients steps, SmoothGrad, colours, layout and the input size."""
     smooth = req.smooth > 0
     options = [("top{}", "top")] if len(methods) > 1 else []
-    options += [("ig{}", "ig_steps")] if "integrated-gradients" in methods else []
+    options += [("ig{}", "ig_steps")] if any(METHODS[m].uses("ig_steps") for m in methods) else []
     options += [("smooth{}", "smooth")] + ([("noise{}", "noise")] if smooth else [])
     options += [("{}", "cmap"), ("alpha{}", "alpha"), ("bare", "bare")]
     where = [text_tag("layer-", ",".join(layer.name for layer in layers), count=len(layers))] if layers else []

@@ -29,6 +29,7 @@ from ..render import check_cmap
 from ..scan import Preprocess, expand_images, load_batches
 from ..sources import ModelSpec, architecture, as_spec, load
 from ..util import device_of
+from ..progress import Progress, around_bars
 from .output import Output, Record, Say, quiet
 from .top import batch_preprocess, default_workers
 
@@ -78,6 +79,7 @@ class CompareRequest:
     examples: int = 9
     device: str = "auto"
     precision: str = "fp32"
+    quiet: bool = False
 
 
 @dataclass
@@ -163,6 +165,7 @@ def run_compare(req: CompareRequest, *, output: Output | None = None, model: Loa
     architecture), then write the heat map (and with ``npy`` the matrix) through ``output`` and
     report one record per file. ``model``/``with_model``: already loaded A and B."""
     t0 = time.perf_counter()
+    say = around_bars(say)  # skipped files are reported while the bar is drawn
     output = Output(".") if output is None else output
     _check(req)
     where = place(req.device, req.precision, say=say, bf16_refused=_BF16_REFUSED)
@@ -209,8 +212,9 @@ def run_compare(req: CompareRequest, *, output: Output | None = None, model: Loa
     workers = max(1, default_workers() // 2) if req.workers is None else req.workers
     flat = req.spatial == "flatten"
     stream = _Stream(la, layers_a, req.stage, gram=flat), _Stream(lb, layers_b, req.stage, gram=flat)
-    skipped, dropped, done, last = 0, 0, 0, time.perf_counter()
-    with stream[0].capture, stream[1].capture:
+    skipped, dropped, done = 0, 0, 0
+    with stream[0].capture, stream[1].capture, Progress(len(paths), desc="compare", unit="image",
+                                                         quiet=req.quiet) as progress:
         steps = zip(load_batches(paths, prep_a, batch_size=req.batch_size, workers=workers),
                     load_batches(paths, prep_b, batch_size=req.batch_size, workers=workers))
         for step_a, step_b in steps:
@@ -232,9 +236,7 @@ def run_compare(req: CompareRequest, *, output: Output | None = None, model: Loa
                         mini.update(*(_kernel(req, f, rows) for f, rows in ((fa, ia), (fb, ib))))
                     else:
                         dropped += len(ok)
-            if time.perf_counter() - last >= 5.0:
-                say(f"compare: {done:,}/{len(paths):,} images")
-                last = time.perf_counter()
+            progress.goto(done)
     used = (units_cka.n if units_cka is not None else 0) if mini is None else mini.n + dropped
     if used - dropped < MIN_IMAGES or (mini is not None and mini.k == 0):
         raise ImageError(f"only {used - dropped} readable image(s) in minibatches of {MIN_IMAGES} or more; "

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import models as _models
+from ..errors import RFError
 from ..models import LoadedModel, conv_counts, weight_members, weights_enum
-from ..rf import RFError, catalog, layer_fields
+from ..rf import catalog, layer_fields
 from ..sources import ModelSpec, architecture, as_spec
 from ..util import parse_size
 from .inputs import model_input_size

@@ -16,6 +16,7 @@ from ..maps import (SheetRow, iter_batches, layer_stats, render_grid, render_she
                     stream_maps)
 from ..models import LoadedModel
 from ..io import indices_tag, output_name
+from ..progress import Progress
 from ..errors import UsageError
 from ..render import check_cmap, check_picture_size, grid_shape
 from ..sources import ModelSpec, architecture, as_spec, load
@@ -51,6 +52,7 @@ class MapsRequest:
     batch_size: int = 8
     device: str = "auto"
     precision: str = "fp32"
+    quiet: bool = False
 
 
 def run_maps(req: MapsRequest, *, output: Output, model: LoadedModel | None = None, say: Say = quiet) -> None:
@@ -68,8 +70,8 @@ def run_maps(req: MapsRequest, *, output: Output, model: LoadedModel | None = No
         req = replace(req, batch_size=1)  # the program takes batches of one only: same pictures, one forward per image
     every = conv_layers(lm.model)
     run = _MapsRun(req, lm, [every[i] for i in indices], output)
-    with where.autocast(lm.model):
-        run.run(req.inputs.read(lm))
+    with where.autocast(lm.model), Progress(n_inputs, desc="maps", unit="image", quiet=req.quiet) as progress:
+        run.run(req.inputs.read(lm), progress=progress)
     say(f"maps: {run.written} files for {run.n_images} image(s), {len(run.layers)} layer(s) of {lm.name} "
         f"({lm.weights}, stage {req.stage}) in {time.perf_counter() - t0:.1f}s")
 
@@ -114,7 +116,7 @@ class _MapsRun:
     written: int = 0
     _sheets: dict[int, list[tuple[int, SheetRow]]] = field(default_factory=dict)
 
-    def run(self, inputs: Any) -> None:
+    def run(self, inputs: Any, *, progress: Progress) -> None:
         req = self.req
         pending: list[InputImage] = []
 
@@ -127,6 +129,7 @@ class _MapsRun:
                 if req.sheet:
                     for k, im in enumerate(batch):
                         self._write_sheet(im, sorted(self._sheets.get(k, []), key=lambda r: r[0]))
+                progress.update(len(batch))
 
         def on_layer(_b: int, layer: ConvLayer, arr: np.ndarray) -> None:
             # The images of a batch are rendered and encoded on all cores (NumPy and zlib release

@@ -51,13 +51,15 @@ class MaximizeRequest:
     separate: bool = False
     titles: bool = True
     npy: bool = False
+    quiet: bool = False
 
 
 def run_maximize(req: MaximizeRequest, *, output: Output, model: LoadedModel | None = None, say: Say = quiet,
-                 progress: bool | Callable[[int, int], None] = False) -> None:
+                 progress: Callable[[int, int], None] | None = None) -> None:
     """Optimise one image per target and write them (a grid per layer, or one PNG each) through
     ``output``. Usage errors come before the weights load; ``model`` is used as given (its
-    device wins over ``req.device``). ``progress``: a progress bar on stderr, or a callback."""
+    device wins over ``req.device``). ``progress``: a callback(done_steps, total_steps) instead
+    of the progress bar (cnnviz.progress; none with ``req.quiet``)."""
     if req.classes and (req.layers or req.channels):
         raise UsageError("use either --class or --layer/--channels, not both")
     if not req.classes and not req.layers:
@@ -101,7 +103,8 @@ def run_maximize(req: MaximizeRequest, *, output: Output, model: LoadedModel | N
                     decorrelate=(req.param == "fft") if req.decorrelate is None else req.decorrelate,
                     transforms=Transforms() if req.transforms else None)
     for lay, targets in jobs:
-        _run_one(req, lm, lay, targets, settings=settings, output=output, say=say, progress=progress, device=dev)
+        _run_one(req, lm, lay, targets, settings=settings, output=output, say=say, device=dev,
+                 progress=progress if progress is not None else not req.quiet)
 
 
 def _num_classes(lm: LoadedModel) -> int:

@@ -29,14 +29,14 @@ def default(request_type: type, name: str) -> Any:
 
 # Request fields that never reach a file name: where and in what precision the model ran does not
 # change what the picture shows (scripts/device_check.py compares the numbers), and a rerun on
-# another device must find, and replace, the same files.
-UNNAMED_FIELDS = frozenset({"device", "precision"})
+# another device must find, and replace, the same files; nor does a progress bar (quiet).
+UNNAMED_FIELDS = frozenset({"device", "precision", "quiet"})
 
 
 def request_tags(req: Any, options: Sequence[tuple[str, str]]) -> list[str]:
     """File-name tags of the fields of request dataclass ``req`` that differ from their defaults:
     each (tag, field name) as in io.option_tags (('top{}', 'top') -> 'top8' when top=8). Fields
-    in UNNAMED_FIELDS (device, precision) give no tag."""
+    in UNNAMED_FIELDS (device, precision, quiet) give no tag."""
     return option_tags([(tag, getattr(req, name), default(type(req), name)) for tag, name in options
                         if name not in UNNAMED_FIELDS])
 

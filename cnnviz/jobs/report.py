@@ -3,13 +3,19 @@
 The job checks the request on the architecture (no weights read), loads the model, preprocesses
 the images as every other command does, names them as the user gave them, and hands everything
 to :func:`cnnviz.report.build_report`; it reports one record, ``index.html``'s, with the counts.
+The other jobs a report shows (`cam` on its images, `top` answering from an index) are run from
+here and handed to the site builder (:func:`cam_maker`, :func:`index_query`): dependencies point
+one way, jobs -> report, and the site never calls back into the jobs.
 """
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from ..capture import hook_points
 from ..device import place
@@ -19,13 +25,15 @@ from ..layers import ConvLayer, conv_layers, select_layers
 from ..models import LoadedModel
 from ..optimize import DEFAULT_STEPS
 from ..render import check_cmap
-from ..report import MaximizeRequest, ReportImage, ReportResult, build_report
+from ..report import CamMaker, ExampleQuery, ReportImage, ReportResult, build_report
 from ..report.build import DEFAULT_TOP
 from ..report.examples import check_index
 from ..select import select_indices
 from ..sources import ModelSpec, architecture, as_spec, load
+from .cam import CamRequest, run_cam
 from .inputs import ImageInputs, parse_image_size
-from .output import Output, Say, quiet
+from .output import Output, Record, Say, quiet
+from .top import TopRequest, run_top
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,15 +66,15 @@ class ReportRequest:
     force: bool = False
     device: str = "auto"
     precision: str = "fp32"
+    quiet: bool = False
 
 
-def run_report(req: ReportRequest, *, output: Output, model: LoadedModel | None = None, say: Say = quiet,
-               progress: bool | None = False) -> ReportResult:
+def run_report(req: ReportRequest, *, output: Output, model: LoadedModel | None = None, say: Say = quiet) -> ReportResult:
     """Write the report into the folder of ``output`` and report one record (``path``: its
     index.html, with the counts of :class:`cnnviz.report.ReportResult`). Every usage error is
     raised before weights or pixels are read and before the folder is created. ``model``: an
-    already loaded model (else ``req.model`` is loaded); ``progress``: False nothing, True a bar
-    on stderr, None a bar on a terminal and else one line per phase (what the CLI uses)."""
+    already loaded model (else ``req.model`` is loaded). A progress bar on stderr when it is a
+    terminal, unless ``req.quiet``."""
     t0 = time.perf_counter()
     check_cmap(req.cmap)
     if output.streaming:
@@ -86,13 +94,13 @@ def run_report(req: ReportRequest, *, output: Output, model: LoadedModel | None 
 
     lm = model or load(spec, device=where.device)
     images = list(_images(req.inputs, lm))
-    maximize = MaximizeRequest(channels=max_jobs, steps=req.steps or DEFAULT_STEPS, seed=spec.seed,
-                               precision=where.precision) if req.maximize else None
     res = build_report(lm, images, output=output.target, layers=[conv_layers(lm.model)[lay.index] for lay in chosen],
-                       stage=req.stage, top=req.top, cmap=req.cmap, batch_size=req.batch_size, maximize=maximize,
-                       include=req.include, index=req.index, index_k=req.index_k, force=req.force, prune=req.prune,
-                       preprocessing=_preprocessing(req.inputs, lm), architecture=net, progress=progress,
-                       cam=spec if req.cam else None, precision=where.precision)
+                       stage=req.stage, top=req.top, cmap=req.cmap, batch_size=req.batch_size,
+                       maximize=max_jobs if req.maximize else None, maximize_steps=req.steps or DEFAULT_STEPS,
+                       maximize_seed=spec.seed, maximize_precision=where.precision, include=req.include,
+                       index=req.index, index_k=req.index_k, examples=index_query(lm) if req.index else None,
+                       force=req.force, prune=req.prune, preprocessing=_preprocessing(req.inputs, lm), architecture=net,
+                       progress=not req.quiet, cam=cam_maker(spec, lm) if req.cam else None, precision=where.precision)
     output.report({"path": res.index, "kind": "report", "folder": res.output, "model": lm.name, "weights": lm.weights,
                    "layers": res.layers, "images": res.images, "channels": res.channels, "pages": res.pages,
                    "computed": res.computed, "reused": res.reused, "bytes": res.bytes, "seconds": round(res.seconds, 3)})
@@ -149,3 +157,83 @@ def _preprocessing(inputs: ImageInputs, lm: LoadedModel) -> str:
     else:
         prep = f"shorter side resized to {target} px, aspect kept"
     return prep + f"; normalised with mean {tuple(round(v, 4) for v in lm.mean)}, std {tuple(round(v, 4) for v in lm.std)}"
+
+
+# ---------------------------------------------------------------- the jobs a report shows
+
+
+def index_query(lm: LoadedModel) -> ExampleQuery:
+    """The report's dataset examples: the `top` job answering one layer of an index alone (no
+    forward pass), one strip per channel (80 px patches) written into the folder it is given."""
+
+    def query(*, index: str, layer: int, k: int, into: str) -> list[Record]:
+        records: list[Record] = []
+        req = TopRequest(index=index, layers=(str(layer),), k=k, separate=True, tile=80, quiet=True)
+        run_top(req, output=Output(into, on_record=records.append), model=lm)
+        return records
+
+    return query
+
+
+def cam_maker(model: ModelSpec | str, lm: LoadedModel) -> CamMaker:
+    """The report's class activation maps: the `cam` job on the report's images (already
+    preprocessed: at the report's size, so no --size/--crop tags of their own), ``model`` the
+    ModelSpec or source it resolves layers on, ``lm`` the loaded network it runs."""
+
+    def make(images: list[ReportImage], *, methods: tuple[str, ...], save: Callable[..., str]) -> list[Record]:
+        sink = _Sink(save)
+        run_cam(CamRequest(inputs=_Inputs(images), model=model, methods=methods, quiet=True),  # type: ignore[arg-type]
+                output=sink, model=lm)  # type: ignore[arg-type]
+        return sink.records
+
+    return make
+
+
+@dataclass
+class _CamImage:
+    """What the cam job reads of an input (its duck-typed InputImage)."""
+
+    source: str
+    label: str
+    x: np.ndarray
+    display: np.ndarray
+
+
+class _Inputs:
+    """The cam job's ImageInputs over images already preprocessed by the report (no --size/--crop)."""
+
+    size = None
+    crop = False
+
+    def __init__(self, images: list[ReportImage]):
+        self.images = images
+
+    def check(self, **_: Any) -> list[str]:
+        return [im.id for im in self.images]
+
+    def read(self, lm: Any) -> Any:
+        return iter([_CamImage(im.id, im.id, im.x, im.display) for im in self.images])
+
+
+class _Sink:
+    """The cam job's Output: each PNG through the report's ``save`` (its content-derived names), the records kept."""
+
+    streaming = False
+
+    def __init__(self, save: Callable[..., str]):
+        self.save = save
+        self.records: list[Record] = []
+        self.written = 0
+
+    def prepare(self, files: int | None, *, npy: bool = False, message: str | None = None) -> None:
+        pass
+
+    def png(self, name: str, image: Any, *, metadata: Any = None, palette: Any = None) -> str:
+        return self.save(name, image, metadata=metadata, palette=palette)
+
+    def npy(self, name: str, array: np.ndarray) -> str:
+        raise UsageError("the report keeps no .npy files")
+
+    def report(self, record: Record) -> None:
+        self.written += 1
+        self.records.append(record)

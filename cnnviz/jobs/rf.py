@@ -10,12 +10,13 @@ import numpy as np
 import torch
 
 from ..device import place
-from ..errors import CnnvizError, UsageError
+from ..errors import CnnvizError, RFError, UsageError
 from ..fields import effective_fields, mass_square, peak_units
 from ..io import indices_tag, output_name, size_tag
 from ..layers import ConvLayer, conv_layers, select_layers
 from ..models import LoadedModel
-from ..rf import RFError, catalog, layer_fields, receptive_fields
+from ..progress import Progress, around_bars
+from ..rf import catalog, layer_fields, receptive_fields
 from ..rfdraw import (ProfileSeries, box_colors, draw_boxes, effective_panel, legend_rows, margin_for, panel_sheet,
                       profile_figure)
 from ..select import select_indices
@@ -47,6 +48,7 @@ class RFRequest:
     ignore_gates: bool = False
     device: str = "auto"
     precision: str = "fp32"
+    quiet: bool = False
 
 
 def run_rf(req: RFRequest, *, output: Output, model: LoadedModel | None = None, say: Say = quiet) -> None:
@@ -66,7 +68,7 @@ def run_rf(req: RFRequest, *, output: Output, model: LoadedModel | None = None, 
         return
     if req.at is not None and req.channel is not None and not req.effective:
         raise UsageError("--at and --channels both choose the unit; give one (or use both with --effective)")
-    run = _RFRun(req, output, say)
+    run = _RFRun(req, output, around_bars(say))  # --effective prints each image's fields under its bar
     run.run(model)
     say(f"rf: {run.written} file(s) for {len(run.layers)} layer(s) of {run.spec.source} in {time.perf_counter() - t0:.1f}s")
 
@@ -134,6 +136,8 @@ class _RFRun:
         if n_inputs or not req.effective:
             n_inputs = len(req.inputs.check())
         self.noise_only = n_inputs == 0
+        self.n_inputs = n_inputs
+        self.progress = Progress(quiet=True)  # --effective: one step per backward pass (see run)
         # every requested field must exist (at a nominal size: fields depend on it only via adaptive pooling)
         if not self.layers:
             self.layers = _stage_ends(net, every, req.ignore_gates, size=nominal)
@@ -179,7 +183,10 @@ class _RFRun:
         self.layers = [by_name[lay.name] for lay in self.layers]
         # fields from the architecture alone ('meta': no compute where the source allows), whatever the weights
         self.meta_net = arch.model
-        with self.where.autocast(self.lm.model if self.needs_weights else None):
+        if req.effective:  # one backward pass per sample and unit batch: the slow part of rf
+            self.progress = Progress(max(self.n_inputs, 1) * req.samples, desc="rf effective", unit="pass",
+                                     quiet=req.quiet)
+        with self.where.autocast(self.lm.model if self.needs_weights else None), self.progress:
             if self.noise_only:
                 self._effective_noise()
                 return
@@ -264,6 +271,7 @@ class _RFRun:
         for i in range(xs.shape[0]):  # one input at a time: bounded memory on big nets
             for g, add in zip(grads, effective_fields(self.lm.model, xs[i:i + 1], targets)):
                 g += add / xs.shape[0]
+            self.progress.update()
         colors = box_colors(len(entries))
         margin = margin_for([e["box"] for e in entries], *hw)
         panels = []

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -36,12 +35,13 @@ from ..util import parse_size
 from ..maps import resolve_channels
 from ..models import LoadedModel, weights_digest
 from ..sources import ModelSpec, architecture, load, parse_source
-from ..patches import (Patch, Row, crop_window, map_on_input, overlay_patch, page_rows, paginate_examples, render_examples,
-                       window_values)
+from ..patches import Patch, Row, page_rows, paginate_examples, render_examples
+from ..progress import Progress, around_bars
 from ..rayscan import ray_scan
 from ..render import Picture, check_cmap
 from ..rf import Field, receptive_fields
 from ..scan import SCORES, Example, LayerStats, Preprocess, TopK, expand_images, image_id, in_shard, parse_shard, scan
+from ..topdraw import display_cache, example_row, example_title, overlay_maps
 from .output import Output, Record, Say, default, quiet, request_tags
 
 ENGINES = ("local", "ray")
@@ -96,6 +96,7 @@ class TopRequest:
     given: frozenset[str] = frozenset()
     device: str = "auto"
     precision: str = "fp32"
+    quiet: bool = False
 
 
 @dataclass
@@ -305,6 +306,7 @@ _STAND_IN = Patch(np.zeros((1, 1, 3), np.uint8), "-0.000123", "image_000000.jpg"
 
 
 def _scan(req: TopRequest, *, output: Output, model: LoadedModel | None, say: Say, stdin: TextIO | None) -> TopResult:
+    say = around_bars(say)  # skipped files are reported while the scan's bar is drawn
     arch = model or architecture(_spec(req))
     layers, chans = _select(req, arch.model, model_name=_spec(req).source)
     hook_points(arch.model, layers, req.stage)  # --stage act not available: usage error now
@@ -328,7 +330,6 @@ def _scan(req: TopRequest, *, output: Output, model: LoadedModel | None, say: Sa
     workers = default_workers() if req.workers is None else req.workers
     layers = [conv_layers(lm.model)[lay.index] for lay in layers]  # the real modules
     field_of = _fields(arch.model, layers, _input_hw(prep))  # on 'meta' for registry models: free
-    progress = _Progress(say)
     result = TopResult(layers=[], model_name=lm.name, weights=lm.weights, stage=req.stage, prep=prep, model=lm,
                        missing=len(missing))
 
@@ -343,8 +344,10 @@ def _scan(req: TopRequest, *, output: Output, model: LoadedModel | None, say: Sa
             for name, t in tops.items():
                 t.update(ids[pos], stats[name])
 
-        counts = scan(lm.model, layers, paths, prep=prep, on_batch=on_batch, stage=req.stage, batch_size=req.batch_size,
-                      workers=workers, strict=req.strict, on_skip=skip, on_progress=progress)
+        with Progress(len(paths), desc="top", unit="image", quiet=req.quiet) as progress:
+            counts = scan(lm.model, layers, paths, prep=prep, on_batch=on_batch, stage=req.stage,
+                          batch_size=req.batch_size, workers=workers, strict=req.strict, on_skip=skip,
+                          on_progress=progress.goto)
         result.scanned, result.skipped, result.images = counts.scanned, len(counts.skipped), counts.scanned
         path_of = dict(zip(ids.tolist(), paths))
         for lay in layers:
@@ -390,9 +393,10 @@ def _scan(req: TopRequest, *, output: Output, model: LoadedModel | None, say: Sa
                 writer.skip(path, message)
 
             try:
-                counts = scan(lm.model, layers, todo, prep=prep, on_batch=on_index_batch, stage=req.stage,
-                              batch_size=req.batch_size, workers=workers, strict=req.strict, on_skip=skip_and_record,
-                              on_progress=progress)
+                with Progress(len(todo), desc="top", unit="image", quiet=req.quiet) as progress:
+                    counts = scan(lm.model, layers, todo, prep=prep, on_batch=on_index_batch, stage=req.stage,
+                                  batch_size=req.batch_size, workers=workers, strict=req.strict,
+                                  on_skip=skip_and_record, on_progress=progress.goto)
             except BaseException:
                 # Ctrl-C, --strict, a full disk...: the complete batches are committed, so the
                 # same command continues from here (the buffer never holds a partial batch).
@@ -582,15 +586,9 @@ def _rank_new_image(req: TopRequest, idx: ActivationIndex, layers: Sequence[Conv
 # ---------------------------------------------------------------- pictures
 
 
-def _title(req: TopRequest, *, model_name: str, weights: str, layer: ConvLayer, stage: str, images: int, rf: int,
-           channel: int | None = None) -> str:
-    """The title of a layer's grid (or, with ``channel``, of that channel's strip)."""
-    head = (f"{model_name} {weights} \u00b7 layer {layer.index} {layer.name}" + (f" ({layer.alias})" if layer.alias else "")
-            + f" \u00b7 stage {stage}" + ("" if channel is None else f" \u00b7 channel {channel}"))
-    order = "lowest" if req.bottom else "highest"
-    return (f"{head}\nthe {req.k} images with the {order} {req.score} activation, per channel (row), of {images:,}; "
-            f"patch = receptive field ({rf} px) of the peak unit, hatched = zero padding"
-            + ("; map overlaid" if req.overlay else ""))
+def _title(req: TopRequest, **kw: Any) -> str:
+    """The title of a layer's grid (or, with ``channel``, of that channel's strip): topdraw's, with the request's ranking."""
+    return example_title(k=req.k, score=req.score, bottom=req.bottom, overlay=req.overlay, **kw)
 
 
 def _draw(req: TopRequest, result: TopResult, *, output: Output, model: LoadedModel | None) -> Iterator[LayerResult]:
@@ -598,11 +596,14 @@ def _draw(req: TopRequest, result: TopResult, *, output: Output, model: LoadedMo
     lm = result.model or model
     if req.overlay and lm is None:  # a query: the index's own model and weights, checked by hash
         lm = _index_weights(req, need="--overlay", otherwise="rerun the query without --overlay")
-    displays = _Displays(result.prep)  # type: ignore[arg-type]
+    displays = display_cache(result.prep)
     for lr in result.layers:
-        maps = _overlay_maps(req, lr, lm, result.prep, result.stage) if req.overlay else {}  # type: ignore[arg-type]
+        maps: dict[tuple[int, int], np.ndarray] = {}
+        if req.overlay and lm is not None:
+            maps = overlay_maps(lm.model, lr.layer, lr.examples, prep=result.prep, stage=result.stage,
+                                batch_size=req.batch_size)
         channels = list(lr.examples)
-        rows = [_row(req, c, lr.examples[c], displays, maps) for c in channels]
+        rows = [example_row(c, lr.examples[c], displays, maps, cmap=req.cmap, alpha=req.alpha) for c in channels]
         rf = lr.field.as_dict()["receptive_field"]
         kind = f"{'bottom' if req.bottom else 'top'}-{req.score}"
         meta = {"Software": "cnnviz", "model": result.model_name, "weights": result.weights, "layer": lr.layer.index,
@@ -652,34 +653,6 @@ def _tags(req: TopRequest, result: TopResult, layer: ConvLayer, channels: list[i
             "nocrop" if prep is not None and not prep.crop else None]
 
 
-def _row(req: TopRequest, c: int, entries: list[Record], displays: _Displays,
-         maps: dict[tuple[int, int], np.ndarray]) -> Row:
-    """Channel ``c``'s row: its patches, whose pixels are made only when their page is drawn."""
-    norm = max([abs(e["max"]) for e in entries] + [1e-12])  # one scale per row: patches compare
-    patches = []
-    for e in entries:
-        name = os.path.basename(e["path"])
-        if not os.path.isfile(e["path"]):
-            name = "(missing) " + name
-        patches.append(Patch(partial(_pixels, req, e, c, displays, maps, norm), f"{e['score']:.3g}", name))
-    return Row(f"{c}", patches)
-
-
-def _pixels(req: TopRequest, e: Record, c: int, displays: _Displays, maps: dict[tuple[int, int], np.ndarray],
-            norm: float) -> np.ndarray:
-    """The window of example ``e`` (its map blended over it with ``overlay``); padding only when
-    the file was deleted or can no longer be read since the scan."""
-    disp = displays.get(e["path"])
-    if disp is None:
-        return crop_window(np.zeros((0, 0, 3), np.uint8), tuple(e["box"]))[0]
-    pix, inside = crop_window(disp, tuple(e["box"]))
-    m = maps.get((e["image"], c))
-    if m is not None:
-        v = window_values(map_on_input(m, disp.shape[:2]), tuple(e["box"])) / norm
-        pix = overlay_patch(pix, inside, v, cmap=req.cmap, alpha=req.alpha)
-    return pix
-
-
 def _refuse(path: str, message: str) -> None:
     """An unreadable --image: its own message (a scan's --strict note would not apply)."""
     raise ImageError(message)
@@ -694,83 +667,6 @@ def _index_weights(req: TopRequest, *, model: LoadedModel | None = None, need: s
         raise IndexStoreError(f"{need} needs the weights of index {req.index!r} ({prov['weights']}), but those "
                               f"loaded now differ (sha256); {otherwise}")
     return lm
-
-
-class _Displays:
-    """Preprocessed display images (H, W, 3) of the example files, each read once while it stays
-    in a cache of at most ``budget`` bytes (least recently used out first), or None when a file
-    can no longer be read. A run of 512 channels x 25 examples may name thousands of images."""
-
-    def __init__(self, prep: Preprocess, *, budget: int = 512 << 20):
-        self.prep, self.budget, self.held = prep, budget, 0
-        self.cache: OrderedDict[str, np.ndarray | None] = OrderedDict()
-
-    def get(self, path: str) -> np.ndarray | None:
-        if path in self.cache:
-            self.cache.move_to_end(path)
-            return self.cache[path]
-        try:
-            disp: np.ndarray | None = self.prep(path)[1]
-        except ImageError:
-            disp = None
-        self.cache[path] = disp
-        self.held += 0 if disp is None else disp.nbytes
-        while self.held > self.budget and len(self.cache) > 1:
-            _, old = self.cache.popitem(last=False)
-            self.held -= 0 if old is None else old.nbytes
-        return disp
-
-
-def _overlay_maps(req: TopRequest, lr: LayerResult, lm: LoadedModel | None, prep: Preprocess, stage: str) -> dict[tuple[int, int], np.ndarray]:
-    """{(image id, channel): the channel's map (h, w)} for the examples of one layer: one forward
-    pass per batch of distinct example images, to the layer only."""
-    import torch
-
-    from ..capture import capture
-
-    if lm is None:
-        return {}
-    want: dict[str, set[int]] = {}
-    ident: dict[str, int] = {}
-    for c, entries in lr.examples.items():
-        for e in entries:
-            want.setdefault(e["path"], set()).add(c)
-            ident[e["path"]] = e["image"]
-    out: dict[tuple[int, int], np.ndarray] = {}
-    paths = list(want)
-    for i in range(0, len(paths), req.batch_size):
-        xs, ok = [], []
-        for p in paths[i : i + req.batch_size]:
-            try:
-                xs.append(prep(p)[0])
-                ok.append(p)
-            except ImageError:
-                continue
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for j, x in enumerate(xs):
-            by_shape.setdefault(x.shape, []).append(j)
-        for group in by_shape.values():
-            m = capture(lm.model, torch.from_numpy(np.stack([xs[j] for j in group])), [lr.layer.name], stage=stage)[lr.layer.name]
-            arr = m.float().cpu().numpy()
-            for row, j in enumerate(group):
-                for c in want[ok[j]]:
-                    out[(ident[ok[j]], c)] = arr[row, c].copy()
-    return out
-
-
-class _Progress:
-    """A progress line on stderr at most every few seconds (and at the end)."""
-
-    def __init__(self, say: Say, every: float = 5.0):
-        self.say, self.every = say, every
-        self.t0 = self.last = time.perf_counter()
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.perf_counter()
-        if now - self.last >= self.every or done == total:
-            rate = done / max(now - self.t0, 1e-9)
-            self.say(f"top: {done:,}/{total:,} images ({rate:.1f}/s)")
-            self.last = now
 
 
 # ---------------------------------------------------------------- merging

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,26 +25,18 @@ from ..io import ensure_dir, save_png
 from ..layers import ConvLayer, conv_layers
 from ..maps import iter_batches, stream_maps
 from ..models import LoadedModel, weights_digest
+from ..optimize import DEFAULT_STEPS
+from ..progress import Progress
 from ..rf import catalog
 from ..util import device_of
 from . import pages, pictures
 from .site import ReportImage, Site
 from .cache import Cache, digest
-from .cams import image_cams
-from .examples import check_index, index_examples
+from .cams import CamMaker, image_cams
+from .examples import ExampleQuery, check_index, index_examples
 
 DEFAULT_TOP = 16
 SHEET_MAPS = 8
-
-
-@dataclass
-class MaximizeRequest:
-    """Channels to synthesise per layer index, and the optimiser's settings."""
-
-    channels: dict[int, list[int]]
-    steps: int = 256
-    seed: int = 0
-    precision: str = "auto"
 
 
 @dataclass
@@ -64,34 +55,6 @@ class ReportResult:
     bytes: int = 0
 
 
-class Progress:
-    """One progress bar on stderr for the whole build. ``mode``: True a bar, None a bar on a
-    terminal and else one line per phase, False nothing."""
-
-    def __init__(self, total: int, mode: bool | None = None):
-        self.quiet = mode is False
-        self.tty = sys.stderr.isatty() if mode is None else bool(mode)
-        self.bar = None
-        if self.tty:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, file=sys.stderr, unit="step", dynamic_ncols=True, leave=False)
-
-    def phase(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.set_description(text)
-        elif not self.quiet:
-            print(f"cnnviz report: {text}", file=sys.stderr)
-
-    def step(self, n: int = 1) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def build_report(
     lm: LoadedModel,
     images: Sequence[ReportImage],
@@ -102,14 +65,18 @@ def build_report(
     top: int = DEFAULT_TOP,
     cmap: str = "viridis",
     batch_size: int = 8,
-    maximize: MaximizeRequest | None = None,
+    maximize: Mapping[int, Sequence[int]] | None = None,
+    maximize_steps: int = DEFAULT_STEPS,
+    maximize_seed: int = 0,
+    maximize_precision: str = "auto",
     include: Sequence[str] = (),
     index: str | None = None,
     index_k: int = 9,
-    cam: Any = None,
+    examples: ExampleQuery | None = None,
+    cam: CamMaker | None = None,
     force: bool = False,
     prune: bool = False,
-    progress: bool | None = False,
+    progress: bool = False,
     preprocessing: str = "",
     workers: int | None = None,
     architecture: Any = None,
@@ -119,17 +86,20 @@ def build_report(
 
     ``layers``: conv layers of ``lm.model`` to include (default all); ``stage``: 'act' or 'conv'
     (see cnnviz.capture); ``top``: maps shown per image on a layer page before 'show all';
-    ``maximize``: channels to synthesise; ``include``: folders of other cnnviz commands' pictures
-    (cam, top, maps, ...) to copy in and show on the page of their layer or image (see
-    _include); ``index``: a `cnnviz top --index` folder of the same model and weights, whose
-    ``index_k`` best images per channel go on the channel pages; ``preprocessing``: a sentence
-    for the model page; ``cam``: the model's ModelSpec (or source) to run the `cam` job with,
-    showing each image's Grad-CAM of its top class on the model page (None: no CAM); ``progress``: False (default: quiet, a library call), True (a bar on
-    stderr), None (a bar when stderr is a terminal, else one line per phase: what the CLI uses);
+    ``maximize``: {layer index: channels} to synthesise, in ``maximize_steps`` steps with
+    ``maximize_seed`` and ``maximize_precision`` (cnnviz.optimize.maximize); ``include``: folders
+    of other cnnviz commands' pictures (cam, top, maps, ...) to copy in and show on the page of
+    their layer or image (see _include); ``index``: a `cnnviz top --index` folder of the same
+    model and weights, whose ``index_k`` best images per channel go on the channel pages, asked
+    through ``examples`` (the top job: cnnviz.jobs.report.index_query); ``preprocessing``: a
+    sentence for the model page; ``cam``: the cam job (cnnviz.jobs.report.cam_maker) making
+    each image's Grad-CAM of its top class for the model page (None: no CAM); ``progress``:
+    False (default: a library call says nothing), True (the progress bar, cnnviz.progress: on
+    stderr when it is a terminal);
     ``architecture``: the same network on the 'meta' device (models.build_meta_model), used for
     shapes and receptive fields so that no full forward pass is spent on them (default: ``lm.model``);
     ``precision``: 'fp32' or 'bf16' (cnnviz.device) of the feature maps' forward passes (maximize
-    has its own in ``maximize``; the CAMs are Grad-CAMs, always fp32).
+    has its own, ``maximize_precision``; the CAMs are Grad-CAMs, always fp32).
     Re-running on the same folder recomputes only what is missing; ``prune`` then deletes the
     pictures of earlier runs that this one does not show. Raises CnnvizError."""
     t0 = time.perf_counter()
@@ -137,6 +107,8 @@ def build_report(
         raise UsageError(f"--top must be at least 1, not {top}")
     if index:
         check_index(index, stage=stage, lm=lm)  # before the folder is made or a picture drawn
+    if index and examples is None:
+        raise TypeError("build_report(index=...) needs examples=, the query answering it (cnnviz.jobs.report.index_query)")
     out = ensure_dir(output)
     cache = Cache(out, force=force)
     for sub in ("img", "data", "assets"):
@@ -155,48 +127,49 @@ def build_report(
     for im in images:
         # the file is part of the identity: two files of the same pixels are two inputs, each drawn once
         im.id = im.id or digest(os.path.abspath(im.source) if im.source not in ("", "-") else im.name, im.x)[:12]
-    n_max = sum(len(v) for v in (maximize.channels.values() if maximize else []))
+    n_max = sum(len(v) for v in (maximize.values() if maximize else []))
     # inputs + profile + rf boxes, filters, maps + sheets, maximize, examples, pages
     total = (len(images) + 1 + len(chosen)) + len(chosen) + len(images) * (len(chosen) + 1) + n_max \
         + len(chosen) * bool(index) + (2 * len(chosen) + 2)
-    prog = Progress(total, progress)
+    prog = Progress(total, desc="report", unit="step", quiet=not progress)
     stats = _Counts()
     try:
         site = Site(lm=lm, images=images, layers=chosen, every=every, stage=stage, top=top, cmap=cmap,
                      size=size, wfp=wfp, preprocessing=preprocessing, include=list(include), net=net,
                      precision=precision)
         with ThreadPoolExecutor(max_workers=workers or max(1, min(8, os.cpu_count() or 1))) as pool:
-            prog.phase("inputs and receptive fields")
+            prog.describe("inputs and receptive fields")
             _inputs(site, cache, out, stats, prog)
-            prog.phase("filters")
+            prog.describe("filters")
             _filters(site, cache, out, stats, prog, pool)
-            prog.phase("feature maps")
+            prog.describe("feature maps")
             with autocast(precision, device_of(lm.model)):
                 _maps(site, cache, out, stats, prog, pool, batch_size)
             cache.save()
             if maximize:
-                prog.phase("maximize")
-                _maximize(site, cache, out, stats, prog, maximize)
+                prog.describe("maximize")
+                _maximize(site, cache, out, stats, prog, maximize, steps=maximize_steps, seed=maximize_seed,
+                          precision=maximize_precision)
                 cache.save()
         if index:
-            prog.phase("dataset examples")
-            got = index_examples(site, cache, out, index=index, k=index_k, step=prog.step)
+            prog.describe("dataset examples")
+            got = index_examples(site, cache, out, index=index, k=index_k, query=examples, step=prog.update)  # type: ignore[arg-type]
             for made in (True, False):
                 if got["computed" if made else "reused"]:
                     stats.add("examples", made, got["computed" if made else "reused"])
             cache.save()
         if cam is not None and images:
-            prog.phase("class activation maps")
-            got = image_cams(site, cache, out, model=cam)
+            prog.describe("class activation maps")
+            got = image_cams(site, cache, out, make=cam)
             for made in (True, False):
                 if got["computed" if made else "reused"]:
                     stats.add("cam", made, got["computed" if made else "reused"])
             cache.save()
         if include:
-            prog.phase("included pictures")
+            prog.describe("included pictures")
             _include(site, cache, out, stats)
-        prog.phase("pages")
-        n_pages = pages.write_site(site, out, step=prog.step)
+        prog.describe("pages")
+        n_pages = pages.write_site(site, out, step=prog.update)
         if prune:
             stats.add("pruned files", True, cache.prune())
         cache.save()
@@ -235,7 +208,7 @@ def _inputs(site: Site, cache: Cache, out: str, stats: _Counts, prog: Progress) 
             rel = _png(out, f"img/in-{key}.png", im.display, image=im.name)
             e = cache.put(key, [rel], src=rel, w=int(im.display.shape[1]), h=int(im.display.shape[0]))
         site.inputs[im.id] = e
-        prog.step()
+        prog.update()
     # the receptive-field profile (architecture only) and each layer's centre-unit box on the first image
     key = digest("profile", lm.name, [(x.index, x.receptive_field, x.jump) for x in site.every], site.size)
     e = cache.get(key)
@@ -248,7 +221,7 @@ def _inputs(site: Site, cache: Cache, out: str, stats: _Counts, prog: Progress) 
     else:
         stats.add("rf profile", False)
     site.profile = e
-    prog.step()
+    prog.update()
     first = site.images[0] if site.images else None
     for lay in site.layers:
         if first is not None:
@@ -273,7 +246,7 @@ def _inputs(site: Site, cache: Cache, out: str, stats: _Counts, prog: Progress) 
                     e = cache.put(key, [rel], src=rel, box=list(box), unit=list(unit), w=int(pic.shape[1]),
                                   h=int(pic.shape[0]))
                 site.rf[lay.index] = e
-        prog.step()
+        prog.update()
 
 
 def _filters(site: Site, cache: Cache, out: str, stats: _Counts, prog: Progress, pool: ThreadPoolExecutor) -> None:
@@ -304,7 +277,7 @@ def _filters(site: Site, cache: Cache, out: str, stats: _Counts, prog: Progress,
             e = cache.put(key, e.pop("files"), **e)
         site.filters[idx] = e
         stats.add("filters", made)
-        prog.step()
+        prog.update()
 
 
 def _maps(site: Site, cache: Cache, out: str, stats: _Counts, prog: Progress, pool: ThreadPoolExecutor,
@@ -337,7 +310,7 @@ def _maps(site: Site, cache: Cache, out: str, stats: _Counts, prog: Progress, po
         else:
             stats.add("maps", False, len(site.layers))
             stats.add("sheet", False)
-            prog.step(len(site.layers) + 1)
+            prog.update(len(site.layers) + 1)
     if not todo:
         return
     pending: list[ReportImage] = []
@@ -369,7 +342,7 @@ def _maps(site: Site, cache: Cache, out: str, stats: _Counts, prog: Progress, po
                 site.maps[(im.id, lay.index)] = e
             stats.add("maps", e is not None)
             rows.setdefault(im.id, []).append((lay.index, row))
-            prog.step()
+            prog.update()
 
     def batches() -> Any:
         for batch in iter_batches(todo, batch_size=batch_size, key=lambda im: im.x.shape):
@@ -378,7 +351,7 @@ def _maps(site: Site, cache: Cache, out: str, stats: _Counts, prog: Progress, po
             collect(0)
             for im in batch:
                 _sheet(site, cache, out, stats, im, rows.pop(im.id, []), keys[(im.id, -1)])
-                prog.step()
+                prog.update()
             cache.save()  # an interrupted build keeps what it finished
 
     def on_layer(_b: int, lay: ConvLayer, arr: np.ndarray) -> None:
@@ -410,15 +383,16 @@ def _computed_in(precision: str) -> tuple[str, ...]:
     return () if precision in ("fp32", "auto") else (precision,)
 
 
-def _maximize(site: Site, cache: Cache, out: str, stats: _Counts, prog: Progress, req: MaximizeRequest) -> None:
+def _maximize(site: Site, cache: Cache, out: str, stats: _Counts, prog: Progress, channels: Mapping[int, Sequence[int]],
+              *, steps: int, seed: int, precision: str) -> None:
     from ..optimize import maximize
 
     lm = site.lm
     by_index = {lay.index: lay for lay in site.every}
-    for idx, chans in req.channels.items():
+    for idx, chans in channels.items():
         lay = by_index[idx]
-        keys = {c: digest("maximize", site.wfp, idx, lay.name, c, site.stage, req.steps, req.seed,
-                          *_computed_in(req.precision)) for c in chans}
+        keys = {c: digest("maximize", site.wfp, idx, lay.name, c, site.stage, steps, seed, *_computed_in(precision))
+                for c in chans}
         missing = []
         for c in chans:
             e = cache.get(keys[c])
@@ -427,19 +401,19 @@ def _maximize(site: Site, cache: Cache, out: str, stats: _Counts, prog: Progress
             else:
                 site.maximized[(idx, c)] = e
                 stats.add("maximize", False)
-                prog.step()
+                prog.update()
         if not missing:
             continue
-        res = maximize(lm.model, targets=missing, layer=lay, stage=site.stage, steps=req.steps, seed=req.seed,
-                       mean=lm.mean, std=lm.std, precision=req.precision)
+        res = maximize(lm.model, targets=missing, layer=lay, stage=site.stage, steps=steps, seed=seed,
+                       mean=lm.mean, std=lm.std, precision=precision)
         tiles = pictures.maximize_tiles(res.images)
         for i, c in enumerate(missing):
             rel = _png(out, f"img/max-{keys[c]}.png", tiles[i], model=lm.name, weights=lm.weights, layer=idx,
-                       name=lay.name, channel=c, steps=req.steps, seed=req.seed, stage=site.stage)
+                       name=lay.name, channel=c, steps=steps, seed=seed, stage=site.stage)
             site.maximized[(idx, c)] = cache.put(keys[c], [rel], src=rel, value=_r(float(res.values[i])),
-                                                 steps=req.steps)
+                                                 steps=steps)
             stats.add("maximize", True)
-            prog.step()
+            prog.update()
 
 
 PICTURE_EXT = (".png", ".jpg", ".jpeg")
@@ -503,5 +477,3 @@ def _r(v: float) -> float:
         return 0.0 if not math.isfinite(v) else v
     return float(f"{v:.4g}")
 
-
-ProgressFn = Callable[[int], None]

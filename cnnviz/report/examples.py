@@ -3,22 +3,22 @@
 For every report layer the index holds, the `top` job answers from the index alone (no forward
 pass) and draws, per channel, its strip of the K images that excite it most, each cropped to the
 receptive field of the peak unit: those pictures and the examples' numbers go into the report.
-The index must come from the same model and the same weights (SHA-256 of the state dict).
+The job is handed in as an :class:`ExampleQuery` (cnnviz.jobs.report does): the site never calls
+back into the jobs. The index must come from the same model and the same weights (SHA-256 of
+the state dict).
 """
 from __future__ import annotations
 
 import io
 import os
 import tempfile
-from typing import Any
+from typing import Any, Protocol
 
 from PIL import Image
 
-from ..errors import UsageError
-from ..index import ActivationIndex, IndexStoreError, describe_layers
+from ..errors import IndexStoreError, UsageError
+from ..index import ActivationIndex, describe_layers
 from ..io import write_atomic
-from ..jobs.output import Output
-from ..jobs.top import TopRequest, run_top
 from ..models import weights_digest
 from .cache import Cache, digest
 from .site import Site
@@ -46,9 +46,20 @@ def check_index(index: str, *, stage: str, lm: Any = None) -> ActivationIndex:
     return idx
 
 
-def index_examples(site: Site, cache: Cache, out: str, *, index: str, k: int, step: Any = lambda n: None) -> dict[str, int]:
-    """Fill ``site.examples[(layer, channel)]`` from the index folder ``index``; returns counts
-    {'computed': layers queried now, 'reused': layers from the report's cache}."""
+class ExampleQuery(Protocol):
+    """Answers one layer from an index alone: the `top` job on index ``index``, layer number
+    ``layer``, ``k`` examples per channel, one strip PNG per channel written into the folder
+    ``into``; returns its records (per channel: ``channel``, ``picture`` (the strip's path),
+    ``examples`` [{``path``, ``score``, ``unit``}])."""
+
+    def __call__(self, *, index: str, layer: int, k: int, into: str) -> list[dict[str, Any]]: ...
+
+
+def index_examples(site: Site, cache: Cache, out: str, *, index: str, k: int, query: ExampleQuery,
+                   step: Any = lambda n: None) -> dict[str, int]:
+    """Fill ``site.examples[(layer, channel)]`` from the index folder ``index`` (``query``
+    answering the layers the report's cache lacks); returns counts {'computed': layers queried
+    now, 'reused': layers from the report's cache}."""
     lm = site.lm
     idx = check_index(index, stage=site.stage, lm=lm)
     prov = idx.provenance
@@ -65,7 +76,7 @@ def index_examples(site: Site, cache: Cache, out: str, *, index: str, k: int, st
         key = digest("examples", state, lay.index, lay.name, k, "jpeg", 80)
         e = cache.get(key)
         if e is None:
-            e = _query(index, lay, lm, out, key, k)
+            e = _query(query, index, lay, out, key, k)
             e = cache.put(key, e.pop("files"), **e)
             counts["computed"] += 1
         else:
@@ -85,12 +96,10 @@ def _jpeg(path: str) -> bytes:
     return buf.getvalue()
 
 
-def _query(index: str, lay: Any, lm: Any, out: str, key: str, k: int) -> dict[str, Any]:
+def _query(query: ExampleQuery, index: str, lay: Any, out: str, key: str, k: int) -> dict[str, Any]:
     """One layer from the index: the top job's per-channel strips, copied into the report."""
-    records: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="cnnviz-report-top-") as tmp:
-        req = TopRequest(index=index, layers=(str(lay.index),), k=k, separate=True, tile=80)
-        run_top(req, output=Output(tmp, on_record=records.append), model=lm)
+        records = query(index=index, layer=lay.index, k=k, into=tmp)
         files, channels = [], {}
         for rec in records:
             rel = None

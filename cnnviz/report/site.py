@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import RFError
 from ..layers import ConvLayer
 from ..models import LoadedModel
-from ..rf import RFError, layer_fields
+from ..rf import layer_fields
 
 
 @dataclass

@@ -8,8 +8,9 @@ import click
 
 from . import cli
 from .layers import _json_format
-from .common import (batch_size_option, channels_option, crop_option, device_options, info, json_option, layer_option, model_options,
-                     out, output_option, quiet_option, size_option, stage_option, top_option)
+from .common import (batch_size_option, channels_option, crop_option, device_options, info, json_option,
+                     layer_option, model_options, out, output_option, quiet_option, scan_options, size_option,
+                     stage_option, top_option)
 
 
 @cli.command()
@@ -41,12 +42,8 @@ from .common import (batch_size_option, channels_option, crop_option, device_opt
                   "[default: the weights' crop size, 224]")
 @crop_option(True, help="The classifier's Resize + CenterCrop (as top); --no-crop keeps whole images with their "
                         "shorter side at S.")
-@click.option("--max-pixels", default=None, type=click.IntRange(min=1), metavar="N",
-              help="Skip larger images (checked before decoding).  [default: 64000000]")
 @batch_size_option(32, help="Images per forward pass up to the layer (the removals stack copies of them).")
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
-              help="Processes decoding images ahead of the model (0: none).")
-@click.option("--strict", is_flag=True, help="Stop at the first unreadable file instead of skipping it with a warning.")
+@scan_options(workers=0, workers_help="Processes decoding images ahead of the model (0: none).")
 @click.option("-f", "--format", "fmt", type=click.Choice(["table", "tsv", "json"]), default="table", show_default=True,
               help="The ranked table on stdout: aligned text (--top rows), TSV or one JSON object (every unit).")
 @json_option(help="The run as one JSON object on stdout (as --format json).")

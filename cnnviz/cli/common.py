@@ -244,8 +244,7 @@ def image_options(f: F) -> F:
         crop_option(help="Centre-crop a square S x S with the classifier's own preprocessing: at the default S "
                          "exactly the weights' transforms() (e.g. ResNet-50 V2: shorter side 232, crop 224); "
                          "otherwise shorter side to S*resize/crop, then crop S."),
-        click.option("--max-pixels", default=None, type=click.IntRange(min=1), metavar="N",
-                     help=f"Refuse larger images (checked before decoding).  [default: {_MAX_PIXELS_HELP}]"),
+        max_pixels_option(help="Refuse larger images (checked before decoding)."),
     ]
     for o in reversed(opts):
         command = o(command)
@@ -330,6 +329,14 @@ CONCEPTS: dict[str, Concept] = {c.long: c for c in [
     Concept("precision", "--precision", None, "fp32", "fp32; maximize auto",
             {"maximize": "an optimised picture needs no exact numbers; bf16 is about 2x faster where native"}),
     Concept("quiet (no progress)", "--quiet", "-q", False, "off", flag=True),
+    Concept("largest image accepted, in pixels (checked before decoding)", "--max-pixels", None, None,
+            "64,000,000 (maps, rf, cam, report refuse a larger image; top, compare, ablate skip it with a warning)"),
+    Concept("processes decoding images ahead of the model", "--workers", None, None,
+            "min(4, CPUs); compare half of that per model; ablate 0",
+            {"compare": "two models each read the images: the decoders are split between them",
+             "ablate": "the images are decoded once and kept in memory for every removal"}),
+    Concept("stop at the first unreadable or missing file", "--strict", None, False,
+            "off (the file is skipped with a one-line warning, exit 0)", flag=True),
 ]}
 
 # Old spellings, per command: hidden options that print one deprecation line and act as the new
@@ -516,6 +523,27 @@ def batch_size_option(default: int, *, help: str) -> Callable[[F], F]:
 def size_option(default: str | None = None, *, help: str) -> Callable[[F], F]:
     """-s/--size S|HxW: the input size."""
     return _vocab("--size", "size", default=default, show_default=default is not None, metavar="S", help=help)
+
+
+def max_pixels_option(*, help: str) -> Callable[[F], F]:
+    """--max-pixels N: the largest image accepted (an image commands refuses, a dataset scan skips)."""
+    return _vocab("--max-pixels", "max_pixels", default=None, type=click.IntRange(min=1), metavar="N",
+                  help=f"{help}  [default: {_MAX_PIXELS_HELP}]")
+
+
+def scan_options(*, workers: int | None = None, workers_help: str, strict_help: str | None = None) -> Callable[[F], F]:
+    """The options of the commands that stream a dataset (top, compare, ablate): --max-pixels (a
+    larger image is skipped), --workers (decoding processes; ``workers`` is the command's default,
+    None: chosen at run time as ``workers_help`` says) and --strict."""
+
+    def deco(f: F) -> F:
+        f = _vocab("--strict", "strict", is_flag=True, default=False,
+                   help=strict_help or "Stop at the first unreadable file instead of skipping it with a warning.")(f)
+        f = _vocab("--workers", "workers", type=click.IntRange(min=0), default=workers, show_default=workers is not None,
+                   metavar="N", help=workers_help)(f)
+        return max_pixels_option(help="Skip larger images with a warning (checked before decoding).")(f)
+
+    return deco
 
 
 # ---------------------------------------------------------------- --device, --precision (commands that run a model)

@@ -8,9 +8,9 @@ from typing import Any
 import click
 
 from . import cli
-from .common import (quiet_option, batch_size_option, check_stream, cmap_option, crop_option, device_options, examples_option,
-                     index_option, info,
-                     json_option, layer_option, model_options, out, output_option, size_option, stage_option, top_option)
+from .common import (batch_size_option, check_stream, cmap_option, crop_option, device_options, examples_option,
+                     index_option, info, json_option, layer_option, model_options, out, output_option, quiet_option,
+                     scan_options, size_option, stage_option, top_option)
 
 
 @cli.command()
@@ -39,12 +39,8 @@ from .common import (quiet_option, batch_size_option, check_stream, cmap_option,
                   "[default: each side's weights' crop size, 224]")
 @crop_option(True, help="Each side's classifier Resize + CenterCrop (same-size inputs, fast batches); --no-crop keeps "
                         "the whole image with its shorter side at S.")
-@click.option("--max-pixels", default=None, type=click.IntRange(min=1), metavar="N",
-              help="Skip larger images (checked before decoding).  [default: 64000000]")
 @batch_size_option(32, help="Images per forward pass (and per minibatch of --spatial flatten, at least 4).")
-@click.option("--workers", type=click.IntRange(min=0), default=None, metavar="N",
-              help="Processes decoding images ahead of each model (0: none).  [default: min(4, CPUs) / 2]")
-@click.option("--strict", is_flag=True, help="Stop at the first unreadable file instead of skipping it with a warning.")
+@scan_options(workers_help="Processes decoding images ahead of each model (0: none).  [default: min(4, CPUs) / 2]")
 @cmap_option("viridis", help="Colormap of the heat map (CKA from 0 to 1).")
 @index_option(exists=True, help="A 'cnnviz top' index of A (same weights and --stage): with --with-index, the channels "
                                 "that changed most get their dataset examples before and after, side by side.")

@@ -10,8 +10,8 @@ from click.core import ParameterSource
 from . import cli
 from .common import (CONTEXT_SETTINGS, CnnvizCommand, batch_size_option, channels_option, check_stream, cmap_option,
                      crop_option, deprecated_aliases, device_options, emit, examples_option, index_option, info,
-                     json_option, layer_option, model_options, out, output_option, quiet_option, size_option,
-                     stage_option, tile_option)
+                     json_option, layer_option, model_options, out, output_option, quiet_option, scan_options,
+                     size_option, stage_option, tile_option)
 
 
 class _TopCommand(CnnvizCommand):
@@ -46,13 +46,10 @@ class _TopCommand(CnnvizCommand):
                   "[default: the weights' crop size, 224]")
 @crop_option(True, help="The classifier's Resize + CenterCrop (same-size inputs, fast batches, comparable patches); "
                         "--no-crop keeps the whole image with its shorter side at S.")
-@click.option("--max-pixels", default=None, type=click.IntRange(min=1), metavar="N",
-              help="Skip larger images (checked before decoding).  [default: 64000000]")
 @batch_size_option(32, help="Images per forward pass.")
-@click.option("--workers", type=click.IntRange(min=0), default=None, metavar="N",
-              help="Processes decoding and preprocessing images ahead of the model (0: none).  [default: min(4, CPUs)]")
-@click.option("--strict", is_flag=True,
-              help="Stop at the first unreadable file, or path listed on stdin that does not exist, instead of "
+@scan_options(workers_help="Processes decoding and preprocessing images ahead of the model (0: none).  "
+                           "[default: min(4, CPUs)]",
+              strict_help="Stop at the first unreadable file, or path listed on stdin that does not exist, instead of "
                    "skipping it with a warning (exit code 0 when files were skipped; 1 with --strict).")
 @index_option(exists=False,
               help="Store every image's per-channel max, mean and peak unit in DIR (Parquet), resumable and "

@@ -9,7 +9,7 @@ from ..cammethods import users
 from . import cli
 from .common import (batch_size_option, captions_option, class_option, cmap_option, deprecated_aliases, device_options,
                      image_options, info, json_option, layer_option, model_options, out, output_option, quiet_option,
-                     sink, stage_option, top_option)
+                     score_threshold_option, box_option, sink, stage_option, top_option)
 
 
 class _RegistryHelp(click.Option):
@@ -55,6 +55,8 @@ def _complete_methods(_ctx: click.Context, _param: click.Parameter, incomplete: 
 @class_option(help="Explain these classes (repeatable): a name as in 'maximize --class' ('tennis ball', 'tennis', "
                    "'*terrier'), an index, a slice.  [default: the top-1 prediction]")
 @top_option(help="Explain the K most probable classes of each image.")
+@score_threshold_option(help="Detectors: explain each detection scoring at least P (one panel per box).")
+@box_option(help="Detectors: explain the K-th detection only (0-based, best first), whatever its score.")
 @click.option("-M", "--method", "methods", multiple=True, default=("gradcam",), show_default=True, metavar="NAME",
               cls=_RegistryHelp, help_from=_method_help, shell_complete=_complete_methods, is_eager=True,
               callback=lambda ctx, _param, value: _list_methods(ctx) if _asks_list(value) else value)

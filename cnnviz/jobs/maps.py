@@ -160,6 +160,7 @@ class _MapsRun:
             f"{stats['shape'][0]} maps {stats['shape'][1]}x{stats['shape'][2]}"
             + (f", top {req.top} by mean activation" if req.top else "")
             + f", mean {stats['mean']:.3g}, max {stats['max']:.3g}, zeros {100 * stats['zero_fraction']:.0f}%"
+            + (f"\n{im.fed}" if im.fed else "")
         )
         grid = render_grid(m, channels=req.channels, top=req.top, norm=req.norm, symmetric=req.symmetric,
                            cmap=req.cmap, tile=req.tile, cols=req.cols,
@@ -181,6 +182,8 @@ class _MapsRun:
         record: Record = {"path": self.output.png(name, grid.picture, metadata=meta)}
         if req.npy:
             record["npy"] = self.output.npy(name[: -len(".png")] + ".npy", m.astype("float32", copy=False))
+        if im.valid is not None:  # a detector: the tensor its convs read, the image inside the padding
+            record.update({"input": [int(v) for v in im.x.shape[-2:]], "valid": list(im.valid)})
         record.update({"image": im.source, "layer": layer.index, "name": layer.name, "alias": layer.alias,
                        "stage": req.stage, "shape": stats["shape"], "mean": stats["mean"], "max": stats["max"],
                        "zero_fraction": stats["zero_fraction"]})

@@ -1,0 +1,187 @@
+"""Detectors: the input their convs see, hooked maps against the model's own transform + backbone,
+box explanations against pytorch-grad-cam's FasterRCNNBoxScoreTarget, the commands end to end."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnviz import cam, detect
+from cnnviz.capture import Capture, HookPoint, capture, has_hooks
+from cnnviz.models import build_model
+
+NAME = "fasterrcnn_mobilenet_v3_large_fpn"
+TOL = 1e-4
+
+
+def _small(model: torch.nn.Module, side: int = 160, most: int = 256) -> torch.nn.Module:
+    t = detect.original_transform(model)
+    t.min_size, t.max_size = (side,), most
+    return model
+
+
+@pytest.fixture(scope="module")
+def person_net() -> torch.nn.Module:
+    """Random Faster R-CNN (mobilenet) at 160 px whose box classifier favours 'person' (bias +4):
+    random weights detect nothing otherwise; its weights x30 so the scores depend on the features
+    (else the gradients are ~1e-12 and float32 rounding differs between any two implementations).
+    Parameters require grad (pytorch-grad-cam needs it)."""
+    m = _small(build_model(NAME))
+    with torch.no_grad():
+        m.roi_heads.box_predictor.cls_score.bias[1] += 4.0
+        m.roi_heads.box_predictor.cls_score.weight.mul_(30.0)
+    m.roi_heads.detections_per_img = 8
+    return m
+
+
+def _photo(h: int, w: int) -> np.ndarray:
+    from skimage import data
+
+    img = Image.fromarray(data.astronaut()).resize((w, h), Image.BILINEAR)
+    return np.asarray(img)
+
+
+def _fed(model: torch.nn.Module) -> torch.nn.Module:
+    m = copy.deepcopy(model)
+    detect.prepare(m)
+    return m
+
+
+# ---------------------------------------------------------------- what the convs see
+
+
+@pytest.mark.parametrize("hw", [(160, 224), (203, 301)])  # exact multiples of 32, and a size the model pads
+def test_model_input_is_the_models_own_transform(person_net, hw):
+    rgb = _photo(*hw)
+    fed = detect.model_input(person_net, rgb)
+    img = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255
+    with torch.no_grad():
+        ref, _ = person_net.transform([img])
+    assert fed.x.shape == tuple(ref.tensors.shape[1:])
+    assert fed.x.shape[-2] % 32 == 0 and fed.x.shape[-1] % 32 == 0
+    assert fed.valid == tuple(ref.image_sizes[0])
+    assert np.array_equal(fed.x, ref.tensors[0].numpy())
+    assert fed.display.shape[:2] == fed.x.shape[-2:]
+    h, w = fed.valid
+    assert (fed.display[h:] == 0).all() and (fed.display[:, w:] == 0).all()
+
+
+def test_hooked_backbone_maps_equal_the_model_computed_independently(person_net):
+    """Maps hooked on the fed model = torchvision's create_feature_extractor on the unmodified
+    model's backbone body, and the FPN's top-down path written out by hand, both fed by the
+    model's own transform."""
+    import torch.nn.functional as F
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    rgb = _photo(203, 301)
+    net = _fed(person_net)
+    fed = detect.model_input(net, rgb)
+    points = [HookPoint("backbone.body.3.block.0"), HookPoint("backbone.fpn.inner_blocks.1.0"),
+              HookPoint("backbone.fpn.layer_blocks.0.0")]
+    with Capture(net, points) as cap:
+        got = cap.run(torch.from_numpy(fed.x)[None])
+    img = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255
+    bb = person_net.backbone
+    with torch.no_grad():
+        x = person_net.transform([img])[0].tensors
+        body = create_feature_extractor(bb.body, ["3.block.0"])(x)["3.block.0"]
+        feats = list(bb.body(x).values())
+        last = bb.fpn.inner_blocks[1](feats[1])
+        lateral = bb.fpn.inner_blocks[0](feats[0])
+        p0 = bb.fpn.layer_blocks[0](lateral + F.interpolate(last, size=lateral.shape[-2:], mode="nearest"))
+    assert torch.equal(got[points[0]], body)
+    assert torch.equal(got[points[1]], last)
+    assert torch.allclose(got[points[2]], p0, atol=1e-6, rtol=0)
+    assert not has_hooks(net)
+
+
+def test_backbone_capture_stops_before_the_heads(person_net):
+    net = _fed(person_net)
+    ran = []
+    h = net.rpn.register_forward_pre_hook(lambda *a: ran.append("rpn"))
+    try:
+        with Capture(net, [HookPoint("backbone.body.3.block.0.0")]) as cap:
+            cap.run(torch.zeros(1, 3, 160, 224))
+    finally:
+        h.remove()
+    assert ran == []
+
+
+def test_fed_model_detects_as_the_model_does(person_net):
+    rgb = _photo(203, 301)  # padded: boxes are clipped to the valid image, as the model does
+    net = _fed(person_net)
+    fed = detect.model_input(net, rgb)
+    got = detect.detect(net, torch.from_numpy(fed.x)[None], valid=fed.valid)
+    img = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255
+    with torch.no_grad():
+        images, _ = person_net.transform([img])
+        feats = person_net.backbone(images.tensors)
+        props, _ = person_net.rpn(images, feats)
+        ref, _ = person_net.roi_heads(feats, props, images.image_sizes)
+    assert len(got) == len(ref[0]["boxes"]) > 0
+    assert np.allclose([d.box for d in got], ref[0]["boxes"].numpy(), atol=1e-4)
+    assert [d.label for d in got] == ref[0]["labels"].tolist()
+
+
+# ---------------------------------------------------------------- explanations vs pytorch-grad-cam
+
+
+def _reference(model, layer_module, x01, box, label, method="GradCAM"):
+    pgc = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with getattr(pgc, method)(model=model, target_layers=[layer_module]) as c:
+            return c(input_tensor=x01, targets=[FasterRCNNBoxScoreTarget(labels=[label], bounding_boxes=[np.asarray(box)])])
+
+
+@pytest.mark.parametrize("method", ["gradcam", "hirescam"])
+def test_box_cam_equals_pytorch_grad_cam(person_net, method):
+    rgb = _photo(160, 224)  # the model's resize is the identity at this size, no padding
+    net = _fed(person_net)
+    fed = detect.model_input(net, rgb)
+    x = torch.from_numpy(fed.x)[None]
+    dets = detect.detect(net, x, valid=fed.valid)
+    assert len(dets) >= 2
+    layer = cam.CamLayer("backbone.fpn.layer_blocks.0", HookPoint("backbone.fpn.layer_blocks.0"))
+    chosen = dets[:2]
+    scorer = detect.DetectionScores(net, [d.box for d in chosen], [d.label for d in chosen], valid=fed.valid)
+    got = cam.explain(scorer, x.expand(2, -1, -1, -1), [0, 1], method=method, layers=[layer])
+    x01 = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float()[None] / 255
+    for j, d in enumerate(chosen):
+        ref = _reference(person_net, person_net.backbone.fpn.layer_blocks[0], x01, d.box, d.label,
+                         {"gradcam": "GradCAM", "hirescam": "HiResCAM"}[method])[0]
+        assert ref.shape == got.norm[j].shape == (160, 224)
+        assert np.abs(got.norm[j] - ref).max() <= TOL
+        # the target at the clean input: the detection's own score + IoU 1 with itself
+        assert got.logits[j, j] == pytest.approx(d.score + 1.0, abs=1e-4)
+    assert not has_hooks(net)
+
+
+def test_box_scores_match_grad_cams_target(person_net):
+    from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
+
+    out = {"boxes": torch.tensor([[0., 0, 10, 10], [5, 5, 20, 20]]), "labels": torch.tensor([1, 2]),
+           "scores": torch.tensor([0.9, 0.6])}
+    boxes = torch.tensor([[0., 0, 10, 11], [5, 5, 20, 20], [5, 5, 20, 20], [50, 50, 60, 60]])
+    labels = [1, 2, 3, 1]
+    got = detect.box_scores([out], boxes, labels)[0]
+    for k in range(4):
+        ref = FasterRCNNBoxScoreTarget(labels=[labels[k]], bounding_boxes=[boxes[k].numpy()])(out)
+        assert float(got[k]) == pytest.approx(float(ref), abs=1e-6)
+
+
+def test_pick_refuses_in_one_line():
+    d = [detect.Detection((0, 0, 1, 1), 1, 0.3)]
+    with pytest.raises(Exception, match="no detection scores at least --score-threshold 0.5; the best scores 0.3"):
+        detect.pick(d, box=None, score_threshold=0.5)
+    with pytest.raises(Exception, match=r"--box 3: the model found 1 box\(es\)"):
+        detect.pick(d, box=3, score_threshold=0.5)
+    assert detect.pick(d, box=0, score_threshold=0.9) == [(0, d[0])]

@@ -5,8 +5,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .camdraw import DEFAULT_CMAP, _fit, _title, overlay
-from .render import check_cmap, draw_text, legend_strip, vstack
+from .camdraw import DEFAULT_CMAP, cam_picture
+from .render import draw_text
 
 BOX_COLOUR = (0, 255, 255)  # cyan: apart from every colour of the default (inferno) map
 
@@ -29,19 +29,9 @@ def draw_box(image: np.ndarray, box: Sequence[float], label: str, *, scale: floa
 
 
 def box_picture(image: np.ndarray, map01: np.ndarray, box: Sequence[float], label: str, *, title: Sequence[str] = (),
-                cmap: str = DEFAULT_CMAP, alpha: float = 0.6, min_height: int = 400, legend: bool = True,
-                value_max: float | None = None, gamma: float = 0.5) -> np.ndarray:
-    """One detection explained: ``map01`` (H, W) over ``image`` (H, W, 3) uint8 (enlarged to at least
-    ``min_height`` px), the box with ``label``, ``title`` lines above and a colour legend below
-    (0 .. ``value_max``). (H', W', 3) uint8."""
-    check_cmap(cmap)
-    h = map01.shape[0]
-    img, m = _fit(image, map01, max(h, min_height))
-    body = draw_box(overlay(img, m, cmap=cmap, alpha=alpha, gamma=gamma), box, label, scale=img.shape[0] / h)
-    parts = [_title(title, body.shape[1])] if title else []
-    parts.append(body)
-    if legend:
-        hi = 1.0 if value_max is None else float(value_max)
-        parts.append(legend_strip(0.0, hi, width=body.shape[1], cmap=cmap, caption="map value (opacity follows it)",
-                                  max_width=body.shape[1]))
-    return vstack(parts, gap=3)
+                cmap: str = DEFAULT_CMAP, alpha: float = 0.6, legend: bool = True, value_max: float | None = None,
+                gamma: float = 0.5) -> np.ndarray:
+    """One detection explained: camdraw.cam_picture of ``map01`` (H, W) over ``image`` (H, W, 3)
+    uint8 with the box (input pixels) and ``label`` drawn on the overlay. (H', W', 3) uint8."""
+    return cam_picture(image, map01, title=title, cmap=cmap, alpha=alpha, legend=legend, value_max=value_max,
+                       gamma=gamma, annotate=lambda body, scale: draw_box(body, box, label, scale=scale))

@@ -42,6 +42,9 @@ class ConvLayer:
     receptive_field: int | list[int] | None = None
     jump: int | list[int] | None = None
     center0: int | float | list[int | float] | None = None
+    # a detector's conv that runs more than once (a head shared by pyramid levels): per call, its
+    # level, output_shape and field (cnnviz.rf.detector_fields); the columns above hold the first
+    levels: list[dict[str, Any]] | None = None
     module: nn.Conv2d | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:

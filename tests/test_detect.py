@@ -185,3 +185,71 @@ def test_pick_refuses_in_one_line():
     with pytest.raises(Exception, match=r"--box 3: the model found 1 box\(es\)"):
         detect.pick(d, box=3, score_threshold=0.5)
     assert detect.pick(d, box=0, score_threshold=0.9) == [(0, d[0])]
+
+
+# ---------------------------------------------------------------- receptive fields: backbone, FPN, shared heads
+
+
+def _reaches(model, point, unit, hw, rows, cols):
+    """For each row in ``rows`` (then each column in ``cols``) made bright: does unit (y, x) of
+    channel 0 at ``point`` change? One batched forward, stopped at ``point``."""
+    base = torch.zeros(1, 3, *hw)
+    xs = [base]
+    for r in rows:
+        x = base.clone()
+        x[..., r, :] = 1.0
+        xs.append(x)
+    for c in cols:
+        x = base.clone()
+        x[..., :, c] = 1.0
+        xs.append(x)
+    with Capture(model, [point]) as cap:
+        out = cap.run(torch.cat(xs))[point][:, 0, unit[0], unit[1]]
+    assert float(out[0]) == 0.0
+    return [bool(v > 0) for v in out[1:]]
+
+
+@pytest.mark.slow
+def test_rf_of_fpn_and_shared_heads_matches_what_reaches_each_unit():
+    """Positive weights of gain ~1 per layer, zero biases, a black image (no cancellation, no
+    overflow; max pooling passes a bright pixel): a bright row or column reaches a unit exactly when it lies in the unit's static window, the
+    window's edges included, before FPN's nearest upsampling; after it the window contains every
+    row that reaches the unit and is at most a few jumps wider (see rf._upsample). A head shared
+    by pyramid levels has one field per level, each checked on its own call."""
+    from cnnviz.rf import catalog, detector_fields
+
+    model = build_model("retinanet_resnet50_fpn")
+    detect.prepare(model)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                fan_in = m.weight[0].numel()
+                m.weight.copy_((torch.rand_like(m.weight) + 0.1) / (0.6 * fan_in))
+                if m.bias is not None:
+                    m.bias.zero_()
+    hw = (384, 384)
+    calls = detector_fields(model, size=hw)
+    rows = {r.name: r for r in catalog(model, size=hw)}
+    assert [lv["level"] for lv in rows["head.classification_head.conv.0.0"].levels] == ["0", "1", "2", "p6", "p7"]
+    assert rows["head.classification_head.conv.0.0"].levels[1]["receptive_field"] > rows["head.classification_head.conv.0.0"].receptive_field
+    # (conv, call, d): d = 2 ** (nearest 2x upsamplings on the unit's top-down path: level '0'
+    # has two above it, level '1' one); the bound may be d jumps wider than the true window
+    checks = [("backbone.fpn.inner_blocks.0.0", 0, 1), ("backbone.fpn.layer_blocks.0.0", 0, 4),
+              ("head.classification_head.conv.0.0", 1, 2), ("head.regression_head.conv.1.0", 0, 4)]
+    tested = 0
+    for name, call, d in checks:
+        lf = calls[name][call]
+        f = lf.field
+        assert not isinstance(f, str), (name, f)
+        h = lf.shape[1]
+        slack = 0 if d == 1 else d * f.jump[0]  # how much wider than the truth the bound may be
+        for i in (4, h - 4):  # units near both borders
+            lo, hi = f.lo[0] + i * f.jump[0], f.hi[0] + i * f.jump[0]
+            want = {lo - 1: False, lo + slack: True, hi - slack: True, hi + 1: False}
+            rows = [r for r in want if 0 <= r < hw[0]]  # the window's edges inside the image
+            got = dict(zip(rows, _reaches(model, HookPoint(name, call), (i, h // 2), hw, rows, [])))
+            for r in rows:
+                assert got[r] is want[r], (name, call, i, r, lo, hi, got)
+                tested += 1
+    assert tested >= 10

@@ -138,11 +138,25 @@ class ModelInput:
     valid: tuple[int, int]
 
 
-def model_input(model: nn.Module, rgb: np.ndarray, *, size: int | None = None) -> ModelInput:
+def transform_params(model: nn.Module, size: int | None = None) -> dict[str, Any]:
+    """The model's transform (resized_transform) as plain values: picklable, recordable in an index."""
+    t = resized_transform(model, size)
+    return {"min_size": int(t.min_size[-1]), "max_size": int(t.max_size), "image_mean": [float(v) for v in t.image_mean],
+            "image_std": [float(v) for v in t.image_std], "size_divisible": int(t.size_divisible),
+            "fixed_size": list(t.fixed_size) if t.fixed_size else None}
+
+
+def model_input(model: nn.Module | dict[str, Any], rgb: np.ndarray, *, size: int | None = None) -> ModelInput:
     """``rgb`` (H, W, 3) uint8 through the detector's own transform (normalise, resize, pad),
     exactly as its forward would: ``transform([image])`` with image = rgb / 255 (torchvision's
-    ToTensor). ``size``: another shorter side than the model's (see resized_transform)."""
-    t = resized_transform(model, size)
+    ToTensor). ``size``: another shorter side than the model's (see resized_transform);
+    ``model`` may be transform_params' dict instead of the model."""
+    if isinstance(model, dict):
+        p = dict(model)
+        fixed = p.pop("fixed_size")
+        t = _rcnn_transform_type()(**p, fixed_size=tuple(fixed) if fixed else None).eval()
+    else:
+        t = resized_transform(model, size)
     img = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).float().div(255)
     with torch.inference_mode():
         batch, _ = t([img])

@@ -325,6 +325,9 @@ def run_ablate(req: AblateRequest, *, output: Output, model: LoadedModel | None 
         raise UsageError("ablate writes a chart, curves and a JSON file: give an output folder with -o DIR, not -o -")
     spec = as_spec(req.model)
     arch = model or architecture(spec)
+    if arch.task == "detection":  # issue 20: refused, with the reason
+        raise UsageError(f"ablate measures how removing a channel changes class predictions (accuracy, agreement); "
+                         f"{arch.name} is a detector whose output is boxes, not one class per image")
     layer = _layer(req, arch.model, spec.source)
     check_spatial(arch.model, [layer])
     seen = _outputs(arch.model, (224, 224), [layer.point.module]).get(layer.point.module, [])

@@ -225,6 +225,71 @@ def box_scores(outputs: Sequence[dict[str, torch.Tensor]], boxes: torch.Tensor, 
     return torch.stack(rows)
 
 
+class _RowSparseGrad(torch.autograd.Function):
+    """Identity on ``out`` (rows = regions of interest) whose backward recomputes only the rows
+    with a nonzero gradient, ``recompute(rows, *feats)``, and backpropagates through those into
+    ``feats``. The gradient is the dense one (the other rows contribute exact zeros), at the cost
+    of the rows a box score reads (one) instead of every proposal (1000)."""
+
+    @staticmethod
+    def forward(ctx: Any, out: torch.Tensor, recompute: Any, *feats: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.recompute = recompute
+        ctx.save_for_backward(*feats)
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Any:  # type: ignore[override]
+        feats = ctx.saved_tensors
+        rows = grad.flatten(1).abs().sum(1).nonzero().flatten()
+        if rows.numel() == 0:
+            return (None, None, *[torch.zeros_like(f) for f in feats])
+        with torch.enable_grad():
+            leaves = [f.detach().requires_grad_(True) for f in feats]
+            out = ctx.recompute(rows, *leaves)
+            grads = torch.autograd.grad(out, leaves, grad[rows], allow_unused=True)
+        return (None, None, *[torch.zeros_like(f) if g is None else g for f, g in zip(feats, grads)])
+
+
+@contextlib.contextmanager
+def sparse_box_grads(detector: nn.Module) -> Iterator[None]:
+    """Inside the block, gradients through a two-stage detector's box branch (RoIAlign + box head,
+    run on every proposal) are computed for the proposals that reach the score only (exactly the
+    same gradient; see _RowSparseGrad). No effect without gradients or on one-stage detectors."""
+    roi = getattr(detector, "roi_heads", None)
+    pool, head = getattr(roi, "box_roi_pool", None), getattr(roi, "box_head", None)
+    if pool is None or head is None:
+        yield
+        return
+    seen: dict[str, Any] = {}
+
+    def on_pool(_m: nn.Module, args: Any, _out: Any) -> None:
+        seen["args"] = args
+
+    def on_head(_m: nn.Module, _args: Any, out: torch.Tensor) -> Any:
+        if not (torch.is_grad_enabled() and out.requires_grad and "args" in seen):
+            return None
+        feats_in, boxes, shapes = seen.pop("args")
+        keys = list(feats_in)
+        counts = [len(b) for b in boxes]
+
+        def recompute(rows: torch.Tensor, *feats: torch.Tensor) -> torch.Tensor:
+            picked, start = [], 0
+            for b, n in zip(boxes, counts):  # rows index the concatenation of every image's boxes
+                mine = rows[(rows >= start) & (rows < start + n)] - start
+                picked.append(b[mine])
+                start += n
+            return head(pool(dict(zip(keys, feats)), picked, shapes))
+
+        return _RowSparseGrad.apply(out.detach(), recompute, *[feats_in[k] for k in keys])
+
+    handles = [pool.register_forward_hook(on_pool), head.register_forward_hook(on_head)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 class DetectionScores(nn.Module):
     """A detector seen as a classifier: (N, 3, H, W) model inputs -> (N, K) box scores
     (:func:`box_scores`) of K reference boxes, each image's valid size ``valid``. The detector's
@@ -232,7 +297,7 @@ class DetectionScores(nn.Module):
     so layer names and hooks are the detector's."""
 
     def __init__(self, detector: nn.Module, boxes: Sequence[Sequence[float]], labels: Sequence[int], *,
-                 valid: tuple[int, int] | None = None, iou_threshold: float = 0.5):
+                 valid: tuple[int, int] | None = None, iou_threshold: float = 0.5, pick_box: int | None = None):
         super().__init__()
         object.__setattr__(self, "detector", detector)
         for name, child in detector.named_children():
@@ -241,6 +306,11 @@ class DetectionScores(nn.Module):
         self.labels = [int(v) for v in labels]
         self.valid_hw = valid
         self.iou_threshold = iou_threshold
+        # pick_box K (no boxes given): the reference is the K-th detection of the first batch this
+        # module sees, which must be the clean image: a gradient CAM then needs no separate
+        # detection pass (the reference box is the detection itself: IoU 1, its own score)
+        self.pick_box = pick_box
+        self.picked: Detection | None = None
 
     def train(self, mode: bool = True) -> "DetectionScores":
         super().train(mode)
@@ -249,8 +319,14 @@ class DetectionScores(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sizes = [self.valid_hw] * x.shape[0] if self.valid_hw else None
-        with _valid(self.detector, sizes):
+        with _valid(self.detector, sizes), sparse_box_grads(self.detector):
             outs = self.detector(x)
+        if self.pick_box is not None and self.picked is None:
+            found = [Detection(tuple(float(v) for v in b), int(lab), float(sc))  # type: ignore[arg-type]
+                     for b, lab, sc in zip(outs[0]["boxes"].detach().float(), outs[0]["labels"], outs[0]["scores"].detach().float())]
+            self.picked = pick(found, box=self.pick_box, score_threshold=0.0)[0][1]
+            self.boxes = torch.tensor([self.picked.box], dtype=torch.float32, device=x.device)
+            self.labels = [self.picked.label]
         scores = box_scores(outs, self.boxes, self.labels, iou_threshold=self.iou_threshold)
         # a row with no matching detection is a constant 0: keep it in the graph (zero gradients)
         return scores + 0.0 * x.flatten(1).sum(1, keepdim=True)

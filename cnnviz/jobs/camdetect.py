@@ -74,6 +74,15 @@ def run_detection_cam(req: Any, *, spec: ModelSpec, arch: LoadedModel, methods: 
     progress = Progress(len(sources) * len(methods), desc="cam", unit="image", quiet=req.quiet)
     for im in req.inputs.read(lm):
         x = torch.from_numpy(im.x)[None].to(device_of(net))
+        if _one_pass(req, methods):  # --box K, a gradient CAM: its own forward finds the box
+            scorer = DetectionScores(net, [], [], valid=im.valid, pick_box=req.box)
+            e = explain(scorer, x, [0], method=methods[0], layers=layers, batch_size=req.batch_size)
+            d = scorer.picked
+            _write(req, lm, im, methods[0], layers, req.box, d, float(e.logits[0, 0]), e.raw[0], e.norm[0], scorer, x[0],
+                   names, output, col=0)
+            progress.update(1)
+            n_boxes, n_images = n_boxes + 1, n_images + 1
+            continue
         chosen = pick(detect(net, x, valid=im.valid), box=req.box, score_threshold=req.score_threshold)
         for method in methods:
             progress.describe(f"cam {method}")
@@ -95,6 +104,12 @@ def run_detection_cam(req: Any, *, spec: ModelSpec, arch: LoadedModel, methods: 
     say(f"cam: {output.written} file(s) for {n_boxes} box(es) in {n_images} image(s), {len(methods)} method(s) of "
         f"{lm.name} ({lm.weights}; {describe(net, _size(req))}), layer {', '.join(layer.name for layer in layers)} "
         f"in {time.perf_counter() - t0:.1f}s")
+
+
+def _one_pass(req: Any, methods: list[str]) -> bool:
+    """One detection explained by one CAM method whose first forward is the clean image: the
+    detection pass and the explanation's pass are one (DetectionScores' pick_box)."""
+    return req.box is not None and len(methods) == 1 and METHODS[methods[0]].kind == "cam" and not req.smooth
 
 
 def _size(req: Any) -> int | None:

@@ -64,7 +64,8 @@ def run_maps(req: MapsRequest, *, output: Output, model: LoadedModel | None = No
     check_cmap(req.cmap)
     n_inputs = len(req.inputs.check())
     where = place(req.device, req.precision, say=say)
-    indices = _plan(req, output, n_inputs)  # every usage error before the weights are read
+    # every usage error before the weights are read (a given model: checked on it, no rebuild)
+    indices = _plan(req, output, n_inputs, net=model.model if model is not None else None)
     lm = model or load(req.model, device=where.device)
     if "batch" in lm.limits and req.batch_size > 1:
         req = replace(req, batch_size=1)  # the program takes batches of one only: same pictures, one forward per image
@@ -76,11 +77,12 @@ def run_maps(req: MapsRequest, *, output: Output, model: LoadedModel | None = No
         f"({lm.weights}, stage {req.stage}) in {time.perf_counter() - t0:.1f}s")
 
 
-def _plan(req: MapsRequest, output: Output, n_inputs: int) -> list[int]:
+def _plan(req: MapsRequest, output: Output, n_inputs: int, net: Any = None) -> list[int]:
     """Check the request on the model's architecture alone (parameters on 'meta', no weights
-    read): layers, stage, channels, output. Returns the selected layer indices."""
+    read; ``net``: the model already loaded, which has it): layers, stage, channels, output.
+    Returns the selected layer indices."""
     spec = as_spec(req.model)
-    net = architecture(spec).model
+    net = net if net is not None else architecture(spec).model
     layers = select_layers(conv_layers(net), req.layers, model_name=spec.source)
     hook_points(net, layers, req.stage)  # --stage act not available -> usage error now
     for layer in layers:

@@ -253,3 +253,70 @@ def test_rf_of_fpn_and_shared_heads_matches_what_reaches_each_unit():
                 assert got[r] is want[r], (name, call, i, r, lo, hi, got)
                 tested += 1
     assert tested >= 10
+
+
+# ---------------------------------------------------------------- the commands
+
+
+def _save(tmp_path, h=160, w=224):
+    path = tmp_path / "street.png"
+    Image.fromarray(_photo(h, w)).save(path)
+    return str(path)
+
+
+def test_cam_box_from_the_hub_cache_equals_pytorch_grad_cam(person_net, tmp_path, cli):
+    """The pretrained path: the default weights' file, here random weights saved under its name in
+    the (test's own, offline) torch hub cache, are what `cnnviz cam --box 0` explains; its --npy
+    map equals pytorch-grad-cam's on the same weights, layer and input."""
+    from cnnviz.models import checkpoint_path, resolve_weights
+
+    member = resolve_weights(NAME, "DEFAULT")
+    os.makedirs(os.path.dirname(checkpoint_path(member)), exist_ok=True)
+    torch.save(person_net.state_dict(), checkpoint_path(member))
+    img = _save(tmp_path)
+    out = tmp_path / "out"
+    r = cli("cam", img, "-m", NAME, "--box", "0", "--size", "160", "--npy", "--json", "-o", str(out))
+    assert r.exit_code == 0, r.stderr
+    rec = json.loads(r.stdout.splitlines()[0])
+    assert rec["box_index"] == 0 and rec["class_name"] == "person" and rec["layers"] == ["backbone.fpn.layer_blocks.0"]
+    assert rec["input"] == rec["valid"] == [160, 224]
+    assert rec["target"] == pytest.approx(rec["score"] + 1, abs=1e-4)
+    got = np.load(rec["npy"])[1]
+    ref_model = copy.deepcopy(person_net)
+    t = ref_model.transform
+    t.min_size, t.max_size = (160,), round(160 * 1333 / 800)  # what --size 160 means (detect.resized_transform)
+    x01 = torch.from_numpy(np.asarray(Image.open(img).convert("RGB")).copy()).permute(2, 0, 1).float()[None] / 255
+    with torch.no_grad():
+        best = ref_model(x01)[0]
+    assert np.allclose(rec["box"], best["boxes"][0].numpy(), atol=0.01)
+    ref = _reference(ref_model, ref_model.backbone.fpn.layer_blocks[0], x01, best["boxes"][0].numpy(), int(best["labels"][0]))[0]
+    assert np.abs(got - ref).max() <= TOL
+    with Image.open(rec["path"]) as im:
+        assert im.size[0] >= 224
+
+
+def test_cam_detector_refusals_are_one_line(tmp_path, cli):
+    img = _save(tmp_path)
+    for args, msg in [(["--weights", "none"], "no detection scores at least --score-threshold 0.5"),
+                      (["--weights", "none", "--class", "person"], "use --box K or --score-threshold P"),
+                      (["--weights", "none", "--size", "100x120"], "--size S sets the shorter side")]:
+        size = [] if "--size" in args else ["--size", "160"]
+        r = cli("cam", img, "-m", NAME, *size, *args, "-o", str(tmp_path / "o"))
+        assert r.exit_code == 2, (args, r.stderr)
+        assert r.stderr.count("\n") == 1 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = cli("ablate", img, img, "-m", NAME, "--weights", "none", "-l", "3", "-o", str(tmp_path / "a"))
+    assert r.exit_code == 2 and "is a detector whose output is boxes" in r.stderr
+
+
+def test_layers_and_maps_commands_on_a_detector(tmp_path, cli):
+    r = cli("layers", "-m", NAME, "--size", "320", "--format", "json")
+    assert r.exit_code == 0, r.stderr
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert rows["backbone.body.0.0"]["output_shape"] == [16, 160, 160]
+    assert rows["rpn.head.conv.0.0"]["levels"] is not None and len(rows["rpn.head.conv.0.0"]["levels"]) == 3
+    img = _save(tmp_path, 203, 301)
+    r = cli("maps", img, "-m", NAME, "--weights", "none", "-l", "backbone.body.3.block.1.0", "--size", "160", "--json",
+            "-o", str(tmp_path / "m"))
+    assert r.exit_code == 0, r.stderr
+    rec = json.loads(r.stdout)
+    assert rec["input"] == [160, 256] and rec["valid"] == [160, 237]

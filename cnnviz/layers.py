@@ -51,6 +51,8 @@ class ConvLayer:
         """JSON-ready dict: spatial pairs as 2-element lists, no module."""
         d = asdict(self) if self.module is None else asdict(_without_module(self))
         d.pop("module", None)
+        if d.get("levels") is None:  # only a detector's convs that run on several pyramid levels have them
+            d.pop("levels", None)
         for k in ("kernel_size", "stride", "dilation", "output_shape"):
             if d[k] is not None:
                 d[k] = list(d[k])

@@ -407,8 +407,9 @@ def _upsample(a: _Analysis, op: _Op) -> Any:
     o = tuple(int(out.shape[src.dims[a]]) for a in range(2))
     if mode != "nearest" or any(o[a] % f.size[a] or (f.jump[a] * f.size[a]) % o[a] for a in range(2)):
         return a.record(op.where, "upsample", _Unknown(
-            f"{mode} upsampling at {op.where} from {f.size[0]}x{f.size[1]} to {o[0]}x{o[1]}: only nearest upsampling "
-            f"by an integer factor onto whole input pixels has a receptive field"))
+            f"{mode} upsampling at {op.where} from {f.size[0]}x{f.size[1]} to {o[0]}x{o[1]}: a receptive field exists only "
+            f"for nearest upsampling by an integer factor that divides the jump ({fmt_value(f.jump)} px; else units "
+            f"fall between input pixels)"))
     s = tuple(o[a] // f.size[a] for a in range(2))
     jump = tuple(f.jump[a] // s[a] for a in range(2))
     lo = tuple(f.lo[a] - (s[a] - 1) * jump[a] for a in range(2))

@@ -198,7 +198,9 @@ def test_unknown_ops_and_untraceable_models_say_so():
         def forward(self, x):
             return self.b(nn.functional.interpolate(self.a(x), scale_factor=2))
 
-    with pytest.raises(RFError, match="cannot compute the receptive field of b: cannot analyse interpolate"):
+    with pytest.raises(RFError, match="cannot compute the receptive field of b: nearest upsampling at interpolate from "
+                                      "14x14 to 28x28: a receptive field exists only for nearest upsampling by an integer "
+                                      "factor that divides the jump"):
         receptive_fields(Up(), size=16)
 
     class Dynamic(nn.Module):

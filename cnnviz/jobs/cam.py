@@ -101,10 +101,10 @@ def _run_cam(req: CamRequest, *, where: Placement, output: Output, model: Loaded
     spec = as_spec(req.model)
     arch = architecture(spec)
     if arch.task == "detection":  # boxes, not classes: one panel per detection (cnnviz.jobs.camdetect)
-        from .camdetect import run_detection_cam
+        from .camdetect import CamHelpers, run_detection_cam
 
         return run_detection_cam(req, spec=spec, arch=arch, methods=methods, where=where, output=output, model=model,
-                                 say=say, t0=t0)
+                                 say=say, t0=t0, helpers=CamHelpers(shown=_shown, gamma=_gamma, metrics=_metrics, tags=_tags))
     layers = resolve_layers(arch.model, list(req.layers) or None, stage=req.stage, model_name=spec.source)
     check_spatial(arch.model, layers)
     fixed = _classes(req, arch) if req.classes else None

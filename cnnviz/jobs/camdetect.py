@@ -7,6 +7,8 @@ input to one score per chosen box, as a classifier maps it to one logit per clas
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,8 +28,19 @@ from ..sources import ModelSpec, load
 from ..util import device_of
 from .output import Output, Record, Say
 
-#: methods whose map is of the input alone and needs no layer; all methods fit a box score
+#: methods that do not fit a box score, with the reason (none so far: every method explains a scalar)
 _REFUSED: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class CamHelpers:
+    """The classifier cam job's own pieces reused per box (cnnviz.jobs.cam passes them: this module
+    does not import it back): what a picture shows, its opacity exponent, --metrics, file-name tags."""
+
+    shown: Callable[..., Any]
+    gamma: Callable[..., float]
+    metrics: Callable[..., dict[str, float]]
+    tags: Callable[..., list[str]]
 
 
 def default_layer(model: torch.nn.Module) -> CamLayer:
@@ -55,7 +68,7 @@ def _check(req: Any, methods: list[str]) -> None:
 
 
 def run_detection_cam(req: Any, *, spec: ModelSpec, arch: LoadedModel, methods: list[str], where: Placement,
-                      output: Output, model: LoadedModel | None, say: Say, t0: float) -> None:
+                      output: Output, model: LoadedModel | None, say: Say, t0: float, helpers: CamHelpers) -> None:
     """The cam job for a detector (``req`` a CamRequest; see cnnviz.jobs.cam.run_cam)."""
     _check(req, methods)
     sources = req.inputs.check()
@@ -79,7 +92,7 @@ def run_detection_cam(req: Any, *, spec: ModelSpec, arch: LoadedModel, methods: 
             e = explain(scorer, x, [0], method=methods[0], layers=layers, batch_size=req.batch_size)
             d = scorer.picked
             _write(req, lm, im, methods[0], layers, req.box, d, float(e.logits[0, 0]), e.raw[0], e.norm[0], scorer, x[0],
-                   names, output, col=0)
+                   names, output, col=0, helpers=helpers)
             progress.update(1)
             n_boxes, n_images = n_boxes + 1, n_images + 1
             continue
@@ -96,7 +109,7 @@ def run_detection_cam(req: Any, *, spec: ModelSpec, arch: LoadedModel, methods: 
                             smooth=req.smooth, noise=req.noise, seed=spec.seed, batch_size=req.batch_size)
                 for j, (k, d) in enumerate(part):
                     _write(req, lm, im, method, layers, k, d, float(e.logits[j, j]), e.raw[j], e.norm[j], scorer,
-                           xs[j], names, output, col=j)
+                           xs[j], names, output, col=j, helpers=helpers)
             progress.update(1)
         n_boxes += len(chosen)
         n_images += 1
@@ -123,9 +136,7 @@ def _name(names: list[str], label: int) -> str:
 
 def _write(req: Any, lm: LoadedModel, im: Any, method: str, layers: list[CamLayer], k: int, d: Any, target: float,
            raw: np.ndarray, norm: np.ndarray, scorer: DetectionScores, x1: torch.Tensor, names: list[str],
-           output: Output, *, col: int) -> None:
-    from .cam import _gamma, _metrics, _shown, _tags
-
+           output: Output, *, col: int, helpers: CamHelpers) -> None:
     uses = METHODS[method].uses_layers
     y, xp = peak(norm)
     y0, x0, y1, x1 = mass_box(norm, mass=0.2)
@@ -137,19 +148,19 @@ def _write(req: Any, lm: LoadedModel, im: Any, method: str, layers: list[CamLaye
         "peak": [y, xp], "box20": [y0, x0, y1, x1],
     }
     if req.metrics:
-        record.update(_metrics(scorer, x1, col, norm, lm, req))
+        record.update(helpers.metrics(scorer, x1, col, norm, lm, req))
     stem = output_name(im.label, lm.name, method.replace("+", "p"), f"box{k}", kind="cam",
-                       tags=_tags(req, lm, layers if req.layers else None, [method]))
+                       tags=helpers.tags(req, lm, layers if req.layers else None, [method]))
     if req.npy:
         record["npy"] = output.npy(stem[:-len(".png")] + ".npy", np.stack([raw, norm]).astype(np.float32))
     where = f" at {', '.join(layer.name for layer in layers)}" if uses else ""
     title = [] if req.bare else [
         f"box {k}: {_name(names, d.label)} score {d.score:.3g} \u00b7 explained: score + IoU with this box",
         f"{method}{where} \u00b7 {lm.name} {lm.weights} \u00b7 {im.label}", im.fed]
-    shown, top = _shown(method, norm)
+    shown, top = helpers.shown(method, norm)
     picture = box_picture(im.display, shown, d.box, f"{k}: {_name(names, d.label)} {d.score:.2f}", title=title,
                           cmap=req.cmap, alpha=req.alpha, legend=not req.bare,
-                          value_max=float(raw.min() + top * (raw.max() - raw.min())), gamma=_gamma(method))
+                          value_max=float(raw.min() + top * (raw.max() - raw.min())), gamma=helpers.gamma(method))
     meta = {"Software": "cnnviz", **{key: v for key, v in record.items() if key != "path"}}
     output.report({"path": output.png(stem, picture, metadata=meta), **record})
 

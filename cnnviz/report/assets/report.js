@@ -363,7 +363,7 @@
       var f = el("figure");
       f.appendChild(draw(im, box, "example " + (k + 1) + ": " + (im ? im.name : "?")));
       var cap = el("figcaption");
-      cap.appendChild(el("b", null, fmt(r[1])));
+      cap.appendChild(el("strong", null, fmt(r[1])));
       cap.appendChild(document.createTextNode(" " + (im ? im.name : "?")));
       f.appendChild(cap);
       g.appendChild(f);

@@ -279,3 +279,35 @@ def test_without_ablatestore_the_reader_says_no_results(tmp_path, monkeypatch):
     assert read_ablation(S(), L()) is None
     S.index_info = None
     assert read_ablation(S(), L()) is None
+
+
+def test_a_prior_maximize_output_is_the_feature_visualization_of_its_channels(tmp_path):
+    """`cnnviz maximize --separate` pictures copied in with --include show on their channel's page
+    (one each); a grid shows on every channel it covers; other channels get the command."""
+    from test_report import images
+
+    from cnnviz.jobs.maximize import MaximizeRequest, run_maximize
+    from cnnviz.jobs.output import Output
+    from cnnviz.layers import conv_layers
+    from cnnviz.report import build_report
+    from cnnviz.sources import ModelSpec, load
+
+    spec = ModelSpec("vgg11", weights="none")
+    lm = load(spec)
+    mx = tmp_path / "mx"
+    run_maximize(MaximizeRequest(layers=("1",), channels=("0,2",), steps=2, size="32", separate=True, model=spec),
+                 output=Output(str(mx)), model=lm)
+    run_maximize(MaximizeRequest(layers=("2",), channels=("1:4",), steps=2, size="32", model=spec),
+                 output=Output(str(mx)), model=lm)
+    out = tmp_path / "site"
+    build_report(lm, images(1, size=32), output=str(out), progress=False, include=[str(mx)],
+                 layers=conv_layers(lm.model)[:3])
+    d1 = _layer_data(out, 1)
+    assert sorted(d1["maxIncluded"]) == ["0", "2"]
+    assert all(e[0]["single"] and e[0]["weights"] is None and (out / e[0]["src"]).is_file()
+               for e in d1["maxIncluded"].values())
+    assert d1["maxIncluded"]["0"][0]["src"] != d1["maxIncluded"]["2"][0]["src"]
+    d2 = _layer_data(out, 2)
+    assert sorted(d2["maxIncluded"]) == ["1", "2", "3"] and not d2["maxIncluded"]["1"][0]["single"]
+    assert d2["maximizeHint"] == ("cnnviz maximize -m vgg11 --weights none -l 2 -c {c} --separate -o maximize "
+                                  "&& cnnviz report ... --include maximize")

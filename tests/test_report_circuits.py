@@ -174,19 +174,20 @@ def test_built_from_and_feeds_into_match_norms_computed_from_the_weights(tiny_re
         for c in range(wt.shape[0]):
             norms = torch.linalg.vector_norm(wt[c], dim=(1, 2))  # independent: one norm per input channel
             want = sorted(range(len(norms)), key=lambda i: (-float(norms[i]), i))[:9]
-            rows = d["circuit"]["built"][str(c)]
+            rows = d["circuit"]["built"][c]
             assert [r[0] for r in rows] == want
-            for r in rows:
-                assert r[1] == pytest.approx(float(norms[r[0]]), rel=5e-3)  # 3 significant digits
-                assert r[2] == (1 if float(wt[c, r[0]].mean()) > 0 else -1)
-                assert (r[3], r[4]) == (prev, r[0])  # the previous conv's own channel
+            for i, signed in rows:  # the norm, signed as the kernel's mean
+                assert abs(signed) == pytest.approx(float(norms[i]), rel=5e-3)  # 3 significant digits
+                assert (signed > 0) == (float(wt[c, i].mean()) > 0)
+            assert d["circuit"]["producers"] == [[prev, 0, wt.shape[1], []]]  # the previous conv, channel for channel
     # feeds into: the next conv's output channels that read channel c hardest
     d = _layer_data(out, 1)
     nxt = convs[2].weight.detach()
     for c in range(6):
         norms = torch.linalg.vector_norm(nxt[:, c], dim=(1, 2))
         want = sorted(range(len(norms)), key=lambda o: (-float(norms[o]), o))[:6]
-        assert [(r[0], r[1]) for r in d["circuit"]["feeds"][str(c)]] == [(2, o) for o in want]
+        assert d["circuit"]["consumers"] == [[2, 0]]
+        assert [o for o, _n in d["circuit"]["feeds"][c][0]] == want
     # the first layer reads the image: the page keeps its RGB filter instead
     d0 = _layer_data(out, 0)
     assert d0["circuit"]["image"] is True and d0["filters"]["mode"] == "rgb"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .circuits import Wiring, consumers_of, incoming, strongest
+from .examples import example_box
 
 if TYPE_CHECKING:
     from ..layers import ConvLayer
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 BUILT_K = 9  # input channels shown under "built from" (the issue's 6 to 9)
 FEEDS_K = 6  # output channels per consumer layer under "feeds into"
-FEEDS_LAYERS = 3  # consumer layers shown (a residual stream is read by every later block of its stage)
+FEEDS_LAYERS = 2  # consumer layers shown (a residual stream is read by every later block of its stage)
 
 
 def _r(v: float) -> float:
@@ -82,9 +83,9 @@ class _Refs:
             return
         ex = self.site.examples.get((layer, channel))
         if ex and ex["top"]:
-            iid, _score, *box = ex["top"][0]
+            iid, _score, *where = ex["top"][0]
             if self.site.example_images.get(iid, {}).get("src"):
-                self.thumbs[key] = [self.image(iid), *box]
+                self.thumbs[key] = [self.image(iid), *example_box(self.site, layer, where)]
                 return
         best, best_v = None, -np.inf
         for im in self.site.images:
@@ -101,16 +102,20 @@ class _Refs:
 
 def channel_data(site: "Site", lay: "ConvLayer") -> dict[str, Any]:
     """The channel pages' data of layer ``lay`` (JSON-ready), beside pages.layer_data's:
-    ``examples`` {channel: {top, bottom: [[image, score, y0, x0, y1, x1]]}} (image: index into
-    ``exImages``), ``circuit`` (built from / feeds into, see :func:`_circuit`), ``thumbs``,
-    ``sprites``, ``inReport`` (layer indices with pages), ``maxIncluded``, ``maximizeHint``,
-    ``ablation`` and ``compare``."""
+    ``examples`` per channel (a list; null without) {top, bottom: [[image, score, unit y, unit
+    x] or [image, score, y0, x0, y1, x1]]} (image: index into ``exImages``; a unit's window is
+    ``exField``'s box: [lo_y, lo_x, hi_y, hi_x, jump_y, jump_x]), ``circuit`` (built from /
+    feeds into, see :func:`_circuit`), ``thumbs``, ``sprites``, ``layerTitles``, ``inReport``
+    (layer indices with pages), ``maxIncluded``, ``maximizeHint``, ``ablation`` and ``compare``."""
     refs = _Refs(site)
-    examples = {str(c): {"top": refs.examples(v["top"]), "bottom": refs.examples(v.get("bottom", []))}
-                for (i, c), v in sorted(site.examples.items()) if i == lay.index}
+    examples: list[Any] = [None] * lay.out_channels
+    for (i, c), v in sorted(site.examples.items()):
+        if i == lay.index and c < lay.out_channels:
+            examples[c] = {w: [[refs.image(r[0]), *r[1:]] for r in v.get(w, [])] for w in ("top", "bottom")}
     circuit = _circuit(site, lay, refs)
     return {
-        "examples": examples,
+        "examples": examples if any(e is not None for e in examples) else [],
+        "exField": site.example_fields.get(lay.index),
         "circuit": circuit,
         "exImages": refs.images,
         "thumbs": refs.thumbs,
@@ -125,45 +130,50 @@ def channel_data(site: "Site", lay: "ConvLayer") -> dict[str, Any]:
     }
 
 
-def _circuit(site: "Site", lay: "ConvLayer", refs: _Refs) -> dict[str, Any] | None:
-    """Built from: per channel [[input channel, norm, sign, producer layer or None, its channel,
-    [[other producer, channel], ...]], ...] (strongest first); feeds into: the consumer layers
-    and per channel [[layer, channel, norm, sign], ...]; ``merge``: the ops between this conv and
-    its producers; ``unknown``: why a producer was not found (or the model is not traceable)."""
+def _signed(norm: float, mean: float) -> float:
+    """A weight's norm with the sign of its mean (3 significant digits): one number per edge."""
+    return _r(norm) * (-1.0 if mean < 0 else 1.0)
+
+
+def _circuit(site: "Site", lay: "ConvLayer", refs: _Refs) -> dict[str, Any]:
+    """``built``: per channel [[input channel, ±norm], ...] strongest first (the sign: of the
+    kernel's mean); ``producers``: [[layer or None (the image), offset, channels, via]] that map an
+    input channel to its producers' channels (nearest first); ``feeds``: per channel, per consumer
+    of ``consumers`` ([[layer, offset]]), [[its channel, ±norm], ...]; ``share``: the part of each
+    filter's squared norm in its shown inputs; ``merge``: the ops between this conv and its
+    producers; ``unknown``: why a producer was not found (or the model is not traceable)."""
     wires: dict[int, Wiring] | None = site.circuits
     if wires is None or lay.index not in wires:
-        return {"unknown": "torch.fx cannot trace this model, so its wiring is unknown", "built": {}, "feeds": {},
-                "consumers": [], "more": 0, "merge": [], "image": False}
+        return {"unknown": "torch.fx cannot trace this model, so its wiring is unknown", "built": [], "feeds": [],
+                "consumers": [], "more": 0, "merge": [], "image": False, "producers": []}
     norms = _norms(site)
     wire = wires[lay.index]
     norm, mean = norms(lay.index)
-    image_input = any(s.layer is None for s in wire.sources) and not wire.unknown
-    built: dict[str, list[Any]] = {}
+    built = []
     for c, top in enumerate(strongest(norm, k=BUILT_K)):
-        row = []
         for i in top:
-            prods = wire.producers(i)
-            first = prods[0] if prods else (None, i)
-            also = [[p, ch] for p, ch in prods[1:] if p is not None]
-            if first[0] is not None:
-                refs.thumb(first[0], first[1])
-            row.append([i, _r(norm[c, i]), int(np.sign(mean[c, i])), first[0], first[1], also])
-        built[str(c)] = row
-    share = (np.sort(norm ** 2, axis=1)[:, ::-1][:, :BUILT_K].sum(axis=1) / np.maximum((norm ** 2).sum(axis=1), 1e-30))
+            for p, ch in wire.producers(i):
+                if p is not None:
+                    refs.thumb(p, ch)
+                    break
+        built.append([[i, _signed(norm[c, i], mean[c, i])] for i in top])
+    sq = norm.astype(np.float64) ** 2
+    share = np.sort(sq, axis=1)[:, ::-1][:, :BUILT_K].sum(axis=1) / np.maximum(sq.sum(axis=1), 1e-30)
     cons = consumers_of(wires, lay.index)
     shown = cons[:FEEDS_LAYERS]
-    feeds: dict[str, list[Any]] = {str(c): [] for c in range(lay.out_channels)}
+    feeds: list[list[Any]] = [[] for _ in range(lay.out_channels)]
     for m, offset in shown:
         mn, mm = norms(m)
         cols = mn[:, offset:offset + lay.out_channels].T  # (this layer's channels, consumer's outputs)
         for c, top in enumerate(strongest(cols, k=FEEDS_K)):
             for o in top:
                 refs.thumb(m, o)
-                feeds[str(c)].append([m, o, _r(cols[c, o]), int(np.sign(mm[o, offset + c]))])
-    return {"built": built, "share": [_r(v) for v in share], "inputs": int(norm.shape[1]),
+            feeds[c].append([[o, _signed(cols[c, o], mm[o, offset + c])] for o in top])
+    return {"built": built, "share": [round(float(v), 3) for v in share], "inputs": int(norm.shape[1]),
             "feeds": feeds, "consumers": [[m, off] for m, off in shown], "more": len(cons) - len(shown),
-            "merge": list(wire.merged), "unknown": wire.unknown, "image": image_input,
-            "producers": [[s.layer, s.offset, s.channels, list(s.via)] for s in wire.sources]}
+            "merge": list(wire.merged), "unknown": wire.unknown,
+            "image": any(x.layer is None for x in wire.sources) and not wire.unknown,
+            "producers": [[x.layer, x.offset, x.channels, list(x.via)] for x in wire.sources]}
 
 
 def _max_included(site: "Site", lay: "ConvLayer") -> dict[str, list[dict[str, Any]]]:

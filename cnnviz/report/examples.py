@@ -67,9 +67,12 @@ JPEG_QUALITY = 85
 def index_examples(site: Site, cache: Cache, out: str, *, index: str, k: int, query: ExampleQuery,
                    step: Any = lambda n: None) -> dict[str, int]:
     """Fill ``site.examples[(layer, channel)]`` ({'top': [...], 'bottom': [...]}, each example
-    [image id, score, y0, x0, y1, x1]) and ``site.example_images`` ({image id: {src, name, w, h}})
-    from the index folder ``index`` (``query`` answering the layers the report's cache lacks);
-    returns counts {'computed': layers queried now, 'reused': layers from the report's cache}."""
+    [image id, score, unit y, unit x], the unit's window being ``site.example_fields[layer]``'s
+    box, or [image id, score, y0, x0, y1, x1] where a window is not that), ``site.example_fields``
+    ({layer: [lo_y, lo_x, hi_y, hi_x, jump_y, jump_x]}) and ``site.example_images`` ({image id:
+    {src, name, w, h}}) from the index folder ``index`` (``query`` answering the layers the
+    report's cache lacks); returns counts {'computed': layers queried now, 'reused': layers from
+    the report's cache}."""
     lm = site.lm
     idx = check_index(index, stage=site.stage, lm=lm)
     prov = idx.provenance
@@ -81,41 +84,56 @@ def index_examples(site: Site, cache: Cache, out: str, *, index: str, k: int, qu
     n_images = idx.count()
     bottom_k = min(BOTTOM_K, k, max(0, n_images - k))  # no bottom row that repeats the top one
     site.index_info = {"images": n_images, "score": "max", "k": k, "bottom": bottom_k, "stage": prov.get("stage"),
-                       "folder": os.path.abspath(index), "preprocess": prov.get("preprocess")}
+                       "folder": os.path.abspath(index)}
+    prep = Preprocess.from_dict(prov["preprocess"])
+    hw = prep.size if isinstance(prep.size, tuple) else (prep.size, prep.size)
     counts = {"computed": 0, "reused": 0}
     state = [prov.get("weights_sha256"), prov.get("preprocess"), prov.get("stage"), sorted(idx.part_dirs())]
     paths: dict[str, str] = {}
     for lay in layers:
-        key = digest("examples", state, lay.index, lay.name, k, bottom_k, 2)
+        f = site.field_of(tuple(hw), lay)
+        fld = None if f is None else [f.lo[0], f.lo[1], f.hi[0], f.hi[1], f.jump[0], f.jump[1]]
+        key = digest("examples", state, lay.index, lay.name, k, bottom_k, fld, 3)
         e = cache.get(key)
         if e is None:
-            e = cache.put(key, [], **_query(query, index, lay, k, bottom_k))
+            e = cache.put(key, [], **_query(query, index, lay, k, bottom_k, fld))
             counts["computed"] += 1
         else:
             counts["reused"] += 1
-        paths.update(e["paths"])
+        site.example_fields[lay.index] = fld
+        ids = [str(i) for i in e["ids"]]
+        paths.update(zip(ids, e["paths"]))
         for c, v in e["channels"].items():
-            site.examples[(lay.index, int(c))] = v
+            site.examples[(lay.index, int(c))] = {w: [[ids[r[0]], *r[1:]] for r in v[w]] for w in ("top", "bottom")}
         step(1)
-    _example_images(site, cache, out, paths, Preprocess.from_dict(prov["preprocess"]))
+    _example_images(site, cache, out, paths, prep)
     return counts
 
 
-def _query(query: ExampleQuery, index: str, lay: Any, k: int, bottom_k: int) -> dict[str, Any]:
-    """One layer from the index: per channel its top (and bottom) examples, compactly."""
+def _query(query: ExampleQuery, index: str, lay: Any, k: int, bottom_k: int, fld: list[int] | None) -> dict[str, Any]:
+    """One layer from the index: per channel its top (and bottom) examples, compactly (image ids
+    listed once, a window as its unit when it is the field's box of that unit)."""
     channels: dict[str, dict[str, list[list[Any]]]] = {}
-    paths: dict[str, str] = {}
+    at: dict[int, int] = {}
+    ids: list[int] = []
+    paths: list[str] = []
     for which, n in (("top", k), ("bottom", bottom_k)):
         if n <= 0:
             continue
         for rec in query(index=index, layer=lay.index, k=n, bottom=which == "bottom"):
             rows = []
             for ex in rec["examples"]:
-                iid = str(ex["image"])
-                paths[iid] = ex["path"]
-                rows.append([iid, round(float(ex["score"]), 4), *(int(v) for v in ex["box"])])
+                iid = int(ex["image"])
+                if iid not in at:
+                    at[iid] = len(ids)
+                    ids.append(iid)
+                    paths.append(ex["path"])
+                (y, x), box = ex["unit"], [int(v) for v in ex["box"]]
+                same = fld is not None and box == [fld[0] + y * fld[4], fld[1] + x * fld[5],
+                                                   fld[2] + y * fld[4], fld[3] + x * fld[5]]
+                rows.append([at[iid], float(f"{float(ex['score']):.4g}"), *([int(y), int(x)] if same else box)])
             channels.setdefault(str(rec["channel"]), {"top": [], "bottom": []})[which] = rows
-    return {"channels": channels, "paths": paths}
+    return {"channels": channels, "ids": ids, "paths": paths}
 
 
 def _example_images(site: Site, cache: Cache, out: str, paths: dict[str, str], prep: Preprocess) -> None:
@@ -152,8 +170,17 @@ def best_example(site: Site, layer: int, channel: int) -> dict[str, Any] | None:
     ex = site.examples.get((layer, channel))
     if not ex or not ex["top"]:
         return None
-    iid, score, *box = ex["top"][0]
+    iid, score, *where = ex["top"][0]
     im = site.example_images.get(iid)
     if im is None or im["src"] is None:
         return None
-    return {**im, "box": box, "score": score}
+    return {**im, "box": example_box(site, layer, where), "score": score}
+
+
+def example_box(site: Site, layer: int, where: list[int]) -> list[int]:
+    """The window [y0, x0, y1, x1] of an example's ``where`` (its unit [y, x], or the window itself)."""
+    f = site.example_fields.get(layer)
+    if len(where) == 4 or f is None:
+        return list(where)
+    y, x = where
+    return [f[0] + y * f[4], f[1] + x * f[5], f[2] + y * f[4], f[3] + x * f[5]]

@@ -50,8 +50,9 @@ class Site:
     sheets: dict[str, dict[str, Any]] = field(default_factory=dict)
     maximized: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     included: list[dict[str, Any]] = field(default_factory=list)  # {src, name, layer, image}
-    # (layer, channel) -> {'top': [[image id, score, y0, x0, y1, x1], ...], 'bottom': [...]} (report.examples)
+    # (layer, channel) -> {'top': [[image id, score, unit y, unit x], ...], 'bottom': [...]} (report.examples)
     examples: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    example_fields: dict[int, list[int] | None] = field(default_factory=dict)  # layer -> lo, hi, jump (y, x each)
     example_images: dict[str, dict[str, Any]] = field(default_factory=dict)  # image id -> {src, name, w, h}
     circuits: Any = None  # report.circuits' wiring of the whole model ({conv index: Wiring}), None if untraceable
     ablation: dict[int, dict[str, Any]] = field(default_factory=dict)  # layer -> channelpage.ablation_entry

@@ -359,7 +359,7 @@
   function exampleGrid(rows, draw, cls) {
     var g = el("div", { "class": "grid " + (cls || "") });
     rows.forEach(function (r, k) {
-      var im = D.exImages[r[0]], box = r.slice(2);
+      var im = D.exImages[r[0]], box = exampleBox(r);
       var f = el("figure");
       f.appendChild(draw(im, box, "example " + (k + 1) + ": " + (im ? im.name : "?")));
       var cap = el("figcaption");
@@ -369,6 +369,19 @@
       g.appendChild(f);
     });
     return g;
+  }
+  /* an example [image, score, unit y, unit x] (its window: the layer's field at that unit) or
+     [image, score, y0, x0, y1, x1] */
+  function exampleBox(r) {
+    if (r.length >= 6) return r.slice(2, 6);
+    var f = D.exField;
+    return [f[0] + r[2] * f[4], f[1] + r[3] * f[5], f[2] + r[2] * f[4], f[3] + r[3] * f[5]];
+  }
+  /* (producer layer or null, its channel) of input channel i, nearest first */
+  function producers(C, i) {
+    var out = [];
+    C.producers.forEach(function (p) { if (p[1] <= i && i < p[1] + p[2]) out.push([p[0], i - p[1]]); });
+    return out;
   }
   function examplesSection(root, c) {
     var ex = D.examples && D.examples[String(c)];
@@ -458,7 +471,7 @@
     var C = D.circuit;
     var sec = el("section", { "class": "circuit built" });
     sec.appendChild(el("h2", null, "Built from"));
-    var rows = C && C.built ? C.built[String(c)] || [] : [];
+    var rows = C && C.built ? C.built[c] || [] : [];
     var hasFilter = D.filters && D.filters.rects && D.filters.rects[c] && D.filters.rects[c][3] > 0;
     if (C && C.image || !rows.length) {
       if (C && C.image) sec.appendChild(el("p", { "class": "hint" }, "The first layer reads the image itself: its filter is the picture of what it adds up."));
@@ -484,18 +497,19 @@
       "from that channel, + / \u2212 the sign of its mean weight (mostly adds or subtracts that channel). Together they hold " +
       Math.round(100 * C.share[c]) + "% of the filter's squared norm. Click one to walk down the network." +
       (notes.length ? " Note: " + notes.join("; ") + "." : "")));
-    var max = rows.reduce(function (m, r) { return Math.max(m, r[1]); }, 0);
+    var max = rows.reduce(function (m, r) { return Math.max(m, Math.abs(r[1])); }, 0);
     var g = el("div", { "class": "grid cards" });
     rows.forEach(function (r) {
-      var extra = null;
-      if (r[5] && r[5].length) {
+      var prods = producers(C, r[0]), first = prods.length ? prods[0] : [null, r[0]];
+      var also = prods.slice(1).filter(function (p) { return p[0] !== null; }), extra = null;
+      if (also.length) {
         extra = el("span", { "class": "also" }, "also ");
-        r[5].forEach(function (p, k) {
+        also.forEach(function (p, k) {
           if (k) extra.appendChild(document.createTextNode(", "));
           extra.appendChild(channelLink(p[0], p[1], layerName(p[0]) + " \u00b7 " + p[1]));
         });
       }
-      g.appendChild(card(r[3], r[4], r[1], max, r[2], extra));
+      g.appendChild(card(first[0], first[1], Math.abs(r[1]), max, r[1] < 0 ? -1 : 1, extra));
     });
     sec.appendChild(g);
     root.appendChild(sec);
@@ -503,10 +517,10 @@
   function feedsInto(root, c) {
     var C = D.circuit;
     if (!C || !C.feeds) return;
-    var rows = C.feeds[String(c)] || [];
+    var rows = C.feeds[c] || [];
     var sec = el("section", { "class": "circuit feeds" });
     sec.appendChild(el("h2", null, "Feeds into"));
-    if (!rows.length) {
+    if (!rows.some(function (r) { return r.length; })) {
       sec.appendChild(el("p", { "class": "hint" }, C.consumers.length ? "no channel of the next conv reads it (zero weights)"
         : "no later conv reads this layer's output directly (it goes to the classifier head, or through an op the wiring does not follow)"));
       root.appendChild(sec);
@@ -514,13 +528,13 @@
     }
     sec.appendChild(el("p", { "class": "hint" }, "the channels of the next conv layer(s) that read this one most (\u2016w\u2016: L2 norm of their kernel on it; + / \u2212: sign of its mean)" +
       (C.more ? "; " + C.more + " more layer(s) read it further down the residual stream" : "")));
-    C.consumers.forEach(function (m) {
-      var mine = rows.filter(function (r) { return r[0] === m[0]; });
+    C.consumers.forEach(function (m, k) {
+      var mine = rows[k] || [];
       if (!mine.length) return;
       sec.appendChild(el("h3", null, layerName(m[0])));
-      var max = mine.reduce(function (a, r) { return Math.max(a, r[2]); }, 0);
+      var max = mine.reduce(function (a, r) { return Math.max(a, Math.abs(r[1])); }, 0);
       var g = el("div", { "class": "grid cards small" });
-      mine.forEach(function (r) { g.appendChild(card(r[0], r[1], r[2], max, r[3], null)); });
+      mine.forEach(function (r) { g.appendChild(card(m[0], r[0], Math.abs(r[1]), max, r[1] < 0 ? -1 : 1, null)); });
       sec.appendChild(g);
     });
     root.appendChild(sec);

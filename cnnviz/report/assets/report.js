@@ -502,11 +502,13 @@
     rows.forEach(function (r) {
       var prods = producers(C, r[0]), first = prods.length ? prods[0] : [null, r[0]];
       var also = prods.slice(1).filter(function (p) { return p[0] !== null; }), extra = null;
-      if (also.length) {
-        extra = el("span", { "class": "also" }, "also ");
+      if (also.length) {  /* the same channel of the other convs of the sum (an add keeps the index) */
+        extra = el("span", { "class": "also" }, "+ its " + (also.every(function (p) { return p[1] === first[1]; }) ? "channel " + first[1] + " " : "") + "in ");
         also.forEach(function (p, k) {
           if (k) extra.appendChild(document.createTextNode(", "));
-          extra.appendChild(channelLink(p[0], p[1], layerName(p[0]) + " \u00b7 " + p[1]));
+          var a = channelLink(p[0], p[1], layerName(p[0]));
+          a.setAttribute("title", layerName(p[0]) + " channel " + p[1]);
+          extra.appendChild(a);
         });
       }
       g.appendChild(card(first[0], first[1], Math.abs(r[1]), max, r[1] < 0 ? -1 : 1, extra));

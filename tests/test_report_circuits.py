@@ -312,3 +312,16 @@ def test_a_prior_maximize_output_is_the_feature_visualization_of_its_channels(tm
     assert sorted(d2["maxIncluded"]) == ["1", "2", "3"] and not d2["maxIncluded"]["1"][0]["single"]
     assert d2["maximizeHint"] == ("cnnviz maximize -m vgg11 --weights none -l 2 -c {c} --separate -o maximize "
                                   "&& cnnviz report ... --include maximize")
+
+
+def test_the_first_layers_filter_on_its_own_scale():
+    from cnnviz.report.channelpage import own_scale_rgb
+
+    w = np.zeros((2, 3, 1, 2), np.float32)
+    w[0, 1, 0, 0] = 0.01  # a weak filter: green +, nothing else
+    w[0, 0, 0, 1] = -0.005
+    w[1, 2, 0, 1] = 4.0
+    px = own_scale_rgb(w)
+    # filter 0: pixel (0,0) = (128, 255, 128), pixel (0,1) = (r -0.5 of max -> 64, 128, 128)
+    assert px[0] == [128, 255, 128, 64, 128, 128]
+    assert px[1] == [128, 128, 128, 128, 128, 255]

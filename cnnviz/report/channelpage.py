@@ -169,11 +169,26 @@ def _circuit(site: "Site", lay: "ConvLayer", refs: _Refs) -> dict[str, Any]:
             for o in top:
                 refs.thumb(m, o)
             feeds[c].append([[o, _signed(cols[c, o], mm[o, offset + c])] for o in top])
-    return {"built": built, "share": [round(float(v), 3) for v in share], "inputs": int(norm.shape[1]),
+    own = None
+    w = lay.module.weight if lay.module is not None else None
+    if w is not None and any(x.layer is None for x in wire.sources) and w.shape[1] == 3:
+        own = {"k": [int(w.shape[2]), int(w.shape[3])], "px": own_scale_rgb(w.detach().float().cpu().numpy())}
+    return {"built": built, "share": [round(float(v), 3) for v in share], "inputs": int(norm.shape[1]), "rgb": own,
             "feeds": feeds, "consumers": [[m, off] for m, off in shown], "more": len(cons) - len(shown),
             "merge": list(wire.merged), "unknown": wire.unknown,
             "image": any(x.layer is None for x in wire.sources) and not wire.unknown,
             "producers": [[x.layer, x.offset, x.channels, list(x.via)] for x in wire.sources]}
+
+
+def own_scale_rgb(weight: np.ndarray) -> list[list[int]]:
+    """Per filter of a first layer (O, 3, kh, kw): its kernel as kh x kw RGB pixels on its own
+    symmetric scale (0 -> 128, +max|w| -> 255, -max|w| -> 0), flattened row by row (r, g, b per
+    pixel), so a weak filter shows its pattern too. Pure."""
+    w = np.asarray(weight, dtype=np.float64)
+    m = np.abs(w).reshape(w.shape[0], -1).max(axis=1)
+    v = 0.5 + 0.5 * w / np.maximum(m, 1e-30)[:, None, None, None]
+    px = np.clip(np.round(v * 255), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)  # (O, kh, kw, 3)
+    return [row.reshape(-1).tolist() for row in px]
 
 
 def _max_included(site: "Site", lay: "ConvLayer") -> dict[str, list[dict[str, Any]]]:

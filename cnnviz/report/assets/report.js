@@ -467,6 +467,20 @@
     f.appendChild(cap);
     return f;
   }
+  /* a first-layer filter on its own scale: kh x kw RGB pixels drawn on a canvas, enlarged */
+  function ownScale(px, kh, kw) {
+    var cv = el("canvas", { width: String(kw), height: String(kh), "class": "ownscale", role: "img",
+                            "aria-label": "the filter on its own scale" });
+    var ctx = cv.getContext("2d"), im = ctx.createImageData(kw, kh);
+    for (var k = 0; k < kw * kh; k++) {
+      im.data[4 * k] = px[3 * k]; im.data[4 * k + 1] = px[3 * k + 1]; im.data[4 * k + 2] = px[3 * k + 2]; im.data[4 * k + 3] = 255;
+    }
+    ctx.putImageData(im, 0, 0);
+    var f = el("figure", { "class": "filter big" });
+    f.appendChild(cv);
+    f.appendChild(el("figcaption", null, "the same filter on its own scale (mid-grey = 0, full colour = its largest weight)"));
+    return f;
+  }
   function builtFrom(root, c) {
     var C = D.circuit;
     var sec = el("section", { "class": "circuit built" });
@@ -480,9 +494,12 @@
         var r = D.filters.rects[c], pg = D.filters.pages[r[0]];
         var f = el("figure", { "class": "filter big" });
         f.appendChild(rectCrop(pg.src, pg.w, pg.h, r, 160));
-        f.appendChild(el("figcaption", null, D.filters.mode === "rgb" ? "its filter (input channels as R, G, B; mid-grey = 0)"
+        f.appendChild(el("figcaption", null, D.filters.mode === "rgb" ? "its filter on the layer's scale (input channels as R, G, B; mid-grey = 0)"
           : "its filter, averaged over its " + D.layer["in"] + " input channels (red +, blue \u2212)"));
-        sec.appendChild(f);
+        var row = el("div", { "class": "row" });
+        row.appendChild(f);
+        if (C && C.rgb && C.rgb.px[c]) row.appendChild(ownScale(C.rgb.px[c], C.rgb.k[0], C.rgb.k[1]));
+        sec.appendChild(row);
       }
       root.appendChild(sec);
       return;

@@ -325,3 +325,40 @@ def test_the_first_layers_filter_on_its_own_scale():
     # filter 0: pixel (0,0) = (128, 255, 128), pixel (0,1) = (r -0.5 of max -> 64, 128, 128)
     assert px[0] == [128, 255, 128, 64, 128, 128]
     assert px[1] == [128, 128, 128, 128, 128, 255]
+
+
+def test_ablate_results_beside_the_index_reach_the_channel_pages(cli, tmp_path, monkeypatch):
+    """End to end, once cnnviz.ablatestore exists: `cnnviz ablate --index` results show on the
+    channel pages (the numbers the store reads back) and the layer page shows the curves."""
+    store = pytest.importorskip("cnnviz.ablatestore")
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(6):
+        Image.fromarray((rng.random((70, 80, 3)) * 255).astype(np.uint8)).save(tmp_path / "photos" / f"p{i}.png")
+    model = ["-m", "squeezenet1_1", "--weights", "none", "-s", "64"]
+    layer = "features.12.expand1x1"
+    r = cli("top", "photos", *model, "-l", layer, "--index", "idx", "--no-pictures", "-q")
+    assert r.exit_code == 0, r.stderr
+    # ablate's default stage is act (stored as 'features.12.expand1x1:act'): the report reads that too
+    r = cli("ablate", "photos", *model, "-l", layer, "-c", "0:6", "--index", "idx", "--curves", "-o", "abl", "-q")
+    assert r.exit_code == 0, r.stderr
+    want = store.read_layer_ablation(index_dir=str(tmp_path / "idx"), layer=f"{layer}:act")
+    assert want is not None and want.channels
+    r = cli("report", "photos/p0.png", *model, "-l", layer, "--index", "idx", "-o", "site", "-q")
+    assert r.exit_code == 0, r.stderr
+    from cnnviz.layers import conv_layers
+    from cnnviz.sources import architecture
+
+    index = next(x.index for x in conv_layers(architecture("squeezenet1_1").model) if x.name == layer)
+    d = _layer_data(tmp_path / "site", index)
+    got = d["ablation"]
+    assert got["stage"] == "act"
+    assert got["images"] == next(iter(want.channels.values())).images
+    for c, a in want.channels.items():
+        assert got["channels"][str(c)][0] == pytest.approx(a.points, rel=5e-3, abs=1e-9)
+    if want.curves_png:
+        assert (tmp_path / "site" / got["curves"]).read_bytes() == open(want.curves_png, "rb").read()
+        assert got["curves"] in (tmp_path / "site" / f"layer-{index:02d}.html").read_text()

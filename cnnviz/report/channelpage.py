@@ -231,7 +231,9 @@ def read_ablation(site: "Site", lay: "ConvLayer") -> Any:
         from ..ablatestore import read_layer_ablation  # type: ignore[import-not-found]
     except ImportError:
         return None
-    return read_layer_ablation(index_dir=info["folder"], layer=lay.name)
+    # the conv's own output first; else its activation (`cnnviz ablate`'s default stage, stored as 'name:act')
+    return (read_layer_ablation(index_dir=info["folder"], layer=lay.name)
+            or read_layer_ablation(index_dir=info["folder"], layer=f"{lay.name}:act"))
 
 
 def ablation_entry(res: Any, *, curves: str | None) -> dict[str, Any]:
@@ -239,7 +241,7 @@ def ablation_entry(res: Any, *, curves: str | None) -> dict[str, Any]:
     hurts_points, prob_drop]; ``curves``: the report-relative path of its copied curves PNG."""
     first = next(iter(res.channels.values()), None)
     return {
-        "ablation": res.ablation, "curves": curves,
+        "ablation": res.ablation, "curves": curves, "stage": "act" if str(res.layer).endswith(":act") else "conv",
         "metric": first.metric if first else "", "images": first.images if first else 0,
         "channels": {str(c): [_r(a.points), a.hurts, None if a.hurts_points is None else _r(a.hurts_points),
                               _r(a.prob_drop)] for c, a in res.channels.items()},
@@ -256,12 +258,12 @@ def layer_sections(site: "Site", lay: "ConvLayer") -> str:
     body = ""
     if a.get("curves"):
         body = _img(a["curves"], f"ablation curves of layer {lay.index}", cls="wide")
-    worst = sorted(((v[0], int(c)) for c, v in a["channels"].items()), reverse=True)[:5]
+    worst = sorted(((v[0], int(c)) for c, v in a["channels"].items()), key=lambda t: (-t[0], t[1]))[:5]
     items = "".join(f'<li><a href="{esc(f"channel-{lay.index:02d}.html#{c}")}">channel {c}</a>: '
                     f'{p:+.3g} points</li>' for p, c in worst)
     return (f'<section id=ablation><h2>Ablation</h2><p class=hint>{esc(a["ablation"])} ablation of each channel '
-            f'(<code>cnnviz ablate</code>), {esc(a["metric"])} on {a["images"]} images; the channels whose removal '
-            f'costs the most:</p><ol>{items}</ol>{body}</section>')
+            f'(<code>cnnviz ablate</code>) for {len(a["channels"])} of its {lay.out_channels} channels, {esc(a["metric"])} on '
+            f'{a["images"]} images; the channels whose removal costs the most:</p><ol>{items}</ol>{body}</section>')
 
 
 def copy_curves(out: str, path: str | None) -> str | None:

@@ -563,7 +563,8 @@
     if (A) {
       var sec = el("section", { "class": "ablation" });
       sec.appendChild(el("h2", null, "Ablation"));
-      sec.appendChild(el("p", null, "Removing this channel (" + D.ablation.ablation + " ablation) costs " + fmt(A[0]) + " points of " +
+      sec.appendChild(el("p", null, "Removing this channel (" + D.ablation.ablation + " ablation" +
+        (D.ablation.stage === "act" ? " after its activation" : "") + ") costs " + fmt(A[0]) + " points of " +
         D.ablation.metric + " on these " + D.ablation.images + " images" +
         (A[1] ? "; it hurts " + A[1] + " most (" + fmt(A[2]) + " points)" : "") + "."));
       root.appendChild(sec);

@@ -216,7 +216,9 @@ def test_built_from_links_walk_down_to_the_previous_layers_channels(browser, tin
     assert feeds and all(h.startswith("channel-02.html#") for h in feeds)
     p.locator("section.built .card > a").first.click()
     p.wait_for_url("**/channel-00.html#*")
-    assert p.locator("section.built figure.filter").count() == 1  # the first layer keeps its RGB filter
+    # the first layer keeps its RGB filter: on the layer's scale, and on its own (a canvas)
+    assert p.locator("section.built figure.filter").count() == 2
+    assert p.locator("section.built canvas.ownscale").count() == 1
     assert not _dead_links(p, tiny_site)
     v.all_images_decode()
     v.clean()

@@ -8,6 +8,7 @@ that come with it (:func:`layer_sections`). Pure reading of ``site``; nothing he
 """
 from __future__ import annotations
 
+import html
 import os
 import shlex
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,11 @@ if TYPE_CHECKING:
 BUILT_K = 9  # input channels shown under "built from" (the issue's 6 to 9)
 FEEDS_K = 6  # output channels per consumer layer under "feeds into"
 FEEDS_LAYERS = 2  # consumer layers shown (a residual stream is read by every later block of its stage)
+
+
+def esc(v: Any) -> str:
+    """Text safe inside HTML text and double-quoted attributes (pages.esc; pages imports this module)."""
+    return html.escape(str(v), quote=True)
 
 
 def _r(v: float) -> float:
@@ -250,14 +256,13 @@ def ablation_entry(res: Any, *, curves: str | None) -> dict[str, Any]:
 
 def layer_sections(site: "Site", lay: "ConvLayer") -> str:
     """The layer page's sections that come from this module: the ablation curves."""
-    from .pages import _img, esc
-
     a = site.ablation.get(lay.index)
     if not a:
         return ""
     body = ""
     if a.get("curves"):
-        body = _img(a["curves"], f"ablation curves of layer {lay.index}", cls="wide")
+        body = (f'<img src="{esc(a["curves"])}" alt="ablation curves of layer {lay.index}" class=wide loading="lazy" '
+                f'decoding="async">')
     worst = sorted(((v[0], int(c)) for c, v in a["channels"].items()), key=lambda t: (-t[0], t[1]))[:5]
     items = "".join(f'<li><a href="{esc(f"channel-{lay.index:02d}.html#{c}")}">channel {c}</a>: '
                     f'{p:+.3g} points</li>' for p, c in worst)

@@ -249,3 +249,137 @@ def test_done_when_cached_trained_weights_class_person(cli, tmp_path, monkeypatc
     from cnnviz.camdraw import OUTLINE_COLOR
 
     assert (pic == OUTLINE_COLOR).all(-1).sum() > 100  # the predicted person's outline is drawn
+
+
+# ---------------------------------------------------------------- receptive fields of segmentation heads
+
+
+def _positive(model: nn.Module) -> nn.Module:
+    """Strictly positive conv weights, zero biases: a unit's input gradient is non-zero exactly on
+    the pixels its field covers (no cancellation; ReLU and BatchNorm at init pass everything)."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.copy_(torch.rand_like(m.weight) + 0.1)
+                if m.bias is not None:
+                    m.bias.zero_()
+    return model.eval()
+
+
+class _TinyDeepLab(nn.Module):
+    """Two stride-2 convs, then torchvision's own DeepLabV3 head (ASPP: 1x1, three dilated 3x3
+    branches, the image-pooling branch, concatenation, projection)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(),
+                                      nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.ReLU())
+        self.classifier = DeepLabHead(4, 3, atrous_rates=(2, 3, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.backbone(x))
+
+
+def _support(net: nn.Module, name: str, x: torch.Tensor, unit: tuple[int, int]) -> np.ndarray:
+    """Pixels of ``x`` whose gradient reaches unit ``unit`` of module ``name``'s output."""
+    got = {}
+    h = dict(net.named_modules())[name].register_forward_hook(lambda _m, _i, o: got.setdefault("y", o))
+    try:
+        x = x.clone().requires_grad_(True)
+        net(x)
+        got["y"][0, :, unit[0], unit[1]].sum().backward()
+    finally:
+        h.remove()
+    return (x.grad[0].abs().sum(0) > 0).numpy()
+
+
+def _check_support(support: np.ndarray, f, unit, size: int, what: str) -> None:
+    """The field's box (clipped to the image) is the bounding box of the gradient support, and
+    holds all of it. Inside it a dilated or strided conv may skip pixels (dilation 2 at jump 4 over
+    a 7-px field leaves gaps: the gridding of dilated convolutions); the theoretical field is the box."""
+    want = _box_mask(f, unit, size)
+    assert not (support & ~want).any(), what
+    ys, xs = np.nonzero(support)
+    wy, wx = np.nonzero(want)
+    assert (ys.min(), xs.min(), ys.max(), xs.max()) == (wy.min(), wx.min(), wy.max(), wx.max()), what
+
+
+def _box_mask(f, unit, size) -> np.ndarray:
+    y0, x0, y1, x1 = f.box(unit)
+    want = np.zeros((size, size), bool)
+    want[max(y0, 0): y1 + 1, max(x0, 0): x1 + 1] = True
+    return want
+
+
+def test_aspp_branches_fields_equal_gradient_support_and_the_pooling_branch_sees_everything():
+    from cnnviz.errors import RFError
+    from cnnviz.rf import layer_fields
+
+    net, size = _positive(_TinyDeepLab()), 64
+    fields = layer_fields(net, size=size)
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    rfs = []
+    for k in range(4):  # 1x1 and the dilated 3x3 branches: each its own window, centred alike
+        name = f"classifier.0.convs.{k}.0"
+        f = fields[name]
+        rfs.append(f.rf[0])
+        for unit in [(0, 0), (7, 9), (15, 15)]:
+            _check_support(_support(net, name, x, unit), f, unit, size, f"{name} {unit}")
+    assert rfs == [7, 7 + 2 * 2 * 4, 7 + 2 * 3 * 4, 7 + 2 * 4 * 4]  # dilation d adds 2*d*jump (jump 4)
+    pooled = fields["classifier.0.convs.4.1"]  # after the global pooling: one unit, the whole input
+    assert pooled.size == (1, 1) and pooled.rf[0] >= size
+    assert _support(net, "classifier.0.convs.4.1", x, (0, 0)).all()
+    # after the concatenation with the pooling branch every unit sees the whole input: no local field
+    why = fields["classifier.0.project.0"]
+    assert isinstance(why, str) and "image-pooling branch such as ASPP's" in why
+    assert _support(net, "classifier.0.project.0", x, (0, 0)).all()
+    with pytest.raises(RFError, match="whole input"):
+        from cnnviz.rf import receptive_fields
+
+        receptive_fields(net, size=size, layers=["classifier.0.project.0"])
+    # --ignore-gates: the local branches' union, the widest dilated branch
+    local = layer_fields(net, size=size, ignore_gates=True)["classifier.0.project.0"]
+    assert local.rf[0] == rfs[-1]
+
+
+def test_lraspp_head_upsampled_branch_is_refused_with_the_reason_and_the_low_branch_is_exact():
+    from torchvision.models.segmentation.lraspp import LRASPPHead
+
+    from cnnviz.rf import layer_fields
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.low = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU())
+            self.high = nn.Sequential(nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU())
+            self.classifier = LRASPPHead(4, 6, 3, 8)
+
+        def forward(self, x):
+            low = self.low(x)
+            return self.classifier({"low": low, "high": self.high(low)})
+
+    net, size = _positive(Tiny()), 40
+    fields = layer_fields(net, size=size, ignore_gates=True)
+    f = fields["classifier.low_classifier"]
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    for unit in [(0, 0), (10, 4), (19, 19)]:
+        _check_support(_support(net, "classifier.low_classifier", x, unit), f, unit, size, str(unit))
+    assert "resize" in fields["classifier.high_classifier"] and "unevenly spaced" in fields["classifier.high_classifier"]
+
+
+def test_dilated_resnet_backbone_fields_equal_gradient_support():
+    """FCN/DeepLabV3's ResNet replaces layer3/4's strides by dilation (output stride 8)."""
+    from cnnviz.models import build_model
+    from cnnviz.rf import layer_fields
+
+    net, size = _positive(build_model("fcn_resnet50")), 96
+    fields = layer_fields(net, size=size)
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(2))
+    for name in ["backbone.layer2.0.conv2", "backbone.layer3.0.conv2"]:
+        f = fields[name]
+        assert f.jump == (8, 8)
+        for unit in [(0, 0), (11, 11)]:
+            _check_support(_support(net, name, x, unit), f, unit, size, f"{name} {unit}")

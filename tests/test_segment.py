@@ -383,3 +383,50 @@ def test_dilated_resnet_backbone_fields_equal_gradient_support():
         assert f.jump == (8, 8)
         for unit in [(0, 0), (11, 11)]:
             _check_support(_support(net, name, x, unit), f, unit, size, f"{name} {unit}")
+
+
+# ---------------------------------------------------------------- maps on segmentation models
+
+
+@pytest.mark.parametrize("name, stage, layers", [
+    # torchvision's extractor keeps its own blocks (Conv2dNormActivation) whole: compare the act stage there
+    ("lraspp_mobilenet_v3_large", "act", {"backbone.2.block.1.0": "backbone.2.block.1", "backbone.16.0": "backbone.16",
+                                          "classifier.cbr.0": "classifier.cbr.2"}),
+    ("lraspp_mobilenet_v3_large", "conv", {"classifier.low_classifier": "classifier.low_classifier"}),
+    ("deeplabv3_resnet50", "conv", {n: n for n in ["backbone.layer1.0.conv1", "backbone.layer3.2.conv2",
+                                                   "classifier.0.convs.2.0", "classifier.0.project.0"]}),
+])
+def test_maps_equal_create_feature_extractor_and_stop_early(name, stage, layers, tmp_path):
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    from cnnviz.capture import capture
+
+    lm = load_model(name, weights="none")
+    x = torch.from_numpy(preprocess(load_image(_photo(tmp_path)), size=72)[0])[None]
+    x = torch.cat([x, x.flip(-1)])
+    got = capture(lm.model, x, list(layers), stage=stage)
+    ref = create_feature_extractor(lm.model, return_nodes=list(layers.values()))
+    with torch.no_grad():
+        want = ref(x)
+    for ours, theirs in layers.items():
+        assert got[ours].shape == want[theirs].shape
+        torch.testing.assert_close(got[ours], want[theirs], rtol=1e-5, atol=1e-5)
+    # a backbone map never runs the head
+    ran = []
+    h = lm.model.classifier.register_forward_pre_hook(lambda *_: ran.append(1))
+    try:
+        capture(lm.model, x, [next(iter(layers))], stage=stage)
+    finally:
+        h.remove()
+    assert not ran or next(iter(layers)).startswith("classifier")
+
+
+def test_maps_cli_states_the_input_the_convs_saw(cli, tmp_path):
+    img = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (100, 200, 3), dtype=np.uint8)).save(img)
+    r = cli("maps", str(img), "-m", "lraspp_mobilenet_v3_large", "--weights", "none", "-l", "backbone.16.0", "-s", "64",
+            "--json", "-o", str(tmp_path))
+    assert r.exit_code == 0, r.stderr
+    rec = json.loads(r.stdout.splitlines()[0])
+    # shorter side 64, aspect kept (no crop): 64x128 in, stride 16 -> 4x8 maps
+    assert rec["input"] == [64, 128] and rec["shape"] == [960, 4, 8]

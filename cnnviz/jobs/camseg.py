@@ -152,9 +152,8 @@ def outline_at(t: DenseTarget, size: tuple[int, int]) -> np.ndarray:
 
 def title_line(t: DenseTarget, names: list[str]) -> str:
     """The picture's first title line for a dense target."""
-    where = "its predicted pixels" if t.region == "predicted" else f"region {os.path.basename(t.region)}"
-    return (f"{_name(names, t.cls)} ({t.cls}): sum of its logits over {where} ({100 * t.share:.1f}% of the image), "
-            f"mean p={t.prob:.3g}; outline: predicted {_name(names, t.cls)}")
+    where = "its pixels" if t.region == "predicted" else os.path.basename(t.region)[:24]
+    return f"{_name(names, t.cls)} ({t.cls}) logits over {where} ({100 * t.share:.1f}%), mean p={t.prob:.3g}; outline: predicted"
 
 
 def record_fields(t: DenseTarget) -> dict[str, Any]:

@@ -430,3 +430,43 @@ def test_maps_cli_states_the_input_the_convs_saw(cli, tmp_path):
     rec = json.loads(r.stdout.splitlines()[0])
     # shorter side 64, aspect kept (no crop): 64x128 in, stride 16 -> 4x8 maps
     assert rec["input"] == [64, 128] and rec["shape"] == [960, 4, 8]
+
+
+def test_your_own_dense_model_from_a_file(cli, tmp_path):
+    """A user's model returning (N, classes, H, W) (no task known before it runs): cam finds its
+    output dense and explains the class covering most pixels, equal to pytorch-grad-cam."""
+    (tmp_path / "segnet.py").write_text(
+        "import torch\nfrom torch import nn\n\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU())\n"
+        "        self.head = nn.Conv2d(8, 3, 1)\n\n"
+        "    def forward(self, x):\n"
+        "        y = self.head(self.body(x))\n"
+        "        return nn.functional.interpolate(y, size=x.shape[-2:], mode='bilinear', align_corners=False)\n")
+    img = _photo(tmp_path, "coffee")
+    r = cli("cam", str(img), "-m", f"{tmp_path / 'segnet.py'}:Net", "--weights", "none", "-s", "40", "-l", "body",
+            "--npy", "--json", "-o", str(tmp_path))
+    assert r.exit_code == 0, r.stderr
+    (rec,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert rec["target"] == "segmentation" and rec["size"][0] == 40
+    from cnnviz.sources import as_spec, load
+
+    model = load(as_spec(f"{tmp_path / 'segnet.py'}:Net", weights="none")).model  # the job's model (seeded)
+    x = torch.from_numpy(preprocess(load_image(img), size=40)[0])[None]
+    with torch.no_grad():
+        pred = model(x).argmax(1)[0].numpy()
+    mask = pred == rec["class"]
+    assert rec["region_pixels"] == int(mask.sum())
+
+    class Plain(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return {"out": self.m(x)}
+
+    ref = _reference("gradcam", Plain(model), model.body, x, rec["class"], mask)
+    assert np.abs(_npy(rec["path"]) - ref[0]).max() <= TOL

@@ -360,6 +360,8 @@ def _sanity(net: Any, x1: torch.Tensor, pair: _Pair, method: str, layers: list[C
 
     seed = as_spec(req.model).seed
     original, steps = fa.cascading_randomization(net, compute, seed=seed)
+    for s in steps:  # a segmentation scorer holds the model as 'model': name its modules as the model does
+        s.label = s.label.removeprefix("model.") if pair.dense is not None else s.label
     labels = ["original", *(f"+{s.label}" for s in steps)]
     scores = ["", *(f"r={_fmt(s.spearman[0])} ssim={_fmt(s.ssim[0])}" for s in steps)]
     title = [] if req.bare else [

@@ -470,3 +470,25 @@ def test_your_own_dense_model_from_a_file(cli, tmp_path):
 
     ref = _reference("gradcam", Plain(model), model.body, x, rec["class"], mask)
     assert np.abs(_npy(rec["path"]) - ref[0]).max() <= TOL
+
+
+@pytest.mark.parametrize("args, message", [
+    (("maximize", "-m", "lraspp_mobilenet_v3_large", "--weights", "none", "--class", "person"),
+     "--class maximizes a classifier's class logit; lraspp_mobilenet_v3_large is a segmentation model"),
+    (("ablate", "IMG", "-m", "lraspp_mobilenet_v3_large", "--weights", "none", "-l", "backbone.16.0", "--stage", "conv"),
+     "ablate measures a classifier's accuracy or top-1 agreement; lraspp_mobilenet_v3_large is a segmentation model"),
+])
+def test_commands_without_a_dense_meaning_refuse_in_one_line(cli, tmp_path, args, message):
+    img = _photo(tmp_path)
+    r = cli(*[str(img) if a == "IMG" else a for a in args], "-o", str(tmp_path / "out"))
+    assert r.exit_code != 0 and message in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_layers_states_the_shorter_side_rule_and_the_aux_head(cli):
+    r = cli("layers", "-m", "fcn_resnet50")  # pretrained weights' architecture: no weights are read
+    assert r.exit_code == 0, r.stderr
+    assert "aux_classifier.4" in r.stdout and "runs too, eval included" in r.stdout + r.stderr
+    assert "the shorter side, aspect kept, no crop" in r.stdout + r.stderr
+    r = cli("layers", "-m", "fcn_resnet50", "--weights", "none")
+    assert "aux_classifier" not in r.stdout

@@ -39,7 +39,7 @@ from .output import Output, Record, Say, quiet
 
 _BF16_REFUSED = "ablate measures drops in probability smaller than bfloat16's rounding"
 
-ENGINES = ("local",)
+ENGINES = ("local", "ray")
 
 #: Dataset examples (or filter tiles) per bar of the chart.
 THUMBS = 3
@@ -405,8 +405,8 @@ def run_ablate(req: AblateRequest, *, output: Output, model: LoadedModel | None 
         parts = ab_store.Parts(output.target, key, about={**about, "units": len(sets), "block": size}).open()
         unit_blocks = ab.blocks(len(sets), size=size)
         mine = [b for b in range(len(unit_blocks)) if shard is None or b % shard[1] == shard[0]]
-        got = _run_blocks(sweep, parts, "units", sets, unit_blocks, mine, progress=progress, phase=phase,
-                          what=f"{len(sets)} unit(s) of {layer.name} on {sweep.images} image(s)"
+        got = _run_blocks(sweep, parts, "units", sets, unit_blocks, mine, progress=progress, phase=phase, engine=req.engine,
+                          what=f"removing {len(sets)} unit(s) of {layer.name} on {sweep.images} image(s)"
                                + (f", shard {shard[0]}/{shard[1]} ({sum(len(unit_blocks[b]) for b in mine)} of them)"
                                   if shard else ""))
         if shard is not None:
@@ -423,7 +423,7 @@ def run_ablate(req: AblateRequest, *, output: Output, model: LoadedModel | None 
             csets = [chans for _, _, chans in plan]
             cblocks = ab.blocks(len(csets), size=size)
             cgot = _run_blocks(sweep, parts, "curves", csets, cblocks, list(range(len(cblocks))), progress=progress,
-                               phase=phase, what=f"the removal curves ({len(ab.RANDOM_SEEDS) + 2} orders, {len(csets)} points)")
+                               phase=phase, engine=req.engine, what=f"removal curves ({len(ab.RANDOM_SEEDS) + 2} orders, {len(csets)} points)")
             curve = sweep.effects(csets, [ab.BlockSums.from_arrays(cgot[b]) for b in range(len(cblocks))])
             for j, (name, k, _) in enumerate(plan):
                 result.curves.setdefault(name, []).append((k, float(curve.accuracy[1 + j]) * 100, float(curve.probability[1 + j]) * 100))
@@ -449,7 +449,7 @@ def run_ablate(req: AblateRequest, *, output: Output, model: LoadedModel | None 
 
 
 def _run_blocks(sweep: ab.Sweep, parts: ab_store.Parts, kind: str, sets: list[list[int]], blocks: list[range],
-                todo: list[int], *, progress: Progress, phase: Say, what: str) -> dict[int, dict[str, Any]]:
+                todo: list[int], *, progress: Progress, phase: Say, what: str, engine: str = "local") -> dict[int, dict[str, Any]]:
     """The sums of blocks ``todo`` of ``sets``: read from ``parts`` when finished before, else
     measured and saved there as each finishes."""
     got: dict[int, dict[str, Any]] = {}
@@ -459,18 +459,28 @@ def _run_blocks(sweep: ab.Sweep, parts: ab_store.Parts, kind: str, sets: list[li
             got[b] = arrays
     left = [b for b in todo if b not in got]
     done = sum(len(blocks[b]) for b in got)
-    phase(f"ablate: removing {what}" + (f"; {done} already measured in {parts.dir}" if got else ""))
+    phase(f"ablate: {what}" + (f"; {done} already measured in {parts.dir}" if got else ""))
     progress.describe(f"ablate {kind}")
     progress.goto(0, sum(len(blocks[b]) for b in todo))
     progress.update(done)
     delay = float(os.environ.get("CNNVIZ_ABLATE_BLOCK_DELAY", "0") or 0)  # tests: time to interrupt a run
-    for b in left:
-        arrays = sweep.block([sets[i] for i in blocks[b]]).arrays()
+
+    def finished(b: int, arrays: dict[str, Any]) -> None:
         parts.save(kind, b, arrays)
         got[b] = arrays
         progress.update(len(blocks[b]))
         if delay:
             time.sleep(delay)
+
+    if engine == "ray" and left:
+        from ..ablateray import ray_blocks
+
+        data = [(x, lab) for (x, _), lab in zip(sweep.batches(), sweep.labels)]
+        ray_blocks(sweep.split.model, sweep.split.point, data, sweep.fill, [(b, [sets[i] for i in blocks[b]]) for b in left],
+                   on_block=finished, traced=sweep.split.traced, say=phase)
+        return got
+    for b in left:
+        finished(b, sweep.block([sets[i] for i in blocks[b]]).arrays())
     return got
 
 

@@ -55,11 +55,11 @@ def effects_chart(bars: Sequence[Bar], *, title: str, metric_label: str = "agree
 
     n = max(1, len(bars))
     most = max((len(b.thumbs) for b in bars), default=0)
-    row_in = 0.62 if most else 0.26
-    width = 11 + (0.62 * most + 0.4 if most else 0)
+    row_in = 0.8 if most else 0.26
+    width = 11 + (0.8 * most + 0.4 if most else 0)
     fig = Figure(figsize=(width, 1.6 + row_in * n), dpi=dpi, layout="constrained", facecolor="white")
     if most:
-        ax_t, ax_p, ax_a = fig.subplots(1, 3, sharey=True, width_ratios=[0.62 * most + 0.4, 5, 5])
+        ax_t, ax_p, ax_a = fig.subplots(1, 3, sharey=True, width_ratios=[0.8 * most + 0.4, 5, 5])
     else:
         ax_t = None
         ax_p, ax_a = fig.subplots(1, 2, sharey=True)
@@ -83,14 +83,16 @@ def effects_chart(bars: Sequence[Bar], *, title: str, metric_label: str = "agree
         px = int(row_in * dpi * 0.9)
         ax_t.set_xlim(-0.5, most - 0.5)
         ax_t.set_xticks([])
-        for side in ("top", "right", "bottom"):
+        for side in ("top", "right", "bottom", "left"):
             ax_t.spines[side].set_visible(False)
         ax_t.tick_params(axis="y", length=0)
         if thumbs_caption:
-            ax_t.set_xlabel(thumbs_caption, fontsize=8, wrap=True)
+            import textwrap
+
+            ax_t.set_title(textwrap.fill(thumbs_caption, 14 * most), fontsize=8, color="0.25")
         for yi, b in zip(y, bars):
             for j, img in enumerate(b.thumbs):
-                box = OffsetImage(_fit(img, px), zoom=72 / dpi if dpi != 72 else 1)  # one image pixel per output pixel
+                box = OffsetImage(_fit(img, px), zoom=72 / dpi)  # one image pixel per output pixel
                 ax_t.add_artist(AnnotationBbox(box, (j, yi), frameon=True, pad=0.0, bboxprops={"edgecolor": "0.7", "lw": 0.5}))
     if any(b.note for b in bars):  # room for the class names right of the longest bar
         lo, hi = ax_a.get_xlim()

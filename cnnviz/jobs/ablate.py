@@ -410,6 +410,8 @@ def run_ablate(req: AblateRequest, *, output: Output, model: LoadedModel | None 
                                + (f", shard {shard[0]}/{shard[1]} ({sum(len(unit_blocks[b]) for b in mine)} of them)"
                                   if shard else ""))
         if shard is not None:
+            if idx is not None:
+                phase(f"ablate: --index {req.index} gets the results from the run without --shard that combines the shards")
             result = _shard_result(req, lm, layer, count, sweep, units, unit_blocks, got, names)
             result.parts = parts.dir
             result.seconds = time.perf_counter() - t0

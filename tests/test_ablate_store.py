@@ -289,3 +289,22 @@ def test_store_writes_atomically_and_keeps_layer_names_with_dots_and_colons(tmp_
     for name in ("features.12.expand3x3:act", "features.12.expand3x3"):
         got = store.read_layer_ablation(index_dir=str(tmp_path), layer=name)
         assert got.channels == {3: store.ChannelAblation(3, 10.0, 2.5, 0.1, "tabby", 50.0, "accuracy", 4)}
+
+
+def test_a_first_conv_layer_gets_its_filters_as_thumbnails_without_an_index():
+    from cnnviz.cam import CamLayer
+    from cnnviz.capture import HookPoint
+    from cnnviz.jobs.ablate import Unit, _filter_thumbnails
+    from cnnviz.models import LoadedModel
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
+    lm = LoadedModel(net, name="n", weights="none")
+    units = [Unit(str(c), [c], 0, 0, 0, 0, 0, 0) for c in (2, 0)]
+    got = _filter_thumbnails(lm, CamLayer("0:act", HookPoint("1", 0)), units)
+    assert list(got) == ["2", "0"]
+    w = net[0].weight.detach().numpy()[2].transpose(1, 2, 0)
+    want = np.clip((w / np.abs(w).max() + 1) * 127.5, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(got["2"][0], want)
+    assert got["2"][0].shape == (3, 3, 3) and got["2"][0].dtype == np.uint8
+    assert _filter_thumbnails(lm, CamLayer("2", HookPoint("2", 0)), units) == {}  # 4 input channels: not a picture

@@ -664,10 +664,10 @@ def _filter_thumbnails(lm: LoadedModel, layer: CamLayer, shown: list[Unit]) -> d
     if not isinstance(conv, torch.nn.Conv2d) or conv.in_channels != 3 or conv.groups != 1:
         return {}
     w = conv.weight.detach().float().cpu().numpy()
-    scale = float(np.abs(w).max()) or 1.0
     out = {}
     for u in shown:
-        f = np.transpose(w[u.channels[0]], (1, 2, 0)) / scale  # (k, k, 3) in [-1, 1], one scale for the layer
+        f = np.transpose(w[u.channels[0]], (1, 2, 0))
+        f = f / (float(np.abs(f).max()) or 1.0)  # (k, k, 3) in [-1, 1], on its own scale: a weak filter shows its pattern
         out[u.label] = [np.clip((f + 1) * 127.5, 0, 255).astype(np.uint8)]
     return out
 
@@ -708,7 +708,7 @@ def _write(req: AblateRequest, result: AblateResult, *, output: Output, unit: st
     caption = None
     if thumbs:
         caption = ("each channel's best dataset examples in the index" if thumbs_kind == "examples"
-                   else "each channel's filter (RGB, one scale for the layer)")
+                   else "each channel's filter (RGB, grey = 0, each on its own scale)")
     path = output.png(output_name(*base, kind="ablate", tags=tags),
                       effects_chart(bars, title=title, metric_label=result.metric, thumbs_caption=caption))
     result.files.append(path)

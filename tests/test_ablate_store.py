@@ -308,3 +308,29 @@ def test_a_first_conv_layer_gets_its_filters_as_thumbnails_without_an_index():
     np.testing.assert_array_equal(got["2"][0], want)
     assert got["2"][0].shape == (3, 3, 3) and got["2"][0].dtype == np.uint8
     assert _filter_thumbnails(lm, CamLayer("2", HookPoint("2", 0)), units) == {}  # 4 input channels: not a picture
+
+
+def test_a_report_built_with_an_index_that_has_ablate_results_shows_them(cli, setup):
+    """End to end: `top --index`, `ablate --index`, `report --index`: the layer page lists the
+    channels whose removal costs most and the channel pages' data carry each channel's line."""
+    channelpage = pytest.importorskip("cnnviz.report.channelpage")
+    if not hasattr(channelpage, "read_ablation"):
+        pytest.skip("this report has no ablation slot")
+    t = setup
+    idx = _index(cli, t)
+    r = cli(*_args(t, "--index", str(idx), "-k", "3"))
+    assert r.exit_code == 0, r.stderr
+    d = json.loads((t / "out" / OUTPUTS[2]).read_bytes())
+    r = cli("report", str(t / "val" / "cat" / "0.png"), "-m", f"{t / 'net.py'}:Net", "--labels", str(t / "classes.txt"),
+            "--index", str(idx), "--stage", "act", "-s", "32", "-o", str(t / "site"), "-q")
+    assert r.exit_code == 0, r.stderr
+    page = (t / "site" / "layer-01.html").read_text()  # features.2, the conv whose activation features.3 is
+    assert "id=ablation" in page and "cnnviz ablate" in page
+    best = d["units"][0]
+    assert f'channel-01.html#{best["channels"][0]}' in page
+    data = (t / "site" / "data" / "layer-01.js").read_text()
+    got = json.loads(data[data.index("{"):data.rindex("}") + 1])
+    entry = got["ablation"]["channels"][str(best["channels"][0])]
+    assert entry[0] == pytest.approx(best["accuracy_drop"], abs=1e-3) and entry[1] == best["hurts"][0]["name"]
+    assert got["ablation"]["images"] == 9 and got["ablation"]["curves"]
+    assert (t / "site" / got["ablation"]["curves"]).is_file()

@@ -339,6 +339,10 @@ CONCEPTS: dict[str, Concept] = {c.long: c for c in [
              "ablate": "the images are decoded once and kept in memory for every removal"}),
     Concept("stop at the first unreadable or missing file", "--strict", None, False,
             "off (the file is skipped with a one-line warning, exit 0)", flag=True),
+    Concept("do only part I of N of the work (one machine of N), combined afterwards", "--shard", None, None,
+            "none (all of it); top: images by path, combined by 'top merge'; ablate: blocks of channels, combined by "
+            "the run without --shard"),
+    Concept("where the work runs: this process, or a Ray cluster", "--engine", None, "local", "local"),
 ]}
 
 # Old spellings, per command: hidden options that print one deprecation line and act as the new
@@ -477,6 +481,16 @@ def index_option(*, exists: bool, help: str) -> Callable[[F], F]:
     """--index DIR: a 'cnnviz top' index (written by top; read by report, which needs it to exist)."""
     kind = click.Path(exists=True, file_okay=False) if exists else None  # top checks (and creates) it itself
     return _vocab("--index", "index", default=None, metavar="DIR", type=kind, help=help)
+
+
+def shard_option(*, help: str) -> Callable[[F], F]:
+    """--shard I/N: this run does part I of N (0 <= I < N); how parts are combined is per command."""
+    return _vocab("--shard", "shard", default=None, metavar="I/N", help=help)
+
+
+def engine_option(*, help: str) -> Callable[[F], F]:
+    """--engine local|ray: where the work runs (ray: joins a running cluster, else starts a local one)."""
+    return _vocab("--engine", "engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help=help)
 
 
 def norm_option(default: str, *, choices: list[str], help: str) -> Callable[[F], F]:

@@ -194,7 +194,8 @@ def _merge(vals: Sequence[Any], out_shape: Sequence[int], where: str, *, ignore_
     for dims, f in placed:
         if f.size == (1, 1) and any(int(out_shape[d]) > 1 for d in dims):
             return _Unknown(
-                f"at {where} a globally pooled 1x1 tensor is broadcast over the map (a squeeze-and-excitation gate): "
+                f"at {where} a globally pooled 1x1 tensor is broadcast over the map (a squeeze-and-excitation gate, "
+                f"or an image-pooling branch such as ASPP's): "
                 f"every later unit sees the whole input, so it has no local receptive field (ignore_gates / "
                 f"--ignore-gates gives the conv path's local field)"
             )
@@ -390,7 +391,7 @@ def _const(a: _Analysis, op: _Op) -> Any:
     return _CONST
 
 
-def _upsample(a: _Analysis, op: _Op) -> Any:
+def _upsample_nearest(a: _Analysis, op: _Op) -> Any:
     """Nearest upsampling by an integer factor s per axis (FPN's top-down path): unit j reads unit
     floor(j / s), so unit j's window is unit floor(j/s)'s, [lo + floor(j/s)*J, hi + floor(j/s)*J]
     with J the input's jump. No single (lo, hi) at jump J/s gives every unit's exact window (units
@@ -398,22 +399,42 @@ def _upsample(a: _Analysis, op: _Op) -> Any:
     every unit's window: lo - (s-1)*J/s .. hi at jump J/s (exact for r = 0, ``s - 1`` units of J/s
     wider than the true window otherwise). Downstream (FPN's add, its 3x3 output conv, the heads)
     the field stays a bound containing every unit's window, a few jumps wider than the true one
-    (tests/test_detect.py measures both). Other modes and non-integer factors: no field."""
+    (tests/test_detect.py measures both). A 1x1 input, other modes and factors: _upsample."""
     src, out = op.src, op.out
-    if not isinstance(src, _Spatial) or not isinstance(out, torch.Tensor):
-        return src if isinstance(src, _Unknown) else _CONST
+    if not isinstance(src, _Spatial) or not isinstance(out, torch.Tensor) or src.field.size == (1, 1):
+        return _upsample(op)
     mode = op.module.mode if isinstance(op.module, nn.Upsample) else op.arg(3, "mode", "nearest")
     f = src.field
     o = tuple(int(out.shape[src.dims[a]]) for a in range(2))
     if mode != "nearest" or any(o[a] % f.size[a] or (f.jump[a] * f.size[a]) % o[a] for a in range(2)):
-        return a.record(op.where, "upsample", _Unknown(
-            f"{mode} upsampling at {op.where} from {f.size[0]}x{f.size[1]} to {o[0]}x{o[1]}: a receptive field exists only "
-            f"for nearest upsampling by an integer factor that divides the jump ({fmt_value(f.jump)} px; else units "
-            f"fall between input pixels)"))
+        return _upsample(op)  # other modes, other factors: see _upsample
     s = tuple(o[a] // f.size[a] for a in range(2))
     jump = tuple(f.jump[a] // s[a] for a in range(2))
     lo = tuple(f.lo[a] - (s[a] - 1) * jump[a] for a in range(2))
     return a.record(op.where, "upsample", _Spatial(src.dims, src.ndim, Field(lo, f.hi, jump, o), hull=True))  # type: ignore[arg-type]
+
+
+# resizing ops (F.interpolate, nn.Upsample, their ATen forms): what segmentation heads end in
+_UPSAMPLES = {"interpolate", "upsample", "upsample_bilinear2d", "upsample_nearest2d", "upsample_bicubic2d",
+              "upsamplingbilinear2d", "upsamplingnearest2d"}
+
+
+def _upsample(op: _Op) -> Any:
+    """A resize. Of a 1x1 tensor (a global pooling's output, ASPP's image-pooling branch) it is a
+    broadcast: every output unit sees what the pooled unit saw, the whole input, and the value is
+    kept as a 1x1 field so a merge reports it as such. Of a map: each unit mixes its nearest input
+    units, whose windows are not evenly spaced for non-integer scales (33 -> 65 units) and of
+    unequal extent for every scale: no (rf, jump, center0) triple describes them, refused."""
+    src = op.src
+    if not isinstance(src, _Spatial):
+        return src
+    out = op.out
+    if src.field.size == (1, 1):
+        return _Spatial(src.dims, src.ndim, src.field)
+    size = tuple(int(out.shape[d]) for d in src.dims) if isinstance(out, torch.Tensor) else ("?", "?")
+    n = src.field.size
+    return _Unknown(f"the resize at {op.where} maps {n[0]}x{n[1]} units to {size[0]}x{size[1]}: each output unit mixes its nearest "
+                    "input units, whose windows are unevenly spaced, so no single receptive field describes them")
 
 
 _PROPAGATE: dict[Kind, Callable[[_Analysis, _Op], Any]] = {
@@ -439,7 +460,7 @@ _PROPAGATE: dict[Kind, Callable[[_Analysis, _Op], Any]] = {
     Kind.SPLIT: _split,
     Kind.LINEAR: _linear,
     Kind.SHAPE: _const,
-    Kind.UPSAMPLE: _upsample,
+    Kind.UPSAMPLE: _upsample_nearest,
 }
 
 
@@ -533,6 +554,8 @@ class _Analysis:
             return [step(self, replace(op, out=out[0])), *[rest] * (len(out) - 1)]
         if step is not None:
             return step(self, op)
+        if _UPSAMPLES & {op_name(node).lower(), type(module).__name__.lower()}:
+            return _upsample(op)
         if module is not None:
             return _Unknown(f"cannot analyse module {where} ({type(module).__name__})")
         if node.op == "call_method":

@@ -60,6 +60,9 @@ def _check(req: Any, methods: list[str]) -> None:
     if req.classes or req.top is not None:
         raise UsageError("a detector's explanations are chosen by box: use --box K or --score-threshold P, "
                          "not --class/--top")
+    if getattr(req, "region", None):
+        raise UsageError("--region is for segmentation models; a detector's explanations are chosen by --box K or "
+                         "--score-threshold P")
     if req.sanity:
         raise UsageError("--sanity is not available for detectors yet (its layer re-initialisation targets classifiers)")
     for m in methods:

@@ -32,6 +32,7 @@ from ..util import device_of
 from . import pages, pictures
 from .site import ReportImage, Site
 from .cache import Cache, digest
+from .atlas import atlas_rows
 from .cams import CamMaker, image_cams
 from .examples import ExampleQuery, check_index, index_examples
 
@@ -130,7 +131,7 @@ def build_report(
     n_max = sum(len(v) for v in (maximize.values() if maximize else []))
     # inputs + profile + rf boxes, filters, maps + sheets, maximize, examples, pages
     total = (len(images) + 1 + len(chosen)) + len(chosen) + len(images) * (len(chosen) + 1) + n_max \
-        + len(chosen) * bool(index) + (2 * len(chosen) + 2)
+        + len(chosen) * bool(index) + len(chosen) + (2 * len(chosen) + 2 + len(images))
     prog = Progress(total, desc="report", unit="step", quiet=not progress)
     stats = _Counts()
     try:
@@ -158,6 +159,12 @@ def build_report(
                 if got["computed" if made else "reused"]:
                     stats.add("examples", made, got["computed" if made else "reused"])
             cache.save()
+        prog.describe("model at a glance")
+        got = atlas_rows(site, cache, out, index=index, step=prog.update)
+        for made in (True, False):
+            if got["computed" if made else "reused"]:
+                stats.add("atlas", made, got["computed" if made else "reused"])
+        cache.save()
         if cam is not None and images:
             prog.describe("class activation maps")
             got = image_cams(site, cache, out, make=cam)

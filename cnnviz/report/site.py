@@ -52,6 +52,7 @@ class Site:
     included: list[dict[str, Any]] = field(default_factory=list)  # {src, name, layer, image}
     examples: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)  # (layer, channel) -> top strip
     index_info: dict[str, Any] | None = None  # the `cnnviz top` index the examples come from
+    atlas: dict[int, dict[str, Any]] = field(default_factory=dict)  # layer -> its row on the model page (atlas.py)
     precision: str = "fp32"  # of the feature maps' forward passes ('fp32' or 'bf16', resolved)
 
     def field_of(self, hw: tuple[int, ...], layer: ConvLayer) -> Any:

@@ -89,16 +89,22 @@ def atlas_rows(site: Site, cache: Cache, out: str, *, index: str | None, k: int 
     return counts
 
 
-def _displays(prov: dict[str, Any]) -> Any:
-    """The index's own preprocessing (its recorded Preprocess) behind an image cache of displays."""
+def index_preprocess(prov: dict[str, Any]) -> Any:
+    """The index's own preprocessing: the scan.Preprocess its provenance records."""
     from ..scan import Preprocess
-    from ..topdraw import display_cache
 
     p = dict(prov["preprocess"])
     for name in ("size", "mean", "std"):
         if isinstance(p.get(name), list):
             p[name] = tuple(p[name])
-    return display_cache(Preprocess(**p), budget=256 << 20)
+    return Preprocess(**p)
+
+
+def _displays(prov: dict[str, Any]) -> Any:
+    """The display images of the index's files, each read once (topdraw's image cache)."""
+    from ..topdraw import display_cache
+
+    return display_cache(index_preprocess(prov), budget=256 << 20)
 
 
 def _index_row(site: Site, idx: Any, lay: "ConvLayer", displays: Any, out: str, key: str,
@@ -250,18 +256,9 @@ def atlas_section(site: Site, *, channel_href: Callable[[int, int], str], layer_
         if e is None:
             thumbs = '<span class=hint>no images: see the layer page for its filters</span>'
         else:
-            th = e["thumb"]
-            how = ("best dataset example (index max {s:.3g}, {im})" if e["source"] == "index"
-                   else "map on {im}, mean over the images {s:.3g}")
-            thumbs = "".join(
-                f'<a class=thumb href="{_e(channel_href(lay.index, ch["c"]))}" '
-                f'title="channel {ch["c"]}: {_e(how.format(s=ch["score"], im=ch["image"]))}">'
-                f'<span class=tcrop style="width:{th}px;height:{th}px">'
-                f'<img src="{_e(e["src"])}" alt="channel {ch["c"]}" width="{e["w"]}" height="{e["h"]}" loading="lazy" '
-                f'decoding="async" style="left:{-i * th}px"></span><span class=cap>{ch["c"]}</span></a>'
-                for i, ch in enumerate(e["channels"]))
+            thumbs = row_thumbs(e, lay.index, channel_href=channel_href)
             if e["source"] == "maps" and any_index:
-                thumbs += '<span class="hint src">(not in the index: maps on the report\u2019s images)</span>'
+                meta += '<span class=lsrc>not in the index: maps</span>'
         rows.append(f'<div class=arow id="L{lay.index}"><div class=ameta>{meta}</div><div class=athumbs>{thumbs}</div></div>')
     if any_index:
         how = ("each channel shown by its best dataset example: the input window (receptive field) of the unit where "
@@ -275,6 +272,32 @@ def atlas_section(site: Site, *, channel_href: Callable[[int, int], str], layer_
             f'field drawn to scale. Click a thumbnail to open the channel.</p>{"".join(rows)}</section>')
 
 
+def row_thumbs(e: dict[str, Any], layer: int, *, channel_href: Callable[[int, int], str]) -> str:
+    """The links of one atlas row: each channel's thumbnail, a crop of the row picture ``e``."""
+    th = e["thumb"]
+    how = ("best dataset example (index max {s:.3g}, {im})" if e["source"] == "index"
+           else "map on {im}, mean over the images {s:.3g}")
+    return "".join(
+        f'<a class=thumb href="{_e(channel_href(layer, ch["c"]))}" '
+        f'title="channel {ch["c"]}: {_e(how.format(s=ch["score"], im=ch["image"]))}">'
+        f'<span class=tcrop style="width:{th}px;height:{th}px">'
+        f'<img src="{_e(e["src"])}" alt="channel {ch["c"]}" width="{e["w"]}" height="{e["h"]}" loading="lazy" '
+        f'decoding="async" style="left:{-i * th}px"></span><span class=cap>{ch["c"]}</span></a>'
+        for i, ch in enumerate(e["channels"]))
+
+
+def layer_section(site: Site, lay: "ConvLayer", *, channel_href: Callable[[int, int], str]) -> str:
+    """The layer page's "strongest channels": its row of the model page, with what it shows."""
+    e = site.atlas.get(lay.index)
+    if e is None:
+        return ""
+    how = ("their best dataset examples (the peak unit's input window on the index image that excites each most)"
+           if e["source"] == "index" else "their maps on the image that excites each most (mean over the report’s images)")
+    return (f'<section id=strongest><h2>Strongest channels</h2><p class=hint>the {len(e["channels"])} channels of this '
+            f'layer that respond most, by {how}; click one to open it.</p><div class=athumbs>'
+            f'{row_thumbs(e, lay.index, channel_href=channel_href)}</div></section>')
+
+
 def image_strip(site: Site) -> str:
     """Thumbnails of the report's images, each a link to its page."""
     if not site.images:
@@ -286,7 +309,7 @@ def image_strip(site: Site) -> str:
         s = 112 / max(inp["w"], inp["h"])
         figs.append(f'<a class=imthumb href="{_e(image_page(n))}"><img src="{_e(inp["src"])}" alt="{_e(im.name)}" '
                     f'width="{round(inp["w"] * s)}" height="{round(inp["h"] * s)}" loading="lazy" decoding="async">'
-                    f'<span class=cap>{_e(im.name)}</span></a>')
+                    f'<span class=cap title="{_e(im.name)}">{_e(im.name)}</span></a>')
     return (f'<section id=images><h2>Images</h2><p class=hint>{len(site.images)} image(s); open one for its strongest '
             f'maps in every layer.</p><div class=imstrip>{"".join(figs)}</div></section>')
 

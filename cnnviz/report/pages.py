@@ -311,7 +311,8 @@ def layer_html(site: Site, lay: "ConvLayer", prev: int | None, nxt: int | None) 
     if inc:
         msec += f'<section id=included><h2>From other cnnviz commands</h2>{_included(inc)}</section>'
     maps_sec = (f'<section id=maps><h2>Feature maps</h2>{"".join(isecs)}</section>' if isecs else "")
-    body = (f'<h1>{esc(_layer_title(lay))}</h1>{pager}<dl class=facts>{dl}</dl>{maps_sec}{fsec}{rsec}{msec}')
+    strongest = atlas.layer_section(site, lay, channel_href=channel_page)
+    body = (f'<h1>{esc(_layer_title(lay))}</h1>{pager}<dl class=facts>{dl}</dl>{strongest}{maps_sec}{fsec}{rsec}{msec}')
     nav = {"up": "index.html"}
     if prev is not None:
         nav["prev"] = layer_page(prev)

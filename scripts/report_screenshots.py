@@ -6,7 +6,7 @@ its bytes are made of.
         --layer 7 --channel 7:17 --image 0
 
 Writes {prefix}-model.png, -layer.png, -channel.png and -image.png (a 1366 px wide window, the
-laptop screen the report is designed for; full pages cut at --max-height px), then prints per page
+laptop screen the report is designed for; full pages cut at --max-height px; 256-colour PNGs), then prints per page
 the DOMContentLoaded and load times from file:// (median of --reps visits, from the browser's
 navigation timing) and the folder's size by kind of file (img/maps-* sprites, img/top-* dataset
 examples, ...). Debian's Chromium driven by Playwright (apt-get install chromium; pip install
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image", type=int, default=0, help="image number of the image page")
     ap.add_argument("--max-height", type=int, default=2600, help="cut full-page screenshots at this many px")
     ap.add_argument("--reps", type=int, default=5, help="visits per page for the load times")
+    ap.add_argument("--colors", type=int, default=256, help="palette PNGs of this many colours (0: full RGB)")
     args = ap.parse_args(argv)
     try:
         from playwright.sync_api import sync_playwright
@@ -106,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
                     im = im.crop((0, 0, im.width, args.max_height))
                 os.makedirs(args.out, exist_ok=True)
                 path = os.path.join(args.out, f"{args.prefix}-{name}.png")
-                im.convert("RGB").save(path, optimize=True)
+                im = im.convert("RGB")
+                if args.colors:  # a few hundred kB instead of MB for the docs; text and thumbnails stay sharp
+                    im = im.quantize(colors=args.colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+                im.save(path, optimize=True)
                 print(f"{'':<8} -> {path} ({im.width}x{im.height})")
         ctx.close()
     if errors:

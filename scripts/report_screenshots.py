@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layer", type=int, default=0, help="layer index of the layer page")
     ap.add_argument("--channel", default="0:0", help="LAYER:CHANNEL of the channel page")
     ap.add_argument("--image", type=int, default=0, help="image number of the image page")
-    ap.add_argument("--max-height", type=int, default=2600, help="cut full-page screenshots at this many px")
+    ap.add_argument("--max-height", type=int, default=1500, help="cut full-page screenshots at this many px")
+    ap.add_argument("--model-height", type=int, default=3400, help="... and that of the model page (every row)")
     ap.add_argument("--reps", type=int, default=5, help="visits per page for the load times")
     ap.add_argument("--colors", type=int, default=256, help="palette PNGs of this many colours (0: full RGB)")
     args = ap.parse_args(argv)
@@ -103,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
                 page.wait_for_timeout(300)
                 png = page.screenshot(full_page=True)
                 im = Image.open(io.BytesIO(png))
-                if im.height > args.max_height:
-                    im = im.crop((0, 0, im.width, args.max_height))
+                cut = args.model_height if name == "model" else args.max_height
+                if im.height > cut:
+                    im = im.crop((0, 0, im.width, cut))
                 os.makedirs(args.out, exist_ok=True)
                 path = os.path.join(args.out, f"{args.prefix}-{name}.png")
                 im = im.convert("RGB")

@@ -385,8 +385,8 @@ def test_cli_cam_shows_each_images_class_activation_map_and_caches_it(cli, tmp_p
     r = cli(*args)
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["computed"]["cam"] == 1
-    index = (tmp_path / "out" / "index.html").read_text()
-    src = re.search(r'<img src="(img/cam-[0-9a-f]+\.png)" alt="gradcam: ', index).group(1)
+    page = (tmp_path / "out" / "image-00.html").read_text()  # on the image's page
+    src = re.search(r'<img src="(img/cam-[0-9a-f]+\.png)" alt="gradcam: ', page).group(1)
     with Image.open(tmp_path / "out" / src) as im:
         im.verify()
     with Image.open(tmp_path / "out" / src) as im:

@@ -361,8 +361,9 @@ def _report_claims(argv: list[str], r, cwd: Path, new: list[str]) -> None:
         assert sum(n.startswith("max-") for n in made) == 6, made
     if "--index" in argv:  # block4_conv1's channel pages: the index's best images per channel
         assert any(n.startswith("top-") for n in made), made
-    if "--cam" in argv:  # under each image, its Grad-CAM
-        assert len(re.findall(r'<img src="img/cam-[0-9a-f]+\.png" alt="gradcam: ', index)) == len(
+    if "--cam" in argv:  # on each image's page, its Grad-CAM
+        pages = "".join(page.read_text(encoding="utf-8") for page in root.glob("image-*.html"))
+        assert len(re.findall(r'<img src="img/cam-[0-9a-f]+\.png" alt="gradcam: ', pages)) == len(
             [a for a in argv if a.endswith(".jpg")])
     if "--include" in argv:  # every picture of the folder is copied in and shown
         src = cwd / argv[argv.index("--include") + 1]

@@ -123,8 +123,18 @@ def test_image_pages_search_data_and_a_model_page_without_sheets(tmp_path):
     out = tmp_path / "s"
     from cnnviz.layers import conv_layers
 
-    build_report(lm, images(3), output=str(out), progress=False, layers=conv_layers(lm.model)[1:])
+    ims = images(3)
+    build_report(lm, ims, output=str(out), progress=False, layers=conv_layers(lm.model)[1:])
     index = (out / "index.html").read_text()
+    acts = _convs(lm.model, np.stack([im.x for im in ims]))
+    for n in range(3):  # beside the sheet, its tiles as links: each layer's 8 strongest channels on this image
+        page = (out / f"image-{n:02d}.html").read_text()
+        table = page.split("<details class=sheetlinks", 1)[1].split("</details>", 1)[0]
+        for layer in (1, 2):
+            means = acts[layer][n].mean(axis=(1, 2))
+            want = sorted(range(len(means)), key=lambda c: (-means[c], c))[:8]
+            row = table.split(f'href="layer-{layer:02d}.html"', 1)[1].split("</tr>", 1)[0]
+            assert [int(c) for c in re.findall(rf'href="channel-{layer:02d}\.html#(\d+)"', row)] == want
     assert "img/sheet-" not in index  # the sheets are on the image pages now
     for n in range(3):
         assert f'href="image-{n:02d}.html"' in index

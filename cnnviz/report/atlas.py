@@ -314,15 +314,35 @@ def image_strip(site: Site) -> str:
             f'maps in every layer.</p><div class=imstrip>{"".join(figs)}</div></section>')
 
 
+def _sheet_links(site: Site, im: Any, *, k: int, layer_href: Callable[[int], str],
+                 channel_href: Callable[[int, int], str]) -> str:
+    """The sheet's tiles as links: per layer, its ``k`` strongest channels on this image (by mean
+    activation, ties to the lower channel: the sheet's own order), each a link to its channel."""
+    rows = []
+    for lay in site.layers:
+        e = site.maps.get((im.id, lay.index))
+        if e is None:
+            continue
+        order = (site.sheets.get(im.id) or {}).get("order", {}).get(str(lay.index)) \
+            or sorted(range(len(e["mean"])), key=lambda c: (-e["mean"][c], c))[:k]  # sheets of earlier runs
+        chans = " ".join(f'<a href="{_e(channel_href(lay.index, c))}" title="mean {e["mean"][c]:.3g}, max {e["max"][c]:.3g}">'
+                         f'{c}</a>' for c in order)
+        rows.append(f'<tr><th><a href="{_e(layer_href(lay.index))}">{lay.index} {_e(lay.alias or lay.name)}</a></th>'
+                    f'<td>{chans}</td></tr>')
+    if not rows:
+        return ""
+    return (f'<details class=sheetlinks open><summary>the sheet\u2019s channels, layer by layer</summary>'
+            f'<table>{"".join(rows)}</table></details>')
+
+
 def image_html(site: Site, n: int, *, skeleton: Callable[..., str], layer_href: Callable[[int], str],
-               included: Callable[[Sequence[dict[str, Any]]], str]) -> str:
+               channel_href: Callable[[int, int], str], included: Callable[[Sequence[dict[str, Any]]], str]) -> str:
     """The page of image ``n``: the input as the model sees it, its sheet (the strongest maps of
     every layer), its CAMs and the pictures other commands made of it."""
     lm = site.lm
     im = site.images[n]
     inp = site.inputs[im.id]
     sheet = site.sheets.get(im.id)
-    links = " ".join(f'<a href="{_e(layer_href(lay.index))}">{_e(lay.alias or lay.name)}</a>' for lay in site.layers)
     pager = ("<p class=pager>" + (f'<a rel=prev href="{_e(image_page(n - 1))}">\u2190 previous image</a>' if n > 0 else "<span></span>")
              + '<a href="index.html">model page</a>'
              + (f'<a rel=next href="{_e(image_page(n + 1))}">next image \u2192</a>' if n + 1 < len(site.images) else "<span></span>")
@@ -334,11 +354,13 @@ def image_html(site: Site, n: int, *, skeleton: Callable[..., str], layer_href: 
     if sheet:
         from .build import SHEET_MAPS
 
+        links = _sheet_links(site, im, k=SHEET_MAPS, layer_href=layer_href, channel_href=channel_href)
         body += (f'<section id=sheet><h2>Strongest maps of every layer</h2><p class=hint>the {SHEET_MAPS} strongest maps '
-                 f'(by mean activation) of every layer in this report, first layer at the top; open a layer: {links}</p>'
-                 f'<figure class=sheet><a href="{_e(sheet["src"])}"><img src="{_e(sheet["src"])}" '
+                 f'(by mean activation) of every layer in this report, first layer at the top, each on its own scale; '
+                 f'beside it, each layer and channel as a link.</p>'
+                 f'<div class=row><figure class=sheet><a href="{_e(sheet["src"])}"><img src="{_e(sheet["src"])}" '
                  f'alt="feature-map sheet of {_e(im.name)}" width="{sheet["w"]}" height="{sheet["h"]}" loading="lazy" '
-                 f'decoding="async"></a></figure></section>')
+                 f'decoding="async"></a></figure>{links}</div></section>')
     nav = {"up": "index.html"}
     if n > 0:
         nav["prev"] = image_page(n - 1)

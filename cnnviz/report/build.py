@@ -374,13 +374,14 @@ def _sheet(site: Site, cache: Cache, out: str, stats: _Counts, im: ReportImage, 
     if im.id in site.sheets:
         stats.add("sheet", False)
         return
+    order = {str(i): [int(c) for c in r.channels] for i, r in rows}  # the image page links each tile
     rows = [r for _, r in sorted(rows, key=lambda t: t[0])]
     title = (f"{im.name} \u00b7 {site.lm.name} {site.lm.weights} \u00b7 stage {site.stage} \u00b7 "
              f"top {SHEET_MAPS} maps per layer by mean activation, each on its own scale")
     pic = pictures.sheet(rows, cmap=site.cmap, title=title)
     rel = _png(out, f"img/sheet-{key}.png", pic, image=im.name, model=site.lm.name, weights=site.lm.weights,
                stage=site.stage, layers=[r.label for r in rows])
-    site.sheets[im.id] = cache.put(key, [rel], src=rel, w=int(pic.shape[1]), h=int(pic.shape[0]))
+    site.sheets[im.id] = cache.put(key, [rel], src=rel, w=int(pic.shape[1]), h=int(pic.shape[0]), order=order)
     stats.add("sheet", True)
 
 

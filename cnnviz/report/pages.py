@@ -144,7 +144,7 @@ def write_site(site: Site, out: str, *, step: Callable[[int], None] = lambda n: 
     step(1)
     for n in range(len(site.images)):
         _write(out, atlas.image_page(n), atlas.image_html(site, n, skeleton=_skeleton, layer_href=layer_page,
-                                                          included=_included))
+                                                          channel_href=channel_page, included=_included))
         step(1)
     atlas.remove_stale_image_pages(out, keep=len(site.images))
     for k, lay in enumerate(layers):

@@ -12,7 +12,7 @@ from PIL import Image
 
 from cnnviz.jobs.report import index_query
 from cnnviz.report import build_report
-from cnnviz.report.atlas import ATLAS_K, MIN_WINDOW, THUMB
+from cnnviz.report.atlas import ATLAS_K, GAP, MIN_WINDOW, THUMB
 
 from test_report import EVIL, images, tiny_model, top_index
 
@@ -55,7 +55,7 @@ def test_map_rows_rank_channels_by_mean_over_the_images_and_show_the_best_images
         chans, src = _row(html, layer)
         assert chans == want, layer
         pic = np.asarray(Image.open(out / src).convert("RGB")).astype(int)
-        assert pic.shape == (THUMB, THUMB * len(want), 3)
+        assert pic.shape == (THUMB, THUMB * len(want) + GAP * (len(want) - 1), 3)
         for j, c in enumerate(chans):
             m = a[int(means[:, c].argmax()), c]  # its map on the image it excites most
             h, w = m.shape
@@ -64,7 +64,7 @@ def test_map_rows_rank_channels_by_mean_over_the_images_and_show_the_best_images
             s = THUMB / max(h, w)  # the longer side fills the thumbnail, centred on white
             oy, ox = (THUMB - round(h * s)) // 2, (THUMB - round(w * s)) // 2
             ys, xs = oy + ((np.arange(h) + 0.5) * s).astype(int), ox + ((np.arange(w) + 0.5) * s).astype(int)
-            tile = pic[:, j * THUMB:(j + 1) * THUMB]
+            tile = pic[:, j * (THUMB + GAP):j * (THUMB + GAP) + THUMB]
             if oy or ox:
                 assert (tile[:max(oy, 1) if oy else THUMB, :max(ox, 1) if ox else THUMB] == 255).all()
             tile = tile[ys][:, xs]
@@ -103,7 +103,7 @@ def test_index_rows_show_each_channels_best_dataset_window(tmp_path):
         y0, x0 = -4 + 2 * int(uy), -4 + 2 * int(ux)
         cy, cx = y0 + (10 - MIN_WINDOW) // 2, x0 + (10 - MIN_WINDOW) // 2  # the context square's corner
         s = THUMB / MIN_WINDOW
-        tile = pic[:, j * THUMB:(j + 1) * THUMB]
+        tile = pic[:, j * (THUMB + GAP):j * (THUMB + GAP) + THUMB]
 
         def err(dy: int, dx: int) -> float:
             d = []

@@ -38,6 +38,8 @@ ATLAS_K = 8  # thumbnails per layer row (8 x 112 px + the layer column fit a 136
 THUMB = 112  # px, the longer side of a thumbnail
 MIN_WINDOW = 32  # px: receptive fields smaller than this are shown inside this much context, outlined
 JPEG_QUALITY = 85
+GAP = 6  # px of page background between the thumbnails of a row picture
+BACKGROUND = (250, 251, 252)  # the stylesheet's --bg
 
 
 # ---------------------------------------------------------------- build phase
@@ -62,7 +64,7 @@ def atlas_rows(site: Site, cache: Cache, out: str, *, index: str | None, k: int 
         if idx is not None and lay.index in held:
             prov = idx.provenance
             state = [prov.get("weights_sha256"), prov.get("preprocess"), prov.get("stage"), sorted(idx.part_dirs())]
-            key = digest("atlas-index", state, lay.index, lay.name, k, THUMB, MIN_WINDOW, JPEG_QUALITY)
+            key = digest("atlas-index", state, lay.index, lay.name, k, THUMB, GAP, MIN_WINDOW, JPEG_QUALITY)
             e = cache.get(key)
             if e is None:
                 if displays is None:
@@ -75,7 +77,7 @@ def atlas_rows(site: Site, cache: Cache, out: str, *, index: str | None, k: int 
         if e is None:
             srcs = [site.maps[(im.id, lay.index)]["src"] for im in site.images if (im.id, lay.index) in site.maps]
             if srcs:
-                key = digest("atlas-maps", srcs, lay.index, k, THUMB)
+                key = digest("atlas-maps", srcs, lay.index, k, THUMB, GAP)
                 e = cache.get(key)
                 if e is None:
                     e = _maps_row(site, lay, out, key, k)
@@ -190,7 +192,9 @@ def _fit(pix: np.ndarray, px: int, resample: Any) -> np.ndarray:
 
 def _save_row(out: str, rel: str, tiles: Sequence[np.ndarray], chans: list[dict[str, Any]], *,
               source: str) -> dict[str, Any]:
-    strip = np.concatenate(list(tiles), axis=1)
+    sep = np.empty((THUMB, GAP, 3), np.uint8)
+    sep[:] = BACKGROUND
+    strip = np.concatenate([part for t in tiles for part in (sep, t)][1:], axis=1)
     buf = io.BytesIO()
     pic = Image.fromarray(strip)
     if rel.endswith(".jpg"):
@@ -198,7 +202,7 @@ def _save_row(out: str, rel: str, tiles: Sequence[np.ndarray], chans: list[dict[
     else:
         pic.save(buf, format="PNG", optimize=True)
     write_atomic(os.path.join(out, rel), buf.getvalue())
-    return {"files": [rel], "src": rel, "w": int(strip.shape[1]), "h": int(strip.shape[0]), "thumb": THUMB,
+    return {"files": [rel], "src": rel, "w": int(strip.shape[1]), "h": int(strip.shape[0]), "thumb": THUMB, "gap": GAP,
             "source": source, "channels": chans}
 
 
@@ -273,17 +277,18 @@ def atlas_section(site: Site, *, channel_href: Callable[[int, int], str], layer_
 
 
 def row_thumbs(e: dict[str, Any], layer: int, *, channel_href: Callable[[int, int], str]) -> str:
-    """The links of one atlas row: each channel's thumbnail, a crop of the row picture ``e``."""
-    th = e["thumb"]
+    """One atlas row: its picture (one lazy image, the thumbnails side by side) under one link per
+    thumbnail, each with the channel number below; in percentages, so the row can shrink."""
+    th, gap, w = e["thumb"], e.get("gap", 0), e["w"]
     how = ("best dataset example (index max {s:.3g}, {im})" if e["source"] == "index"
            else "map on {im}, mean over the images {s:.3g}")
-    return "".join(
-        f'<a class=thumb href="{_e(channel_href(layer, ch["c"]))}" '
-        f'title="channel {ch["c"]}: {_e(how.format(s=ch["score"], im=ch["image"]))}">'
-        f'<span class=tcrop style="width:{th}px;height:{th}px">'
-        f'<img src="{_e(e["src"])}" alt="channel {ch["c"]}" width="{e["w"]}" height="{e["h"]}" loading="lazy" '
-        f'decoding="async" style="left:{-i * th}px"></span><span class=cap>{ch["c"]}</span></a>'
+    links = "".join(
+        f'<a class=thumb href="{_e(channel_href(layer, ch["c"]))}" aria-label="channel {ch["c"]}" '
+        f'title="channel {ch["c"]}: {_e(how.format(s=ch["score"], im=ch["image"]))}" '
+        f'style="left:{100 * i * (th + gap) / w:.4f}%;width:{100 * th / w:.4f}%"><span class=cap>{ch["c"]}</span></a>'
         for i, ch in enumerate(e["channels"]))
+    return (f'<span class=tstrip style="width:{w}px"><img src="{_e(e["src"])}" alt="" width="{w}" height="{e["h"]}" '
+            f'loading="lazy" decoding="async">{links}</span>')
 
 
 def layer_section(site: Site, lay: "ConvLayer", *, channel_href: Callable[[int, int], str]) -> str:

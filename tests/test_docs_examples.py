@@ -359,8 +359,9 @@ def _report_claims(argv: list[str], r, cwd: Path, new: list[str]) -> None:
             assert p in index, p
     if "--maximize" in argv:  # block4_* = 3 layers x channels 0:2 (the harness's override)
         assert sum(n.startswith("max-") for n in made) == 6, made
-    if "--index" in argv:  # block4_conv1's channel pages: the index's best images per channel
-        assert any(n.startswith("top-") for n in made), made
+    if "--index" in argv:  # block4_conv1's channel pages: the index's images, one JPEG each, in its layer's data
+        assert any(n.startswith("ex-") and n.endswith(".jpg") for n in made), made
+        assert '"exImages":[{' in (root / "data" / "layer-07.js").read_text(encoding="utf-8")
     if "--cam" in argv:  # on each image's page, its Grad-CAM
         pages = "".join(page.read_text(encoding="utf-8") for page in root.glob("image-*.html"))
         assert len(re.findall(r'<img src="img/cam-[0-9a-f]+\.png" alt="gradcam: ', pages)) == len(

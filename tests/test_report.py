@@ -307,16 +307,37 @@ def test_dataset_examples_come_from_a_top_index(tmp_path):
     res = build_report(lm, images(1), output=str(out), progress=False, index=idx, index_k=3, stage="conv", examples=index_query(lm))
     assert res.computed["examples"] == 2
     d = _layer_data(out, 2)
-    assert set(d["examples"]) == {str(c) for c in range(8)} and d["index"]["images"] == 6
-    want: list = []
-    run_top(TopRequest(index=idx, layers=("2",), k=3, pictures=False), model=lm, output=Output(on_record=want.append))
-    for rec in want:
-        got = d["examples"][str(rec["channel"])]
-        assert [e["name"] for e in got["examples"]] == [os.path.basename(e["path"]) for e in rec["examples"]]
-        with Image.open(out / got["src"]) as im:
-            im.verify()
+    assert len(d["examples"]) == 8 and all(d["examples"]) and d["index"]["images"] == 6
+    assert d["index"]["bottom"] == 3  # 6 images: the 3 least exciting are not among the 3 best
+    for which in ("top", "bottom"):
+        want: list = []
+        run_top(TopRequest(index=idx, layers=("2",), k=3, bottom=which == "bottom", pictures=False), model=lm,
+                output=Output(on_record=want.append))
+        for rec in want:
+            got = d["examples"][rec["channel"]][which]
+            assert [d["exImages"][g[0]]["name"] for g in got] == [os.path.basename(e["path"]) for e in rec["examples"]]
+            assert [g[2:] for g in got] == [e["unit"] for e in rec["examples"]]  # the peak unit
+            f = d["exField"]  # whose window is the layer's field there, as the top job says
+            assert [[f[0] + y * f[4], f[1] + x * f[5], f[2] + y * f[4], f[3] + x * f[5]] for _i, _s, y, x in got] == \
+                [e["box"] for e in rec["examples"]]
+            assert [g[1] for g in got] == pytest.approx([e["score"] for e in rec["examples"]], abs=1e-4)
+    # one JPEG per example image, the pixels the model saw (the index's preprocessing: 32 px)
+    from cnnviz.scan import Preprocess
+    from cnnviz.index import ActivationIndex
+
+    prep = Preprocess.from_dict(ActivationIndex.open(idx).provenance["preprocess"])
+    srcs = {im["src"] for im in d["exImages"]}
+    assert len(srcs) == len(d["exImages"]) <= 6
+    photos = {p.name: prep(str(p))[1].astype(int) for p in (tmp_path / "photos").iterdir()}
+    for im in d["exImages"]:
+        with Image.open(out / im["src"]) as pic:
+            got = np.asarray(pic.convert("RGB")).astype(int)
+        assert got.shape == photos[im["name"]].shape == (im["h"], im["w"], 3)
+        # a JPEG of random noise is lossy (chroma subsampling), but it is nearest to its own photo
+        dist = {name: np.abs(got - px).mean() for name, px in photos.items()}
+        assert min(dist, key=dist.get) == im["name"], dist
     assert "Dataset examples" in (out / "layer-02.html").read_text()
-    assert _layer_data(out, 0)["examples"] == {}
+    assert _layer_data(out, 0)["examples"] == []
     again = build_report(lm, images(1), output=str(out), progress=False, index=idx, index_k=3, stage="conv", examples=index_query(lm))
     assert again.reused["examples"] == 2 and "examples" not in again.computed
     with torch.no_grad():

@@ -150,9 +150,105 @@ def test_every_page_loads_clean_with_decoded_images(browser, tiny_site, served, 
 
 
 def test_channel_page_shows_dataset_examples(browser, tiny_site):
+    """Large patches (>= 128 px at 1366 px) with the window drawn, the same images whole, and the
+    least-exciting ones; every picture is one of the example JPEGs, lazy, with its size given."""
     v = Visit(browser).open(f"{tiny_site.as_uri()}/channel-02.html#5")
-    assert v.page.locator("section.examples img.strip").count() == 1
-    assert v.page.locator("ol.examples li").count() == 3
+    p = v.page
+    p.set_viewport_size({"width": 1366, "height": 900})
+    assert p.locator("section.examples .patches:not(.small) .patch").count() == 3
+    assert p.locator("section.examples .wholes .whole").count() == 3
+    assert p.locator("section.examples .patches.small .patch").count() == 2  # 5 images: the 2 not in the top 3
+    sizes = p.eval_on_selector_all("section.examples .patches:not(.small) .patch",
+                                   "ps => ps.map(e => [e.getBoundingClientRect().width, e.getBoundingClientRect().height])")
+    assert all(w >= 128 and abs(w - h) < 1 for w, h in sizes), sizes
+    imgs = p.eval_on_selector_all("section.examples img", "is => is.map(i => [i.getAttribute('src'), i.loading, "
+                                  "i.getAttribute('width'), i.getAttribute('height')])")
+    assert imgs and all(s.startswith("img/ex-") and s.endswith(".jpg") and lazy == "lazy" and w and h
+                        for s, lazy, w, h in imgs), imgs
+    assert p.locator("section.examples .patch .win").count() == 5 and p.locator(".whole .dot").count() == 3
+    v.all_images_decode()
+    v.clean()
+
+
+def _dead_links(page, root) -> list[str]:
+    """Links of the page that lead nowhere: a missing file, or a channel past the layer's last."""
+    import re
+
+    bad = []
+    for href in page.eval_on_selector_all("a[href]", "as => as.map(a => a.getAttribute('href'))"):
+        if href.startswith("#"):
+            continue
+        path, _, frag = href.partition("#")
+        if not (root / path).is_file():
+            bad.append(href)
+            continue
+        m = re.fullmatch(r"channel-(\d+)\.html", path)
+        if m and frag:
+            data = (root / f"data/layer-{m.group(1)}.js").read_text()
+            out = int(re.search(r'"out":(\d+)', data).group(1))
+            if not (frag.isdigit() and int(frag) < out):
+                bad.append(href)
+    return bad
+
+
+def test_built_from_links_walk_down_to_the_previous_layers_channels(browser, tiny_site):
+    """The cards link the previous conv's channels, strongest first (norms computed here from the
+    weights), and clicking one opens that channel's page; feeds-into links the next layer's."""
+    import torch
+
+    lm = tiny_model()  # the fixture's model (same seed): conv features.5 reads features.2
+    w = lm.model.features[5].weight.detach()
+    norms = torch.linalg.vector_norm(w[5], dim=(1, 2))
+    want = sorted(range(len(norms)), key=lambda i: (-float(norms[i]), i))
+    v = Visit(browser, navigating=True).open(f"{tiny_site.as_uri()}/channel-02.html#5")
+    p = v.page
+    p.set_viewport_size({"width": 1366, "height": 900})
+    hrefs = p.eval_on_selector_all("section.built .card > a", "as => as.map(a => a.getAttribute('href'))")
+    assert hrefs == [f"channel-01.html#{i}" for i in want], hrefs
+    assert p.locator("section.built .sign").count() == len(want)
+    assert p.evaluate("document.documentElement.scrollWidth") <= 1366
+    assert not _dead_links(p, tiny_site)
+    p.locator("section.built .card > a").first.click()
+    p.wait_for_url(f"**/channel-01.html#{want[0]}")
+    p.wait_for_function(f"document.getElementById('ch-num').textContent === '{want[0]}'")
+    # one layer further down, and back up through "feeds into": channel 5 of layer 2 reads it
+    feeds = p.eval_on_selector_all("section.feeds .card > a", "as => as.map(a => a.getAttribute('href'))")
+    assert feeds and all(h.startswith("channel-02.html#") for h in feeds)
+    p.locator("section.built .card > a").first.click()
+    p.wait_for_url("**/channel-00.html#*")
+    # the first layer keeps its RGB filter: on the layer's scale, and on its own (a canvas)
+    assert p.locator("section.built figure.filter").count() == 2
+    assert p.locator("section.built canvas.ownscale").count() == 1
+    assert not _dead_links(p, tiny_site)
+    v.all_images_decode()
+    v.clean()
+
+
+def test_resnet_built_from_links_the_previous_layers_page_and_the_residual_stream(browser, cli, tmp_path, monkeypatch):
+    """ResNet-18 (random weights, 64 px): layer2.0.conv1 reads the residual stream, whose nearest
+    producer is layer1.1.conv2, the conv just before it; the stream's other convs are 'also' links."""
+    monkeypatch.chdir(tmp_path)
+    r = cli("report", "--sample", "-m", "resnet18", "--weights", "none", "-s", "64", "-o", "rn", "-q")
+    assert r.exit_code == 0, r.stderr
+    root = tmp_path / "rn"
+    from cnnviz.layers import conv_layers
+    from cnnviz.sources import architecture
+
+    lays = {lay.name: lay.index for lay in conv_layers(architecture("resnet18").model)}
+    me, prev = lays["layer2.0.conv1"], lays["layer1.1.conv2"]
+    assert prev == me - 1
+    v = Visit(browser, navigating=True).open(f"{root.as_uri()}/channel-{me:02d}.html#17")
+    p = v.page
+    p.set_viewport_size({"width": 1366, "height": 900})
+    hrefs = p.eval_on_selector_all("section.built .card > a", "as => as.map(a => a.getAttribute('href'))")
+    assert len(hrefs) == 9 and all(h.startswith(f"channel-{prev:02d}.html#") for h in hrefs), hrefs
+    also = p.eval_on_selector_all("section.built .also a", "as => as.map(a => a.getAttribute('href'))")
+    assert {h.split("#")[0] for h in also} == {f"channel-{lays['layer1.0.conv2']:02d}.html", f"channel-{lays['conv1']:02d}.html"}
+    assert "residual sum" in p.inner_text("section.built .hint")
+    assert p.evaluate("document.documentElement.scrollWidth") <= 1366
+    assert not _dead_links(p, root)
+    p.locator("section.built .card > a").first.click()
+    p.wait_for_url(f"**/channel-{prev:02d}.html#*")
     v.all_images_decode()
     v.clean()
 

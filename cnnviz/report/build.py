@@ -82,6 +82,7 @@ def build_report(
     workers: int | None = None,
     architecture: Any = None,
     precision: str = "fp32",
+    compare_links: Mapping[tuple[int, int], Sequence[tuple[str, str]]] | None = None,
 ) -> ReportResult:
     """Write the report of ``lm`` on ``images`` into ``output`` (created if needed).
 
@@ -100,7 +101,10 @@ def build_report(
     ``architecture``: the same network on the 'meta' device (models.build_meta_model), used for
     shapes and receptive fields so that no full forward pass is spent on them (default: ``lm.model``);
     ``precision``: 'fp32' or 'bf16' (cnnviz.device) of the feature maps' forward passes (maximize
-    has its own, ``maximize_precision``; the CAMs are Grad-CAMs, always fp32).
+    has its own, ``maximize_precision``; the CAMs are Grad-CAMs, always fp32);
+    ``compare_links``: {(layer index, channel): [(label, report-relative href)]} for the channel
+    pages' comparison slot (cnnviz compare's pages). Channel pages also show the results of
+    ``cnnviz ablate --index`` kept beside ``index`` (cnnviz.ablatestore), when there are any.
     Re-running on the same folder recomputes only what is missing; ``prune`` then deletes the
     pictures of earlier runs that this one does not show. Raises CnnvizError."""
     t0 = time.perf_counter()
@@ -137,7 +141,9 @@ def build_report(
     try:
         site = Site(lm=lm, images=images, layers=chosen, every=every, stage=stage, top=top, cmap=cmap,
                      size=size, wfp=wfp, preprocessing=preprocessing, include=list(include), net=net,
-                     precision=precision)
+                     precision=precision,
+                     compare_links={k: list(v) for k, v in (compare_links or {}).items()})
+        site.circuits = _circuits(net, every)
         with ThreadPoolExecutor(max_workers=workers or max(1, min(8, os.cpu_count() or 1))) as pool:
             prog.describe("inputs and receptive fields")
             _inputs(site, cache, out, stats, prog)
@@ -159,6 +165,8 @@ def build_report(
                 if got["computed" if made else "reused"]:
                     stats.add("examples", made, got["computed" if made else "reused"])
             cache.save()
+        if index:
+            _ablations(site, out)
         prog.describe("model at a glance")
         got = atlas_rows(site, cache, out, index=index, step=prog.update)
         for made in (True, False):
@@ -204,6 +212,27 @@ def _png(out: str, rel: str, pixels: np.ndarray, palette: bytes | None = None, *
 
 
 # ---------------------------------------------------------------- phases
+
+
+def _circuits(net: Any, every: Sequence[ConvLayer]) -> Any:
+    """The model's wiring for the channel pages' circuit view (None: torch.fx cannot trace it)."""
+    from ..errors import TraceError
+    from .circuits import wiring
+
+    try:
+        return wiring(net, every)
+    except TraceError:
+        return None
+
+
+def _ablations(site: Site, out: str) -> None:
+    """`cnnviz ablate` results kept beside the top index, per report layer (channelpage's slot)."""
+    from .channelpage import ablation_entry, copy_curves, read_ablation
+
+    for lay in site.layers:
+        res = read_ablation(site, lay)
+        if res is not None and res.channels:
+            site.ablation[lay.index] = ablation_entry(res, curves=copy_curves(out, res.curves_png))
 
 
 def _inputs(site: Site, cache: Cache, out: str, stats: _Counts, prog: Progress) -> None:
@@ -474,8 +503,13 @@ def _include(site: Site, cache: Cache, out: str, stats: _Counts) -> None:
                 if (meta.get("image") and os.path.basename(str(meta["image"])) == src) or name.startswith(f"{stem}-{site.lm.name}-"):
                     image = im.id
                     break
-            site.included.append({"src": rel, "name": name, "layer": layer, "image": image,
-                                  "kind": meta.get("kind") or meta.get("method") or ""})
+            entry = {"src": rel, "name": name, "layer": layer, "image": image,
+                     "kind": meta.get("kind") or meta.get("method") or ""}
+            chans = str(meta.get("channels", ""))
+            if layer is not None and meta.get("objective") and chans.replace(",", "").isdigit():
+                # cnnviz maximize's picture: the channels it shows (a feature visualization per channel)
+                entry.update(kind="maximize", channels=[int(c) for c in chans.split(",")], weights=meta.get("weights"))
+            site.included.append(entry)
 
 
 def _r(v: float) -> float:

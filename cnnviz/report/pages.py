@@ -20,6 +20,7 @@ from .. import __version__
 from ..io import write_atomic
 
 from . import atlas
+from .channelpage import channel_data, layer_sections
 from .site import Site
 
 if TYPE_CHECKING:
@@ -235,7 +236,7 @@ def layer_data(site: Site, lay: "ConvLayer", prev: int | None, nxt: int | None) 
         })
     filt = site.filters.get(lay.index)
     maxi = {str(c): {"src": e["src"], "value": e.get("value")} for (i, c), e in site.maximized.items() if i == lay.index}
-    examples = {str(c): e for (i, c), e in site.examples.items() if i == lay.index}
+    extra = channel_data(site, lay)  # examples, circuit, feature visualization, ablation, compare (channelpage.py)
     return {
         "model": {"name": site.lm.name, "weights": site.lm.weights},
         "layer": {"index": lay.index, "name": lay.name, "alias": lay.alias, "out": lay.out_channels,
@@ -245,8 +246,8 @@ def layer_data(site: Site, lay: "ConvLayer", prev: int | None, nxt: int | None) 
         "images": imgs,
         "filters": None if filt is None else {"pages": filt["pages"], "rects": filt["rects"], "mode": filt["mode"]},
         "maximize": maxi,
-        "examples": examples,
-        "index": site.index_info if examples else None,
+        "index": site.index_info if extra["examples"] else None,
+        **extra,
     }
 
 
@@ -311,6 +312,7 @@ def layer_html(site: Site, lay: "ConvLayer", prev: int | None, nxt: int | None) 
     if inc:
         msec += f'<section id=included><h2>From other cnnviz commands</h2>{_included(inc)}</section>'
     maps_sec = (f'<section id=maps><h2>Feature maps</h2>{"".join(isecs)}</section>' if isecs else "")
+    msec += layer_sections(site, lay)
     strongest = atlas.layer_section(site, lay, channel_href=channel_page)
     body = (f'<h1>{esc(_layer_title(lay))}</h1>{pager}<dl class=facts>{dl}</dl>{strongest}{maps_sec}{fsec}{rsec}{msec}')
     nav = {"up": "index.html"}

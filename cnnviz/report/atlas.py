@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 
 from ..io import write_atomic
 from .cache import Cache, digest
-from .site import Site
+from .site import SHEET_MAPS, Site
 
 if TYPE_CHECKING:
     from ..layers import ConvLayer
@@ -241,10 +241,9 @@ def _rf_glyph(lay: "ConvLayer", size: Sequence[int]) -> str:
             f'<span style="width:{px:.1f}px;height:{px:.1f}px"></span></span>')
 
 
-def atlas_section(site: Site, *, channel_href: Callable[[int, int], str], layer_href: Callable[[int], str]) -> str:
+def atlas_section(site: Site, *, channel_href: Callable[[int, int], str], layer_href: Callable[[int], str],
+                  fmt: Callable[[Any], str] = str) -> str:
     """The model page's "at a glance" section: one row per report layer."""
-    from .pages import _fmt
-
     rows = []
     any_index = any(e.get("source") == "index" for e in site.atlas.values())
     for lay in site.layers:
@@ -253,9 +252,9 @@ def atlas_section(site: Site, *, channel_href: Callable[[int, int], str], layer_
         shape = lay.output_shape
         meta = (f'<a class=lname href="{_e(layer_href(lay.index))}">{lay.index} {_e(lay.name)}</a>'
                 + (f'<span class=lalias>{_e(lay.alias)}</span>' if lay.alias else "")
-                + f'<span class=lfacts>{lay.in_channels}\u2192{lay.out_channels} ch, {_e(_fmt(lay.kernel_size))}'
-                f'{" /" + _e(_fmt(lay.stride)) if lay.stride not in (1, [1, 1], (1, 1)) else ""}'
-                f'{", out " + _e(_fmt(shape[1:])) if shape else ""}</span>'
+                + f'<span class=lfacts>{lay.in_channels}\u2192{lay.out_channels} ch, {_e(fmt(lay.kernel_size))}'
+                f'{" /" + _e(fmt(lay.stride)) if lay.stride not in (1, [1, 1], (1, 1)) else ""}'
+                f'{", out " + _e(fmt(shape[1:])) if shape else ""}</span>'
                 f'<span class=lrf>{_rf_glyph(lay, site.size)} rf {rf if rf is not None else chr(0x2013)} px</span>')
         if e is None:
             thumbs = '<span class=hint>no images: see the layer page for its filters</span>'
@@ -357,8 +356,6 @@ def image_html(site: Site, n: int, *, skeleton: Callable[..., str], layer_href: 
             f'<figcaption>input as the model sees it, {inp["w"]}\u00d7{inp["h"]}</figcaption></figure></div>'
             + included([e for e in site.included if e["image"] == im.id and e["layer"] is None]))
     if sheet:
-        from .build import SHEET_MAPS
-
         links = _sheet_links(site, im, k=SHEET_MAPS, layer_href=layer_href, channel_href=channel_href)
         body += (f'<section id=sheet><h2>Strongest maps of every layer</h2><p class=hint>the {SHEET_MAPS} strongest maps '
                  f'(by mean activation) of every layer in this report, first layer at the top, each on its own scale; '

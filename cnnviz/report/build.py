@@ -30,14 +30,13 @@ from ..progress import Progress
 from ..rf import catalog
 from ..util import device_of
 from . import pages, pictures
-from .site import ReportImage, Site
+from .site import SHEET_MAPS, ReportImage, Site
 from .cache import Cache, digest
 from .atlas import atlas_rows
 from .cams import CamMaker, image_cams
 from .examples import ExampleQuery, check_index, index_examples
 
 DEFAULT_TOP = 16
-SHEET_MAPS = 8
 
 
 @dataclass

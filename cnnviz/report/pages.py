@@ -212,7 +212,7 @@ def model_page(site: Site) -> str:
     rest = [e for e in site.included if e["image"] is None and e["layer"] is None]
     other = f'<section id=included><h2>Other pictures</h2>{_included(rest)}</section>' if rest else ""
     images = atlas.image_strip(site)
-    glance = atlas.atlas_section(site, channel_href=channel_page, layer_href=layer_page)
+    glance = atlas.atlas_section(site, channel_href=channel_page, layer_href=layer_page, fmt=_fmt)
     start = site.layers[0]
     body = (f'<h1>{esc(lm.name)} <small>{esc(lm.weights)}</small></h1><dl class=facts>{dl}</dl>'
             f'<p class=start>Start with the first layer: <a href="{esc(layer_page(start.index))}">{esc(_layer_title(start))}</a>, '

@@ -13,6 +13,9 @@ from ..models import LoadedModel
 from ..rf import layer_fields
 
 
+SHEET_MAPS = 8  # maps per layer on an image's sheet (build draws it, the image page links its tiles)
+
+
 @dataclass
 class ReportImage:
     """One input: ``x`` (3, H, W) float32 normalised for the model, ``display`` (H, W, 3) uint8

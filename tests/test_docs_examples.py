@@ -377,7 +377,7 @@ def _claims(line: str, r) -> None:
     """What the pages' text says about particular examples."""
     if "--layer all --stage act --sheet" in line:
         assert len(r.stdout.split()) == 14  # "13 grids + a sheet"
-    if line.startswith("cnnviz models") and "--names-only" not in line:
+    if line.startswith("cnnviz models") and "--names-only" not in line and "--task" not in line:
         assert re.search(r"^resnet50 .* IMAGENET1K_V1, IMAGENET1K_V2$", r.stdout, re.M)
     if line == "cnnviz layers --model vgg16.pt2":  # fields from the program's own graph
         assert r.stdout.splitlines()[-1].split()[-3:] == ["196", "16", "7.5"]

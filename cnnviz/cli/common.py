@@ -290,6 +290,8 @@ CONCEPTS: dict[str, Concept] = {c.long: c for c in [
             "all, capped by --max-inputs (channels mode and 1x1 heatmaps only)"),
     Concept("the class to explain or synthesise", "--class", None, None,
             "cam: the top-1 prediction; maximize: none (channels instead)"),
+    Concept("a region of the image to explain (a mask image: non-zero pixels are in it)", "--region", None, None,
+            "none (cam on a segmentation model: the pixels predicted as the class)"),
     Concept("K best-ranked (channels in maps and report, classes in cam)", "--top", "-k", PER_COMMAND,
             "per command: maps and cam off, report 16, compare 10 (channels that changed most)",
             {"*": "a report page needs a bounded number of maps; maps and cam show what you select"}),
@@ -452,6 +454,11 @@ def inputs_option(*, help: str) -> Callable[[F], F]:
 def class_option(*, help: str) -> Callable[[F], F]:
     """--class NAME|INDEX (repeatable): classes by name (weights' categories or --labels) or index."""
     return _vocab("--class", "classes", multiple=True, metavar="NAME|INDEX", help=help)
+
+
+def region_option(*, help: str) -> Callable[[F], F]:
+    """--region MASK.png: the pixels a dense target sums over (non-zero pixels of the mask)."""
+    return _vocab("--region", "region", type=click.Path(dir_okay=False), default=None, metavar="MASK", help=help)
 
 
 def top_option(*, default: int | None = None, help: str) -> Callable[[F], F]:

@@ -325,6 +325,9 @@ def run_ablate(req: AblateRequest, *, output: Output, model: LoadedModel | None 
         raise UsageError("ablate writes a chart, curves and a JSON file: give an output folder with -o DIR, not -o -")
     spec = as_spec(req.model)
     arch = model or architecture(spec)
+    if arch.task != "classification":  # accuracy/agreement of a top-1 class has no per-pixel meaning
+        raise UsageError(f"ablate measures a classifier's accuracy or top-1 agreement; {arch.name} is a {arch.task} model "
+                         f"(per-pixel or per-box outputs): explain it with 'cnnviz cam' instead")
     layer = _layer(req, arch.model, spec.source)
     check_spatial(arch.model, [layer])
     seen = _outputs(arch.model, (224, 224), [layer.point.module]).get(layer.point.module, [])

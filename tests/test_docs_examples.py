@@ -362,8 +362,9 @@ def _report_claims(argv: list[str], r, cwd: Path, new: list[str]) -> None:
     if "--index" in argv:  # block4_conv1's channel pages: the index's images, one JPEG each, in its layer's data
         assert any(n.startswith("ex-") and n.endswith(".jpg") for n in made), made
         assert '"exImages":[{' in (root / "data" / "layer-07.js").read_text(encoding="utf-8")
-    if "--cam" in argv:  # under each image, its Grad-CAM
-        assert len(re.findall(r'<img src="img/cam-[0-9a-f]+\.png" alt="gradcam: ', index)) == len(
+    if "--cam" in argv:  # on each image's page, its Grad-CAM
+        pages = "".join(page.read_text(encoding="utf-8") for page in root.glob("image-*.html"))
+        assert len(re.findall(r'<img src="img/cam-[0-9a-f]+\.png" alt="gradcam: ', pages)) == len(
             [a for a in argv if a.endswith(".jpg")])
     if "--include" in argv:  # every picture of the folder is copied in and shown
         src = cwd / argv[argv.index("--include") + 1]

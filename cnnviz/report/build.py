@@ -30,13 +30,13 @@ from ..progress import Progress
 from ..rf import catalog
 from ..util import device_of
 from . import pages, pictures
-from .site import ReportImage, Site
+from .site import SHEET_MAPS, ReportImage, Site
 from .cache import Cache, digest
+from .atlas import atlas_rows
 from .cams import CamMaker, image_cams
 from .examples import ExampleQuery, check_index, index_examples
 
 DEFAULT_TOP = 16
-SHEET_MAPS = 8
 
 
 @dataclass
@@ -134,7 +134,7 @@ def build_report(
     n_max = sum(len(v) for v in (maximize.values() if maximize else []))
     # inputs + profile + rf boxes, filters, maps + sheets, maximize, examples, pages
     total = (len(images) + 1 + len(chosen)) + len(chosen) + len(images) * (len(chosen) + 1) + n_max \
-        + len(chosen) * bool(index) + (2 * len(chosen) + 2)
+        + len(chosen) * bool(index) + len(chosen) + (2 * len(chosen) + 2 + len(images))
     prog = Progress(total, desc="report", unit="step", quiet=not progress)
     stats = _Counts()
     try:
@@ -166,6 +166,12 @@ def build_report(
             cache.save()
         if index:
             _ablations(site, out)
+        prog.describe("model at a glance")
+        got = atlas_rows(site, cache, out, index=index, step=prog.update)
+        for made in (True, False):
+            if got["computed" if made else "reused"]:
+                stats.add("atlas", made, got["computed" if made else "reused"])
+        cache.save()
         if cam is not None and images:
             prog.describe("class activation maps")
             got = image_cams(site, cache, out, make=cam)
@@ -396,13 +402,14 @@ def _sheet(site: Site, cache: Cache, out: str, stats: _Counts, im: ReportImage, 
     if im.id in site.sheets:
         stats.add("sheet", False)
         return
+    order = {str(i): [int(c) for c in r.channels] for i, r in rows}  # the image page links each tile
     rows = [r for _, r in sorted(rows, key=lambda t: t[0])]
     title = (f"{im.name} \u00b7 {site.lm.name} {site.lm.weights} \u00b7 stage {site.stage} \u00b7 "
              f"top {SHEET_MAPS} maps per layer by mean activation, each on its own scale")
     pic = pictures.sheet(rows, cmap=site.cmap, title=title)
     rel = _png(out, f"img/sheet-{key}.png", pic, image=im.name, model=site.lm.name, weights=site.lm.weights,
                stage=site.stage, layers=[r.label for r in rows])
-    site.sheets[im.id] = cache.put(key, [rel], src=rel, w=int(pic.shape[1]), h=int(pic.shape[0]))
+    site.sheets[im.id] = cache.put(key, [rel], src=rel, w=int(pic.shape[1]), h=int(pic.shape[0]), order=order)
     stats.add("sheet", True)
 
 

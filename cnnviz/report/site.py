@@ -13,6 +13,9 @@ from ..models import LoadedModel
 from ..rf import layer_fields
 
 
+SHEET_MAPS = 8  # maps per layer on an image's sheet (build draws it, the image page links its tiles)
+
+
 @dataclass
 class ReportImage:
     """One input: ``x`` (3, H, W) float32 normalised for the model, ``display`` (H, W, 3) uint8
@@ -58,6 +61,7 @@ class Site:
     ablation: dict[int, dict[str, Any]] = field(default_factory=dict)  # layer -> channelpage.ablation_entry
     compare_links: dict[tuple[int, int], list[tuple[str, str]]] = field(default_factory=dict)  # (layer, ch) -> [(label, href)]
     index_info: dict[str, Any] | None = None  # the `cnnviz top` index the examples come from
+    atlas: dict[int, dict[str, Any]] = field(default_factory=dict)  # layer -> its row on the model page (atlas.py)
     precision: str = "fp32"  # of the feature maps' forward passes ('fp32' or 'bf16', resolved)
 
     def field_of(self, hw: tuple[int, ...], layer: ConvLayer) -> Any:

@@ -295,6 +295,68 @@
     renderChannel();
   }
 
+  /* ------------------------------------------------------------ atlas-model: the search box (every page header)
+     Resolves "layer", "layer:channel" (also "layer#channel" or "layer channel") against window.CNNVIZ_SEARCH
+     (data/search.js: [index, name, alias, channels, in report] per conv layer); a layer is its name, alias or
+     index, matched exactly, else as a prefix, else as a substring (first in depth order). Enter jumps. */
+  function findLayer(q, layers) {
+    q = q.toLowerCase();
+    var tests = [
+      function (l) { return String(l[0]) === q || l[1].toLowerCase() === q || l[2].toLowerCase() === q; },
+      function (l) { return l[1].toLowerCase().indexOf(q) === 0 || (l[2] && l[2].toLowerCase().indexOf(q) === 0); },
+      function (l) { return l[1].toLowerCase().indexOf(q) >= 0 || (l[2] && l[2].toLowerCase().indexOf(q) >= 0); }
+    ];
+    for (var t = 0; t < tests.length; t++) {
+      var hits = layers.filter(function (l) { return l[4] && tests[t](l); });
+      if (hits.length) return hits[0];
+      if (layers.some(tests[t])) return layers.filter(tests[t])[0];  /* known, but not in this report */
+    }
+    return null;
+  }
+  function resolveJump(text) {
+    var S = window.CNNVIZ_SEARCH;
+    var q = String(text || "").trim();
+    if (!S || !q) return { error: "type a layer (name, alias or index) or layer:channel" };
+    var m = /^(.*?)\s*[:#\s]\s*(\d+)$/.exec(q);
+    var lq = m && m[1] ? m[1] : q, c = m && m[1] ? parseInt(m[2], 10) : null;
+    var l = findLayer(lq, S.layers);
+    if (!l && m) { l = findLayer(q, S.layers); c = null; }  /* a name that ends in digits */
+    if (!l) return { error: "no layer matches \u201c" + lq + "\u201d" };
+    if (!l[4]) return { error: "layer " + l[0] + " " + l[1] + " is not in this report (add it with -l)" };
+    if (c !== null && c >= l[3]) return { error: l[1] + " has " + l[3] + " channels (0.." + (l[3] - 1) + ")" };
+    return { href: c === null ? "layer-" + pad2(l[0]) + ".html" : channelHref(l[0], c) };
+  }
+  function setupSearch() {
+    var input = document.getElementById("jump"), msg = document.getElementById("jump-msg");
+    var list = document.getElementById("jump-list"), S = window.CNNVIZ_SEARCH;
+    if (!input || !S) return;
+    S.layers.forEach(function (l) {
+      if (!l[4]) return;
+      list.appendChild(el("option", { value: l[1] }, l[0] + (l[2] ? " " + l[2] : "") + ", " + l[3] + " channels"));
+    });
+    input.addEventListener("keydown", function (ev) {
+      if (ev.key === "Escape") { input.blur(); return; }
+      if (ev.key !== "Enter") return;
+      ev.preventDefault();
+      var r = resolveJump(input.value);
+      msg.textContent = r.error || "";
+      if (r.href) {
+        window.location.href = r.href;
+      }
+    });
+    input.addEventListener("input", function () { msg.textContent = ""; });
+    document.addEventListener("keydown", function (ev) {
+      var t = ev.target;
+      if (ev.key === "/" && !(t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA"))) {
+        ev.preventDefault();
+        input.focus();
+        input.select();
+      }
+    });
+  }
+  window.cnnvizResolveJump = resolveJump;
+  setupSearch();
+
   /* ============================================================ channel page: the atlas
      Large dataset examples (patch around the peak unit's window + the whole image), feature
      visualization, the circuit ("built from" / "feeds into", with links to those channels'

@@ -156,6 +156,8 @@ def _prepare(argv: list[str], cwd: Path) -> list[str]:
     archive = model.endswith((".pt2", ".pt"))  # an archive brings its own weights
     if cmd in WEIGHTED and not {"-w", "--weights"} & set(args) and not archive and "merge" not in args:
         args += ["-w", "none"]
+    if cmd == "compare" and "--with" in args and "--with-weights" not in args:
+        args += ["--with-weights", "none"]  # side B is offline like side A
     scans = cmd == "top" and "merge" not in args and (len(args) > 2 and not args[2].startswith("-") or "-" in args)
     if cmd in ("maps", "rf", "ablate") and not model.endswith(".pt2") or scans:
         args += ["--size", "64"]

@@ -175,21 +175,7 @@ def run_compare(req: CompareRequest, *, output: Output | None = None, model: Loa
     output = Output(".") if output is None else output
     _check(req)
     where = place(req.device, req.precision, say=say, bf16_refused=_BF16_REFUSED)
-    spec_a, spec_b = as_spec(req.model), as_spec(req.with_model)
-    arch_a = model or architecture(spec_a)
-    arch_b = with_model or architecture(spec_b)
-    sel_a = _select(arch_a, req.layers, side="A", source=spec_a.source)
-    sel_b = _select(arch_b, req.with_layers, side="B", source=spec_b.source)
-    hook_points(arch_a.model, sel_a, req.stage)  # --stage act not available: a usage error now
-    hook_points(arch_b.model, sel_b, req.stage)
-    if arch_a.channels_in != arch_b.channels_in:
-        raise UsageError(f"the models take different inputs: A ({spec_a.source}) {arch_a.channels_in} channel(s), "
-                         f"B ({spec_b.source}) {arch_b.channels_in}; both must see the same images")
-    drift = _plan_drift(req, arch_a, arch_b)
-    paths = expand_images(req.images, stdin=stdin)
-    if len(paths) < MIN_IMAGES:
-        raise UsageError(f"{len(paths)} image(s): the unbiased CKA estimator needs at least {MIN_IMAGES}")
-    indexes = _open_indexes(req, sel_a, sel_b)
+    spec_a, spec_b, sel_a, sel_b, drift, paths, indexes = _plan(req, model=model, with_model=with_model, stdin=stdin)
     files = int(req.picture) + (2 if req.npy and req.spatial == "flatten" else int(req.npy)) + int(indexes is not None)
     files += 0 if drift is None else len(paths) * (len(drift.classes) if drift.classes else 1)
     output.prepare(files, npy=req.npy,
@@ -274,6 +260,36 @@ def run_compare(req: CompareRequest, *, output: Output | None = None, model: Loa
     return result
 
 
+def _plan(req: CompareRequest, *, model: LoadedModel | None, with_model: LoadedModel | None,
+          stdin: TextIO | None) -> tuple[ModelSpec, ModelSpec, list[ConvLayer], list[ConvLayer], _Drift | None, list[str],
+                                         tuple[Any, Any] | None]:
+    """Every check that needs no weights and no pixels: the layers on each side's architecture
+    (on 'meta' where the source allows), the stage, the input channels, --cam, the image count,
+    the indexes. Returns the specs, the selections, the drift plan, the image paths, the indexes."""
+    spec_a, spec_b = as_spec(req.model), as_spec(req.with_model)
+    arch_a = model or architecture(spec_a)
+    arch_b = with_model or architecture(spec_b)
+    sel_a = _select(arch_a, req.layers, side="A", source=spec_a.source)
+    sel_b = _select(arch_b, req.with_layers, side="B", source=spec_b.source)
+    hook_points(arch_a.model, sel_a, req.stage)  # --stage act not available: a usage error now
+    hook_points(arch_b.model, sel_b, req.stage)
+    if arch_a.channels_in != arch_b.channels_in:
+        raise UsageError(f"the models take different inputs: A ({spec_a.source}) {arch_a.channels_in} channel(s), "
+                         f"B ({spec_b.source}) {arch_b.channels_in}; both must see the same images")
+    drift = _plan_drift(req, arch_a, arch_b)
+    paths = expand_images(req.images, stdin=stdin)
+    if len(paths) < MIN_IMAGES:
+        raise UsageError(f"{len(paths)} image(s): the unbiased CKA estimator needs at least {MIN_IMAGES}")
+    return spec_a, spec_b, sel_a, sel_b, drift, paths, _open_indexes(req, sel_a, sel_b)
+
+
+def check_compare(req: CompareRequest, *, model: LoadedModel | None = None, stdin: TextIO | None = None) -> None:
+    """Raise the usage errors :func:`run_compare` would raise before reading weights or pixels,
+    without running anything (a report checks its comparison before it creates its folder)."""
+    _check(req)
+    _plan(req, model=model, with_model=None, stdin=stdin)
+
+
 def _kernel(req: CompareRequest, feats: _Features, rows: np.ndarray) -> np.ndarray:
     """(L, n, n) kernel matrices of one minibatch on one side."""
     if req.spatial == "flatten":
@@ -306,7 +322,7 @@ def _check(req: CompareRequest) -> None:
     if req.picture:
         check_cmap(req.cmap)
     if req.classes and req.cam is None:
-        raise UsageError("--class picks the class of --cam's maps; add --cam METHOD (e.g. --cam gradcam)")
+        raise UsageError("--class picks the class of --cam's maps; add --cam")
     if req.cam is not None and not req.picture:
         raise UsageError("--cam draws A's and B's maps side by side; drop --no-pictures")
 
@@ -664,4 +680,4 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-__all__ = ["CompareRequest", "CompareResult", "LayerUnits", "run_compare", "SPATIAL"]
+__all__ = ["CompareRequest", "CompareResult", "LayerUnits", "check_compare", "run_compare", "SPATIAL"]

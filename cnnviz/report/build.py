@@ -81,6 +81,7 @@ def build_report(
     workers: int | None = None,
     architecture: Any = None,
     precision: str = "fp32",
+    comparison: Any = None,
 ) -> ReportResult:
     """Write the report of ``lm`` on ``images`` into ``output`` (created if needed).
 
@@ -99,7 +100,9 @@ def build_report(
     ``architecture``: the same network on the 'meta' device (models.build_meta_model), used for
     shapes and receptive fields so that no full forward pass is spent on them (default: ``lm.model``);
     ``precision``: 'fp32' or 'bf16' (cnnviz.device) of the feature maps' forward passes (maximize
-    has its own, ``maximize_precision``; the CAMs are Grad-CAMs, always fp32).
+    has its own, ``maximize_precision``; the CAMs are Grad-CAMs, always fp32);
+    ``comparison``: a cnnviz.report.comparepage.Comparison (``cnnviz report --with``): a page
+    comparing this model with another, linked from the model page.
     Re-running on the same folder recomputes only what is missing; ``prune`` then deletes the
     pictures of earlier runs that this one does not show. Raises CnnvizError."""
     t0 = time.perf_counter()
@@ -169,7 +172,11 @@ def build_report(
             prog.describe("included pictures")
             _include(site, cache, out, stats)
         prog.describe("pages")
-        n_pages = pages.write_site(site, out, step=prog.update)
+        if comparison is not None:
+            from .comparepage import write_compare_page
+
+            site.compare_page = write_compare_page(site, out, comparison, cache=cache, cmap=cmap)
+        n_pages = pages.write_site(site, out, step=prog.update) + int(comparison is not None)
         if prune:
             stats.add("pruned files", True, cache.prune())
         cache.save()

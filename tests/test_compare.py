@@ -279,16 +279,20 @@ def test_cli_writes_the_heat_map_and_prints_profile_and_json(cli, world):
 @pytest.mark.parametrize("extra, fragment", [
     (["--with", "{d}/net.py:Gray", "--with-weights", "none"], "different inputs"),
     (["--with-layer", "nonexistent"], "nonexistent"),
+    (["-l", "features.9"], "features.9"),
+    (["-l", "7:"], "7:"),
     (["--spatial", "flatten", "-b", "2"], "at least 4"),
     (["--npy", "-o", "-"], "-o DIR"),
 ])
-def test_cli_errors_are_one_line(cli, world, extra, fragment):
+def test_cli_errors_are_one_line_and_write_nothing(cli, world, extra, fragment):
     d, _, _ = world
-    r = cli(*_cmd(d, *[e.format(d=d) for e in extra]))
+    out = [] if "-o" in extra else ["-o", str(d / "nothing")]
+    r = cli(*_cmd(d, *[e.format(d=d) for e in extra], *out))
     assert r.exit_code != 0
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("cnnviz: error:") and fragment in err[0], r.stderr
     assert "Traceback" not in r.stderr
+    assert not (d / "nothing").exists()
 
 
 def test_cli_too_few_images_is_one_line_and_writes_nothing(cli, world):
@@ -304,12 +308,18 @@ def test_cli_too_few_images_is_one_line_and_writes_nothing(cli, world):
     assert not (d / "none").exists()
 
 
-def test_cli_no_images_is_one_line(cli, world):
+def test_cli_no_images_is_one_line_and_writes_nothing(cli, world):
     d, _, _ = world
-    args = _cmd(d)
+    args = _cmd(d, "-o", str(d / "nothing"))
     del args[1]
     r = cli(*args)
     assert r.exit_code == 2 and r.stderr.strip().count("\n") == 0 and "no images" in r.stderr, r.stderr
+    empty = d / "empty"
+    empty.mkdir()
+    args[1:1] = [str(empty)]
+    r = cli(*args)
+    assert r.exit_code != 0 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert not (d / "nothing").exists()
 
 
 def test_the_docs_examples_run(world, tmp_path):

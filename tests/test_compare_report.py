@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from test_compare import NET, world  # noqa: F401  (the fixture: a model file, a checkpoint, 12 photos)
+from test_report_browser import Visit, browser  # noqa: F401  (Chromium through Playwright, skipped without them)
 
 
 def _files(folder: Path) -> list[str]:
@@ -105,40 +106,26 @@ def test_report_with_bad_input_is_one_line_and_makes_no_folder(world, cli):  # n
         assert not (d / "nothing").exists(), args
 
 
-def test_comparison_page_in_the_browser(pair):
-    from test_report_browser import Visit, _chromium
-
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("browser tests need Playwright for Python: pip install playwright (the test extra has it)")
-    exe = _chromium()
-    if exe is None:
-        pytest.skip("browser tests need Chromium: apt-get install -y chromium (or set CNNVIZ_CHROMIUM to its path)")
+def test_comparison_page_in_the_browser(pair, browser):  # noqa: F811
     d, _ = pair
     page = d / "rep-a" / "compare.html"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox", "--disable-gpu"])
-        ctx = browser.new_context(viewport={"width": 1280, "height": 900})
-        try:
-            v = Visit(ctx).open(page.as_uri())
-            assert v.all_images_decode() == 1  # the heat map
-            v.screenshot_not_blank()
-            hrefs = v.page.eval_on_selector_all("main a[href]", "els => els.map(e => e.href)")
-            v.clean()
-            assert any("rep-b/channel-" in h for h in hrefs) and any(h.split("#")[0].endswith("/compare.html") for h in hrefs)
-            # every distinct page the comparison links opens clean, with its images
-            for url in sorted({h for h in hrefs}):
-                w = Visit(ctx).open(url)
-                w.all_images_decode()
-                w.clean()
-                w.page.close()
-            # a link on the page opens A's channel page at that channel
-            first = v.page.locator("section.changed a[href^='channel-']").first
-            target = first.get_attribute("href")
-            first.click()
-            v.page.wait_for_url(f"**/{target}")
-            assert v.page.inner_text("#ch-num") == target.split("#")[1]
-        finally:
-            ctx.close()
-            browser.close()
+    ctx = browser
+    v = Visit(ctx).open(page.as_uri())
+    assert v.all_images_decode() == 1  # the heat map
+    v.screenshot_not_blank()
+    hrefs = v.page.eval_on_selector_all("main a[href]", "els => els.map(e => e.href)")
+    v.clean()
+    assert any("rep-b/channel-" in h for h in hrefs) and any(h.split("#")[0].endswith("/compare.html") for h in hrefs)
+    # every distinct page the comparison links opens clean, with its images
+    for url in sorted(set(hrefs)):
+        w = Visit(ctx).open(url)
+        w.all_images_decode()
+        w.clean()
+        w.page.close()
+    # a link on the page opens A's channel page at that channel
+    first = v.page.locator("section.changed a[href^='channel-']").first
+    target = first.get_attribute("href")
+    first.click()
+    v.page.wait_for_url(f"**/{target}")
+    assert v.page.inner_text("#ch-num") == target.split("#")[1]
+    v.page.close()

@@ -53,6 +53,21 @@ def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def _small_jpegs(folder: str, n: int, width: int) -> None:
+    """``n`` smooth random colour fields of ``width`` x 3/4 ``width`` px as JPEGs (cheap to decode)."""
+    import numpy as np
+    from PIL import Image
+
+    os.makedirs(folder)
+    rng = np.random.default_rng(0)
+    h = max(8, width * 3 // 4)
+    yy, xx = np.mgrid[0:h, 0:width] / width
+    for i in range(n):
+        f = rng.uniform(2, 12, 3)
+        a = np.stack([np.sin(f[c] * (xx * np.cos(c + i) + yy * np.sin(c + i)) + rng.uniform(0, 6)) for c in range(3)], -1)
+        Image.fromarray(((a + 1) * 127.5).astype(np.uint8)).save(os.path.join(folder, f"s{i:05d}.jpg"), quality=90)
+
+
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -173,6 +188,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=0, help="loader processes per model (0: decode in the process "
                                                            "itself, so its RSS is the whole cost)")
+    ap.add_argument("--only", choices=["time", "memory"], default=None, help="run one part only")
+    ap.add_argument("--mem-photo", type=int, default=0,
+                    help="the memory runs' photos: 0 = the time runs' (about 500x375 JPEGs); W = synthetic W x 3W/4 "
+                         "JPEGs made here (decoding then costs little: memory does not depend on it)")
     ap.add_argument("--child", nargs=2, metavar=("MODE", "FOLDER"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -183,7 +202,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp:
         m, n4 = args.mem_images, 4 * args.mem_images
         big = os.path.join(tmp, "all")
-        _make_jpegs(big, max(args.images, n4))
+        need = (args.images if args.only != "memory" else 0, n4 if args.only != "time" and not args.mem_photo else 0)
+        _make_jpegs(big, max(need)) if max(need) else os.makedirs(big)
         files = sorted(os.listdir(big))
 
         def subset(k: int) -> str:
@@ -194,8 +214,20 @@ def main() -> None:
                     os.symlink(os.path.join(big, f), os.path.join(folder, f))
             return folder
 
-        timing = [_run(mode, subset(args.images), args.size, args) for mode in ("bare", "compare")]
-        memory = [_run(mode, subset(k), args.mem_size, args) for k in (m, n4) for mode in ("compare", "inmemory")]
+        if args.mem_photo:
+            small = os.path.join(tmp, "small")
+            _small_jpegs(small, n4, args.mem_photo)
+            names = sorted(os.listdir(small))
+            for k in (m, n4):
+                folder = os.path.join(tmp, f"small{k}")
+                os.makedirs(folder)
+                for f in names[:k]:
+                    os.symlink(os.path.join(small, f), os.path.join(folder, f))
+        mem_folder = (lambda k: os.path.join(tmp, f"small{k}")) if args.mem_photo else subset
+        timing = [] if args.only == "memory" else [_run(mode, subset(args.images), args.size, args)
+                                                   for mode in ("bare", "compare")]
+        memory = [] if args.only == "time" else [_run(mode, mem_folder(k), args.mem_size, args) for k in (m, n4)
+                                                 for mode in ("compare", "inmemory")]
     whole, means = _activation_bytes(args.model, args.other, args.size)
     minutes = (time.time() - t_start) / 60
     print(f"{args.model} vs {args.other}, every conv layer (stage act), exact linear CKA (--spatial mean), batch "
@@ -204,12 +236,12 @@ def main() -> None:
     print("Time:\n")
     print("| images | px | run | wall s | CPU s | x bare (wall) | x bare (CPU) | peak RSS MB | load avg before/after |")
     print("|---:|---:|---|---:|---:|---:|---:|---:|---|")
-    bare = timing[0]
+    bare = timing[0] if timing else None
     for r in timing:
         print(f"| {r['images']} | {r['size']} | {r['mode']} | {r['seconds']:.1f} | {r['cpu']:.1f} | "
               f"{r['seconds'] / bare['seconds']:.2f} | {r['cpu'] / bare['cpu']:.2f} | {r['peak_mb']:.0f} | "
               f"{r['load'][0]} / {r['load'][1]} |")
-    print("\nMemory:\n")
+    print("\nMemory" + (f" (synthetic {args.mem_photo} px JPEGs)" if args.mem_photo else "") + ":\n")
     print("| images | px | run | peak RSS MB | after loading the models MB | x the run at M images | wall s |")
     print("|---:|---:|---|---:|---:|---:|---:|")
     first = {r["mode"]: r["peak_mb"] for r in memory if r["images"] == m}

@@ -338,8 +338,11 @@ def test_the_docs_examples_run(world, tmp_path):
     d, _, _ = world
     env = {**os.environ, "PYTHONPATH": str(root), "CNNVIZ_OFFLINE": "1"}
     outputs = []
+    import glob
+
     for line in lines:
-        argv = shlex.split(line)
+        argv = [hit for a in shlex.split(line)
+                for hit in (sorted(glob.glob(str(d / a))) if any(c in a for c in "*?") and glob.glob(str(d / a)) else [a])]
         argv = [sys.executable, "-m", "cnnviz", *argv[1:]] if argv[0] == "cnnviz" else [sys.executable, *argv[1:]]
         r = subprocess.run(argv, cwd=d, env=env, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, (line, r.stderr)
@@ -348,6 +351,9 @@ def test_the_docs_examples_run(world, tmp_path):
     assert sum("CKA 1.0000" in ln for ln in outputs[1].splitlines()) == 26  # a model with itself
     rec = json.loads(outputs[3].splitlines()[-1])
     assert rec["estimator"] == "minibatch" and all(v is not None for row in rec["stderr"] for v in row)
+    drift = [ln for ln in outputs[5].splitlines() if ln.startswith("rho ")]  # a model with itself
+    assert len(drift) == 12 and all(ln.split()[1] in ("1.000", "n/a") for ln in drift), drift
+    assert (d / "report-a" / "compare.html").is_file() and "report-b/channel-" in (d / "report-a" / "compare.html").read_text()
 
 
 def test_flatten_leaves_out_a_last_minibatch_too_small_for_the_estimator(world):

@@ -33,6 +33,10 @@ from .errors import ModelError, WeightsError, first_line
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+# What a torchvision model predicts, in the order `cnnviz models` lists them: each task is one of
+# torchvision's model modules (tvm, tvm.segmentation, tvm.detection).
+TASKS = ("classification", "segmentation", "detection")
+
 
 @dataclass
 class LoadedModel:
@@ -54,19 +58,34 @@ class LoadedModel:
     num_classes: int | None = None  # outputs of a model without a final nn.Linear (graph archives)
     # What this model cannot do, and why: {'batch': ..., 'size': ...} (see cnnviz.sources)
     limits: dict[str, str] = field(default_factory=dict)
+    task: str = "classification"  # one of TASKS: what the model's output means
 
     @property
     def pretrained(self) -> bool:
         return self.weights.lower() != "none"
 
 
-def list_models() -> list[str]:
-    """Names of torchvision's image classification models, sorted."""
-    return sorted(tvm.list_models(module=tvm))
+def _task_module(task: str) -> Any:
+    if task not in TASKS:
+        raise ModelError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    return {"classification": tvm, "segmentation": tvm.segmentation, "detection": tvm.detection}[task]
+
+
+def list_models(*, task: str | None = None) -> list[str]:
+    """Names of torchvision's image models of ``task`` (one of TASKS), sorted; ``None``: all of
+    them, classification first, then segmentation, then detection."""
+    tasks = TASKS if task is None else (task,)
+    return [n for t in tasks for n in sorted(tvm.list_models(module=_task_module(t)))]
+
+
+def model_task(name: str) -> str:
+    """What torchvision model ``name`` predicts: 'classification', 'segmentation' or 'detection'."""
+    name = check_model_name(name)
+    return next(t for t in TASKS if name in tvm.list_models(module=_task_module(t)))
 
 
 def check_model_name(name: str) -> str:
-    """Return ``name`` if torchvision has that classification model, else raise with suggestions."""
+    """Return ``name`` if torchvision has that image model (any of TASKS), else raise with suggestions."""
     names = list_models()
     if name in names:
         return name
@@ -75,7 +94,8 @@ def check_model_name(name: str) -> str:
         return low
     close = difflib.get_close_matches(low, names, n=3, cutoff=0.5)
     sugg = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-    raise ModelError(f"unknown model {name!r}{sugg}; 'cnnviz models' lists the {len(names)} torchvision classification models")
+    raise ModelError(f"unknown model {name!r}{sugg}; 'cnnviz models' lists the {len(names)} torchvision models "
+                     f"({', '.join(TASKS)})")
 
 
 def weights_enum(name: str) -> Any | None:
@@ -139,18 +159,28 @@ def _meta_from(member: Any | None) -> dict[str, Any]:
     meta: dict[str, Any] = {"categories": list(member.meta.get("categories") or [])}
     try:
         t = member.transforms()
+        resize = int(t.resize_size[0])
+        # Segmentation weights resize (shorter side) and never crop: their crop is the resize.
+        crop = int(t.crop_size[0]) if hasattr(t, "crop_size") else resize
         meta.update(
-            mean=tuple(t.mean), std=tuple(t.std), crop_size=int(t.crop_size[0]), resize_size=int(t.resize_size[0]),
+            mean=tuple(t.mean), std=tuple(t.std), crop_size=crop, resize_size=resize,
             interpolation=str(getattr(t.interpolation, "value", "bilinear")),
         )
-    except Exception:  # transforms without the usual attributes: keep ImageNet defaults
+    except Exception:  # transforms without the usual attributes (detection: the model normalises): ImageNet defaults
         pass
     return meta
+
+
+def _dense_kwargs(name: str) -> dict[str, Any]:
+    """Builder arguments of a segmentation or detection model built without its weights: no
+    ImageNet backbone either (torchvision's default would download one)."""
+    return {} if model_task(name) == "classification" else {"weights_backbone": None}
 
 
 def _build(name: str, *, seed: int, **kwargs: Any) -> nn.Module:
     # Builders differ in defaults that matter without pretrained weights (aux heads, init_weights);
     # torchvision's own choices are kept, only randomness is fixed.
+    kwargs = {**_dense_kwargs(name), **kwargs}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         with warnings.catch_warnings():
@@ -233,6 +263,7 @@ def build_meta_model(name: str, *, num_classes: int | None = None) -> nn.Module:
     if name in ("inception_v3", "googlenet"):
         kwargs["aux_logits"] = False
         kwargs["init_weights"] = False
+    kwargs = {**_dense_kwargs(name), **kwargs}
     with _params_on_meta(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return tvm.get_model(name, weights=None, **kwargs).eval()
@@ -451,7 +482,7 @@ def load_model(
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return LoadedModel(model=model, name=name, weights=label, **meta)
+    return LoadedModel(model=model, name=name, weights=label, task=model_task(name), **meta)
 
 
 def _checkpoint_model(name: str, path: str, default_member: Any) -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, Any]]:
@@ -495,8 +526,9 @@ def architecture(name: str, *, weights: str = "DEFAULT") -> LoadedModel:
         # The checkpoint decides the head's size and must fit: read its names and shapes (memory-mapped).
         model, sd, meta = _checkpoint_model(name, weights, member)
         check_state_dict(model, sd, source=weights)
-        return LoadedModel(model=model, name=name, weights="architecture only", **meta)
-    return LoadedModel(model=build_meta_model(name), name=name, weights="architecture only", **_meta_from(member))
+        return LoadedModel(model=model, name=name, weights="architecture only", task=model_task(name), **meta)
+    return LoadedModel(model=build_meta_model(name), name=name, weights="architecture only", task=model_task(name),
+                       **_meta_from(member))
 
 
 def _reason(exc: BaseException) -> str:

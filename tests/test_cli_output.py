@@ -18,12 +18,13 @@ def test_models_table_lists_weights_names_not_joined_like_a_shape(cli, few_model
     r = cli("models")
     assert r.exit_code == 0, r.stderr
     rows = {line.split()[0]: line for line in r.stdout.splitlines()[1:]}
-    assert rows["resnet50"].split(None, 3)[3] == "IMAGENET1K_V1, IMAGENET1K_V2"
+    assert rows["resnet50"].split(None, 4)[4] == "IMAGENET1K_V1, IMAGENET1K_V2"
+    assert rows["resnet50"].split()[1] == "classification"
     assert rows["vgg16"].endswith("IMAGENET1K_V1, IMAGENET1K_FEATURES")
     assert rows["alexnet"].endswith("IMAGENET1K_V1")
     assert "xIMAGENET" not in r.stdout
     tsv = {ln.split("\t")[0]: ln.split("\t") for ln in cli("models", "--format", "tsv").stdout.splitlines()}
-    assert tsv["resnet50"][3] == "IMAGENET1K_V1,IMAGENET1K_V2"
+    assert tsv["resnet50"][4] == "IMAGENET1K_V1,IMAGENET1K_V2"
 
 
 def test_layers_table_still_joins_shapes_with_x(cli):

@@ -262,3 +262,21 @@ def test_weights_digest_of_torchvision_architectures_is_pinned(name, full, featu
     m = torchvision.models.get_model(name, weights=None)
     _fill(m.state_dict().values())
     assert (weights_digest(m), weights_digest(m, scope="features")) == (full, features)
+
+
+def test_dense_models_are_known_by_task_and_build_without_any_download(monkeypatch, tmp_path):
+    """Segmentation and detection models are torchvision models too; random weights mean a random
+    backbone as well (torchvision's default would download ImageNet backbone weights)."""
+    import torchvision
+
+    from cnnviz.models import list_models, model_task
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache: any download attempt would show
+    assert set(list_models(task="segmentation")) == set(torchvision.models.list_models(module=torchvision.models.segmentation))
+    assert model_task("deeplabv3_mobilenet_v3_large") == "segmentation"
+    assert model_task("fasterrcnn_mobilenet_v3_large_fpn") == "detection"
+    assert model_task("resnet18") == "classification"
+    lm = load_model("lraspp_mobilenet_v3_large", weights="none")
+    assert lm.task == "segmentation" and lm.categories[:2] == ["__background__", "aeroplane"]
+    assert (lm.resize_size, lm.crop_size) == (520, 520)  # segmentation weights resize and never crop
+    assert not os.listdir(tmp_path)

@@ -115,25 +115,30 @@ def layers(model: Any, size: str | None, fmt: str, as_json: bool, ignore_gates: 
 @click.option("-f", "--format", "fmt", type=click.Choice(["table", "tsv", "json"]), default="table", show_default=True)
 @json_option(help="The rows as one JSON list (as --format json).")
 @click.option("--names-only", is_flag=True, help="Print just the model names, one per line (fast; with --json one list).")
-def models(fmt: str, as_json: bool, names_only: bool) -> None:
-    """List torchvision's classification models with their conv count and default weights.
+@click.option("--task", type=click.Choice(["classification", "segmentation", "detection"]), default=None,
+              help="Only the models of this task (default: all, classification first).")
+def models(fmt: str, as_json: bool, names_only: bool, task: str | None) -> None:
+    """List torchvision's image models by task (classification, segmentation, detection) with their
+    conv count and default weights.
 
     \b
     Examples:
       cnnviz models
       cnnviz models --names-only | grep resnet
       cnnviz models --json
+      cnnviz models --task detection
     """
     fmt = _json_format(fmt, as_json=as_json)
     if names_only:
         from ..models import list_models
 
+        names = list_models(task=task)
         if fmt == "json":  # the names as one JSON list, as --json promises
-            out(json.dumps(list_models()))
+            out(json.dumps(names))
             return
-        for n in list_models():
+        for n in names:
             out(n)
         return
     from ..jobs.layers import MODEL_COLUMNS, run_models
 
-    print_rows(run_models(), fmt, MODEL_COLUMNS, {"default_weights": "default weights", "weights": "all weights"})
+    print_rows(run_models(task=task), fmt, MODEL_COLUMNS, {"default_weights": "default weights", "weights": "all weights"})

@@ -17,7 +17,7 @@ from .inputs import model_input_size
 
 LAYER_COLUMNS = ["index", "name", "alias", "in_channels", "out_channels", "kernel_size", "stride", "padding",
                  "dilation", "groups", "params", "output_shape", "receptive_field", "jump", "center0"]
-MODEL_COLUMNS = ["name", "convs", "default_weights", "weights"]
+MODEL_COLUMNS = ["name", "task", "convs", "default_weights", "weights"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,18 +87,23 @@ def rf_problem(net: Any, hw: tuple[int, int], names: list[str], *, ignore_gates:
     return f"{names[0]}: {reason}"
 
 
-def run_models() -> list[dict[str, Any]]:
-    """torchvision's classification models (MODEL_COLUMNS): conv count, default and all weights."""
+def run_models(*, task: str | None = None) -> list[dict[str, Any]]:
+    """torchvision's image models (MODEL_COLUMNS) by task, classification first: conv count,
+    default and all weights. ``task`` keeps one task's models."""
     rows = []
     names = _models.list_models()  # looked up at call time: tests narrow the list
     counts = conv_counts(names)
     for n in names:
+        kind = _models.model_task(n)
+        if task is not None and kind != task:
+            continue
         enum = weights_enum(n)
         default = ""
         if enum is not None and "DEFAULT" in enum.__members__:
             default = enum.DEFAULT.name
         rows.append({
             "name": n,
+            "task": kind,
             "convs": counts[n],
             "default_weights": default,
             "weights": [w for w in weight_members(n) if w != "DEFAULT"],

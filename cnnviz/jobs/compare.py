@@ -656,7 +656,8 @@ def _write_drift(req: CompareRequest, plan: _Drift, result: CompareResult, paths
                     DriftPanel(disp_a, None, [label, f"{disp_a.shape[0]}x{disp_a.shape[1]} px as A sees it"]),
                     DriftPanel(disp_a, shown_a, side("A", la, where_a, pa[j], top_a), gamma=_gamma(plan.method), alone=alone),
                     DriftPanel(disp_b, shown_b, side("B", lb, where_b, pb[j], top_b), gamma=_gamma(plan.method), alone=alone),
-                ], title=title, cmap="inferno")
+                ], title=title, cmap="inferno", legend="map value, each map scaled to its own [0, 1]"
+                   + (" and clipped at its 99th percentile" if alone else ""))
                 rec: Record = {"kind": "drift", "image": path, "method": plan.method, "class": t, "class_name": cls,
                                "class_from": chosen, "rho": None if not np.isfinite(rho) else round(float(rho), 6),
                                "a": {"layer": where_a, "probability": round(float(pa[j][t]), 6), "top1": top_a},

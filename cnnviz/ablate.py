@@ -17,7 +17,7 @@ Everything here is pure computation on tensors: no files, no printing.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -344,6 +344,147 @@ def copies_per_pass(act: torch.Tensor, *, budget: int = 1 << 22) -> int:
     return max(1, budget // per_copy)
 
 
+#: Ablations per block: the unit of checkpointing (a finished block is saved), of ``--shard``
+#: (shards take whole blocks) and of the Ray tasks. Every run cuts a unit list into the same
+#: blocks, and a block's numbers depend on nothing else, so a resumed, sharded or Ray run gives
+#: the same bytes as one uninterrupted run.
+BLOCK_UNITS = 16
+#: Layer outputs (and what the tail reuses per batch) kept in memory for every block up to this
+#: many bytes; above it each block runs the network up to the layer again, and blocks grow so
+#: that happens at most MAX_HEAD_PASSES times.
+KEEP_CUT_BYTES = 1 << 30
+MAX_HEAD_PASSES = 8
+
+
+@dataclass
+class BlockSums:
+    """Sums over the images for one block of ablations (g of them): images scored correct,
+    probability and logit of the label (g,) float64, and per label class (g, K) float64."""
+
+    correct: np.ndarray
+    prob: np.ndarray
+    logit: np.ndarray
+    correct_c: np.ndarray
+    prob_c: np.ndarray
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"correct": self.correct, "prob": self.prob, "logit": self.logit, "correct_c": self.correct_c,
+                "prob_c": self.prob_c}
+
+    @classmethod
+    def from_arrays(cls, a: Any) -> "BlockSums":
+        return cls(*(np.asarray(a[k], np.float64) for k in ("correct", "prob", "logit", "correct_c", "prob_c")))
+
+
+def blocks(n: int, *, size: int = BLOCK_UNITS) -> list[range]:
+    """Positions 0..n-1 cut into consecutive blocks of ``size`` (the last may be shorter)."""
+    return [range(s, min(n, s + size)) for s in range(0, n, size)]
+
+
+class Sweep:
+    """Ablations of one layer over one image set, block by block.
+
+    :meth:`prepare` runs every batch up to the layer once: the intact scores, the labels (-1
+    becomes the intact top-1), the layer's mean (for mean-ablation) and, when they fit in
+    ``keep_bytes``, the cut batches kept for every block. :meth:`block` then scores a list of
+    ablations (each a list of channels replaced together) over all images; :meth:`effects`
+    assembles blocks into :class:`Effects`. ``batches`` is called once per pass and yields
+    (x (B, ...), labels (B,)) in the same order every time."""
+
+    def __init__(self, split: LayerSplit, batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]], *,
+                 mean: bool = False, copies: int | None = None, keep_bytes: int = KEEP_CUT_BYTES,
+                 on_batch: Callable[[int], None] | None = None):
+        self.split, self.batches, self.mean, self.copies = split, batches, mean, copies
+        self.keep_bytes, self.on_batch = keep_bytes, on_batch
+        self.labels: list[torch.Tensor] = []
+        self.kept: list[Cut] | None = None
+        self.fill: torch.Tensor | None = None
+        self.intact = _Sums(1)
+        self.act_bytes = 0  # bytes of the layer's output over all images (what keeping costs)
+
+    @property
+    def images(self) -> int:
+        return self.intact.n
+
+    def prepare(self) -> None:
+        kept: list[Cut] | None = []
+        total: torch.Tensor | None = None
+        for x, labels in self.batches():
+            cut = self.split.cut(x)
+            labels = labels.clone()
+            own = labels < 0
+            if bool(own.any()):
+                labels[own] = cut.logits.argmax(1).to(labels.device)[own]
+            if int(labels.max()) >= cut.logits.shape[1]:
+                raise UsageError(f"label index {int(labels.max())} out of range: the model has {cut.logits.shape[1]} classes")
+            self.labels.append(labels)
+            self.intact.add(slice(0, 1), cut.logits[None], labels)
+            self.intact.n += cut.act.shape[0]
+            if self.mean:
+                act = cut.act.float()
+                if total is not None and act.shape[1:] != total.shape:
+                    raise UsageError("--ablation mean needs every image at one size (keep --crop, or give --size HxW)")
+                total = act.sum(0) if total is None else total + act.sum(0)
+            size = cut.act.numel() * cut.act.element_size()
+            size += sum(v.numel() * v.element_size() for v in cut.frontier if isinstance(v, torch.Tensor))
+            self.act_bytes += size
+            if kept is not None and 3 * self.act_bytes <= self.keep_bytes:  # 3x: room for what the tail caches
+                kept.append(cut)
+            else:
+                kept = None
+            if self.on_batch is not None:
+                self.on_batch(cut.act.shape[0])
+        self.kept = kept
+        if self.mean and total is not None:
+            self.fill = total / self.intact.n
+
+    def block_size(self, units: int) -> int:
+        """Ablations per block for ``units`` of them: BLOCK_UNITS when the cut batches are kept,
+        else large enough that the network runs up to the layer at most MAX_HEAD_PASSES times."""
+        if self.kept is not None:
+            return BLOCK_UNITS
+        return max(BLOCK_UNITS, -(-units // MAX_HEAD_PASSES))
+
+    def _cuts(self) -> Iterator[tuple[Cut, torch.Tensor]]:
+        if self.kept is not None:
+            yield from zip(self.kept, self.labels)
+            return
+        for i, (x, _) in enumerate(self.batches()):
+            yield self.split.cut(x), self.labels[i]
+
+    def block(self, sets: Sequence[Sequence[int]]) -> BlockSums:
+        """Sums over every image for each ablation of ``sets``."""
+        plan = [list(s) for s in sets]
+        sums = _Sums(len(plan))
+        for cut, labels in self._cuts():
+            g_max = self.copies or copies_per_pass(cut.act)
+            for s0 in range(0, len(plan), g_max):
+                chunk = plan[s0:s0 + g_max]
+                sums.add(slice(s0, s0 + len(chunk)), self.split.ablate(cut, chunk, fill=self.fill), labels)
+            sums.n += cut.act.shape[0]
+        if sums.count_c is None:
+            raise UsageError("no images were measured")
+        assert sums.correct_c is not None and sums.prob_c is not None
+        return BlockSums(sums.correct, sums.prob, sums.logit, sums.correct_c, sums.prob_c)
+
+    def effects(self, sets: Sequence[Sequence[int]], parts: Sequence[BlockSums]) -> Effects:
+        """The :class:`Effects` of ``sets`` from their blocks' sums, in order."""
+        it = self.intact
+        if it.n == 0 or it.count_c is None:
+            raise UsageError("no images were measured")
+        assert it.correct_c is not None and it.prob_c is not None
+        both = _Sums(1 + len(sets))
+        both.n, both.count_c = it.n, it.count_c
+        both.correct = np.concatenate([it.correct, *[p.correct for p in parts]])
+        both.prob = np.concatenate([it.prob, *[p.prob for p in parts]])
+        both.logit = np.concatenate([it.logit, *[p.logit for p in parts]])
+        both.correct_c = np.concatenate([it.correct_c, *[p.correct_c for p in parts]])
+        both.prob_c = np.concatenate([it.prob_c, *[p.prob_c for p in parts]])
+        if len(both.correct) != 1 + len(sets):
+            raise ValueError(f"{len(both.correct) - 1} ablations in the blocks, {len(sets)} asked")
+        return both.result([list(s) for s in sets])
+
+
 def measure(split: LayerSplit, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], sets: Sequence[Sequence[int]], *,
             fill: torch.Tensor | None = None, copies: int | None = None,
             on_batch: Callable[[int], None] | None = None) -> Effects:
@@ -352,27 +493,14 @@ def measure(split: LayerSplit, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     for "the intact network's top-1"). ``fill``: None replaces by zero, else a tensor
     broadcastable to one image's layer output (C, h, w) or (C, 1, 1) whose channels are used.
     ``copies``: ablated copies per tail batch (default: :func:`copies_per_pass`). ``on_batch``
-    is called with each batch's image count."""
+    is called with each batch's image count. The batches are kept in memory (a :class:`Sweep`
+    that keeps every cut, block by block as every run)."""
+    listed = list(batches)
+    sweep = Sweep(split, lambda: iter(listed), copies=copies, keep_bytes=1 << 62, on_batch=on_batch)
+    sweep.prepare()
+    sweep.fill = fill
     plan = [list(s) for s in sets]
-    sums = _Sums(1 + len(plan))
-    for x, labels in batches:
-        cut = split.cut(x)
-        b = cut.act.shape[0]
-        labels = labels.clone()
-        own = labels < 0
-        if bool(own.any()):
-            labels[own] = cut.logits.argmax(1).to(labels.device)[own]
-        if int(labels.max()) >= cut.logits.shape[1]:
-            raise UsageError(f"label index {int(labels.max())} out of range: the model has {cut.logits.shape[1]} classes")
-        sums.add(slice(0, 1), cut.logits[None], labels)
-        g_max = copies or copies_per_pass(cut.act)
-        for s0 in range(0, len(plan), g_max):
-            chunk = plan[s0:s0 + g_max]
-            sums.add(slice(1 + s0, 1 + s0 + len(chunk)), split.ablate(cut, chunk, fill=fill), labels)
-        sums.n += b
-        if on_batch is not None:
-            on_batch(b)
-    return sums.result(plan)
+    return sweep.effects(plan, [sweep.block([plan[i] for i in b]) for b in blocks(len(plan))])
 
 
 def mean_activation(split: LayerSplit, batches: Iterable[torch.Tensor]) -> torch.Tensor:
@@ -453,5 +581,5 @@ def curve_sets(units: Sequence[Sequence[int]], orders: dict[str, list[int]], poi
     return out
 
 
-__all__ = ["FILLS", "METRICS", "Cut", "Effects", "LayerSplit", "copies_per_pass", "curve_orders", "curve_points", "curve_sets",
+__all__ = ["BLOCK_UNITS", "FILLS", "METRICS", "BlockSums", "Cut", "Effects", "LayerSplit", "Sweep", "blocks", "copies_per_pass", "curve_orders", "curve_points", "curve_sets",
            "hurt_classes", "mean_activation", "measure", "ranking"]

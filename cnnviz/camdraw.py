@@ -55,13 +55,17 @@ def _title(lines: Sequence[str], width: int) -> np.ndarray:
 
 def cam_picture(image: np.ndarray, map01: np.ndarray, *, title: Sequence[str] = (), cmap: str = DEFAULT_CMAP,
                 alpha: float = 0.6, min_height: int = 400, legend: bool = True, value_max: float | None = None,
-                gamma: float = 0.5) -> np.ndarray:
+                gamma: float = 0.5, outline: np.ndarray | None = None) -> np.ndarray:
     """One explanation: the overlay (enlarged to at least ``min_height`` px), the ``title`` lines
-    above it and a colour legend (0 .. ``value_max`` of the raw map, or 0 .. 1) below. (H, W, 3) uint8."""
+    above it and a colour legend (0 .. ``value_max`` of the raw map, or 0 .. 1) below. ``outline``:
+    (H, W) bool at the map's size (a predicted segmentation mask), its border drawn over the
+    overlay in OUTLINE_COLOR. (H, W, 3) uint8."""
     check_cmap(cmap)
     h = map01.shape[0]
     img, m = _fit(image, map01, max(h, min_height))
     body = overlay(img, m, cmap=cmap, alpha=alpha, gamma=gamma)
+    if outline is not None:
+        body = draw_outline(body, outline)
     parts = [_title(title, body.shape[1])] if title else []
     parts.append(body)
     if legend:
@@ -69,6 +73,20 @@ def cam_picture(image: np.ndarray, map01: np.ndarray, *, title: Sequence[str] = 
         parts.append(legend_strip(0.0, hi, width=body.shape[1], cmap=cmap, caption="map value (opacity follows it)",
                                   max_width=body.shape[1]))
     return vstack(parts, gap=3)
+
+
+OUTLINE_COLOR = (0, 255, 255)  # cyan: apart from every colour of the default heat colormaps
+
+
+def draw_outline(picture: np.ndarray, mask: np.ndarray, *, width: int = 2, color: Sequence[int] = OUTLINE_COLOR) -> np.ndarray:
+    """A copy of ``picture`` (H, W, 3) uint8 with the border of ``mask`` (h, w) bool (resampled to
+    H x W, nearest) drawn ``width`` px wide, inside the mask. Pure."""
+    from .segment import outline, resize_mask
+
+    m = resize_mask(np.asarray(mask, dtype=bool), picture.shape[:2])
+    out = picture.copy()
+    out[outline(m, width=width)] = np.asarray(color, dtype=np.uint8)
+    return out
 
 
 @dataclass

@@ -56,11 +56,12 @@ def auc(curve: np.ndarray) -> float:
     return float((c.sum() - c[0] / 2 - c[-1] / 2) / (c.size - 1))
 
 
-def _probs(model: nn.Module, x: torch.Tensor, target: int, batch_size: int) -> np.ndarray:
+def _probs(model: nn.Module, x: torch.Tensor, target: int, batch_size: int, probabilities: bool = False) -> np.ndarray:
     out = []
     with eval_mode(model), torch.inference_mode():
         for s in range(0, x.shape[0], batch_size):
-            out.append(torch.softmax(model(x[s:s + batch_size]).float(), dim=1)[:, target])
+            y = model(x[s:s + batch_size]).float()
+            out.append((y if probabilities else torch.softmax(y, dim=1))[:, target])
     return torch.cat(out).cpu().numpy().astype(np.float64)
 
 
@@ -73,8 +74,11 @@ def causal_curve(
     mode: str = "deletion",
     steps: int = 100,
     batch_size: int = 32,
+    probabilities: bool = False,
 ) -> np.ndarray:
-    """Class probability (steps + 1,) as pixels of ``x`` (3, H, W) are deleted (set to zero) or
+    """``probabilities``: ``model`` outputs probabilities itself (a segmentation scorer's mean
+    class probability over a region), else logits, softmaxed.
+    Class probability (steps + 1,) as pixels of ``x`` (3, H, W) are deleted (set to zero) or
     inserted (into ``blur(x)``) in decreasing order of ``saliency`` (H, W), ceil(H*W / steps) per
     step; point 0 is the untouched start, the last the fully deleted/inserted image."""
     if mode not in ("deletion", "insertion"):
@@ -97,7 +101,7 @@ def causal_curve(
     counts = torch.arange(steps + 1, device=x.device).clamp(max=-(-h * w // per)) * per
     changed = rank < counts.view(-1, 1, 1, 1)  # (steps + 1, 1, H, W)
     batch = torch.where(changed, finish, start)
-    return _probs(model, batch, int(target), batch_size)
+    return _probs(model, batch, int(target), batch_size, probabilities)
 
 
 # ---------------------------------------------------------------- average drop / increase
@@ -112,7 +116,8 @@ def explanation_input(x: torch.Tensor, maps01: torch.Tensor, *, mean: Sequence[f
 
 
 def confidence_change(model: nn.Module, x: torch.Tensor, targets: Sequence[int], maps01: np.ndarray, *,
-                      mean: Sequence[float], std: Sequence[float], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+                      mean: Sequence[float], std: Sequence[float], batch_size: int = 32,
+                      probabilities: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Per pair: (drop, increase): drop = max(0, p - p_e) / p (a fraction; the paper's "average
     drop %" is 100 x its mean) and increase = 1.0 if p_e > p else 0.0, with p the target class
     probability of x and p_e that of explanation_input."""
@@ -122,8 +127,11 @@ def confidence_change(model: nn.Module, x: torch.Tensor, targets: Sequence[int],
         p, pe = [], []
         for s in range(0, x.shape[0], batch_size):
             sl = slice(s, s + batch_size)
-            p.append(torch.softmax(model(x[sl]).float(), 1).gather(1, t[sl, None])[:, 0])
-            pe.append(torch.softmax(model(e[sl]).float(), 1).gather(1, t[sl, None])[:, 0])
+            y, ye = model(x[sl]).float(), model(e[sl]).float()
+            if not probabilities:  # logits
+                y, ye = torch.softmax(y, 1), torch.softmax(ye, 1)
+            p.append(y.gather(1, t[sl, None])[:, 0])
+            pe.append(ye.gather(1, t[sl, None])[:, 0])
     pv, pev = torch.cat(p).cpu().numpy().astype(np.float64), torch.cat(pe).cpu().numpy().astype(np.float64)
     drop = np.maximum(0.0, pv - pev) / np.where(pv > 0, pv, 1.0)
     return drop, (pev > pv).astype(np.float64)

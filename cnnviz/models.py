@@ -177,6 +177,15 @@ def _dense_kwargs(name: str) -> dict[str, Any]:
     return {} if model_task(name) == "classification" else {"weights_backbone": None}
 
 
+def _aux_kwargs(name: str, *, pretrained: bool) -> dict[str, Any]:
+    """FCN and DeepLabV3 weights carry an auxiliary head (torchvision builds it, ``aux_loss=True``,
+    whenever it loads weights): the architecture of pretrained weights or of such a checkpoint has
+    it too, so the catalog lists the modules the loaded model runs."""
+    if not pretrained or model_task(name) != "segmentation" or name.startswith("lraspp"):
+        return {}
+    return {"aux_loss": True}
+
+
 def _build(name: str, *, seed: int, **kwargs: Any) -> nn.Module:
     # Builders differ in defaults that matter without pretrained weights (aux heads, init_weights);
     # torchvision's own choices are kept, only randomness is fixed.
@@ -256,10 +265,12 @@ def _params_on_meta() -> Iterator[None]:
         nn.Module.register_parameter, nn.Module.register_buffer = reg_param, reg_buffer  # type: ignore[method-assign]
 
 
-def build_meta_model(name: str, *, num_classes: int | None = None) -> nn.Module:
-    """The model's structure with no storage (device 'meta'): for shapes and catalogs, instant."""
+def build_meta_model(name: str, *, num_classes: int | None = None, aux: bool = False) -> nn.Module:
+    """The model's structure with no storage (device 'meta'): for shapes and catalogs, instant.
+    ``aux``: a segmentation model with the auxiliary head its pretrained weights carry."""
     name = check_model_name(name)
     kwargs: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
+    kwargs.update(_aux_kwargs(name, pretrained=aux))
     if name in ("inception_v3", "googlenet"):
         kwargs["aux_logits"] = False
         kwargs["init_weights"] = False
@@ -492,12 +503,13 @@ def _checkpoint_model(name: str, path: str, default_member: Any) -> tuple[nn.Mod
     sd = load_checkpoint(path)
     if name in ("inception_v3", "googlenet"):  # trained with auxiliary heads; cnnviz builds without them
         sd = OrderedDict((k, v) for k, v in sd.items() if not k.startswith(("aux1.", "aux2.", "AuxLogits.")))
-    model = build_meta_model(name)
+    aux = any(k.startswith("aux_classifier.") for k in sd)
+    model = build_meta_model(name, aux=aux)
     meta = _meta_from(default_member)
     classes = finetuned_classes(model, sd)
     if classes is not None:
         # A fine-tuned checkpoint (e.g. 10 classes): same backbone, its own head size.
-        model = build_meta_model(name, num_classes=classes)
+        model = build_meta_model(name, num_classes=classes, aux=aux)
         meta["categories"] = [f"class {i}" for i in range(classes)]
     return model, sd, meta
 
@@ -527,8 +539,9 @@ def architecture(name: str, *, weights: str = "DEFAULT") -> LoadedModel:
         model, sd, meta = _checkpoint_model(name, weights, member)
         check_state_dict(model, sd, source=weights)
         return LoadedModel(model=model, name=name, weights="architecture only", task=model_task(name), **meta)
-    return LoadedModel(model=build_meta_model(name), name=name, weights="architecture only", task=model_task(name),
-                       **_meta_from(member))
+    pretrained = member is not None and weights.lower() != "none"
+    return LoadedModel(model=build_meta_model(name, aux=pretrained), name=name, weights="architecture only",
+                       task=model_task(name), **_meta_from(member))
 
 
 def _reason(exc: BaseException) -> str:

@@ -14,7 +14,7 @@ launched one); without one, a local Ray instance is started on this machine.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -182,9 +182,15 @@ def ray_scan(idx: ActivationIndex, lm: LoadedModel, layers: Sequence[ConvLayer],
                 else:
                     counts.scanned += 1
     except Exception as exc:
-        cause = getattr(exc, "cause", None) or exc
-        if isinstance(cause, CnnvizError):
-            raise type(cause)(str(cause)) from None
-        text = str(cause).strip().splitlines()
-        raise CnnvizError(f"the Ray scan failed: {text[-1] if text else type(cause).__name__}") from None
+        reraise(exc, "the Ray scan")
     return counts
+
+
+def reraise(exc: Exception, what: str) -> NoReturn:
+    """A failure inside Ray as one line: a CnnvizError raised in a task as itself, anything
+    else as '``what`` failed: <its last line>'."""
+    cause = getattr(exc, "cause", None) or exc
+    if isinstance(cause, CnnvizError):
+        raise type(cause)(str(cause)) from None
+    text = str(cause).strip().splitlines()
+    raise CnnvizError(f"{what} failed: {text[-1] if text else type(cause).__name__}") from None

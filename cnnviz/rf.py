@@ -190,7 +190,8 @@ def _merge(vals: Sequence[Any], out_shape: Sequence[int], where: str, *, ignore_
     for dims, f in placed:
         if f.size == (1, 1) and any(int(out_shape[d]) > 1 for d in dims):
             return _Unknown(
-                f"at {where} a globally pooled 1x1 tensor is broadcast over the map (a squeeze-and-excitation gate): "
+                f"at {where} a globally pooled 1x1 tensor is broadcast over the map (a squeeze-and-excitation gate, "
+                f"or an image-pooling branch such as ASPP's): "
                 f"every later unit sees the whole input, so it has no local receptive field (ignore_gates / "
                 f"--ignore-gates gives the conv path's local field)"
             )
@@ -385,6 +386,29 @@ def _const(a: _Analysis, op: _Op) -> Any:
     return _CONST
 
 
+# resizing ops (F.interpolate, nn.Upsample, their ATen forms): what segmentation heads end in
+_UPSAMPLES = {"interpolate", "upsample", "upsample_bilinear2d", "upsample_nearest2d", "upsample_bicubic2d",
+              "upsamplingbilinear2d", "upsamplingnearest2d"}
+
+
+def _upsample(op: _Op) -> Any:
+    """A resize. Of a 1x1 tensor (a global pooling's output, ASPP's image-pooling branch) it is a
+    broadcast: every output unit sees what the pooled unit saw, the whole input, and the value is
+    kept as a 1x1 field so a merge reports it as such. Of a map: each unit mixes its nearest input
+    units, whose windows are not evenly spaced for non-integer scales (33 -> 65 units) and of
+    unequal extent for every scale: no (rf, jump, center0) triple describes them, refused."""
+    src = op.src
+    if not isinstance(src, _Spatial):
+        return src
+    out = op.out
+    if src.field.size == (1, 1):
+        return _Spatial(src.dims, src.ndim, src.field)
+    size = tuple(int(out.shape[d]) for d in src.dims) if isinstance(out, torch.Tensor) else ("?", "?")
+    n = src.field.size
+    return _Unknown(f"the resize at {op.where} maps {n[0]}x{n[1]} units to {size[0]}x{size[1]}: each output unit mixes its nearest "
+                    "input units, whose windows are unevenly spaced, so no single receptive field describes them")
+
+
 _PROPAGATE: dict[Kind, Callable[[_Analysis, _Op], Any]] = {
     Kind.CONV: _conv,
     Kind.POOL: _pool,
@@ -499,6 +523,8 @@ class _Analysis:
             return [step(self, replace(op, out=out[0])), *[rest] * (len(out) - 1)]
         if step is not None:
             return step(self, op)
+        if _UPSAMPLES & {op_name(node).lower(), type(module).__name__.lower()}:
+            return _upsample(op)
         if module is not None:
             return _Unknown(f"cannot analyse module {where} ({type(module).__name__})")
         if node.op == "call_method":

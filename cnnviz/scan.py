@@ -168,6 +168,14 @@ class Preprocess:
         return preprocess(img, size=self.size, crop=self.crop, resize_size=self.resize_size, crop_size=self.crop_size,
                           mean=self.mean, std=self.std, interpolation=self.interpolation)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Preprocess":
+        """The inverse of :meth:`as_dict` (an index's recorded preprocessing)."""
+        size = tuple(d["size"]) if isinstance(d["size"], list) else int(d["size"])
+        return cls(size=size, crop=bool(d["crop"]), resize_size=int(d["resize_size"]),  # type: ignore[arg-type]
+                   crop_size=int(d["crop_size"]), mean=tuple(d["mean"]), std=tuple(d["std"]),
+                   interpolation=str(d.get("interpolation", "bilinear")))
+
     def as_dict(self) -> dict[str, Any]:
         """What decides the input tensor (recorded in an index; max_pixels only refuses files)."""
         d = asdict(self)

@@ -131,7 +131,10 @@ def timed(f, *a):  # type: ignore[no-untyped-def]
 def case(name: str, model, layer: str, x, *, naive_channels: int, total: int, batch: int) -> dict:  # type: ignore[no-untyped-def]
     import numpy as np
 
-    sub = list(range(naive_channels))
+    # a random sample of channels (seed 0): the naive cost is linear in the channels, so its time on
+    # all of them is extrapolated from the sample; cnnviz runs the same sample (the measured ratio)
+    sub = sorted(int(c) for c in np.random.default_rng(0).choice(total, naive_channels, replace=False))
+    load0 = os.getloadavg()[0]
     print(f"{name}: cnnviz on {len(sub)} channels x {len(x)} images ...", file=sys.stderr, flush=True)
     (o_int, o_sub, split), o_wall, o_cpu = timed(ours, model, layer, x, sub, batch)
     print(f"  {o_wall:.1f}s wall, {o_cpu:.1f}s CPU; naive on the same ...", file=sys.stderr, flush=True)
@@ -140,7 +143,7 @@ def case(name: str, model, layer: str, x, *, naive_channels: int, total: int, ba
     (_, _, _), f_wall, f_cpu = timed(ours, model, layer, x, list(range(total)), batch)
     diff = float(np.abs(np.concatenate([o_int[None], o_sub]) - np.concatenate([n_int[None], n_sub])).max())
     print(f"  {f_wall:.1f}s wall, {f_cpu:.1f}s CPU; max diff {diff:.1e}", file=sys.stderr, flush=True)
-    return {"name": name, "layer": layer, "images": len(x), "sub": len(sub), "total": total, "o_wall": o_wall, "o_cpu": o_cpu,
+    return {"load": (load0 + os.getloadavg()[0]) / 2, "name": name, "layer": layer, "images": len(x), "sub": len(sub), "total": total, "o_wall": o_wall, "o_cpu": o_cpu,
             "n_wall": n_wall, "n_cpu": n_cpu, "f_wall": f_wall, "f_cpu": f_cpu, "diff": diff,
             "path": "traced tail + linear shortcut" if split._linear else ("traced tail" if split.traced else "whole network")}
 
@@ -182,8 +185,8 @@ def main() -> None:
              "absolute difference between the two methods' scores (agreement, mean probability, mean logit).", "",
              "| model, layer | images | channels (naive side) | naive wall / CPU s | cnnviz wall / CPU s (same channels) "
              "| ratio wall / CPU | cnnviz, all channels: wall / CPU s | naive, all channels (extrapolated): wall / CPU s (ratio) "
-             "| path | max diff |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+             "| path | max diff | load avg |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     for r in rows:
         # the naive side runs sub + 1 forwards per batch (the intact one too): all channels = total + 1
         full_w = r["n_wall"] / (r["sub"] + 1) * (r["total"] + 1)
@@ -191,7 +194,7 @@ def main() -> None:
         lines.append(f"| {r['name']} {r['layer']} | {r['images']} | {r['sub']} of {r['total']} | {r['n_wall']:.1f} / {r['n_cpu']:.1f} "
                      f"| {r['o_wall']:.1f} / {r['o_cpu']:.1f} | {r['n_wall'] / r['o_wall']:.1f}x / {r['n_cpu'] / r['o_cpu']:.1f}x "
                      f"| {r['f_wall']:.1f} / {r['f_cpu']:.1f} | ~{full_w:.0f} / ~{full_c:.0f} s "
-                     f"({full_w / r['f_wall']:.0f}x / {full_c / r['f_cpu']:.0f}x) | {r['path']} | {r['diff']:.1e} |")
+                     f"({full_w / r['f_wall']:.0f}x / {full_c / r['f_cpu']:.0f}x) | {r['path']} | {r['diff']:.1e} | {r['load']:.1f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

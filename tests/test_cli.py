@@ -93,7 +93,8 @@ def test_models_lists_torchvision_classifiers(cli):
     rows = {row["name"]: row for row in json.loads(r.stdout)}
     assert rows["resnet50"]["convs"] == 53 and rows["resnet50"]["default_weights"] == "IMAGENET1K_V2"
     assert rows["vgg16"]["convs"] == 13 and "IMAGENET1K_FEATURES" in rows["vgg16"]["weights"]
-    assert "regnet_y_400mf" in rows and "fasterrcnn_resnet50_fpn" not in rows
+    assert "regnet_y_400mf" in rows and rows["regnet_y_400mf"]["task"] == "classification"
+    assert rows["deeplabv3_resnet50"]["task"] == "segmentation" and rows["fasterrcnn_resnet50_fpn"]["task"] == "detection"
 
 
 @pytest.mark.parametrize(

@@ -359,10 +359,12 @@ def _report_claims(argv: list[str], r, cwd: Path, new: list[str]) -> None:
             assert p in index, p
     if "--maximize" in argv:  # block4_* = 3 layers x channels 0:2 (the harness's override)
         assert sum(n.startswith("max-") for n in made) == 6, made
-    if "--index" in argv:  # block4_conv1's channel pages: the index's best images per channel
-        assert any(n.startswith("top-") for n in made), made
-    if "--cam" in argv:  # under each image, its Grad-CAM
-        assert len(re.findall(r'<img src="img/cam-[0-9a-f]+\.png" alt="gradcam: ', index)) == len(
+    if "--index" in argv:  # block4_conv1's channel pages: the index's images, one JPEG each, in its layer's data
+        assert any(n.startswith("ex-") and n.endswith(".jpg") for n in made), made
+        assert '"exImages":[{' in (root / "data" / "layer-07.js").read_text(encoding="utf-8")
+    if "--cam" in argv:  # on each image's page, its Grad-CAM
+        pages = "".join(page.read_text(encoding="utf-8") for page in root.glob("image-*.html"))
+        assert len(re.findall(r'<img src="img/cam-[0-9a-f]+\.png" alt="gradcam: ', pages)) == len(
             [a for a in argv if a.endswith(".jpg")])
     if "--include" in argv:  # every picture of the folder is copied in and shown
         src = cwd / argv[argv.index("--include") + 1]
@@ -375,7 +377,7 @@ def _claims(line: str, r) -> None:
     """What the pages' text says about particular examples."""
     if "--layer all --stage act --sheet" in line:
         assert len(r.stdout.split()) == 14  # "13 grids + a sheet"
-    if line.startswith("cnnviz models") and "--names-only" not in line:
+    if line.startswith("cnnviz models") and "--names-only" not in line and "--task" not in line:
         assert re.search(r"^resnet50 .* IMAGENET1K_V1, IMAGENET1K_V2$", r.stdout, re.M)
     if line == "cnnviz layers --model vgg16.pt2":  # fields from the program's own graph
         assert r.stdout.splitlines()[-1].split()[-3:] == ["196", "16", "7.5"]

@@ -63,8 +63,9 @@ def manifest(out):
 
 def test_site_has_every_page_asset_and_picture(built):
     lm, out, res = built
-    assert res.layers == 3 and res.images == 2 and res.channels == 4 + 6 + 8 and res.pages == 7
-    for rel in ["index.html", "assets/report.css", "assets/report.js", *(f"layer-{i:02d}.html" for i in range(3)),
+    assert res.layers == 3 and res.images == 2 and res.channels == 4 + 6 + 8 and res.pages == 9
+    for rel in ["index.html", "assets/report.css", "assets/report.js", "data/search.js", "image-00.html", "image-01.html",
+                *(f"layer-{i:02d}.html" for i in range(3)),
                 *(f"channel-{i:02d}.html" for i in range(3)), *(f"data/layer-{i:02d}.js" for i in range(3))]:
         assert (out / rel).is_file(), rel
     # every local reference of every page exists; nothing points outside the folder or to the network
@@ -84,8 +85,8 @@ def test_site_has_every_page_asset_and_picture(built):
 
 def test_names_are_escaped_in_pages_and_data(built):
     _lm, out, _res = built
-    for page in [out / "index.html", out / "layer-00.html"]:
-        text = page.read_text()
+    for pages in [["index.html"], ["layer-00.html"], ["image-00.html", "image-01.html"]]:
+        text = "".join((out / p).read_text() for p in pages)
         assert "&lt;script&gt;alert(1)&lt;/script&gt;.jpg" in text
         assert "<script>alert" not in text and "<b>hopper" not in text
         assert "grace &amp; &lt;b&gt;hopper&lt;/b&gt;.jpg" in text
@@ -169,7 +170,7 @@ def test_rerun_reuses_everything_and_new_image_adds_only_its_own(tmp_path):
     assert again.computed == {} and again.reused["maps"] == 6
     assert {p: p.stat().st_mtime_ns for p in (out / "img").glob("*.png")} == pngs
     more = build_report(lm, images(3), output=str(out), progress=False)
-    assert more.computed == {"maps": 3, "sheet": 1}
+    assert more.computed == {"maps": 3, "sheet": 1, "atlas": 3}  # the rows rank over the images: all redrawn
     # other weights: maps and filters are remade, the architecture-only pictures are not
     with torch.no_grad():
         lm.model.features[0].weight.mul_(2)
@@ -287,7 +288,7 @@ def test_included_pictures_are_filed_under_their_layer_and_image(tmp_path):
     assert "anything.png" in (out / "layer-01.html").read_text()
     assert "tinyvgg-02-features.5-top.png" in (out / "layer-02.html").read_text()
     index = (out / "index.html").read_text()
-    assert "third-tinyvgg-cam.png" in index and "unrelated &lt;x&gt;.png" in index
+    assert "third-tinyvgg-cam.png" in (out / "image-02.html").read_text() and "unrelated &lt;x&gt;.png" in index
     assert "anything.png" not in index and "notes.txt" not in index
     again = build_report(lm, ims, output=str(out), progress=False, include=[str(other)])
     assert again.reused["included"] == 4 and "included" not in again.computed
@@ -306,16 +307,37 @@ def test_dataset_examples_come_from_a_top_index(tmp_path):
     res = build_report(lm, images(1), output=str(out), progress=False, index=idx, index_k=3, stage="conv", examples=index_query(lm))
     assert res.computed["examples"] == 2
     d = _layer_data(out, 2)
-    assert set(d["examples"]) == {str(c) for c in range(8)} and d["index"]["images"] == 6
-    want: list = []
-    run_top(TopRequest(index=idx, layers=("2",), k=3, pictures=False), model=lm, output=Output(on_record=want.append))
-    for rec in want:
-        got = d["examples"][str(rec["channel"])]
-        assert [e["name"] for e in got["examples"]] == [os.path.basename(e["path"]) for e in rec["examples"]]
-        with Image.open(out / got["src"]) as im:
-            im.verify()
+    assert len(d["examples"]) == 8 and all(d["examples"]) and d["index"]["images"] == 6
+    assert d["index"]["bottom"] == 3  # 6 images: the 3 least exciting are not among the 3 best
+    for which in ("top", "bottom"):
+        want: list = []
+        run_top(TopRequest(index=idx, layers=("2",), k=3, bottom=which == "bottom", pictures=False), model=lm,
+                output=Output(on_record=want.append))
+        for rec in want:
+            got = d["examples"][rec["channel"]][which]
+            assert [d["exImages"][g[0]]["name"] for g in got] == [os.path.basename(e["path"]) for e in rec["examples"]]
+            assert [g[2:] for g in got] == [e["unit"] for e in rec["examples"]]  # the peak unit
+            f = d["exField"]  # whose window is the layer's field there, as the top job says
+            assert [[f[0] + y * f[4], f[1] + x * f[5], f[2] + y * f[4], f[3] + x * f[5]] for _i, _s, y, x in got] == \
+                [e["box"] for e in rec["examples"]]
+            assert [g[1] for g in got] == pytest.approx([e["score"] for e in rec["examples"]], abs=1e-4)
+    # one JPEG per example image, the pixels the model saw (the index's preprocessing: 32 px)
+    from cnnviz.scan import Preprocess
+    from cnnviz.index import ActivationIndex
+
+    prep = Preprocess.from_dict(ActivationIndex.open(idx).provenance["preprocess"])
+    srcs = {im["src"] for im in d["exImages"]}
+    assert len(srcs) == len(d["exImages"]) <= 6
+    photos = {p.name: prep(str(p))[1].astype(int) for p in (tmp_path / "photos").iterdir()}
+    for im in d["exImages"]:
+        with Image.open(out / im["src"]) as pic:
+            got = np.asarray(pic.convert("RGB")).astype(int)
+        assert got.shape == photos[im["name"]].shape == (im["h"], im["w"], 3)
+        # a JPEG of random noise is lossy (chroma subsampling), but it is nearest to its own photo
+        dist = {name: np.abs(got - px).mean() for name, px in photos.items()}
+        assert min(dist, key=dist.get) == im["name"], dist
     assert "Dataset examples" in (out / "layer-02.html").read_text()
-    assert _layer_data(out, 0)["examples"] == {}
+    assert _layer_data(out, 0)["examples"] == []
     again = build_report(lm, images(1), output=str(out), progress=False, index=idx, index_k=3, stage="conv", examples=index_query(lm))
     assert again.reused["examples"] == 2 and "examples" not in again.computed
     with torch.no_grad():
@@ -366,9 +388,11 @@ def test_prune_removes_only_unused_pictures_of_earlier_runs(tmp_path):
     before = set((out / "img").iterdir())
     res = build_report(lm, images(1), output=str(out), progress=False, prune=True)
     after = set((out / "img").iterdir())
-    assert res.computed["pruned files"] == 5  # the second image: its input picture, 3 sprites, its sheet
-    assert len(before - after) == 5 and not (after - before)
+    # the second image: its input picture, 3 sprites, its sheet; and the 3 model-page rows ranked over both images
+    assert res.computed["pruned files"] == 8
+    assert len(before - after) == 8 and len(after - before) == 3
     assert (out / "img" / "mine.png").read_bytes() == b"not cnnviz's"
+    assert (out / "image-00.html").exists() and not (out / "image-01.html").exists()  # the page of the image gone
     # everything the remaining pages show is still there
     for page in out.glob("*.html"):
         for ref in re.findall(r'src="(img/[^"]+)"', page.read_text()):
@@ -382,8 +406,8 @@ def test_cli_cam_shows_each_images_class_activation_map_and_caches_it(cli, tmp_p
     r = cli(*args)
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["computed"]["cam"] == 1
-    index = (tmp_path / "out" / "index.html").read_text()
-    src = re.search(r'<img src="(img/cam-[0-9a-f]+\.png)" alt="gradcam: ', index).group(1)
+    page = (tmp_path / "out" / "image-00.html").read_text()  # on the image's page
+    src = re.search(r'<img src="(img/cam-[0-9a-f]+\.png)" alt="gradcam: ', page).group(1)
     with Image.open(tmp_path / "out" / src) as im:
         im.verify()
     with Image.open(tmp_path / "out" / src) as im:
@@ -404,6 +428,6 @@ def test_two_files_of_the_same_pixels_are_two_inputs(cli, tmp_path):
     rec = json.loads(r.stdout)
     assert rec["computed"]["sheet"] == 2 and rec["computed"]["cam"] == 2 and rec["computed"]["maps"] == 2
     assert "sheet" not in rec["reused"]
-    index = (tmp_path / "out" / "index.html").read_text()
+    index = "".join((tmp_path / "out" / p).read_text() for p in ("index.html", "image-00.html", "image-01.html"))
     for kind in ("in", "sheet", "cam"):
         assert len(set(re.findall(rf'img/{kind}-[0-9a-f]+\.png', index))) == 2, kind

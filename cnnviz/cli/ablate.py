@@ -8,9 +8,9 @@ import click
 
 from . import cli
 from .layers import _json_format
-from .common import (batch_size_option, channels_option, crop_option, device_options, info, json_option,
-                     layer_option, model_options, out, output_option, quiet_option, scan_options, size_option,
-                     stage_option, top_option)
+from .common import (batch_size_option, channels_option, crop_option, device_options, engine_option, index_option, info,
+                     json_option, layer_option, model_options, out, output_option, quiet_option, scan_options, shard_option,
+                     size_option, stage_option, top_option)
 
 
 @cli.command()
@@ -44,6 +44,13 @@ from .common import (batch_size_option, channels_option, crop_option, device_opt
                         "shorter side at S.")
 @batch_size_option(32, help="Images per forward pass up to the layer (the removals stack copies of them).")
 @scan_options(workers=0, workers_help="Processes decoding images ahead of the model (0: none).")
+@index_option(exists=False, help="A 'cnnviz top' index of the same weights: the results also go into a table beside it "
+                                  "(DIR/ablate/, Parquet) that the report and queries read, and the chart shows each "
+                                  "channel's best dataset examples from it.")
+@shard_option(help="Measure only part I of N of the units (0 <= I < N; blocks of 16 units, round robin), e.g. one per "
+                   "machine; the same command without --shard, over the shards' -o folders gathered into one, combines them.")
+@engine_option(help="ray: the blocks of units run as tasks on a Ray cluster (ray.init(address='auto') if one runs, else "
+                    "local); needs pip install 'cnnviz[ray]'.")
 @click.option("-f", "--format", "fmt", type=click.Choice(["table", "tsv", "json"]), default="table", show_default=True,
               help="The ranked table on stdout: aligned text (--top rows), TSV or one JSON object (every unit).")
 @json_option(help="The run as one JSON object on stdout (as --format json).")
@@ -52,8 +59,9 @@ from .common import (batch_size_option, channels_option, crop_option, device_opt
 @device_options(note="ablate takes fp32 only: bf16 rounding is larger than many of the drops it measures.")
 def ablate(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channels: str | None, groups: tuple[str, ...],
            labels_from: str | None, ablation: str, per_class: bool, sort: str, top: int, curves: bool, stage: str,
-           size: str | None, crop: bool, max_pixels: int | None, batch_size: int, workers: int, strict: bool, fmt: str,
-           as_json: bool, output: str, quiet: bool, device: str, precision: str) -> None:
+           size: str | None, crop: bool, max_pixels: int | None, batch_size: int, workers: int, strict: bool,
+           index: str | None, shard: str | None, engine: str, fmt: str, as_json: bool, output: str, quiet: bool, device: str,
+           precision: str) -> None:
     """How much the model needs each channel of a layer: remove it (zero, or its mean) and
     measure, on IMAGES, the drop in accuracy, in the mean probability of the true class and in
     its mean logit. Without --labels-from the true class is the intact model's own top-1, so
@@ -73,6 +81,11 @@ def ablate(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channel
       cnnviz ablate val/ -m squeezenet1_1 -l features.12 --labels-from folders --per-class -o abl/
       cnnviz ablate photos/ -m resnet50 -l layer4 --group 0:256 --group 256:512 --format tsv
       cnnviz ablate photos/ -m vgg16 -l block5_conv3 -c 0:64 --ablation mean --json
+      cnnviz ablate photos/ -m squeezenet1_1 -l features.12 --index idx/ -o abl/
+      cnnviz ablate val/ -m squeezenet1_1 -l features.12 --shard 0/4 -o abl/     # then 1/4..3/4; then without --shard
+
+    An interrupted run keeps its finished blocks in OUT/ablate-parts/: rerun the same command
+    to resume.
     """
     import sys
 
@@ -83,7 +96,7 @@ def ablate(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channel
     req = AblateRequest(images=images, model=model, layers=layers, stage=stage, channels=channels, groups=groups,
                         labels_from=labels_from, ablation=ablation, per_class=per_class, sort=sort, top=top, curves=curves,
                         size=size, crop=crop, max_pixels=max_pixels, batch_size=batch_size, workers=workers, strict=strict,
-                        device=device, precision=precision, quiet=quiet)
+                        index=index, shard=shard, engine=engine, device=device, precision=precision, quiet=quiet)
     say = info
     written: list[str] = []
     result = run_ablate(req, output=Output(output, on_record=lambda r: written.append(r["path"])), say=say, stdin=sys.stdin)
@@ -94,5 +107,10 @@ def ablate(images: tuple[str, ...], model: Any, layers: tuple[str, ...], channel
             out("\t".join(row))
     else:
         out(text_table(result, limit=top))
+    if result.shard:
+        info(f"ablate: shard {result.shard}: {len(result.units)} unit(s) of {result.layer} on {result.images} image(s) in "
+             f"{result.seconds:.1f}s; blocks kept in {result.parts}: gather every shard's -o folder into one and run the "
+             f"command without --shard to combine them")
+        return
     info(f"ablate: {len(result.units)} unit(s) of {result.layer} on {result.images} image(s) in {result.seconds:.1f}s"
          + ("" if result.traced else " (whole network per removal: slower)") + "; wrote " + ", ".join(written))

@@ -9,7 +9,7 @@ from ..cammethods import users
 from . import cli
 from .common import (batch_size_option, captions_option, class_option, cmap_option, deprecated_aliases, device_options,
                      image_options, info, json_option, layer_option, model_options, out, output_option, quiet_option,
-                     sink, stage_option, top_option)
+                     region_option, sink, stage_option, top_option)
 
 
 class _RegistryHelp(click.Option):
@@ -53,8 +53,12 @@ def _complete_methods(_ctx: click.Context, _param: click.Parameter, incomplete: 
                    "features.29, ConvNeXt features (timm: stages), Inception-v3 Mixed_7c]")
 @stage_option("act", help="For conv selectors: act = after the conv's activation, conv = the conv's own output.")
 @class_option(help="Explain these classes (repeatable): a name as in 'maximize --class' ('tennis ball', 'tennis', "
-                   "'*terrier'), an index, a slice.  [default: the top-1 prediction]")
-@top_option(help="Explain the K most probable classes of each image.")
+                   "'*terrier'), an index, a slice. Segmentation models: the sum of the class's logits over the pixels predicted as it.  "
+                   "[default: the top-1 prediction; segmentation: the non-background class covering most pixels]")
+@top_option(help="Explain the K most probable classes of each image (segmentation: the K classes covering most pixels).")
+@region_option(help="Segmentation models: explain the class's logits summed over this region (a mask image the size of "
+                    "the image or of the model's input; non-zero pixels are in it) instead of over the pixels "
+                    "predicted as the class.")
 @click.option("-M", "--method", "methods", multiple=True, default=("gradcam",), show_default=True, metavar="NAME",
               cls=_RegistryHelp, help_from=_method_help, shell_complete=_complete_methods, is_eager=True,
               callback=lambda ctx, _param, value: _list_methods(ctx) if _asks_list(value) else value)

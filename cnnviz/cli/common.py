@@ -290,6 +290,8 @@ CONCEPTS: dict[str, Concept] = {c.long: c for c in [
             "all, capped by --max-inputs (channels mode and 1x1 heatmaps only)"),
     Concept("the class to explain or synthesise", "--class", None, None,
             "cam: the top-1 prediction; maximize: none (channels instead)"),
+    Concept("a region of the image to explain (a mask image: non-zero pixels are in it)", "--region", None, None,
+            "none (cam on a segmentation model: the pixels predicted as the class)"),
     Concept("K best-ranked (channels in maps and report, classes in cam)", "--top", "-k", PER_COMMAND,
             "per command: maps and cam off, report 16, compare 10 (channels that changed most)",
             {"*": "a report page needs a bounded number of maps; maps and cam show what you select"}),
@@ -341,6 +343,10 @@ CONCEPTS: dict[str, Concept] = {c.long: c for c in [
             "none (compare requires it; report adds a comparison page)"),
     Concept("model B's weights", "--with-weights", None, "DEFAULT", "DEFAULT (the source's own)"),
     Concept("model B's --model-args", "--with-model-args", None, None, "none"),
+    Concept("do only part I of N of the work (one machine of N), combined afterwards", "--shard", None, None,
+            "none (all of it); top: images by path, combined by 'top merge'; ablate: blocks of channels, combined by "
+            "the run without --shard"),
+    Concept("where the work runs: this process, or a Ray cluster", "--engine", None, "local", "local"),
 ]}
 
 # Old spellings, per command: hidden options that print one deprecation line and act as the new
@@ -458,6 +464,11 @@ def class_option(*, help: str) -> Callable[[F], F]:
     return _vocab("--class", "classes", multiple=True, metavar="NAME|INDEX", help=help)
 
 
+def region_option(*, help: str) -> Callable[[F], F]:
+    """--region MASK.png: the pixels a dense target sums over (non-zero pixels of the mask)."""
+    return _vocab("--region", "region", type=click.Path(dir_okay=False), default=None, metavar="MASK", help=help)
+
+
 def top_option(*, default: int | None = None, help: str) -> Callable[[F], F]:
     """-k/--top K: the K best-ranked channels (maps, report) or classes (cam)."""
     return _vocab("--top", "top", type=click.IntRange(min=1), default=default, show_default=default is not None,
@@ -474,6 +485,16 @@ def index_option(*, exists: bool, help: str) -> Callable[[F], F]:
     """--index DIR: a 'cnnviz top' index (written by top; read by report, which needs it to exist)."""
     kind = click.Path(exists=True, file_okay=False) if exists else None  # top checks (and creates) it itself
     return _vocab("--index", "index", default=None, metavar="DIR", type=kind, help=help)
+
+
+def shard_option(*, help: str) -> Callable[[F], F]:
+    """--shard I/N: this run does part I of N (0 <= I < N); how parts are combined is per command."""
+    return _vocab("--shard", "shard", default=None, metavar="I/N", help=help)
+
+
+def engine_option(*, help: str) -> Callable[[F], F]:
+    """--engine local|ray: where the work runs (ray: joins a running cluster, else starts a local one)."""
+    return _vocab("--engine", "engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help=help)
 
 
 def norm_option(default: str, *, choices: list[str], help: str) -> Callable[[F], F]:

@@ -31,14 +31,15 @@ from .common import (batch_size_option, cmap_option, device_options, emit, examp
               help="Optimisation steps for --maximize.  [default: 256, as cnnviz maximize]")
 @click.option("--cam", "cam", is_flag=True,
               help="Also show each image's class activation map (cnnviz cam: Grad-CAM of its top-1 class) on the "
-                   "model page. Needs a trained classifier to mean anything.")
+                   "image's page. Needs a trained classifier to mean anything.")
 @click.option("--include", multiple=True, metavar="DIR",
               type=click.Path(exists=True, file_okay=False),
               help="A folder of other cnnviz commands' pictures (cam, top, maps, ...; repeatable): copied in and "
                    "shown on the page of the layer or image each one is about.")
 @index_option(exists=True,
               help="A 'cnnviz top --index' folder of the same model, weights and --stage: the channel pages of its layers "
-                   "show the images of that collection that excite each channel most.")
+                   "show the images of that collection that excite each channel most, and the model page shows "
+                   "each of those layers' strongest channels by their best example.")
 @examples_option(most=64, help="Dataset examples per channel with --index.")
 @with_model_options(required=False,
                     help="Also compare the model with model B (any source --model takes) over the report's image files "
@@ -59,11 +60,14 @@ def report(inputs: Any, output: str, as_json: bool, examples: int, with_source: 
            with_model_args: str | None, **options: Any) -> None:
     """Write a static HTML site to explore a model on your images: open DIR/index.html.
 
-    The model page has the layer table (sortable, filterable), the receptive-field profile and
-    each image's feature-map sheet; each layer page its strongest maps per image (all on demand),
-    filters and receptive field; each channel page its filter, its map on every image with the
-    input window where it peaks, and (with --maximize) the image it responds to most. Every tile
-    links to its channel; arrow keys move between layers and channels. Pictures come from the same
+    The model page shows the model at a glance (one row per layer, first to last: its 8 strongest
+    channels as thumbnails, best dataset examples with --index, else maps), the images, the layer
+    table (sortable, filterable) and the receptive-field profile; each image page its feature-map
+    sheet; each layer page its strongest maps per image (all on demand), filters and receptive
+    field; each channel page its filter, its map on every image with the input window where it
+    peaks, and (with --maximize) the image it responds to most. Every tile links to its channel;
+    arrow keys move between layers and channels, and the search box on every page jumps to a
+    layer or LAYER:CHANNEL (e.g. layer3.1.conv2:17). Pictures come from the same
     renderers as 'cnnviz maps/filters/rf/maximize'. No network, no CDN: works from file:// and
     from any static host. Prints the path of index.html.
 

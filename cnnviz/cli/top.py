@@ -9,9 +9,9 @@ from click.core import ParameterSource
 
 from . import cli
 from .common import (CONTEXT_SETTINGS, CnnvizCommand, batch_size_option, channels_option, check_stream, cmap_option,
-                     crop_option, deprecated_aliases, device_options, emit, examples_option, index_option, info,
+                     crop_option, deprecated_aliases, device_options, emit, engine_option, examples_option, index_option, info,
                      json_option, layer_option, model_options, out, output_option, quiet_option, scan_options,
-                     size_option, stage_option, tile_option)
+                     shard_option, size_option, stage_option, tile_option)
 
 
 class _TopCommand(CnnvizCommand):
@@ -57,11 +57,9 @@ class _TopCommand(CnnvizCommand):
 @click.option("--image", "image", default=None, metavar="FILE",
               help="With --index: the channels this image excites most, and its rank among the index's images in each "
                    "(an image not in the index runs once through the index's model and is ranked as if added).")
-@click.option("--shard", default=None, metavar="I/N",
-              help="Scan only shard I of N (0 <= I < N; a stable partition by path) into --index; combine with 'cnnviz top merge'.")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="ray: run the scan on a Ray cluster (ray.init(address='auto') if one runs, else local); "
-                   "needs pip install 'cnnviz[ray]'.")
+@shard_option(help="Scan only shard I of N (0 <= I < N; a stable partition by path) into --index; combine with 'cnnviz top merge'.")
+@engine_option(help="ray: run the scan on a Ray cluster (ray.init(address='auto') if one runs, else local); "
+                    "needs pip install 'cnnviz[ray]'.")
 @click.option("--overlay", is_flag=True, help="Blend the channel's map over each patch (runs the model on the examples).")
 @click.option("--separate", is_flag=True, help="One strip PNG per channel instead of one grid per layer.")
 @tile_option(112, least=8, most=1024, help="Patch size in the pictures.")

@@ -19,9 +19,11 @@ from ..maps import iter_batches
 from ..models import LoadedModel
 from ..optimize import resolve_classes
 from ..progress import Progress
+from ..segment import backbone_layer
 from ..render import check_cmap
 from ..sources import ModelSpec, architecture, as_spec, load
 from ..util import device_of, eval_mode
+from . import camseg
 from .inputs import ImageInputs, InputImage, size_tags
 from .output import Output, Record, Say, quiet, request_tags
 
@@ -41,6 +43,7 @@ class CamRequest:
     stage: str = "act"
     classes: tuple[str, ...] = ()
     top: int | None = None
+    region: str | None = None
     methods: tuple[str, ...] = ("gradcam",)
     ig_steps: int = 50
     smooth: int = 0
@@ -64,6 +67,12 @@ class _Pair:
     target: int
     prob: float
     logit: float
+    dense: Any = None  # camseg.DenseTarget on a segmentation model: target is its class, dense.index its output
+
+    @property
+    def output(self) -> int:
+        """The index of the explained output of the network the maps are computed on."""
+        return self.target if self.dense is None else self.dense.index
 
 
 def run_cam(req: CamRequest, *, output: Output, model: LoadedModel | None = None, say: Say = quiet) -> None:
@@ -98,7 +107,9 @@ def _run_cam(req: CamRequest, *, where: Placement, output: Output, model: Loaded
     _check_options(req, methods)
     spec = as_spec(req.model)
     arch = architecture(spec)
-    layers = resolve_layers(arch.model, list(req.layers) or None, stage=req.stage, model_name=spec.source)
+    dense_default = arch.task == "segmentation" and not req.layers
+    layers = ([backbone_layer(arch.model)] if dense_default
+              else resolve_layers(arch.model, list(req.layers) or None, stage=req.stage, model_name=spec.source))
     check_spatial(arch.model, layers)
     fixed = _classes(req, arch) if req.classes else None
     per_image = len(fixed) if fixed is not None else (req.top or 1)
@@ -107,7 +118,7 @@ def _run_cam(req: CamRequest, *, where: Placement, output: Output, model: Loaded
     output.prepare(files, npy=req.npy, message=f"-o - streams exactly one PNG to stdout, but this run writes {files} "
                                                f"({len(sources)} image(s) x {per_image} class(es) x {len(methods)} method(s)"
                                                + (" + sanity strips" if req.sanity else "") + "); use -o DIR")
-    standard = [default_layer(arch.model)]
+    standard = layers if dense_default else [default_layer(arch.model)]
 
     def tags(shown: list[str]) -> list[str]:
         return _tags(req, arch, layers if any(map(_uses_layers, shown)) and layers != standard else None, shown)
@@ -123,10 +134,14 @@ def _run_cam(req: CamRequest, *, where: Placement, output: Output, model: Loaded
     progress = Progress(len(sources) * per_image * len(methods), desc="cam", unit="map", quiet=req.quiet)
     for batch in iter_batches(req.inputs.read(lm), batch_size=per_pass, key=lambda im: im.x.shape):
         x = torch.from_numpy(np.stack([im.x for im in batch])).to(device_of(net))
-        logits = predict(net, x)
-        probs = torch.softmax(logits, 1)
+        dense, logits = _dense_batch(net, x, batch, fixed, req, names, lm)
+        scorer, layers_run = (net, layers) if dense is None else (dense.net, camseg.scorer_layers(layers))
         pairs, rows = [], []
-        for i, im in enumerate(batch):
+        if dense is not None:
+            pairs = [_Pair(batch[t.row], t.cls, t.prob, t.score, dense=t) for t in dense.targets]
+            rows = [t.row for t in dense.targets]
+        probs = torch.softmax(logits, 1)
+        for i, im in enumerate(batch if dense is None else []):
             if fixed is not None:
                 targets = fixed
                 if max(targets) >= logits.shape[1]:
@@ -139,11 +154,11 @@ def _run_cam(req: CamRequest, *, where: Placement, output: Output, model: Loaded
                 pairs.append(_Pair(im, int(t), float(probs[i, t]), float(logits[i, t])))
                 rows.append(i)
         xs = x[rows]
-        ts = [p.target for p in pairs]
+        ts = [p.output for p in pairs]
         maps: dict[str, Any] = {}
         for method in methods:
             progress.describe(f"cam {method}")
-            maps[method] = explain(net, xs, ts, method=method, layers=layers, ig_steps=req.ig_steps, smooth=req.smooth,
+            maps[method] = explain(scorer, xs, ts, method=method, layers=layers_run, ig_steps=req.ig_steps, smooth=req.smooth,
                                    noise=req.noise, seed=spec.seed, batch_size=per_pass)
             progress.update(len(pairs))
         for j, pair in enumerate(pairs):
@@ -154,7 +169,8 @@ def _run_cam(req: CamRequest, *, where: Placement, output: Output, model: Loaded
                 raw, norm = e.raw[j], e.norm[j]
                 record = _record(pair, method, layers, norm, names)
                 if req.metrics:
-                    scores = _metrics(net, xs[j], pair.target, norm, lm, req)
+                    scores = (_metrics(net, xs[j], pair.target, norm, lm, req) if dense is None
+                              else _metrics(dense.probs, xs[j], pair.output, norm, lm, req, probabilities=True))
                     record.update(scores)
                     summary[method].append(scores)
                 stem = output_name(pair.im.label, lm.name, method.replace("+", "p"), pair.target, kind="cam",
@@ -166,13 +182,14 @@ def _run_cam(req: CamRequest, *, where: Placement, output: Output, model: Loaded
                     shown, top = _shown(method, norm)
                     picture = cam_picture(pair.im.display, shown, title=title, cmap=req.cmap, alpha=req.alpha,
                                           legend=not req.bare, value_max=float(raw.min() + top * (raw.max() - raw.min())),
-                                          gamma=_gamma(method))
+                                          gamma=_gamma(method),
+                                          outline=None if dense is None else camseg.outline_at(pair.dense, shown.shape))
                     meta = {"Software": "cnnviz", **{k: v for k, v in record.items() if k != "path"}}
                     output.report({"path": output.png(stem, picture, metadata=meta), **record})
                 else:
                     per_norm[method], per_record[method] = norm, record
                 if req.sanity:
-                    _sanity(net, xs[j:j + 1], pair, method, layers, norm, lm, req, output, names, tags([method]))
+                    _sanity(scorer, xs[j:j + 1], pair, method, layers_run, norm, lm, req, output, names, tags([method]))
             if sheet:
                 cells.append((pair, per_norm, per_record))
         n_images += len(batch)
@@ -189,6 +206,23 @@ def _run_cam(req: CamRequest, *, where: Placement, output: Output, model: Loaded
         say(_metrics_table(summary))
     say(f"cam: {output.written} file(s) for {n_images} image(s), {len(methods)} method(s) of {lm.name} ({lm.weights}), "
         f"layer {', '.join(layer.name for layer in layers)} in {time.perf_counter() - t0:.1f}s")
+
+
+def _dense_batch(net: Any, x: torch.Tensor, batch: list[InputImage], fixed: list[int] | None, req: CamRequest,
+                 names: list[str], lm: LoadedModel) -> tuple[camseg.DenseBatch | None, torch.Tensor]:
+    """(the segmentation targets of a batch (cnnviz.jobs.camseg), its dense logits) or, for a
+    classifier, (None, its logits (N, classes)). A torchvision classifier is known by its task; a
+    user's own model by its output (one forward either way)."""
+    if lm.task == "classification" and lm.kind == "torchvision" and not req.region:
+        return None, predict(net, x)
+    out, logits = camseg.dense_output(net, x)
+    if logits is None:
+        if req.region:
+            raise UsageError(f"--region explains a segmentation model's per-pixel logits; {lm.name} outputs no "
+                             "(N, classes, H, W) map")
+        return None, camseg.classifier_logits(out)
+    dense = camseg.segmentation_batch(net, logits, batch, classes=fixed, top=req.top, region=req.region, names=names)
+    return dense, logits.new_zeros(1, 1)
 
 
 def _uses_layers(method: str) -> bool:
@@ -280,21 +314,29 @@ def _record(pair: _Pair, method: str, layers: list[CamLayer], norm: np.ndarray, 
         "logit": round(pair.logit, 6), "size": [int(norm.shape[0]), int(norm.shape[1])], "peak": [y, x],
         "box20": [y0, x0, y1, x1],
     }
+    if pair.dense is not None:
+        rec.update(camseg.record_fields(pair.dense))
+        del rec["logit"]
     return rec
 
 
 def _title(pair: _Pair, lm: LoadedModel, method: str, layers: list[CamLayer], names: list[str], req: CamRequest) -> list[str]:
     where = f" at {', '.join(layer.name for layer in layers)}" if _uses_layers(method) else ""
     smooth = f", SmoothGrad {req.smooth}x noise {req.noise:g}" if req.smooth else ""
-    head = f"{_class_name(names, pair.target)} ({pair.target}) p={pair.prob:.3g}"
+    head = (f"{_class_name(names, pair.target)} ({pair.target}) p={pair.prob:.3g}" if pair.dense is None
+            else camseg.title_line(pair.dense, names))
     note = "" if lm.categories or not lm.pretrained else " [no category names]"
     return [head + note, f"{method}{where}{smooth} \u00b7 {lm.name} {lm.weights} \u00b7 {pair.im.label}"]
 
 
-def _metrics(net: Any, x: torch.Tensor, target: int, norm: np.ndarray, lm: LoadedModel, req: CamRequest) -> dict[str, float]:
-    dele = fa.causal_curve(net, x, target, norm, mode="deletion", steps=req.metric_steps, batch_size=req.batch_size * 2)
-    ins = fa.causal_curve(net, x, target, norm, mode="insertion", steps=req.metric_steps, batch_size=req.batch_size * 2)
-    drop, inc = fa.confidence_change(net, x[None], [target], norm[None], mean=lm.mean, std=lm.std)
+def _metrics(net: Any, x: torch.Tensor, target: int, norm: np.ndarray, lm: LoadedModel, req: CamRequest, *,
+             probabilities: bool = False) -> dict[str, float]:
+    """``probabilities``: ``net`` outputs probabilities already (a segmentation model's mean class
+    probability over the target's region), else logits (softmax taken)."""
+    kw = {"steps": req.metric_steps, "batch_size": req.batch_size * 2, "probabilities": probabilities}
+    dele = fa.causal_curve(net, x, target, norm, mode="deletion", **kw)
+    ins = fa.causal_curve(net, x, target, norm, mode="insertion", **kw)
+    drop, inc = fa.confidence_change(net, x[None], [target], norm[None], mean=lm.mean, std=lm.std, probabilities=probabilities)
     return {"deletion_auc": round(fa.auc(dele), 6), "insertion_auc": round(fa.auc(ins), 6),
             "drop": round(float(drop[0]), 6), "increase": float(inc[0])}
 
@@ -313,11 +355,13 @@ def _metrics_table(summary: dict[str, list[dict[str, float]]]) -> str:
 def _sanity(net: Any, x1: torch.Tensor, pair: _Pair, method: str, layers: list[CamLayer], norm: np.ndarray,
             lm: LoadedModel, req: CamRequest, output: Output, names: list[str], tags: list[str]) -> None:
     def compute(model: Any) -> np.ndarray:
-        return explain(model, x1, [pair.target], method=method, layers=layers, ig_steps=req.ig_steps, smooth=req.smooth,
+        return explain(model, x1, [pair.output], method=method, layers=layers, ig_steps=req.ig_steps, smooth=req.smooth,
                        noise=req.noise, seed=seed, batch_size=req.batch_size).norm
 
     seed = as_spec(req.model).seed
     original, steps = fa.cascading_randomization(net, compute, seed=seed)
+    for s in steps:  # a segmentation scorer holds the model as 'model': name its modules as the model does
+        s.label = s.label.removeprefix("model.") if pair.dense is not None else s.label
     labels = ["original", *(f"+{s.label}" for s in steps)]
     scores = ["", *(f"r={_fmt(s.spearman[0])} ssim={_fmt(s.ssim[0])}" for s in steps)]
     title = [] if req.bare else [

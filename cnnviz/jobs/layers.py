@@ -69,12 +69,20 @@ def preprocessing_line(lm: LoadedModel, spec: ModelSpec) -> str:
     mean_from = "--mean" if spec.mean is not None else (origin or "default")
     std_from = "--std" if spec.std is not None else (origin or "default")
     size = f"{lm.input_hw[0]}x{lm.input_hw[1]} (fixed)" if lm.input_hw else f"{lm.crop_size} (resize {lm.resize_size} for --crop)"
+    if lm.task == "segmentation" and not lm.input_hw:
+        size = (f"{lm.crop_size} (the shorter side, aspect kept, no crop: the weights' segmentation transform; "
+                f"the table's shapes are for a {lm.crop_size}x{lm.crop_size} image)")
     labels = f"{len(lm.categories)} class names" + (" from --labels" if spec.labels else "") if lm.categories else "no class names"
     line = (f"input: {lm.channels_in} channel{'s' if lm.channels_in != 1 else ''}"
             f"{' (grayscale)' if lm.channels_in == 1 else ' (RGB)'}, size {size}, mean {fmt(lm.mean)} ({mean_from}), "
             f"std {fmt(lm.std)} ({std_from}); {labels}")
     for why in lm.limits.values():
         line += f"\nnote: {why}"
+    if lm.task == "segmentation":
+        aux = any(n == "aux_classifier" for n, _ in lm.model.named_children())
+        line += ("\nnote: the forward runs backbone -> classifier -> per-pixel logits 'out', resized (bilinear) to the "
+                 "input" + ("; aux_classifier (built with these weights) runs too, eval included, into 'aux', which "
+                            "no command explains" if aux else ""))
     return line
 
 

@@ -157,7 +157,7 @@ class _MapsRun:
         alias = f" ({layer.alias})" if layer.alias else ""
         title = None if req.bare else (
             f"{im.label} \u00b7 {lm.name} {lm.weights} \u00b7 {layer.index} {layer.name}{alias} \u00b7 stage {req.stage}\n"
-            f"{stats['shape'][0]} maps {stats['shape'][1]}x{stats['shape'][2]}"
+            f"{stats['shape'][0]} maps {stats['shape'][1]}x{stats['shape'][2]} of a {im.x.shape[-2]}x{im.x.shape[-1]} input"
             + (f", top {req.top} by mean activation" if req.top else "")
             + f", mean {stats['mean']:.3g}, max {stats['max']:.3g}, zeros {100 * stats['zero_fraction']:.0f}%"
         )
@@ -171,7 +171,7 @@ class _MapsRun:
             "Software": "cnnviz",
             "image": im.source, "model": lm.name, "weights": lm.weights, "layer": layer.index,
             "name": layer.name, "alias": layer.alias, "stage": req.stage, "shape": stats["shape"],
-            "channels": grid.channels, "norm": req.norm, "cmap": req.cmap,
+            "input": [int(im.x.shape[-2]), int(im.x.shape[-1])], "channels": grid.channels, "norm": req.norm, "cmap": req.cmap,
         }
         if grid.scores is not None:
             meta["ranked_by"] = "mean activation, highest first"
@@ -182,7 +182,8 @@ class _MapsRun:
         if req.npy:
             record["npy"] = self.output.npy(name[: -len(".png")] + ".npy", m.astype("float32", copy=False))
         record.update({"image": im.source, "layer": layer.index, "name": layer.name, "alias": layer.alias,
-                       "stage": req.stage, "shape": stats["shape"], "mean": stats["mean"], "max": stats["max"],
+                       "stage": req.stage, "shape": stats["shape"], "input": [int(im.x.shape[-2]), int(im.x.shape[-1])],
+                       "mean": stats["mean"], "max": stats["max"],
                        "zero_fraction": stats["zero_fraction"]})
         if req.top is not None or req.channels is not None:
             record["channels"] = grid.channels

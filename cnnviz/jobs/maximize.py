@@ -78,6 +78,9 @@ def run_maximize(req: MaximizeRequest, *, output: Output, model: LoadedModel | N
         raise UsageError("--npy needs an output folder, not -o -")
     spec = as_spec(req.model)
     arch = architecture(spec)
+    if req.classes and arch.task != "classification":  # its logits are per pixel (or per box), not one per class
+        raise UsageError(f"--class maximizes a classifier's class logit; {arch.name} is a {arch.task} model with "
+                         "per-pixel (or per-box) outputs: maximize its channels with --layer/--channels instead")
     if "size" in arch.limits:  # the optimised image changes size (random padding and scaling)
         raise UsageError(f"maximize cannot run {arch.name}: {arch.limits['size']}")
     batch_size = 1 if "batch" in arch.limits else req.batch_size  # one image per pass: same images, more passes

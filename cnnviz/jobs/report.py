@@ -206,12 +206,12 @@ def _preprocessing(inputs: ImageInputs, lm: LoadedModel) -> str:
 
 def index_query(lm: LoadedModel) -> ExampleQuery:
     """The report's dataset examples: the `top` job answering one layer of an index alone (no
-    forward pass), one strip per channel (80 px patches) written into the folder it is given."""
+    forward pass, no pictures: the report crops the example images itself)."""
 
-    def query(*, index: str, layer: int, k: int, into: str) -> list[Record]:
+    def query(*, index: str, layer: int, k: int, bottom: bool = False) -> list[Record]:
         records: list[Record] = []
-        req = TopRequest(index=index, layers=(str(layer),), k=k, separate=True, tile=80, quiet=True)
-        run_top(req, output=Output(into, on_record=records.append), model=lm)
+        req = TopRequest(index=index, layers=(str(layer),), k=k, bottom=bottom, pictures=False, quiet=True)
+        run_top(req, output=Output(on_record=records.append), model=lm)
         return records
 
     return query

@@ -476,10 +476,7 @@ def _index_model(idx: ActivationIndex, model: LoadedModel | None) -> LoadedModel
 
 
 def _index_prep(idx: ActivationIndex) -> Preprocess:
-    p = idx.provenance["preprocess"]
-    size = tuple(p["size"]) if isinstance(p["size"], list) else int(p["size"])
-    return Preprocess(size=size, crop=bool(p["crop"]), resize_size=int(p["resize_size"]), crop_size=int(p["crop_size"]),
-                      mean=tuple(p["mean"]), std=tuple(p["std"]), interpolation=str(p.get("interpolation", "bilinear")))
+    return Preprocess.from_dict(idx.provenance["preprocess"])
 
 
 def _check_given(req: TopRequest, idx: ActivationIndex, model: LoadedModel | None) -> None:

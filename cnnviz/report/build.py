@@ -30,13 +30,13 @@ from ..progress import Progress
 from ..rf import catalog
 from ..util import device_of
 from . import pages, pictures
-from .site import ReportImage, Site
+from .site import SHEET_MAPS, ReportImage, Site
 from .cache import Cache, digest
+from .atlas import atlas_rows
 from .cams import CamMaker, image_cams
 from .examples import ExampleQuery, check_index, index_examples
 
 DEFAULT_TOP = 16
-SHEET_MAPS = 8
 
 
 @dataclass
@@ -81,6 +81,7 @@ def build_report(
     workers: int | None = None,
     architecture: Any = None,
     precision: str = "fp32",
+    compare_links: Mapping[tuple[int, int], Sequence[tuple[str, str]]] | None = None,
     comparison: Any = None,
 ) -> ReportResult:
     """Write the report of ``lm`` on ``images`` into ``output`` (created if needed).
@@ -102,7 +103,11 @@ def build_report(
     ``precision``: 'fp32' or 'bf16' (cnnviz.device) of the feature maps' forward passes (maximize
     has its own, ``maximize_precision``; the CAMs are Grad-CAMs, always fp32);
     ``comparison``: a cnnviz.report.comparepage.Comparison (``cnnviz report --with``): a page
-    comparing this model with another, linked from the model page.
+    comparing this model with another, linked from the model page, whose channel links are added
+    to ``compare_links``.
+    ``compare_links``: {(layer index, channel): [(label, report-relative href)]} for the channel
+    pages' comparison slot (cnnviz compare's pages). Channel pages also show the results of
+    ``cnnviz ablate --index`` kept beside ``index`` (cnnviz.ablatestore), when there are any.
     Re-running on the same folder recomputes only what is missing; ``prune`` then deletes the
     pictures of earlier runs that this one does not show. Raises CnnvizError."""
     t0 = time.perf_counter()
@@ -133,13 +138,15 @@ def build_report(
     n_max = sum(len(v) for v in (maximize.values() if maximize else []))
     # inputs + profile + rf boxes, filters, maps + sheets, maximize, examples, pages
     total = (len(images) + 1 + len(chosen)) + len(chosen) + len(images) * (len(chosen) + 1) + n_max \
-        + len(chosen) * bool(index) + (2 * len(chosen) + 2)
+        + len(chosen) * bool(index) + len(chosen) + (2 * len(chosen) + 2 + len(images))
     prog = Progress(total, desc="report", unit="step", quiet=not progress)
     stats = _Counts()
     try:
         site = Site(lm=lm, images=images, layers=chosen, every=every, stage=stage, top=top, cmap=cmap,
                      size=size, wfp=wfp, preprocessing=preprocessing, include=list(include), net=net,
-                     precision=precision)
+                     precision=precision,
+                     compare_links={k: list(v) for k, v in (compare_links or {}).items()})
+        site.circuits = _circuits(net, every)
         with ThreadPoolExecutor(max_workers=workers or max(1, min(8, os.cpu_count() or 1))) as pool:
             prog.describe("inputs and receptive fields")
             _inputs(site, cache, out, stats, prog)
@@ -161,6 +168,14 @@ def build_report(
                 if got["computed" if made else "reused"]:
                     stats.add("examples", made, got["computed" if made else "reused"])
             cache.save()
+        if index:
+            _ablations(site, out)
+        prog.describe("model at a glance")
+        got = atlas_rows(site, cache, out, index=index, step=prog.update)
+        for made in (True, False):
+            if got["computed" if made else "reused"]:
+                stats.add("atlas", made, got["computed" if made else "reused"])
+        cache.save()
         if cam is not None and images:
             prog.describe("class activation maps")
             got = image_cams(site, cache, out, make=cam)
@@ -175,7 +190,11 @@ def build_report(
         if comparison is not None:
             from .comparepage import write_compare_page
 
+            from .comparepage import channel_links
+
             site.compare_page = write_compare_page(site, out, comparison, cache=cache, cmap=cmap)
+            for k, v in channel_links(site, comparison, out=out).items():
+                site.compare_links.setdefault(k, []).extend(v)
         n_pages = pages.write_site(site, out, step=prog.update) + int(comparison is not None)
         if prune:
             stats.add("pruned files", True, cache.prune())
@@ -204,6 +223,27 @@ def _png(out: str, rel: str, pixels: np.ndarray, palette: bytes | None = None, *
 
 
 # ---------------------------------------------------------------- phases
+
+
+def _circuits(net: Any, every: Sequence[ConvLayer]) -> Any:
+    """The model's wiring for the channel pages' circuit view (None: torch.fx cannot trace it)."""
+    from ..errors import TraceError
+    from .circuits import wiring
+
+    try:
+        return wiring(net, every)
+    except TraceError:
+        return None
+
+
+def _ablations(site: Site, out: str) -> None:
+    """`cnnviz ablate` results kept beside the top index, per report layer (channelpage's slot)."""
+    from .channelpage import ablation_entry, copy_curves, read_ablation
+
+    for lay in site.layers:
+        res = read_ablation(site, lay)
+        if res is not None and res.channels:
+            site.ablation[lay.index] = ablation_entry(res, curves=copy_curves(out, res.curves_png))
 
 
 def _inputs(site: Site, cache: Cache, out: str, stats: _Counts, prog: Progress) -> None:
@@ -374,13 +414,14 @@ def _sheet(site: Site, cache: Cache, out: str, stats: _Counts, im: ReportImage, 
     if im.id in site.sheets:
         stats.add("sheet", False)
         return
+    order = {str(i): [int(c) for c in r.channels] for i, r in rows}  # the image page links each tile
     rows = [r for _, r in sorted(rows, key=lambda t: t[0])]
     title = (f"{im.name} \u00b7 {site.lm.name} {site.lm.weights} \u00b7 stage {site.stage} \u00b7 "
              f"top {SHEET_MAPS} maps per layer by mean activation, each on its own scale")
     pic = pictures.sheet(rows, cmap=site.cmap, title=title)
     rel = _png(out, f"img/sheet-{key}.png", pic, image=im.name, model=site.lm.name, weights=site.lm.weights,
                stage=site.stage, layers=[r.label for r in rows])
-    site.sheets[im.id] = cache.put(key, [rel], src=rel, w=int(pic.shape[1]), h=int(pic.shape[0]))
+    site.sheets[im.id] = cache.put(key, [rel], src=rel, w=int(pic.shape[1]), h=int(pic.shape[0]), order=order)
     stats.add("sheet", True)
 
 
@@ -473,8 +514,13 @@ def _include(site: Site, cache: Cache, out: str, stats: _Counts) -> None:
                 if (meta.get("image") and os.path.basename(str(meta["image"])) == src) or name.startswith(f"{stem}-{site.lm.name}-"):
                     image = im.id
                     break
-            site.included.append({"src": rel, "name": name, "layer": layer, "image": image,
-                                  "kind": meta.get("kind") or meta.get("method") or ""})
+            entry = {"src": rel, "name": name, "layer": layer, "image": image,
+                     "kind": meta.get("kind") or meta.get("method") or ""}
+            chans = str(meta.get("channels", ""))
+            if layer is not None and meta.get("objective") and chans.replace(",", "").isdigit():
+                # cnnviz maximize's picture: the channels it shows (a feature visualization per channel)
+                entry.update(kind="maximize", channels=[int(c) for c in chans.split(",")], weights=meta.get("weights"))
+            site.included.append(entry)
 
 
 def _r(v: float) -> float:

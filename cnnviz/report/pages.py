@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..io import write_atomic
 
+from . import atlas
+from .channelpage import channel_data, layer_sections
 from .site import Site
 
 if TYPE_CHECKING:
@@ -87,13 +89,13 @@ def _skeleton(*, title: str, body: str, crumbs: Sequence[tuple[str | None, str]]
         f'<a href="{esc(h)}">{esc(t)}</a>' if h else f"<span>{esc(t)}</span>" for h, t in crumbs)
     attrs = "".join(f' data-{k}="{esc(v)}"' for k, v in (nav or {}).items())
     links = "".join(f'<link rel="{k}" href="{esc(v)}">' for k, v in (nav or {}).items() if k in ("prev", "next"))
-    js = "".join(f'<script src="{esc(s)}"></script>' for s in (*scripts, "assets/report.js"))
+    js = "".join(f'<script src="{esc(s)}"></script>' for s in (*scripts, "data/search.js", "assets/report.js"))
     return (
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<title>{esc(title)}</title><link rel=\"icon\" href=\"data:,\"><link rel=\"stylesheet\" href=\"assets/report.css\">"
         f"{links}</head>\n<body data-page=\"{esc(page)}\"{attrs}>\n<header><nav class=crumbs>{trail}</nav>"
-        "<span class=keys>keys: \u2190 \u2192 previous / next, u up</span></header>\n"
+        f"{atlas.SEARCH_BOX}<span class=keys>keys: \u2190 \u2192 previous / next, u up, / search</span></header>\n"
         f"<main>\n{body}\n</main>\n<footer>made by cnnviz {esc(__version__)}: static files, no network needed"
         f"</footer>\n{js}\n</body></html>\n"
     )
@@ -138,8 +140,14 @@ def write_site(site: Site, out: str, *, step: Callable[[int], None] = lambda n: 
     for name in ASSETS:
         _write(out, f"assets/{name}", resources.files(__package__).joinpath("assets", name).read_text("utf-8"))
     layers = site.layers
+    _write(out, "data/search.js", "window.CNNVIZ_SEARCH = " + js_data(atlas.search_data(site)) + ";\n")
     _write(out, "index.html", model_page(site))
     step(1)
+    for n in range(len(site.images)):
+        _write(out, atlas.image_page(n), atlas.image_html(site, n, skeleton=_skeleton, layer_href=layer_page,
+                                                          channel_href=channel_page, included=_included))
+        step(1)
+    atlas.remove_stale_image_pages(out, keep=len(site.images))
     for k, lay in enumerate(layers):
         prev = layers[k - 1].index if k > 0 else None
         nxt = layers[k + 1].index if k + 1 < len(layers) else None
@@ -148,7 +156,7 @@ def write_site(site: Site, out: str, *, step: Callable[[int], None] = lambda n: 
         _write(out, channel_page(lay.index), channel_html(site, lay, prev, nxt))
         step(2)
     step(1)
-    return 1 + 2 * len(layers)
+    return 1 + 2 * len(layers) + len(site.images)
 
 
 def _params(model: Any) -> int:
@@ -201,32 +209,17 @@ def model_page(site: Site) -> str:
     if site.profile and site.profile.get("src"):
         prof = (f'<section id=profile><h2>Receptive field profile</h2>'
                 f'{_img(site.profile["src"], f"receptive field and jump of every conv layer of {lm.name}", cls="wide")}</section>')
-    imgs = []
-    for im in site.images:
-        inp = site.inputs[im.id]
-        sheet = site.sheets.get(im.id)
-        links = " ".join(f'<a href="{esc(layer_page(lay.index))}">{esc(lay.alias or lay.name)}</a>' for lay in site.layers)
-        imgs.append(
-            f'<article class=image><h3>{esc(im.name)}</h3><div class=row>'
-            f'<figure>{_img(inp["src"], im.name, w=inp["w"], h=inp["h"], cls="thumb")}<figcaption>input as the model sees it, '
-            f'{inp["w"]}\u00d7{inp["h"]}</figcaption></figure>'
-            + (f'<figure class=sheet><a href="{esc(sheet["src"])}">{_img(sheet["src"], f"feature-map sheet of {im.name}", w=sheet["w"], h=sheet["h"])}</a>'
-               f'<figcaption>the {8} strongest maps (by mean activation) of every layer in this report; open a layer: {links}</figcaption></figure>'
-               if sheet else "")
-            + "</div>" + _included([e for e in site.included if e["image"] == im.id and e["layer"] is None])
-            + "</article>")
     rest = [e for e in site.included if e["image"] is None and e["layer"] is None]
     other = f'<section id=included><h2>Other pictures</h2>{_included(rest)}</section>' if rest else ""
-    images = f'<section id=images><h2>Images</h2>{"".join(imgs)}</section>' if imgs else (
-        '<section id=images><h2>Images</h2><p>No images were given: layer pages show filters and receptive fields only '
-        '(add image files or --sample to see feature maps).</p></section>')
+    images = atlas.image_strip(site)
+    glance = atlas.atlas_section(site, channel_href=channel_page, layer_href=layer_page, fmt=_fmt)
     start = site.layers[0]
     body = (f'<h1>{esc(lm.name)} <small>{esc(lm.weights)}</small></h1><dl class=facts>{dl}</dl>'
             f'<p class=start>Start with the first layer: <a href="{esc(layer_page(start.index))}">{esc(_layer_title(start))}</a>, '
             'then use \u2190 \u2192 to move between layers.</p>'
             + (f'<p class=start>Compared with another model: <a href="{esc(site.compare_page)}">what changed, layer by '
                'layer and channel by channel</a>.</p>' if site.compare_page else "")
-            + f"{table}{images}{prof}{other}")
+            + f"{images}{glance}{table}{prof}{other}")
     return _skeleton(title=f"{lm.name} \u00b7 cnnviz report", body=body, crumbs=[(None, f"{lm.name} report")], page="index",
                      nav={"next": layer_page(start.index)})
 
@@ -245,7 +238,7 @@ def layer_data(site: Site, lay: "ConvLayer", prev: int | None, nxt: int | None) 
         })
     filt = site.filters.get(lay.index)
     maxi = {str(c): {"src": e["src"], "value": e.get("value")} for (i, c), e in site.maximized.items() if i == lay.index}
-    examples = {str(c): e for (i, c), e in site.examples.items() if i == lay.index}
+    extra = channel_data(site, lay)  # examples, circuit, feature visualization, ablation, compare (channelpage.py)
     return {
         "model": {"name": site.lm.name, "weights": site.lm.weights},
         "layer": {"index": lay.index, "name": lay.name, "alias": lay.alias, "out": lay.out_channels,
@@ -255,8 +248,8 @@ def layer_data(site: Site, lay: "ConvLayer", prev: int | None, nxt: int | None) 
         "images": imgs,
         "filters": None if filt is None else {"pages": filt["pages"], "rects": filt["rects"], "mode": filt["mode"]},
         "maximize": maxi,
-        "examples": examples,
-        "index": site.index_info if examples else None,
+        "index": site.index_info if extra["examples"] else None,
+        **extra,
     }
 
 
@@ -321,7 +314,9 @@ def layer_html(site: Site, lay: "ConvLayer", prev: int | None, nxt: int | None) 
     if inc:
         msec += f'<section id=included><h2>From other cnnviz commands</h2>{_included(inc)}</section>'
     maps_sec = (f'<section id=maps><h2>Feature maps</h2>{"".join(isecs)}</section>' if isecs else "")
-    body = (f'<h1>{esc(_layer_title(lay))}</h1>{pager}<dl class=facts>{dl}</dl>{maps_sec}{fsec}{rsec}{msec}')
+    msec += layer_sections(site, lay)
+    strongest = atlas.layer_section(site, lay, channel_href=channel_page)
+    body = (f'<h1>{esc(_layer_title(lay))}</h1>{pager}<dl class=facts>{dl}</dl>{strongest}{maps_sec}{fsec}{rsec}{msec}')
     nav = {"up": "index.html"}
     if prev is not None:
         nav["prev"] = layer_page(prev)

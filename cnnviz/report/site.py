@@ -13,6 +13,9 @@ from ..models import LoadedModel
 from ..rf import layer_fields
 
 
+SHEET_MAPS = 8  # maps per layer on an image's sheet (build draws it, the image page links its tiles)
+
+
 @dataclass
 class ReportImage:
     """One input: ``x`` (3, H, W) float32 normalised for the model, ``display`` (H, W, 3) uint8
@@ -50,8 +53,15 @@ class Site:
     sheets: dict[str, dict[str, Any]] = field(default_factory=dict)
     maximized: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     included: list[dict[str, Any]] = field(default_factory=list)  # {src, name, layer, image}
-    examples: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)  # (layer, channel) -> top strip
+    # (layer, channel) -> {'top': [[image id, score, unit y, unit x], ...], 'bottom': [...]} (report.examples)
+    examples: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    example_fields: dict[int, list[int] | None] = field(default_factory=dict)  # layer -> lo, hi, jump (y, x each)
+    example_images: dict[str, dict[str, Any]] = field(default_factory=dict)  # image id -> {src, name, w, h}
+    circuits: Any = None  # report.circuits' wiring of the whole model ({conv index: Wiring}), None if untraceable
+    ablation: dict[int, dict[str, Any]] = field(default_factory=dict)  # layer -> channelpage.ablation_entry
+    compare_links: dict[tuple[int, int], list[tuple[str, str]]] = field(default_factory=dict)  # (layer, ch) -> [(label, href)]
     index_info: dict[str, Any] | None = None  # the `cnnviz top` index the examples come from
+    atlas: dict[int, dict[str, Any]] = field(default_factory=dict)  # layer -> its row on the model page (atlas.py)
     precision: str = "fp32"  # of the feature maps' forward passes ('fp32' or 'bf16', resolved)
     compare_page: str | None = None  # the comparison page with another model (report --with), if any
 

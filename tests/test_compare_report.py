@@ -79,8 +79,10 @@ def test_the_page_shows_compares_numbers_and_every_link_resolves(pair, cli):
             continue
         path = (page.parent / unquote(urlparse(t).path)).resolve()
         assert path.is_file(), t
-    # the model page links the comparison page
+    # the model page links the comparison page; the channel pages' compare slot links it and B's channel
     assert 'href="compare.html"' in (d / "rep-a" / "index.html").read_text()
+    data = (d / "rep-a" / "data" / "layer-02.js").read_text()
+    assert "compare.html#layer-2" in data and "../rep-b/channel-02.html#" in data
 
 
 def test_report_with_bad_input_is_one_line_and_makes_no_folder(world, cli):  # noqa: F811

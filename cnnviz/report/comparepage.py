@@ -70,6 +70,7 @@ def channel_links(site: Site, comparison: Comparison, *, out: str) -> dict[tuple
     other = _Other(comparison.other_report, out)
     shown = {lay.index for lay in site.layers}
     b_index = _b_layers(data)
+    b_name = f"{data['b']['model']} {os.path.basename(str(data['b']['weights']))}"
     links: dict[tuple[int, int], list[tuple[str, str]]] = {}
     for u in data.get("units", []):
         if u["layer"] not in shown:
@@ -79,7 +80,8 @@ def channel_links(site: Site, comparison: Comparison, *, out: str) -> dict[tuple
             if m < 0:
                 continue
             corr = "n/a" if r is None else f"{r:.2f}"
-            entry = [(f"in {data['b']['model']}: channel {m}, correlation {corr}", f"{PAGE}#layer-{u['layer']}")]
+            entry = [(f"matched in B ({b_name}): channel {m}, correlation {corr} over the images",
+                      f"{PAGE}#layer-{u['layer']}")]
             href = None if j is None else other.channel(j, m)
             if href:
                 entry.append((f"channel {m} in B's report", href))

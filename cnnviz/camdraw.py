@@ -7,7 +7,7 @@ photo shows through untouched and where it peaks the colour covers it by ``alpha
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,17 +55,21 @@ def _title(lines: Sequence[str], width: int) -> np.ndarray:
 
 def cam_picture(image: np.ndarray, map01: np.ndarray, *, title: Sequence[str] = (), cmap: str = DEFAULT_CMAP,
                 alpha: float = 0.6, min_height: int = 400, legend: bool = True, value_max: float | None = None,
-                gamma: float = 0.5, outline: np.ndarray | None = None) -> np.ndarray:
+                gamma: float = 0.5, outline: np.ndarray | None = None,
+                annotate: Callable[[np.ndarray, float], np.ndarray] | None = None) -> np.ndarray:
     """One explanation: the overlay (enlarged to at least ``min_height`` px), the ``title`` lines
     above it and a colour legend (0 .. ``value_max`` of the raw map, or 0 .. 1) below. ``outline``:
     (H, W) bool at the map's size (a predicted segmentation mask), its border drawn over the
-    overlay in OUTLINE_COLOR. (H, W, 3) uint8."""
+    overlay in OUTLINE_COLOR. ``annotate(overlay, scale)``: draws on the enlarged overlay (scale: its
+    pixels per map pixel; a detection's box). (H, W, 3) uint8."""
     check_cmap(cmap)
     h = map01.shape[0]
     img, m = _fit(image, map01, max(h, min_height))
     body = overlay(img, m, cmap=cmap, alpha=alpha, gamma=gamma)
     if outline is not None:
         body = draw_outline(body, outline)
+    if annotate is not None:
+        body = annotate(body, img.shape[0] / h)
     parts = [_title(title, body.shape[1])] if title else []
     parts.append(body)
     if legend:

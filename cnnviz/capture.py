@@ -23,6 +23,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from .detect import is_detector
 from .errors import CnnvizError, UsageError
 from .graph import PASS_KINDS, Kind, TraceError, Traced, op_name, trace
 from .layers import ConvLayer
@@ -45,7 +46,8 @@ class HookPoint:
     call: int = 0
 
 
-_ACT_PLANS: "weakref.WeakKeyDictionary[Traced, dict[str, HookPoint | str]]" = weakref.WeakKeyDictionary()
+# traced graph -> {name prefix ('' or a detector's 'backbone.'): conv name -> HookPoint or why none}
+_ACT_PLANS: "weakref.WeakKeyDictionary[Traced, dict[str, dict[str, HookPoint | str]]]" = weakref.WeakKeyDictionary()
 
 
 def _module_stack(node: Any) -> list[str]:
@@ -56,15 +58,23 @@ def _module_stack(node: Any) -> list[str]:
 
 def _act_plan(model: nn.Module) -> dict[str, HookPoint | str]:
     """conv name -> HookPoint of its activation, or a string saying why there is none."""
+    # A detector's forward is not traceable as a whole (data-dependent box selection): its
+    # backbone is, and the act stage is read there, under the detector's module names.
+    prefix = "backbone." if is_detector(model) else ""
     try:
-        traced = trace(model)
+        traced = trace(model.backbone if prefix else model)
     except TraceError as exc:
         raise CnnvizError(f"--stage act is not available: {exc}; use --stage conv") from None
-    if traced in _ACT_PLANS:
-        return _ACT_PLANS[traced]
+    if prefix in _ACT_PLANS.get(traced, {}):
+        return _ACT_PLANS[traced][prefix]
     plan: dict[str, HookPoint | str] = {}
+    if prefix:
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Conv2d) and not name.startswith(prefix):
+                plan[name] = (f"the act stage is read on the detector's backbone only ({name} is in its heads, "
+                              f"which run on data-dependent boxes and pyramid levels)")
     for n in traced.nodes:
-        if traced.kinds[n] is not Kind.CONV or n.target in plan:
+        if traced.kinds[n] is not Kind.CONV or prefix + n.target in plan:
             continue
         cur, found, why = n, None, ""
         for _ in range(16):
@@ -81,9 +91,9 @@ def _act_plan(model: nn.Module) -> dict[str, HookPoint | str]:
                 break
             cur = user
         if found is None:
-            plan[n.target] = f"no activation directly follows {n.target}{why}"
+            plan[prefix + n.target] = f"no activation directly follows {prefix + n.target}{why}"
         elif found.op == "call_module":
-            plan[n.target] = HookPoint(found.target, traced.call_index[found])
+            plan[prefix + n.target] = HookPoint(prefix + found.target, traced.call_index[found])
         else:
             # A functional activation (F.relu in a block's forward): readable as that block's output
             # when it is the block's last operation.
@@ -91,10 +101,10 @@ def _act_plan(model: nn.Module) -> dict[str, HookPoint | str]:
             owner = stack[-1] if stack else None
             last = owner is not None and all(owner not in _module_stack(u) for u in found.users)
             if owner and last and traced.calls.get(owner, 0) == 0:
-                plan[n.target] = HookPoint(owner, 0)
+                plan[prefix + n.target] = HookPoint(prefix + owner, 0)
             else:
-                plan[n.target] = f"the activation after {n.target} is a function call that cannot be hooked"
-    _ACT_PLANS[traced] = plan
+                plan[prefix + n.target] = f"the activation after {prefix + n.target} is a function call that cannot be hooked"
+    _ACT_PLANS.setdefault(traced, {})[prefix] = plan
     return plan
 
 

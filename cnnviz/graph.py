@@ -60,6 +60,7 @@ class Kind(enum.Enum):
     SPLIT = "split"  # chunk, split
     LINEAR = "linear"  # nn.Linear (on the last axis)
     SHAPE = "shape"  # .size(), .dim(), x.shape / dtype / device / ndim: no tensor data
+    UPSAMPLE = "upsample"  # F.interpolate / nn.Upsample (FPN's top-down path)
 
 
 #: Kinds that do not change which activation follows a conv: capture's act walk passes them.
@@ -78,6 +79,7 @@ _MODULES: tuple[tuple[tuple[type, ...], Kind], ...] = (
     ((nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Softplus), Kind.ELEMENTWISE),
     ((nn.Linear,), Kind.LINEAR),
     ((nn.Flatten,), Kind.RESHAPE),
+    ((nn.Upsample,), Kind.UPSAMPLE),
 )
 _MODULE_NAMES = {"Permute": Kind.PERMUTE}  # torchvision.ops.misc.Permute (ConvNeXt) and look-alikes
 
@@ -105,6 +107,7 @@ _FUNCTIONS = _table({
     Kind.REDUCE: (torch.mean, torch.sum),
     Kind.GETITEM: (operator.getitem,),
     Kind.SPLIT: (torch.chunk, torch.split),
+    Kind.UPSAMPLE: (F.interpolate,),
 })
 
 

@@ -42,12 +42,17 @@ class ConvLayer:
     receptive_field: int | list[int] | None = None
     jump: int | list[int] | None = None
     center0: int | float | list[int | float] | None = None
+    # a detector's conv that runs more than once (a head shared by pyramid levels): per call, its
+    # level, output_shape and field (cnnviz.rf.detector_fields); the columns above hold the first
+    levels: list[dict[str, Any]] | None = None
     module: nn.Conv2d | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready dict: spatial pairs as 2-element lists, no module."""
         d = asdict(self) if self.module is None else asdict(_without_module(self))
         d.pop("module", None)
+        if d.get("levels") is None:  # only a detector's convs that run on several pyramid levels have them
+            d.pop("levels", None)
         for k in ("kernel_size", "stride", "dilation", "output_shape"):
             if d[k] is not None:
                 d[k] = list(d[k])

@@ -493,7 +493,15 @@ def load_model(
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return LoadedModel(model=model, name=name, weights=label, task=model_task(name), **meta)
+    return LoadedModel(model=model, name=name, weights=label, task=model_task(name), **_fed(model, meta))
+
+
+def _fed(model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
+    """A detector takes its inputs as its own transform makes them (cnnviz.detect.prepare): the
+    mean/std and size of that transform replace the weights' (which have none)."""
+    from .detect import is_detector, prepare
+
+    return {**meta, **prepare(model)} if is_detector(model) else meta
 
 
 def _checkpoint_model(name: str, path: str, default_member: Any) -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, Any]]:
@@ -538,10 +546,11 @@ def architecture(name: str, *, weights: str = "DEFAULT") -> LoadedModel:
         # The checkpoint decides the head's size and must fit: read its names and shapes (memory-mapped).
         model, sd, meta = _checkpoint_model(name, weights, member)
         check_state_dict(model, sd, source=weights)
-        return LoadedModel(model=model, name=name, weights="architecture only", task=model_task(name), **meta)
+        return LoadedModel(model=model, name=name, weights="architecture only", task=model_task(name), **_fed(model, meta))
     pretrained = member is not None and weights.lower() != "none"
-    return LoadedModel(model=build_meta_model(name, aux=pretrained), name=name, weights="architecture only",
-                       task=model_task(name), **_meta_from(member))
+    model = build_meta_model(name, aux=pretrained)
+    return LoadedModel(model=model, name=name, weights="architecture only", task=model_task(name),
+                       **_fed(model, _meta_from(member)))
 
 
 def _reason(exc: BaseException) -> str:

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .detect import is_detector
 from .errors import ModelError, RFError, TraceError
 from .graph import Kind, op_name, trace
 from .layers import ConvLayer, conv_layers, output_shapes
@@ -124,6 +125,9 @@ class _Spatial:
     dims: tuple[int, int]  # positions of the (h, w) axes in the tensor
     ndim: int  # the tensor's number of axes
     field: Field
+    # True after nearest upsampling: the field contains each unit's window without being each
+    # unit's exact window, so a merge with a branch of another centre is their union (FPN's add)
+    hull: bool = False
 
 
 @dataclass(frozen=True)
@@ -156,7 +160,7 @@ def _window(src: _Spatial, out_shape: Sequence[int], kernel: Any, stride: Any, p
     hi = tuple(f.hi[a] + ((k[a] - 1) * d[a] - p[a]) * f.jump[a] for a in range(2))
     jump = tuple(f.jump[a] * s[a] for a in range(2))
     size = tuple(int(out_shape[src.dims[a]]) for a in range(2))
-    return _Spatial(src.dims, src.ndim, Field(lo, hi, jump, size))  # type: ignore[arg-type]
+    return _Spatial(src.dims, src.ndim, Field(lo, hi, jump, size), src.hull)  # type: ignore[arg-type]
 
 
 def _adaptive(src: _Spatial, out_shape: Sequence[int], where: str) -> _Spatial | _Unknown:
@@ -196,8 +200,9 @@ def _merge(vals: Sequence[Any], out_shape: Sequence[int], where: str, *, ignore_
                 f"--ignore-gates gives the conv path's local field)"
             )
     dims, fa = placed[0]
+    hull = any(v.hull for v in sp)
     for other_dims, fb in placed[1:]:
-        if other_dims != dims or fa.jump != fb.jump or fa.center0 != fb.center0 or fa.size != fb.size:
+        if other_dims != dims or fa.jump != fb.jump or (fa.center0 != fb.center0 and not hull) or fa.size != fb.size:
             return _Unknown(
                 f"branches merged at {where} are not aligned (jump {fmt_value(fa.jump)} vs {fmt_value(fb.jump)}, "
                 f"center0 {fmt_value(fa.center0)} vs {fmt_value(fb.center0)}): unit i of one branch does not sit "
@@ -208,7 +213,7 @@ def _merge(vals: Sequence[Any], out_shape: Sequence[int], where: str, *, ignore_
             tuple(max(fa.hi[a], fb.hi[a]) for a in range(2)),  # type: ignore[arg-type]
             fa.jump, fa.size,
         )
-    return _Spatial(dims, nd, fa)  # type: ignore[arg-type]
+    return _Spatial(dims, nd, fa, hull)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- the propagation: one small function per op kind
@@ -386,6 +391,29 @@ def _const(a: _Analysis, op: _Op) -> Any:
     return _CONST
 
 
+def _upsample_nearest(a: _Analysis, op: _Op) -> Any:
+    """Nearest upsampling by an integer factor s per axis (FPN's top-down path): unit j reads unit
+    floor(j / s), so unit j's window is unit floor(j/s)'s, [lo + floor(j/s)*J, hi + floor(j/s)*J]
+    with J the input's jump. No single (lo, hi) at jump J/s gives every unit's exact window (units
+    j = s*i + r, r > 0, share unit i's window); the field given is the tightest one that contains
+    every unit's window: lo - (s-1)*J/s .. hi at jump J/s (exact for r = 0, ``s - 1`` units of J/s
+    wider than the true window otherwise). Downstream (FPN's add, its 3x3 output conv, the heads)
+    the field stays a bound containing every unit's window, a few jumps wider than the true one
+    (tests/test_detect.py measures both). A 1x1 input, other modes and factors: _upsample."""
+    src, out = op.src, op.out
+    if not isinstance(src, _Spatial) or not isinstance(out, torch.Tensor) or src.field.size == (1, 1):
+        return _upsample(op)
+    mode = op.module.mode if isinstance(op.module, nn.Upsample) else op.arg(3, "mode", "nearest")
+    f = src.field
+    o = tuple(int(out.shape[src.dims[a]]) for a in range(2))
+    if mode != "nearest" or any(o[a] % f.size[a] or (f.jump[a] * f.size[a]) % o[a] for a in range(2)):
+        return _upsample(op)  # other modes, other factors: see _upsample
+    s = tuple(o[a] // f.size[a] for a in range(2))
+    jump = tuple(f.jump[a] // s[a] for a in range(2))
+    lo = tuple(f.lo[a] - (s[a] - 1) * jump[a] for a in range(2))
+    return a.record(op.where, "upsample", _Spatial(src.dims, src.ndim, Field(lo, f.hi, jump, o), hull=True))  # type: ignore[arg-type]
+
+
 # resizing ops (F.interpolate, nn.Upsample, their ATen forms): what segmentation heads end in
 _UPSAMPLES = {"interpolate", "upsample", "upsample_bilinear2d", "upsample_nearest2d", "upsample_bicubic2d",
               "upsamplingbilinear2d", "upsamplingnearest2d"}
@@ -432,6 +460,7 @@ _PROPAGATE: dict[Kind, Callable[[_Analysis, _Op], Any]] = {
     Kind.SPLIT: _split,
     Kind.LINEAR: _linear,
     Kind.SHAPE: _const,
+    Kind.UPSAMPLE: _upsample_nearest,
 }
 
 
@@ -454,6 +483,7 @@ class _Analysis:
         self.modules = dict(model.named_modules())
         self.steps: list[Step] = []
         self.convs: dict[str, Field | str] = {}
+        self.outputs: Any = None
         self._run()
 
     def _run(self) -> None:
@@ -493,7 +523,8 @@ class _Analysis:
                         vargs = torch.fx.node.map_arg(node.args, lambda n: vals[n])
                         vkwargs = torch.fx.node.map_arg(node.kwargs, lambda n: vals[n])
                         val = self._propagate(node, args, kwargs, vargs, vkwargs, out)
-                    else:  # output
+                    else:  # output: what the graph returns (a detector's backbone: its pyramid levels)
+                        self.outputs = torch.fx.node.map_arg(node.args[0], lambda n: vals[n])
                         break
                     env[node] = out
                     vals[node] = val
@@ -579,6 +610,7 @@ class _Fields:
 
     steps: tuple[Step, ...]
     convs: dict[str, Field | str]
+    outputs: Any = None  # the values the graph returns (a detector backbone's pyramid levels)
 
 
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[Any, _Fields]]" = weakref.WeakKeyDictionary()
@@ -601,8 +633,27 @@ def _analysis(model: nn.Module, size: tuple[int, int], ignore_gates: bool = Fals
         if len(per) > 8:
             per.clear()
         a = _Analysis(model, size, ignore_gates=bool(ignore_gates))
-        per[key] = _Fields(tuple(a.steps), a.convs)
+        per[key] = _Fields(tuple(a.steps), a.convs, a.outputs)
     return per[key]
+
+
+def _detector_catalog(model: nn.Module, layers: list[ConvLayer], hw: tuple[int, int], ignore_gates: bool) -> list[ConvLayer]:
+    """catalog() of a detector: each row holds the first call (a shared head: the finest pyramid
+    level), ``levels`` every call's level, shape and field."""
+    calls = detector_fields(model, size=hw, ignore_gates=ignore_gates)
+    for layer in layers:
+        got = calls.get(layer.name, [])
+        if got:
+            layer.output_shape = got[0].shape
+            if isinstance(got[0].field, Field):
+                d = got[0].field.as_dict()
+                layer.receptive_field, layer.jump, layer.center0 = d["receptive_field"], d["jump"], d["center0"]
+        if len(got) > 1:
+            layer.levels = [{"level": c.level, "output_shape": list(c.shape),
+                             **({k: v for k, v in c.field.as_dict().items() if k in ("receptive_field", "jump", "center0")}
+                                if isinstance(c.field, Field) else {"receptive_field": None, "why": c.field})}
+                            for c in got]
+    return layers
 
 
 def layer_fields(
@@ -611,7 +662,11 @@ def layer_fields(
     """{conv module name: Field, or the reason it has none} for every Conv2d the forward pass calls,
     for an input of ``size`` (224, '224x320' or (H, W)). Raises RFError only if the model cannot be
     traced or run at all. ``ignore_gates``: treat squeeze-and-excitation gates as per-channel scales
-    and report the conv path's local field (in theory every unit after a gate sees the whole input)."""
+    and report the conv path's local field (in theory every unit after a gate sees the whole input).
+    A detector (cnnviz.detect.is_detector): see detector_fields; a head shared by pyramid levels
+    gives the reason it has no single field."""
+    if is_detector(model):
+        return {n: detector_summary(c) for n, c in detector_fields(model, size=size, ignore_gates=ignore_gates).items()}
     return dict(_analysis(model, parse_size(size), ignore_gates).convs)
 
 
@@ -648,6 +703,8 @@ def catalog(model: nn.Module, *, size: str | int | Sequence[int] = 224, ignore_g
     (:func:`layer_fields` says why; ``ignore_gates`` as there)."""
     hw = parse_size(size)
     layers = conv_layers(model)
+    if is_detector(model):
+        return _detector_catalog(model, layers, hw, ignore_gates)
     for layer, shape in zip(layers, output_shapes(model, layers, size=hw)):
         layer.output_shape = shape
     try:
@@ -660,3 +717,120 @@ def catalog(model: nn.Module, *, size: str | int | Sequence[int] = 224, ignore_g
             d = f.as_dict()
             layer.receptive_field, layer.jump, layer.center0 = d["receptive_field"], d["jump"], d["center0"]
     return layers
+
+
+# ---------------------------------------------------------------- detectors: backbone, pyramid, shared heads
+
+
+@dataclass(frozen=True)
+class LevelField:
+    """One call of a detector's conv: the pyramid ``level`` it ran on (the backbone output's key;
+    'roi' for heads on RoIAlign crops; '' for the backbone's own convs), its output ``shape``
+    (C, h, w) and its field, or the reason it has none."""
+
+    level: str
+    shape: tuple[int, int, int]
+    field: Field | str
+
+
+def detector_fields(model: nn.Module, *, size: str | int | Sequence[int] = 224,
+                    ignore_gates: bool = False) -> dict[str, list[LevelField]]:
+    """{conv name: one LevelField per call} of a torchvision-style detector (cnnviz.detect) fed an
+    input of ``size`` as its convs see it (after the model's resize and padding).
+
+    The backbone (body + FPN) is one traced graph: its fields come from the same propagation as a
+    classifier's, FPN's nearest upsampling included (see _upsample). The heads are not traceable
+    (they loop over pyramid levels and select boxes by value): the detector runs once on a zero
+    input (on 'meta' that costs nothing; it stops where boxes are selected) and each head conv's
+    field is its input level's field through the convs before it, per call: a head shared across
+    levels has one entry per level. Heads on RoIAlign crops (Mask/Keypoint R-CNN) see a box's
+    crop, not the image grid: no field."""
+    from .detect import FedTransform, original_transform
+
+    hw = parse_size(size)
+    backbone = _analysis(model.backbone, hw, ignore_gates)
+    levels = backbone.outputs if isinstance(backbone.outputs, dict) else {"0": backbone.outputs}
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    calls: dict[str, list[LevelField]] = {n: [] for n in convs}
+    seen: dict[int, tuple[str, Any]] = {}  # id(tensor) -> (level, value along the heads)
+    keep: list[Any] = []  # the tensors whose ids are keys above stay alive (ids are never reused)
+
+    def on_backbone(_m: nn.Module, _i: Any, out: Any) -> None:
+        items = out.items() if isinstance(out, dict) else [("0", out)]
+        for key, t in items:
+            seen[id(t)] = (str(key), levels.get(key, _Unknown(f"backbone output {key!r} was not analysed")))
+            keep.append(t)
+
+    def on_module(name: str, mod: nn.Module) -> Callable[..., None]:
+        def hook(_m: nn.Module, inp: Any, out: Any) -> None:
+            x = inp[0] if inp else None
+            if not isinstance(x, torch.Tensor) or not isinstance(out, torch.Tensor) or out.dim() != 4:
+                return
+            src = seen.get(id(x))
+            if isinstance(mod, nn.Conv2d):
+                shape = tuple(int(v) for v in out.shape[1:])
+                if name.startswith("backbone."):
+                    f = backbone.convs.get(name[len("backbone."):], f"{name} does not run in the backbone's traced graph")
+                    calls[name].append(LevelField("", shape, f))  # type: ignore[arg-type]
+                    return
+                if src is None:
+                    why = (f"{name} runs on RoIAlign crops of each box ({x.shape[-2]}x{x.shape[-1]}), not on the image grid: "
+                           "its field is in box coordinates")
+                    calls[name].append(LevelField("roi", shape, why))  # type: ignore[arg-type]
+                    return
+                level, val = src
+                if isinstance(val, _Spatial):
+                    val = _window(val, out.shape, mod.kernel_size, mod.stride, mod.padding, mod.dilation)
+                calls[name].append(LevelField(level, shape, val.field if isinstance(val, _Spatial) else  # type: ignore[arg-type]
+                                              getattr(val, "reason", "no field")))
+                seen[id(out)] = (level, val)
+                keep.append(out)
+            elif src is not None and not list(mod.children()) and tuple(out.shape[-2:]) == tuple(x.shape[-2:]):
+                seen[id(out)] = src  # pointwise leaf modules between head convs (norm, activation)
+                keep.append(out)
+        return hook
+
+    handles = [model.backbone.register_forward_hook(on_backbone)]
+    handles += [m.register_forward_hook(on_module(n, m)) for n, m in model.named_modules()
+                if n and not n.startswith("backbone.") and not list(m.children())]
+    handles += [m.register_forward_hook(on_module(n, m)) for n, m in convs.items() if n.startswith("backbone.")]
+    own = model.transform
+    if not isinstance(own, FedTransform):
+        model.transform = FedTransform(original_transform(model))
+    device = device_of(model)
+    try:
+        with eval_mode(model), torch.inference_mode():
+            try:  # on 'meta' box selection (nonzero) fails after every pyramid-level head ran
+                model(torch.zeros(1, input_channels(model), *hw, device=device))
+            except (RuntimeError, NotImplementedError, ValueError, IndexError):
+                pass
+            roi = getattr(model, "roi_heads", None)
+            for head, pool in (("mask_head", "mask_roi_pool"), ("keypoint_head", "keypoint_roi_pool")):
+                h, p = getattr(roi, head, None), getattr(roi, pool, None)
+                first = next((m for m in h.modules() if isinstance(m, nn.Conv2d)), None) if h is not None else None
+                if first is None or p is None or calls.get(f"roi_heads.{head}.{_name_in(h, first)}"):
+                    continue
+                s = pair(p.output_size)
+                h(torch.zeros(1, first.in_channels, *s, device=device))
+    finally:
+        model.transform = own
+        for handle in handles:
+            handle.remove()
+    return calls
+
+
+def _name_in(parent: nn.Module, child: nn.Module) -> str:
+    return next(n for n, m in parent.named_modules() if m is child)
+
+
+def detector_summary(calls: Sequence[LevelField]) -> Field | str:
+    """One field for a conv's calls: the field when every call has the same one (a backbone conv,
+    a per-level head), else why not (a head shared by several pyramid levels)."""
+    if not calls:
+        return "does not run in the detector's forward pass"
+    fields = [c.field for c in calls]
+    if all(f == fields[0] for f in fields):
+        return fields[0]
+    rfs = ", ".join(f"{c.level}: {fmt_value(c.field.rf)}" if isinstance(c.field, Field) else f"{c.level}: none"
+                    for c in calls)
+    return f"runs on {len(calls)} pyramid levels with shared weights, one field per level ({rfs}); see --json levels"

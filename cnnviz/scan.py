@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .capture import Capture, HookPoint, hook_points
+from .detect import model_input
 from .errors import CnnvizError, ImageError, UsageError
 from .io import DEFAULT_MAX_PIXELS, load_image, preprocess
 from .layers import ConvLayer
@@ -161,10 +162,20 @@ class Preprocess:
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     max_pixels: int = DEFAULT_MAX_PIXELS
     interpolation: str = "bilinear"  # the weights' resize filter (see io.preprocess)
+    # a detector's own transform (cnnviz.detect.transform_params): the centre square of the photo
+    # (with crop) through it, as the model's forward would feed it; None: io.preprocess
+    detector: dict[str, Any] | None = None
 
     def __call__(self, path: str) -> tuple[np.ndarray, np.ndarray]:
         """(normalised (3, H, W) float32, display (H, W, 3) uint8). Raises ImageError."""
         img = load_image(path, max_pixels=self.max_pixels)
+        if self.detector is not None:
+            if self.crop:
+                w, h = img.size
+                s = min(w, h)
+                img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+            fed = model_input(self.detector, np.asarray(img.convert("RGB")))
+            return fed.x, fed.display
         return preprocess(img, size=self.size, crop=self.crop, resize_size=self.resize_size, crop_size=self.crop_size,
                           mean=self.mean, std=self.std, interpolation=self.interpolation)
 
@@ -174,7 +185,7 @@ class Preprocess:
         size = tuple(d["size"]) if isinstance(d["size"], list) else int(d["size"])
         return cls(size=size, crop=bool(d["crop"]), resize_size=int(d["resize_size"]),  # type: ignore[arg-type]
                    crop_size=int(d["crop_size"]), mean=tuple(d["mean"]), std=tuple(d["std"]),
-                   interpolation=str(d.get("interpolation", "bilinear")))
+                   interpolation=str(d.get("interpolation", "bilinear")), detector=d.get("detector"))
 
     def as_dict(self) -> dict[str, Any]:
         """What decides the input tensor (recorded in an index; max_pixels only refuses files)."""
@@ -182,6 +193,8 @@ class Preprocess:
         d.pop("max_pixels")
         d["size"] = list(self.size) if isinstance(self.size, tuple) else self.size
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        if d["detector"] is None:
+            d.pop("detector")  # indexes of classifiers keep their recorded form
         return d
 
 

@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .detect import is_detector
+from .detect import prepare as prepare_detector
 from .errors import ModelError, UsageError, WeightsError
 from .graph import Kind, as_modules, op_kind
 from .models import (
@@ -189,6 +191,10 @@ def _finish(lm: LoadedModel, spec: ModelSpec, device: str | torch.device | None)
     lm.model.eval()
     for p in lm.model.parameters():
         p.requires_grad_(False)
+    if lm.kind != "torchvision" and is_detector(lm.model):  # a user's torchvision-style detector
+        for key, value in prepare_detector(lm.model).items():
+            setattr(lm, key, value)
+        lm.task = "detection"
     first = next((m for m in lm.model.modules() if isinstance(m, nn.Conv2d)), None)
     native = int(first.in_channels) if first is not None else 3
     lm.channels_in = spec.channels_in or native

@@ -53,6 +53,78 @@ def maps_job(lm: Any, out_dir: str, layers: str, *images: str, sample: bool = Tr
     run_maps(request, output=Output(out_dir), model=lm)
 
 
+def cam_job(lm: Any, out_dir: str, image: str, *, box: int, layers: tuple[str, ...] = ()) -> None:
+    """The `cnnviz cam IMAGE --box K` job itself on an already loaded detector."""
+    from cnnviz.jobs import ImageInputs, Output
+    from cnnviz.jobs.cam import CamRequest, run_cam
+    from cnnviz.sources import ModelSpec
+
+    request = CamRequest(inputs=ImageInputs(images=(image,)), model=ModelSpec(source=lm.name, weights=lm.weights),
+                         box=box, layers=layers)
+    run_cam(request, output=Output(out_dir), model=lm)
+
+
+def detection_rows(table: "Table", *, reps: int, quick: bool, tmp: str, out_dir: str) -> str:
+    """Rows for a detector (issue 20): maps of a backbone layer against torchvision's transform +
+    backbone up to that layer, and a Grad-CAM of one box against one full forward of the
+    unmodified model, on the same photo. Returns the line saying what was measured."""
+    import copy
+
+    import torch
+    from PIL import Image
+
+    from cnnviz.models import load_model
+
+    name = "fasterrcnn_mobilenet_v3_large_fpn"
+    lm = load_model(name, weights="none")
+    with torch.no_grad():  # random weights detect nothing: 'person' favoured so boxes exist (costs are the same)
+        lm.model.roi_heads.box_predictor.cls_score.bias[1] += 4.0
+    side = 320 if quick else 800  # the model's own min_size (800), or a small one for the smoke run
+    t = lm.model.transform.original
+    t.min_size, t.max_size = (side,), max(side, round(side * 1333 / 800))
+    lm.crop_size = lm.resize_size = side
+    bare = copy.deepcopy(lm.model)
+    bare.transform = t  # the unmodified torchvision model: its own transform inside forward
+    from skimage import data
+
+    path = os.path.join(tmp, "astronaut.png")
+    Image.fromarray(data.astronaut()).save(path)
+    img = torch.from_numpy(np.asarray(Image.open(path).convert("RGB")).copy()).permute(2, 0, 1).float() / 255
+    body = bare.backbone.body
+    stage = 15
+    layer = f"backbone.body.{stage}.block.3.0"
+
+    def torchvision_to_layer() -> None:
+        with torch.inference_mode():
+            x = bare.transform([img])[0].tensors
+            for k in range(stage):
+                x = body[str(k)](x)
+            block = body[str(stage)].block  # expand, depthwise, squeeze-excitation, then the projection conv
+            block[3][0](block[2](block[1](block[0](x))))
+
+    def torchvision_forward() -> None:
+        with torch.inference_mode():
+            bare([img])
+
+    t_map, t_bare_map, t_cam, t_full = [], [], [], []
+    for _ in range(reps):  # interleaved: the machine is shared, each pair sees the same load
+        t_map.append(median_time(lambda: maps_job(lm, out_dir, layer, path, sample=False, size=side), 1,
+                                 setup=lambda: clean(out_dir)))
+        t_bare_map.append(median_time(torchvision_to_layer, 1))
+        t_cam.append(median_time(lambda: cam_job(lm, out_dir, path, box=0), 1, setup=lambda: clean(out_dir)))
+        t_full.append(median_time(torchvision_forward, 1))
+    a, b = statistics.median(t_map), statistics.median(t_bare_map)
+    table.add(f"{name}: maps of backbone layer {layer} at {side} px (astronaut 512x512 photo), end to end",
+              ms(a), ms(b) + " (torchvision: model.transform + backbone up to that conv)", f"{a / b:.2f}x", "<= 1.3x",
+              a / b <= 1.3)
+    c, f = statistics.median(t_cam), statistics.median(t_full)
+    table.add(f"{name}: cam --box 0 (Grad-CAM at backbone.fpn.layer_blocks.0) at {side} px, end to end",
+              ms(c), ms(f) + " (one full torchvision forward, model([image]))", f"{c / f:.2f}x", "<= 2.5x", c / f <= 2.5)
+    return (f"- *{name}*: random weights, box classifier's 'person' bias +4 so that boxes exist; the maps and cam jobs "
+            f"given the loaded model (decode, the model's own resize, capture or forward + backward, picture, PNG write) "
+            f"against the bare torchvision calls on the same photo, each pair interleaved {reps} times (medians).")
+
+
 def filters_job(lm: Any, out_dir: str, layers: str) -> None:
     """The `cnnviz filters` job itself on an already loaded model."""
     from cnnviz.jobs import Output
@@ -165,7 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: small nets, small sizes, one repetition")
     ap.add_argument("--reps", type=int, default=None, help="repetitions per figure (default 5, quick 1)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "docs", "benchmarks.md"))
+    ap.add_argument("--detection", action="store_true",
+                    help="only the detector rows, written to docs/benchmarks-detection.md (unless --out)")
     args = ap.parse_args(argv)
+    if args.detection:
+        return detection_main(args, ap)
 
     import torch
 
@@ -355,6 +431,37 @@ PNG encoding of one written grid ({grid_px.shape[1]}x{grid_px.shape[0]}, {'palet
         with open(args.out, "w") as f:
             f.write(md)
         print(f"wrote {os.path.abspath(args.out)}", flush=True)
+    print(md)
+    return 0
+
+
+def detection_main(args: Any, ap: argparse.ArgumentParser) -> int:
+    import torch
+
+    reps = args.reps or (1 if args.quick else 3)
+    tmp = tempfile.mkdtemp(prefix="cnnviz-bench-")
+    out_dir = os.path.join(tmp, "out")
+    os.makedirs(out_dir)
+    table = Table()
+    note = detection_rows(table, reps=reps, quick=args.quick, tmp=tmp, out_dir=out_dir)
+    when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    md = f"""# Benchmarks: detectors
+
+Produced by `python scripts/bench.py --detection{' --quick' if args.quick else ''}` on {when}: {os.cpu_count()} cores,
+{torch.get_num_threads()} torch threads, no GPU; torch {torch.__version__}. The machine was shared with other jobs:
+each cnnviz figure and its baseline were measured alternately, {reps} times, and the medians are given.
+
+{table.markdown()}
+
+{note}
+"""
+    out = args.out
+    if out == ap.get_default("out"):
+        out = os.path.join(os.path.dirname(__file__), "..", "docs", "benchmarks-detection.md")
+    if not args.quick or args.out != ap.get_default("out"):
+        with open(out, "w") as f:
+            f.write(md)
+        print(f"wrote {os.path.abspath(out)}", flush=True)
     print(md)
     return 0
 

@@ -9,7 +9,7 @@ from ..cammethods import users
 from . import cli
 from .common import (batch_size_option, captions_option, class_option, cmap_option, deprecated_aliases, device_options,
                      image_options, info, json_option, layer_option, model_options, out, output_option, quiet_option,
-                     region_option, sink, stage_option, top_option)
+                     region_option, score_threshold_option, box_option, sink, stage_option, top_option)
 
 
 class _RegistryHelp(click.Option):
@@ -59,6 +59,8 @@ def _complete_methods(_ctx: click.Context, _param: click.Parameter, incomplete: 
 @region_option(help="Segmentation models: explain the class's logits summed over this region (a mask image the size of "
                     "the image or of the model's input; non-zero pixels are in it) instead of over the pixels "
                     "predicted as the class.")
+@score_threshold_option(help="Detectors: explain each detection scoring at least P (one panel per box).")
+@box_option(help="Detectors: explain the K-th detection only (0-based, best first), whatever its score.")
 @click.option("-M", "--method", "methods", multiple=True, default=("gradcam",), show_default=True, metavar="NAME",
               cls=_RegistryHelp, help_from=_method_help, shell_complete=_complete_methods, is_eager=True,
               callback=lambda ctx, _param, value: _list_methods(ctx) if _asks_list(value) else value)

@@ -347,6 +347,9 @@ CONCEPTS: dict[str, Concept] = {c.long: c for c in [
             "none (all of it); top: images by path, combined by 'top merge'; ablate: blocks of channels, combined by "
             "the run without --shard"),
     Concept("where the work runs: this process, or a Ray cluster", "--engine", None, "local", "local"),
+    Concept("detectors: explain every detection scoring at least this", "--score-threshold", None, 0.5, "0.5"),
+    Concept("detectors: explain the K-th detection only (0 = the best)", "--box", None, None,
+            "none (every detection above --score-threshold)"),
 ]}
 
 # Old spellings, per command: hidden options that print one deprecation line and act as the new
@@ -473,6 +476,17 @@ def top_option(*, default: int | None = None, help: str) -> Callable[[F], F]:
     """-k/--top K: the K best-ranked channels (maps, report) or classes (cam)."""
     return _vocab("--top", "top", type=click.IntRange(min=1), default=default, show_default=default is not None,
                   metavar="K", help=help)
+
+
+def score_threshold_option(*, help: str) -> Callable[[F], F]:
+    """--score-threshold P: a detector's detections scoring at least P (cam)."""
+    return _vocab("--score-threshold", "score_threshold", type=click.FloatRange(0.0, 1.0),
+                  default=CONCEPTS["--score-threshold"].default, show_default=True, metavar="P", help=help)
+
+
+def box_option(*, help: str) -> Callable[[F], F]:
+    """--box K: a detector's K-th detection (0-based, best first) alone (cam)."""
+    return _vocab("--box", "box", type=click.IntRange(min=0), default=None, metavar="K", help=help)
 
 
 def examples_option(*, most: int, help: str = "Dataset examples per channel.") -> Callable[[F], F]:

@@ -55,6 +55,8 @@ class CamRequest:
     metric_steps: int = 100
     sanity: bool = False
     batch_size: int = 16
+    score_threshold: float = 0.5  # detectors: the detections explained (cnnviz.jobs.camdetect)
+    box: int | None = None
     bare: bool = False
     device: str = "auto"
     precision: str = "fp32"
@@ -107,6 +109,11 @@ def _run_cam(req: CamRequest, *, where: Placement, output: Output, model: Loaded
     _check_options(req, methods)
     spec = as_spec(req.model)
     arch = architecture(spec)
+    if arch.task == "detection":  # boxes, not classes: one panel per detection (cnnviz.jobs.camdetect)
+        from .camdetect import CamHelpers, run_detection_cam
+
+        return run_detection_cam(req, spec=spec, arch=arch, methods=methods, where=where, output=output, model=model,
+                                 say=say, t0=t0, helpers=CamHelpers(shown=_shown, gamma=_gamma, metrics=_metrics, tags=_tags))
     dense_default = arch.task == "segmentation" and not req.layers
     layers = ([backbone_layer(arch.model)] if dense_default
               else resolve_layers(arch.model, list(req.layers) or None, stage=req.stage, model_name=spec.source))

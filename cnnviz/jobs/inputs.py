@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from ..detect import describe, is_detector, model_input
 from ..errors import ImageError, UsageError
 from ..io import DEFAULT_MAX_PIXELS, image_label, load_image, preprocess, sample_image_path, size_tag, stdin_binary
 from ..util import parse_size
@@ -28,6 +29,17 @@ class InputImage:
     label: str
     x: np.ndarray
     display: np.ndarray
+    valid: tuple[int, int] | None = None  # a detector's input: the image inside the zero padding (h, w)
+
+    @property
+    def fed(self) -> str:
+        """What a detector's convs saw, in words ('' for other models): e.g. 'input 800x1216 =
+        the model's resize to 800x1200 + zero padding'."""
+        if self.valid is None:
+            return ""
+        h, w = int(self.x.shape[-2]), int(self.x.shape[-1])
+        pad = f" + zero padding to {h}x{w}" if (h, w) != tuple(self.valid) else ""
+        return f"input {h}x{w} = the model's resize to {self.valid[0]}x{self.valid[1]}{pad}"
 
 
 def parse_image_size(size: str | int | None, default: int) -> int | tuple[int, int]:
@@ -121,13 +133,32 @@ class ImageInputs:
         for s in sources:
             src: Any = (self.stdin or stdin_binary()).read() if s == "-" else s
             img = load_image(src, max_pixels=limit)
-            x, disp = preprocess(img, size=target, crop=self.crop, resize_size=lm.resize_size,
-                                 crop_size=lm.crop_size, mean=lm.mean, std=lm.std,
-                                 interpolation=lm.interpolation, channels=lm.channels_in)
+            valid = None
+            if lm.task == "detection" and is_detector(lm.model):
+                x, disp, valid = _detector_input(img, lm, size=self.size, crop=self.crop)
+            else:
+                x, disp = preprocess(img, size=target, crop=self.crop, resize_size=lm.resize_size,
+                                     crop_size=lm.crop_size, mean=lm.mean, std=lm.std,
+                                     interpolation=lm.interpolation, channels=lm.channels_in)
             label = image_label(src)
             n = seen.get(label, 0) + 1
             seen[label] = n
-            yield InputImage(s, label if n == 1 else f"{label}_{n}", x, disp)
+            yield InputImage(s, label if n == 1 else f"{label}_{n}", x, disp, valid)
+
+
+def _detector_input(img: Any, lm: Any, *, size: str | int | None, crop: bool) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """A detector's input (cnnviz.detect.model_input): the photo (centre-cropped to a square with
+    ``crop``) through the model's own transform; ``size``: its shorter side instead of min_size."""
+    side = parse_image_size(size, lm.crop_size) if size is not None else None
+    if isinstance(side, tuple):
+        raise UsageError(f"--size {size}: a detector resizes images itself ({describe(lm.model)}); "
+                         "--size S sets the shorter side S instead, HxW is not possible")
+    if crop:
+        w, h = img.size
+        s = min(w, h)
+        img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+    fed = model_input(lm.model, np.asarray(img.convert("RGB")), size=side)
+    return fed.x, fed.display, fed.valid
 
 
 def _check_exists(path: str) -> None:

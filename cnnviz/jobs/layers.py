@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import models as _models
+from ..detect import describe, is_detector
 from ..errors import RFError
 from ..models import LoadedModel, conv_counts, weight_members, weights_enum
 from ..rf import catalog, layer_fields
@@ -59,6 +60,12 @@ def run_layers(req: LayersRequest) -> LayerTable:
     if missing:
         note = (f"note: no receptive field for {len(missing)} of {len(rows)} conv layers: "
                 f"{rf_problem(net, hw, missing, ignore_gates=req.ignore_gates)}")
+    shared = [r["name"] for r in rows if r.get("levels")]
+    if shared:  # a detector's heads run once per pyramid level with the same weights
+        levels = ", ".join(str(lv["level"]) for lv in rows[[r["name"] for r in rows].index(shared[0])]["levels"])
+        line = (f"note: {len(shared)} head conv(s) run on every pyramid level ({levels}) with shared weights: each row "
+                f"shows the first level; --json gives each level's output_shape and field under 'levels'")
+        note = f"{note}\n{line}" if note else line
     return LayerTable(arch, hw, rows, note, preprocessing_line(arch, spec))
 
 
@@ -69,6 +76,9 @@ def preprocessing_line(lm: LoadedModel, spec: ModelSpec) -> str:
     mean_from = "--mean" if spec.mean is not None else (origin or "default")
     std_from = "--std" if spec.std is not None else (origin or "default")
     size = f"{lm.input_hw[0]}x{lm.input_hw[1]} (fixed)" if lm.input_hw else f"{lm.crop_size} (resize {lm.resize_size} for --crop)"
+    if lm.task == "detection" and is_detector(lm.model):  # the model's own transform, applied by cnnviz
+        size = describe(lm.model)
+        origin = "the model's transform"
     if lm.task == "segmentation" and not lm.input_hw:
         size = (f"{lm.crop_size} (the shorter side, aspect kept, no crop: the weights' segmentation transform; "
                 f"the table's shapes are for a {lm.crop_size}x{lm.crop_size} image)")

@@ -64,7 +64,8 @@ def run_maps(req: MapsRequest, *, output: Output, model: LoadedModel | None = No
     check_cmap(req.cmap)
     n_inputs = len(req.inputs.check())
     where = place(req.device, req.precision, say=say)
-    indices = _plan(req, output, n_inputs)  # every usage error before the weights are read
+    # every usage error before the weights are read (a given model: checked on it, no rebuild)
+    indices = _plan(req, output, n_inputs, net=model.model if model is not None else None)
     lm = model or load(req.model, device=where.device)
     if "batch" in lm.limits and req.batch_size > 1:
         req = replace(req, batch_size=1)  # the program takes batches of one only: same pictures, one forward per image
@@ -76,11 +77,12 @@ def run_maps(req: MapsRequest, *, output: Output, model: LoadedModel | None = No
         f"({lm.weights}, stage {req.stage}) in {time.perf_counter() - t0:.1f}s")
 
 
-def _plan(req: MapsRequest, output: Output, n_inputs: int) -> list[int]:
+def _plan(req: MapsRequest, output: Output, n_inputs: int, net: Any = None) -> list[int]:
     """Check the request on the model's architecture alone (parameters on 'meta', no weights
-    read): layers, stage, channels, output. Returns the selected layer indices."""
+    read; ``net``: the model already loaded, which has it): layers, stage, channels, output.
+    Returns the selected layer indices."""
     spec = as_spec(req.model)
-    net = architecture(spec).model
+    net = net if net is not None else architecture(spec).model
     layers = select_layers(conv_layers(net), req.layers, model_name=spec.source)
     hook_points(net, layers, req.stage)  # --stage act not available -> usage error now
     for layer in layers:
@@ -160,6 +162,7 @@ class _MapsRun:
             f"{stats['shape'][0]} maps {stats['shape'][1]}x{stats['shape'][2]} of a {im.x.shape[-2]}x{im.x.shape[-1]} input"
             + (f", top {req.top} by mean activation" if req.top else "")
             + f", mean {stats['mean']:.3g}, max {stats['max']:.3g}, zeros {100 * stats['zero_fraction']:.0f}%"
+            + (f"\n{im.fed}" if im.fed else "")
         )
         grid = render_grid(m, channels=req.channels, top=req.top, norm=req.norm, symmetric=req.symmetric,
                            cmap=req.cmap, tile=req.tile, cols=req.cols,
@@ -181,6 +184,8 @@ class _MapsRun:
         record: Record = {"path": self.output.png(name, grid.picture, metadata=meta)}
         if req.npy:
             record["npy"] = self.output.npy(name[: -len(".png")] + ".npy", m.astype("float32", copy=False))
+        if im.valid is not None:  # a detector: the tensor its convs read, the image inside the padding
+            record.update({"input": [int(v) for v in im.x.shape[-2:]], "valid": list(im.valid)})
         record.update({"image": im.source, "layer": layer.index, "name": layer.name, "alias": layer.alias,
                        "stage": req.stage, "shape": stats["shape"], "input": [int(im.x.shape[-2]), int(im.x.shape[-1])],
                        "mean": stats["mean"], "max": stats["max"],

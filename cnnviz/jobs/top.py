@@ -26,6 +26,7 @@ import numpy as np
 
 from ..capture import hook_points
 from ..device import Placement, place
+from ..detect import describe, is_detector, transform_params
 from ..errors import ImageError, UsageError
 from ..index import (PART_IMAGES, PART_SECONDS, ActivationIndex, IndexStoreError, describe_layers, differences,
                      make_provenance)
@@ -237,8 +238,15 @@ def batch_preprocess(lm: LoadedModel, *, size: str | int | None, crop: bool, max
         shape = parse_size(str(size))
         if crop:
             raise UsageError("--size HxW resizes exactly; it cannot be combined with the centre crop (add --no-crop)")
+    detector = None
+    if lm.task == "detection" and is_detector(lm.model):  # the model's own resize, on equal-size squares
+        if not crop or isinstance(shape, tuple):
+            raise UsageError(f"a detector resizes each photo itself ({describe(lm.model)}), so photos of other shapes "
+                             f"give inputs of other sizes; scans batch them as centre squares: keep --crop and --size S")
+        detector = transform_params(lm.model, shape)
     return Preprocess(size=shape, crop=crop, resize_size=lm.resize_size, crop_size=lm.crop_size, mean=tuple(lm.mean),
-                      std=tuple(lm.std), max_pixels=max_pixels or DEFAULT_MAX_PIXELS, interpolation=lm.interpolation)
+                      std=tuple(lm.std), max_pixels=max_pixels or DEFAULT_MAX_PIXELS, interpolation=lm.interpolation,
+                      detector=detector)
 
 
 def _select(req: TopRequest, net: Any, *, allowed: Sequence[int] | None = None, model_name: str = "") -> tuple[list[ConvLayer], dict[int, list[int]]]:

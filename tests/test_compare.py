@@ -279,16 +279,20 @@ def test_cli_writes_the_heat_map_and_prints_profile_and_json(cli, world):
 @pytest.mark.parametrize("extra, fragment", [
     (["--with", "{d}/net.py:Gray", "--with-weights", "none"], "different inputs"),
     (["--with-layer", "nonexistent"], "nonexistent"),
+    (["-l", "features.9"], "features.9"),
+    (["-l", "7:"], "7:"),
     (["--spatial", "flatten", "-b", "2"], "at least 4"),
     (["--npy", "-o", "-"], "-o DIR"),
 ])
-def test_cli_errors_are_one_line(cli, world, extra, fragment):
+def test_cli_errors_are_one_line_and_write_nothing(cli, world, extra, fragment):
     d, _, _ = world
-    r = cli(*_cmd(d, *[e.format(d=d) for e in extra]))
+    out = [] if "-o" in extra else ["-o", str(d / "nothing")]
+    r = cli(*_cmd(d, *[e.format(d=d) for e in extra], *out))
     assert r.exit_code != 0
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("cnnviz: error:") and fragment in err[0], r.stderr
     assert "Traceback" not in r.stderr
+    assert not (d / "nothing").exists()
 
 
 def test_cli_too_few_images_is_one_line_and_writes_nothing(cli, world):
@@ -304,12 +308,18 @@ def test_cli_too_few_images_is_one_line_and_writes_nothing(cli, world):
     assert not (d / "none").exists()
 
 
-def test_cli_no_images_is_one_line(cli, world):
+def test_cli_no_images_is_one_line_and_writes_nothing(cli, world):
     d, _, _ = world
-    args = _cmd(d)
+    args = _cmd(d, "-o", str(d / "nothing"))
     del args[1]
     r = cli(*args)
     assert r.exit_code == 2 and r.stderr.strip().count("\n") == 0 and "no images" in r.stderr, r.stderr
+    empty = d / "empty"
+    empty.mkdir()
+    args[1:1] = [str(empty)]
+    r = cli(*args)
+    assert r.exit_code != 0 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert not (d / "nothing").exists()
 
 
 def test_the_docs_examples_run(world, tmp_path):
@@ -328,8 +338,11 @@ def test_the_docs_examples_run(world, tmp_path):
     d, _, _ = world
     env = {**os.environ, "PYTHONPATH": str(root), "CNNVIZ_OFFLINE": "1"}
     outputs = []
+    import glob
+
     for line in lines:
-        argv = shlex.split(line)
+        argv = [hit for a in shlex.split(line)
+                for hit in (sorted(glob.glob(str(d / a))) if any(c in a for c in "*?") and glob.glob(str(d / a)) else [a])]
         argv = [sys.executable, "-m", "cnnviz", *argv[1:]] if argv[0] == "cnnviz" else [sys.executable, *argv[1:]]
         r = subprocess.run(argv, cwd=d, env=env, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, (line, r.stderr)
@@ -338,6 +351,9 @@ def test_the_docs_examples_run(world, tmp_path):
     assert sum("CKA 1.0000" in ln for ln in outputs[1].splitlines()) == 26  # a model with itself
     rec = json.loads(outputs[3].splitlines()[-1])
     assert rec["estimator"] == "minibatch" and all(v is not None for row in rec["stderr"] for v in row)
+    drift = [ln for ln in outputs[5].splitlines() if ln.startswith("rho ")]  # a model with itself
+    assert len(drift) == 12 and all(ln.split()[1] in ("1.000", "n/a") for ln in drift), drift
+    assert (d / "report-a" / "compare.html").is_file() and "report-b/channel-" in (d / "report-a" / "compare.html").read_text()
 
 
 def test_flatten_leaves_out_a_last_minibatch_too_small_for_the_estimator(world):
@@ -413,3 +429,99 @@ def test_cli_refuses_bf16_in_one_line(cli, world):
     r = cli(*_cmd(d, "--precision", "bf16", "--device", "cpu"))
     assert r.exit_code != 0 and r.stderr.count("\n") == 1, r.stderr
     assert "bfloat16" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------- attribution drift (--cam)
+
+
+def test_the_maps_rank_correlation_equals_scipys_spearmanr_with_ties():
+    from scipy.stats import spearmanr
+
+    from cnnviz.faithfulness import spearman
+
+    r = np.random.default_rng(8)
+    a = np.maximum(r.normal(size=(17, 23)), 0)  # a CAM after its ReLU: many tied zeros
+    b = np.maximum(a + 0.7 * r.normal(size=a.shape), 0)
+    b[:4] = 0.5  # more ties, across rows
+    assert abs(spearman(a, b) - spearmanr(a.ravel(), b.ravel()).statistic) < 1e-12
+    assert abs(spearman(a, a) - 1) < 1e-12
+
+
+@pytest.mark.parametrize("method", ["gradcam", "saliency"])
+def test_drift_rho_is_scipys_spearman_of_the_two_maps_and_one_against_itself(world, method):
+    from scipy.stats import spearmanr
+
+    from cnnviz.cam import default_layer, explain
+    from cnnviz.jobs.top import batch_preprocess
+    from cnnviz.scan import expand_images
+
+    d, _, net = world
+    other = _rotated(net, scale=1.0, seed=5)
+    torch.manual_seed(11)
+    with torch.no_grad():
+        other.features[2].weight.add_(0.4 * torch.randn_like(other.features[2].weight))
+        other.fc.weight.add_(0.5 * torch.randn_like(other.fc.weight))
+    req = dict(picture=True, cam=method, batch_size=5)
+    out = d / f"drift-{method}"
+    res = run_compare(CompareRequest(images=(str(d / "photos"),), size="32", workers=0, **req), output=Output(str(out)),
+                      model=_lm(net), with_model=_lm(other))
+    rows = res.drift["images"]
+    assert len(rows) == 12 and len(list(out.glob("*-drift.png"))) == 12
+    paths = expand_images([str(d / "photos")])
+    prep = batch_preprocess(_lm(net), size="32", crop=True, max_pixels=None)
+    x = torch.from_numpy(np.stack([prep(p)[0] for p in paths]))
+    top1 = net(x).argmax(1).tolist()
+    assert [r["class"] for r in rows] == top1 and {r["class_from"] for r in rows} == {"A's top-1"}
+    layers = [default_layer(net)] if method == "gradcam" else None
+    ma = explain(net, x, top1, method=method, layers=layers).raw
+    mb = explain(other, x, top1, method=method, layers=[default_layer(other)] if layers else None).raw
+    checked = 0
+    for r, a, b in zip(rows, ma, mb):
+        if np.ptp(a) == 0 or np.ptp(b) == 0:  # a constant map (a dead CAM) has no ranks: null, as scipy's NaN
+            assert r["rho"] is None
+            continue
+        assert abs(r["rho"] - spearmanr(a.ravel(), b.ravel()).statistic) < 1e-5, r
+        checked += 1
+    assert checked >= 6 and any(r["rho"] is not None and r["rho"] < 0.99 for r in rows)
+    same = run_compare(CompareRequest(images=(str(d / "photos"),), size="32", workers=0, **req),
+                       output=Output(str(d / f"same-{method}")), model=_lm(net), with_model=_lm(net))
+    assert all(abs(r["rho"] - 1) < 1e-9 for r in same.drift["images"] if r["rho"] is not None)
+    assert sum(r["rho"] is not None for r in same.drift["images"]) >= 6
+
+
+def test_cli_cam_with_a_class_prints_one_line_per_image_and_json(cli, world):
+    from PIL import Image
+
+    d, _, _ = world
+    r = cli(*_cmd(d, "-o", str(d / "out"), "--cam", "--class", "2"))
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    pngs = [ln for ln in lines if "-drift" in ln and ln.endswith(".png")]
+    assert len(pngs) == 12 and all("-gradcam-02-drift-cls" in p for p in pngs)
+    w, h = Image.open(pngs[0]).size
+    assert w > 600 and h > 250
+    drift = [ln for ln in lines if ln.startswith("rho ")]
+    assert len(drift) == 12 and all(("1.000" in ln or "n/a" in ln) and "class 2" in ln for ln in drift), drift
+    assert sum("1.000" in ln for ln in drift) >= 6
+    r = cli(*_cmd(d, "-o", str(d / "out2"), "--cam", "--json"))
+    rec = json.loads(r.stdout.splitlines()[-1])
+    assert rec["drift"]["method"] == "gradcam" and rec["drift"]["layer_a"] == "features"
+    assert len(rec["drift"]["images"]) == 12 and rec["drift"]["median_rho"] == 1.0
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--class", "2"], "add --cam"),
+    (["-M", "saliency"], "add --cam"),
+    (["--cam", "-M", "gradcamm"], "unknown method"),
+    (["--cam", "-M", "gradcam,saliency"], "one method"),
+    (["--cam", "--no-pictures"], "--no-pictures"),
+    (["--cam", "-o", "-"], "-o DIR"),
+    (["--cam", "--class", "9"], "out of range"),
+])
+def test_cli_cam_errors_are_one_line_and_write_nothing(cli, world, extra, fragment):
+    d, _, _ = world
+    r = cli(*_cmd(d, *extra, *([] if "-o" in extra else ["-o", str(d / "nothing")])))
+    assert r.exit_code != 0
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cnnviz: error:") and fragment in err[0], r.stderr
+    assert not (d / "nothing").exists()

@@ -339,6 +339,10 @@ CONCEPTS: dict[str, Concept] = {c.long: c for c in [
              "ablate": "the images are decoded once and kept in memory for every removal"}),
     Concept("stop at the first unreadable or missing file", "--strict", None, False,
             "off (the file is skipped with a one-line warning, exit 0)", flag=True),
+    Concept("model B, compared with model A (--model)", "--with", None, None,
+            "none (compare requires it; report adds a comparison page)"),
+    Concept("model B's weights", "--with-weights", None, "DEFAULT", "DEFAULT (the source's own)"),
+    Concept("model B's --model-args", "--with-model-args", None, None, "none"),
     Concept("do only part I of N of the work (one machine of N), combined afterwards", "--shard", None, None,
             "none (all of it); top: images by path, combined by 'top merge'; ablate: blocks of channels, combined by "
             "the run without --shard"),
@@ -577,6 +581,20 @@ def scan_options(*, workers: int | None = None, workers_help: str, strict_help: 
         f = _vocab("--workers", "workers", type=click.IntRange(min=0), default=workers, show_default=workers is not None,
                    metavar="N", help=workers_help)(f)
         return max_pixels_option(help="Skip larger images with a warning (checked before decoding).")(f)
+
+    return deco
+
+
+def with_model_options(*, required: bool, help: str) -> Callable[[F], F]:
+    """--with SOURCE, --with-weights W, --with-model-args JSON: model B of a comparison (compare,
+    report's comparison page), any source --model takes. The command gets ``with_source``,
+    ``with_weights`` and ``with_model_args``."""
+
+    def deco(f: F) -> F:
+        f = _vocab("--with-model-args", "with_model_args", default=None, metavar="JSON", help="B's --model-args.")(f)
+        f = _vocab("--with-weights", "with_weights", default="DEFAULT", show_default=True, metavar="W",
+                   help="B's weights, as --weights (e.g. a second checkpoint of the same architecture).")(f)
+        return _vocab("--with", "with_source", required=required, default=None, metavar="SOURCE", help=help)(f)
 
     return deco
 

@@ -8,19 +8,22 @@ from typing import Any
 import click
 
 from . import cli
-from .common import (batch_size_option, check_stream, cmap_option, crop_option, device_options, examples_option,
+from .cam import _RegistryHelp, _complete_methods
+from .common import (batch_size_option, check_stream, class_option, cmap_option, crop_option, device_options, examples_option,
                      index_option, info, json_option, layer_option, model_options, out, output_option, quiet_option,
-                     scan_options, size_option, stage_option, top_option)
+                     scan_options, size_option, stage_option, top_option, with_model_options)
+
+
+def _method_help() -> str:
+    from ..cammethods import METHODS
+
+    return f"With --cam: the method ('cnnviz cam --method list'): {', '.join(METHODS)}."
 
 
 @cli.command()
 @click.argument("images", nargs=-1, metavar="[IMAGES]...")
 @model_options(labels=False)
-@click.option("--with", "with_source", required=True, metavar="SOURCE",
-              help="Model B, compared with model A (--model): any source --model takes.")
-@click.option("--with-weights", default="DEFAULT", show_default=True, metavar="W",
-              help="B's weights, as --weights (e.g. a second checkpoint of the same architecture).")
-@click.option("--with-model-args", default=None, metavar="JSON", help="B's --model-args.")
+@with_model_options(required=True, help="Model B, compared with model A (--model): any source --model takes.")
 @layer_option(help="A's conv layers (repeatable; the selector grammar of 'cnnviz layers').  [default: all]")
 @click.option("--with-layer", "with_layers", multiple=True, metavar="SEL",
               help="B's conv layers, as --layer.  [default: all]")
@@ -47,6 +50,14 @@ from .common import (batch_size_option, check_stream, cmap_option, crop_option, 
 @click.option("--with-index", type=click.Path(exists=True, file_okay=False), default=None, metavar="DIR",
               help="B's 'cnnviz top' index (see --index).")
 @examples_option(most=100, help="Dataset examples per channel with --index.")
+@click.option("--cam", "cam", is_flag=True,
+              help="Attribution drift: per image, A's and B's maps of one cam method (--method) for the same class, "
+                   "side by side with their Spearman rank correlation over the pixels; each side at the cam command's "
+                   "default layer.")
+@click.option("-M", "--method", "methods", multiple=True, default=("gradcam",), show_default=True, metavar="NAME",
+              cls=_RegistryHelp, help_from=_method_help, shell_complete=_complete_methods)
+@class_option(help="With --cam: explain these classes (names or indices, repeatable).  [default: A's top-1 prediction "
+                   "per image]")
 @device_options(note="compare takes fp32 only: its exact estimator is checked against float32 references.")
 @click.option("--npy", is_flag=True, help="Also write the CKA matrix (rows A's layers, columns B's) as .npy.")
 @click.option("--no-pictures", is_flag=True, help="No heat map PNG, only the numbers.")
@@ -57,7 +68,8 @@ def compare(images: tuple[str, ...], model: Any, with_source: str, with_weights:
             layers: tuple[str, ...], with_layers: tuple[str, ...], stage: str, spatial: str, kernel: str, same_units: bool,
             top: int, quiet: bool,
             size: str | None, crop: bool, max_pixels: int | None, batch_size: int, workers: int | None, strict: bool,
-            cmap: str, index: str | None, with_index: str | None, examples: int, device: str, precision: str, npy: bool,
+            cmap: str, index: str | None, with_index: str | None, examples: int, cam: bool, methods: tuple[str, ...],
+            classes: tuple[str, ...], device: str, precision: str, npy: bool,
             no_pictures: bool, output: str, as_json: bool) -> None:
     """How similar two networks' representations are, layer by layer, and which channels changed.
 
@@ -72,6 +84,10 @@ def compare(images: tuple[str, ...], model: Any, with_source: str, with_weights:
     A is matched to one of B by the correlation of their spatially averaged activations over the
     images (Hungarian matching; --same-units: the identity).
 
+    With --cam (and -M METHOD, default gradcam) it also writes, per image, {image}-{A}-vs-{B}-{METHOD}-{class}-drift.png:
+    the image, A's map and B's map for the same class (A's top-1, or --class), with the Spearman
+    rank correlation of the two maps over the pixels, and prints one line per image.
+
     \b
     Examples:
       cnnviz compare photos/ -m resnet18 -w base.pth --with resnet18 --with-weights tuned.pth -o cmp
@@ -79,6 +95,7 @@ def compare(images: tuple[str, ...], model: Any, with_source: str, with_weights:
       cnnviz compare photos/ -m resnet18 --with resnet34 -l 'layer4.*' --with-layer 'layer4.*' --npy
       cnnviz compare photos/ -m resnet18 -w base.pth --with resnet18 --with-weights tuned.pth \
           --index idx-base --with-index idx-tuned -k 8 -o cmp
+      cnnviz compare photos/ -m vgg16 --with vgg16_bn --cam -M scorecam -o cmp
     """
     from ..jobs.compare import CompareRequest, run_compare
     from ..jobs.output import Output
@@ -86,6 +103,10 @@ def compare(images: tuple[str, ...], model: Any, with_source: str, with_weights:
     import sys
 
     check_stream(output, as_json=as_json)
+    if not cam and methods != ("gradcam",):
+        from ..errors import UsageError
+
+        raise UsageError("--method picks the method of --cam's maps; add --cam")
     if no_pictures and output == "-":
         from ..errors import UsageError
 
@@ -95,7 +116,7 @@ def compare(images: tuple[str, ...], model: Any, with_source: str, with_weights:
                          stage=stage, spatial=spatial, kernel=kernel, same_units=same_units, top=top, size=size, crop=crop,
                          max_pixels=max_pixels, batch_size=batch_size, workers=workers, strict=strict, npy=npy,
                          picture=not no_pictures, cmap=cmap, index=index, with_index=with_index, examples=examples,
-                         device=device, precision=precision, quiet=quiet)
+                         cam=",".join(methods) if cam else None, classes=classes, device=device, precision=precision, quiet=quiet)
 
     def on_record(rec: dict[str, Any]) -> None:
         if as_json:
@@ -108,10 +129,24 @@ def compare(images: tuple[str, ...], model: Any, with_source: str, with_weights:
         out(json.dumps(result.as_dict()))
     elif output != "-":
         _print_text(result)
+        _print_drift(result)
     how = "exact" if result.stderr is None else "minibatch estimate"
     info(f"compare: {kernel} CKA ({how}) of {len(result.layers_a)} x {len(result.layers_b)} layer(s) over "
          f"{result.images:,} image(s)" + (f" ({result.skipped:,} unreadable skipped)" if result.skipped else "")
          + f" in {result.seconds:.1f}s")
+
+
+def _print_drift(result: Any) -> None:
+    d = result.drift
+    if not d:
+        return
+    med = "n/a" if d["median_rho"] is None else f"{d['median_rho']:.3f}"
+    out(f"# attribution drift: {d['method']} maps of A (at {d['layer_a']}) and B (at {d['layer_b']}) for "
+        f"{d['class_from']}; Spearman rho over the pixels (median {med})")
+    for r in d["images"]:
+        rho = "n/a" if r["rho"] is None else f"{r['rho']:.3f}"
+        out(f"rho {rho:>6}  {r['class_name'][:28]:<28} ({r['class']:>4})  p_A {r['a']['probability']:.3f}  "
+            f"p_B {r['b']['probability']:.3f}  {r['image']}")
 
 
 def _print_text(result: Any) -> None:

@@ -8,7 +8,7 @@ import click
 from . import cli
 from .common import (batch_size_option, cmap_option, device_options, emit, examples_option, image_options, index_option,
                      info, json_option, layer_option, model_options, output_option, quiet_option, stage_option,
-                     top_option)
+                     top_option, with_model_options)
 
 
 @cli.command()
@@ -41,6 +41,13 @@ from .common import (batch_size_option, cmap_option, device_options, emit, examp
                    "show the images of that collection that excite each channel most, and the model page shows "
                    "each of those layers' strongest channels by their best example.")
 @examples_option(most=64, help="Dataset examples per channel with --index.")
+@with_model_options(required=False,
+                    help="Also compare the model with model B (any source --model takes) over the report's image files "
+                         "(at least 4), at the report's layers and --stage: a comparison page with the CKA matrix, the "
+                         "diagonal profile and the channels that changed most, linked to the channel pages.")
+@click.option("--with-report", type=click.Path(exists=True, file_okay=False), default=None, metavar="DIR",
+              help="B's own report folder ('cnnviz report -m B ... -o DIR'): the comparison page links its layer and "
+                   "channel pages too.")
 @batch_size_option(8, help="Images per forward pass.")
 @click.option("--prune", is_flag=True,
               help="Delete the pictures of earlier runs into DIR (other settings, layers, images) that this report "
@@ -49,7 +56,8 @@ from .common import (batch_size_option, cmap_option, device_options, emit, examp
 @device_options(note="bf16 applies to the feature maps and --maximize; the --cam Grad-CAMs run in fp32.")
 @json_option
 @quiet_option
-def report(inputs: Any, output: str, as_json: bool, examples: int, **options: Any) -> None:
+def report(inputs: Any, output: str, as_json: bool, examples: int, with_source: str | None, with_weights: str,
+           with_model_args: str | None, **options: Any) -> None:
     """Write a static HTML site to explore a model on your images: open DIR/index.html.
 
     The model page shows the model at a glance (one row per layer, first to last: its 8 strongest
@@ -70,10 +78,19 @@ def report(inputs: Any, output: str, as_json: bool, examples: int, **options: An
       cnnviz report --sample -m vgg16 -l 'block*_conv1' --maximize --maximize-channels 0:16 -o report/
       cnnviz report --sample -m vgg16 --include cam-out/ -o report/     # show other commands' pictures
       cnnviz top photos/ -m vgg16 -l block4_conv1 --index idx && cnnviz report --sample -m vgg16 --index idx
+      cnnviz report photos/ -m resnet18 -w tuned.pth --with resnet18 --with-weights base.pth -o tuned-report
       python -m http.server -d report/        # or copy the folder to any static host
     """
     from ..jobs.output import Output
     from ..jobs.report import ReportRequest, run_report
+    from ..sources import ModelSpec
 
-    run_report(ReportRequest(inputs=inputs, index_k=examples, **options), output=Output(output, on_record=lambda r: emit(r, as_json=as_json)),
+    other = None
+    if with_source is not None:
+        other = ModelSpec(source=with_source, weights=with_weights, seed=options["model"].seed, model_args=with_model_args)
+    elif with_weights != "DEFAULT" or with_model_args is not None:
+        from ..errors import UsageError
+
+        raise UsageError("--with-weights and --with-model-args describe model B; add --with B")
+    run_report(ReportRequest(inputs=inputs, index_k=examples, with_model=other, **options), output=Output(output, on_record=lambda r: emit(r, as_json=as_json)),
                say=info)

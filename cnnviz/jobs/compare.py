@@ -53,7 +53,10 @@ class CompareRequest:
     most" list per layer. ``size``/``crop``: as in top, applied by each side with its own weights'
     preprocessing. ``index``/``with_index``: 'cnnviz top' indexes of A and B (their own weights,
     stage and preprocessing, checked): the ``top`` channels that changed most get ``examples``
-    dataset examples before (A) and after (B, the matched channel), side by side in one picture."""
+    dataset examples before (A) and after (B, the matched channel), side by side in one picture.
+    ``cam``: a cam method (cnnviz.cammethods) for attribution drift: per image, A's and B's maps
+    for the same class (``classes``: --class values; empty: A's top-1 prediction), each at its
+    side's default cam layer, side by side with their Spearman rank correlation over the pixels."""
 
     images: tuple[str, ...] = ()
     model: ModelSpec | str = "resnet50"
@@ -77,6 +80,8 @@ class CompareRequest:
     index: str | None = None
     with_index: str | None = None
     examples: int = 9
+    cam: str | None = None
+    classes: tuple[str, ...] = ()
     device: str = "auto"
     precision: str = "fp32"
     quiet: bool = False
@@ -128,6 +133,7 @@ class CompareResult:
     prep_b: Preprocess
     same_architecture: bool
     units: list[LayerUnits] = field(default_factory=list)
+    drift: Record | None = None
     seconds: float = 0.0
 
     def profile(self) -> list[tuple[ConvLayer, float]]:
@@ -156,7 +162,7 @@ class CompareResult:
                 "same_architecture": self.same_architecture,
                 "profile": [{"layer": lay.index, "name": lay.name, "alias": lay.alias or None,
                              "cka": None if np.isnan(v) else round(v, 7)} for lay, v in self.profile()],
-                "units": [u.as_dict() for u in self.units], "seconds": round(self.seconds, 3)}
+                "units": [u.as_dict() for u in self.units], "drift": self.drift, "seconds": round(self.seconds, 3)}
 
 
 def run_compare(req: CompareRequest, *, output: Output | None = None, model: LoadedModel | None = None,
@@ -169,21 +175,9 @@ def run_compare(req: CompareRequest, *, output: Output | None = None, model: Loa
     output = Output(".") if output is None else output
     _check(req)
     where = place(req.device, req.precision, say=say, bf16_refused=_BF16_REFUSED)
-    spec_a, spec_b = as_spec(req.model), as_spec(req.with_model)
-    arch_a = model or architecture(spec_a)
-    arch_b = with_model or architecture(spec_b)
-    sel_a = _select(arch_a, req.layers, side="A", source=spec_a.source)
-    sel_b = _select(arch_b, req.with_layers, side="B", source=spec_b.source)
-    hook_points(arch_a.model, sel_a, req.stage)  # --stage act not available: a usage error now
-    hook_points(arch_b.model, sel_b, req.stage)
-    if arch_a.channels_in != arch_b.channels_in:
-        raise UsageError(f"the models take different inputs: A ({spec_a.source}) {arch_a.channels_in} channel(s), "
-                         f"B ({spec_b.source}) {arch_b.channels_in}; both must see the same images")
-    paths = expand_images(req.images, stdin=stdin)
-    if len(paths) < MIN_IMAGES:
-        raise UsageError(f"{len(paths)} image(s): the unbiased CKA estimator needs at least {MIN_IMAGES}")
-    indexes = _open_indexes(req, sel_a, sel_b)
+    spec_a, spec_b, sel_a, sel_b, drift, paths, indexes = _plan(req, model=model, with_model=with_model, stdin=stdin)
     files = int(req.picture) + (2 if req.npy and req.spatial == "flatten" else int(req.npy)) + int(indexes is not None)
+    files += 0 if drift is None else len(paths) * (len(drift.classes) if drift.classes else 1)
     output.prepare(files, npy=req.npy,
                    message="-o - streams exactly one PNG to stdout; with --npy or --no-pictures use -o DIR")
     la = model or load(spec_a, device=where.device)
@@ -260,8 +254,40 @@ def run_compare(req: CompareRequest, *, output: Output | None = None, model: Loa
     _write(req, result, output)
     if indexes is not None:
         _write_examples(req, result, indexes, la, lb, output=output, say=say)
+    if drift is not None:
+        result.drift = _write_drift(req, drift, result, paths, la, lb, prep_a, prep_b, output=output)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _plan(req: CompareRequest, *, model: LoadedModel | None, with_model: LoadedModel | None,
+          stdin: TextIO | None) -> tuple[ModelSpec, ModelSpec, list[ConvLayer], list[ConvLayer], _Drift | None, list[str],
+                                         tuple[Any, Any] | None]:
+    """Every check that needs no weights and no pixels: the layers on each side's architecture
+    (on 'meta' where the source allows), the stage, the input channels, --cam, the image count,
+    the indexes. Returns the specs, the selections, the drift plan, the image paths, the indexes."""
+    spec_a, spec_b = as_spec(req.model), as_spec(req.with_model)
+    arch_a = model or architecture(spec_a)
+    arch_b = with_model or architecture(spec_b)
+    sel_a = _select(arch_a, req.layers, side="A", source=spec_a.source)
+    sel_b = _select(arch_b, req.with_layers, side="B", source=spec_b.source)
+    hook_points(arch_a.model, sel_a, req.stage)  # --stage act not available: a usage error now
+    hook_points(arch_b.model, sel_b, req.stage)
+    if arch_a.channels_in != arch_b.channels_in:
+        raise UsageError(f"the models take different inputs: A ({spec_a.source}) {arch_a.channels_in} channel(s), "
+                         f"B ({spec_b.source}) {arch_b.channels_in}; both must see the same images")
+    drift = _plan_drift(req, arch_a, arch_b)
+    paths = expand_images(req.images, stdin=stdin)
+    if len(paths) < MIN_IMAGES:
+        raise UsageError(f"{len(paths)} image(s): the unbiased CKA estimator needs at least {MIN_IMAGES}")
+    return spec_a, spec_b, sel_a, sel_b, drift, paths, _open_indexes(req, sel_a, sel_b)
+
+
+def check_compare(req: CompareRequest, *, model: LoadedModel | None = None, stdin: TextIO | None = None) -> None:
+    """Raise the usage errors :func:`run_compare` would raise before reading weights or pixels,
+    without running anything (a report checks its comparison before it creates its folder)."""
+    _check(req)
+    _plan(req, model=model, with_model=None, stdin=stdin)
 
 
 def _kernel(req: CompareRequest, feats: _Features, rows: np.ndarray) -> np.ndarray:
@@ -295,6 +321,10 @@ def _check(req: CompareRequest) -> None:
         raise UsageError("--index draws the changed channels' dataset examples; drop --no-pictures")
     if req.picture:
         check_cmap(req.cmap)
+    if req.classes and req.cam is None:
+        raise UsageError("--class picks the class of --cam's maps; add --cam")
+    if req.cam is not None and not req.picture:
+        raise UsageError("--cam draws A's and B's maps side by side; drop --no-pictures")
 
 
 def _select(lm: LoadedModel, specs: Sequence[str], *, side: str, source: str) -> list[ConvLayer]:
@@ -503,4 +533,152 @@ def _write_examples(req: CompareRequest, result: CompareResult, indexes: tuple[A
                                  "corr": corr} for corr, lay, row in rows]})
 
 
-__all__ = ["CompareRequest", "CompareResult", "LayerUnits", "run_compare", "SPATIAL"]
+# ---------------------------------------------------------------- attribution drift
+
+
+@dataclass(frozen=True)
+class _Drift:
+    """What --cam will draw: the method, each side's layer (None for an input attribution) and the
+    --class indices (empty: A's top-1 per image)."""
+
+    method: str
+    layer_a: Any
+    layer_b: Any
+    classes: tuple[int, ...]
+
+
+def _plan_drift(req: CompareRequest, arch_a: LoadedModel, arch_b: LoadedModel) -> _Drift | None:
+    """--cam checked on the architectures (no weights read): one known method, each side's layer
+    (the cam command's default: the block ending with the last spatial conv's activation), the
+    classes resolved on A's names, both sides explaining the same classes, and both sides seeing
+    the same part of each image (the maps are compared pixel by pixel)."""
+    if req.cam is None:
+        return None
+    from ..cam import METHODS, default_layer, resolve_methods
+    from ..optimize import resolve_classes
+    from .cam import _class_count
+
+    methods = resolve_methods(req.cam)
+    if len(methods) != 1:
+        raise UsageError(f"--cam takes one method, not {len(methods)} ({', '.join(methods)})")
+    method = methods[0]
+    layers = [default_layer(arch.model) if METHODS[method].uses_layers else None for arch in (arch_a, arch_b)]
+    count_a, count_b = _class_count(arch_a), _class_count(arch_b)
+    if count_a and count_b and count_a != count_b:
+        raise UsageError(f"--cam explains one class on both sides, but A ({arch_a.name}) has {count_a} classes and B "
+                         f"({arch_b.name}) {count_b}")
+    if arch_a.categories and arch_b.categories and list(arch_a.categories) != list(arch_b.categories):
+        raise UsageError(f"--cam explains one class on both sides, but A ({arch_a.name}) and B ({arch_b.name}) name "
+                         "their classes differently")
+    classes = tuple(resolve_classes(list(req.classes), arch_a.categories or arch_b.categories,
+                                    count=count_a or count_b or 1_000_000)) if req.classes else ()
+    if req.crop:
+        pa = batch_preprocess(arch_a, size=req.size, crop=True, max_pixels=req.max_pixels)
+        pb = batch_preprocess(arch_b, size=req.size, crop=True, max_pixels=req.max_pixels)
+        if pa.resize_size * pb.crop_size != pb.resize_size * pa.crop_size:
+            raise UsageError(f"--cam compares the two maps pixel by pixel, but A and B crop different parts of each image "
+                             f"(A: resize {pa.resize_size}, crop {pa.crop_size}; B: resize {pb.resize_size}, crop "
+                             f"{pb.crop_size}); add --no-crop")
+    return _Drift(method, layers[0], layers[1], classes)
+
+
+def _write_drift(req: CompareRequest, plan: _Drift, result: CompareResult, paths: Sequence[str], la: LoadedModel,
+                 lb: LoadedModel, prep_a: Preprocess, prep_b: Preprocess, *, output: Output) -> Record:
+    """Per image (and class): A's and B's ``plan.method`` maps for the same class, side by side
+    with their Spearman rank correlation over the pixels (B's map resampled to A's grid when the
+    two sides see the image at different sizes); one PNG each. Returns the drift record."""
+    import torch
+
+    from ..cam import METHODS, explain, predict
+    from ..comparedraw import DriftPanel, drift_picture
+    from ..faithfulness import spearman
+    from ..io import image_label
+    from ..maps import resize_maps
+    from .cam import _class_name, _gamma, _shown
+
+    names = la.categories or lb.categories
+    spec = METHODS[plan.method]
+    where_a = plan.layer_a.name if plan.layer_a is not None else "the input"
+    where_b = plan.layer_b.name if plan.layer_b is not None else "the input"
+    chosen = "--class" if plan.classes else "A's top-1"
+    rows: list[Record] = []
+    seen: dict[str, int] = {}
+    chunk = max(1, min(req.batch_size, 16))  # a backward pass keeps every activation: bounded batches
+    with Progress(len(paths), desc=f"compare --cam {plan.method}", unit="image", quiet=req.quiet) as progress:
+        for start in range(0, len(paths), chunk):
+            items = []
+            for path in paths[start:start + chunk]:
+                try:
+                    items.append((path, prep_a(path), prep_b(path)))
+                except ImageError:
+                    pass  # reported (or refused with --strict) by the CKA pass
+            progress.update(min(chunk, len(paths) - start))
+            if not items:
+                continue
+            xa = torch.from_numpy(np.stack([a[0] for _, a, _ in items])).to(device_of(la.model))
+            xb = torch.from_numpy(np.stack([b[0] for _, _, b in items])).to(device_of(lb.model))
+            logits_a = predict(la.model, xa)
+            if plan.classes and max(plan.classes) >= logits_a.shape[1]:
+                raise UsageError(f"class index {max(plan.classes)} out of range: A has {logits_a.shape[1]} classes")
+            targets = [list(plan.classes) if plan.classes else [int(logits_a[i].argmax())] for i in range(len(items))]
+            rows_of = [i for i, ts in enumerate(targets) for _ in ts]
+            flat = [t for ts in targets for t in ts]
+            ea = explain(la.model, xa[rows_of], flat, method=plan.method,
+                         layers=[plan.layer_a] if plan.layer_a is not None else None, seed=0, batch_size=chunk)
+            eb = explain(lb.model, xb[rows_of], flat, method=plan.method,
+                         layers=[plan.layer_b] if plan.layer_b is not None else None, seed=0, batch_size=chunk)
+            if ea.logits.shape[1] != eb.logits.shape[1]:
+                raise UsageError(f"--cam explains one class on both sides, but A outputs {ea.logits.shape[1]} classes "
+                                 f"and B {eb.logits.shape[1]}")
+            pa, pb = _softmax(ea.logits), _softmax(eb.logits)
+            for j, (i, t) in enumerate(zip(rows_of, flat)):
+                path, (_, disp_a), (_, disp_b) = items[i]
+                ma, mb = ea.norm[j], eb.norm[j]
+                mb_on_a = mb if mb.shape == ma.shape else np.clip(resize_maps(mb[None], ma.shape, mode="bilinear")[0], 0, 1)
+                rho = spearman(ma, mb_on_a)
+                label = image_label(path)
+                seen[label] = seen.get(label, 0) + 1
+                label = label if seen[label] == 1 else f"{label}_{seen[label]}"
+                cls = _class_name(names, t)
+                rho_text = "n/a (a constant map)" if not np.isfinite(rho) else f"{rho:.3f}"
+                top_a, top_b = int(pa[j].argmax()), int(pb[j].argmax())
+
+                def side(which: str, lm: LoadedModel, where: str, p: np.ndarray, top: int) -> list[str]:
+                    return [f"{which}: {lm.name} {os.path.basename(lm.weights)}", f"{plan.method} at {where}",
+                            f"p({cls[:20]}) = {p[t]:.3f}" + ("" if top == t else f"; top-1 {_class_name(names, top)[:18]}")]
+
+                title = [f"attribution drift · {plan.method} for class {cls} ({t}), {chosen} · {label}",
+                         f"Spearman rank correlation of A's and B's maps over {ma.shape[0]}x{ma.shape[1]} pixels: "
+                         f"rho = {rho_text}"]
+                shown_a, shown_b = _shown(plan.method, ma)[0], _shown(plan.method, mb)[0]
+                alone = spec.kind == "input"
+                pic = drift_picture([
+                    DriftPanel(disp_a, None, [label, f"{disp_a.shape[0]}x{disp_a.shape[1]} px as A sees it"]),
+                    DriftPanel(disp_a, shown_a, side("A", la, where_a, pa[j], top_a), gamma=_gamma(plan.method), alone=alone),
+                    DriftPanel(disp_b, shown_b, side("B", lb, where_b, pb[j], top_b), gamma=_gamma(plan.method), alone=alone),
+                ], title=title, cmap="inferno", legend="map value, each map scaled to its own [0, 1]"
+                   + (" and clipped at its 99th percentile" if alone else ""))
+                rec: Record = {"kind": "drift", "image": path, "method": plan.method, "class": t, "class_name": cls,
+                               "class_from": chosen, "rho": None if not np.isfinite(rho) else round(float(rho), 6),
+                               "a": {"layer": where_a, "probability": round(float(pa[j][t]), 6), "top1": top_a},
+                               "b": {"layer": where_b, "probability": round(float(pb[j][t]), 6), "top1": top_b}}
+                stem = output_name(label, result.name_a, "vs", result.name_b, plan.method.replace("+", "p"), t,
+                                   kind="drift", tags=[None if not plan.classes else "cls"])
+                meta = {"Software": "cnnviz", "model_a": result.name_a, "weights_a": result.weights_a,
+                        "model_b": result.name_b, "weights_b": result.weights_b, **{k: v for k, v in rec.items()
+                                                                                     if k in ("method", "class", "rho")}}
+                rec = {"path": output.png(stem, pic.with_metadata(meta)), **rec}
+                output.report(rec)
+                rows.append(rec)
+    rhos = [r["rho"] for r in rows if r["rho"] is not None]
+    return {"method": plan.method, "layer_a": where_a, "layer_b": where_b, "class_from": chosen,
+            "median_rho": round(float(np.median(rhos)), 6) if rhos else None, "images": rows}
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+__all__ = ["CompareRequest", "CompareResult", "LayerUnits", "check_compare", "run_compare", "SPATIAL"]

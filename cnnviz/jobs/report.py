@@ -45,7 +45,10 @@ class ReportRequest:
     ``steps`` (None: cnnviz maximize's default); ``cam``: each image's Grad-CAM of its top-1 class;
     ``include``: folders of other commands' pictures; ``index``: a `cnnviz top --index` folder,
     ``index_k`` examples per channel; ``prune``: delete unused pictures of earlier runs;
-    ``force``: write into a folder holding a foreign index.html."""
+    ``force``: write into a folder holding a foreign index.html; ``with_model``: model B (a
+    ModelSpec or source): a comparison page (cnnviz compare of this model against B over the
+    report's image files, at the report's layers and stage), ``with_report``: B's own report
+    folder, whose layer and channel pages that page links."""
 
     inputs: ImageInputs = field(default_factory=ImageInputs)
     model: ModelSpec | str = "resnet50"
@@ -67,6 +70,8 @@ class ReportRequest:
     device: str = "auto"
     precision: str = "fp32"
     quiet: bool = False
+    with_model: ModelSpec | str | None = None
+    with_report: str | None = None
 
 
 def run_report(req: ReportRequest, *, output: Output, model: LoadedModel | None = None, say: Say = quiet) -> ReportResult:
@@ -90,19 +95,29 @@ def run_report(req: ReportRequest, *, output: Output, model: LoadedModel | None 
     where = place(req.device, req.precision, say=say)
     if req.index:
         check_index(req.index, stage=req.stage)  # the stage now; model and weights once loaded
+    creq = _comparison(req, spec, net)
     output.prepare(None)
 
     lm = model or load(spec, device=where.device)
     images = list(_images(req.inputs, lm))
+    comparison = None
+    if creq is not None:
+        from ..report.comparepage import Comparison
+        from .compare import run_compare
+
+        cres = run_compare(creq, output=Output(output.target), model=lm, say=say)
+        comparison = Comparison(data=cres.as_dict(), other_report=os.path.abspath(req.with_report) if req.with_report else None)
     res = build_report(lm, images, output=output.target, layers=[conv_layers(lm.model)[lay.index] for lay in chosen],
                        stage=req.stage, top=req.top, cmap=req.cmap, batch_size=req.batch_size,
                        maximize=max_jobs if req.maximize else None, maximize_steps=req.steps or DEFAULT_STEPS,
                        maximize_seed=spec.seed, maximize_precision=where.precision, include=req.include,
                        index=req.index, index_k=req.index_k, examples=index_query(lm) if req.index else None,
                        force=req.force, prune=req.prune, preprocessing=_preprocessing(req.inputs, lm), architecture=net,
-                       progress=not req.quiet, cam=cam_maker(spec, lm) if req.cam else None, precision=where.precision)
+                       progress=not req.quiet, cam=cam_maker(spec, lm) if req.cam else None, precision=where.precision,
+                       comparison=comparison)
     output.report({"path": res.index, "kind": "report", "folder": res.output, "model": lm.name, "weights": lm.weights,
                    "layers": res.layers, "images": res.images, "channels": res.channels, "pages": res.pages,
+                   "compare": os.path.join(res.output, "compare.html") if comparison is not None else None,
                    "computed": res.computed, "reused": res.reused, "bytes": res.bytes, "seconds": round(res.seconds, 3)})
     pruned = res.computed.get("pruned files", 0)
     made = sum(res.computed.values()) - pruned
@@ -111,6 +126,33 @@ def run_report(req: ReportRequest, *, output: Output, model: LoadedModel | None 
         f"{made} picture(s) made, {reused} reused" + (f", {pruned} old file(s) pruned" if pruned else "")
         + f", {res.bytes / 1e6:.1f} MB in {res.output} ({time.perf_counter() - t0:.1f}s); open {res.index}")
     return res
+
+
+def _comparison(req: ReportRequest, spec: ModelSpec, net: Any) -> Any:
+    """The `compare` request of --with (None without), checked before any weights are read: the
+    report's image files (at least 4), its layers and stage on A, the same layers on B when B has
+    the same conv layers (else all of B's), each side's own preprocessing at the report's size."""
+    if req.with_model is None:
+        if req.with_report:
+            raise UsageError("--with-report links B's report from the comparison page; add --with B")
+        return None
+    from ..compare import MIN_IMAGES
+    from .compare import CompareRequest, check_compare
+
+    files = [s for s in (req.inputs.check() if req.inputs.given else []) if s != "-"]
+    if len(files) < MIN_IMAGES:
+        raise UsageError(f"--with compares the two models over the report's image files; it needs at least {MIN_IMAGES} "
+                         f"(stdin and --sample do not count), got {len(files)}")
+    if req.with_report and not os.path.isfile(os.path.join(req.with_report, "index.html")):
+        raise UsageError(f"--with-report {req.with_report!r} is not a cnnviz report folder (no index.html)")
+    other = architecture(as_spec(req.with_model)).model
+    same = [(c.name, c.out_channels) for c in conv_layers(net)] == [(c.name, c.out_channels) for c in conv_layers(other)]
+    creq = CompareRequest(images=tuple(files), model=spec, with_model=req.with_model, layers=tuple(req.layers),
+                          with_layers=tuple(req.layers) if same else (), stage=req.stage, top=req.top,
+                          size=req.inputs.size, crop=req.inputs.crop, max_pixels=req.inputs.max_pixels,
+                          batch_size=max(req.batch_size, 8), picture=False, device=req.device, quiet=req.quiet)
+    check_compare(creq)
+    return creq
 
 
 def _plan(req: ReportRequest, spec: ModelSpec) -> tuple[Any, list[ConvLayer], dict[int, list[int]]]:

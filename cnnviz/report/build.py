@@ -82,6 +82,7 @@ def build_report(
     architecture: Any = None,
     precision: str = "fp32",
     compare_links: Mapping[tuple[int, int], Sequence[tuple[str, str]]] | None = None,
+    comparison: Any = None,
 ) -> ReportResult:
     """Write the report of ``lm`` on ``images`` into ``output`` (created if needed).
 
@@ -101,6 +102,9 @@ def build_report(
     shapes and receptive fields so that no full forward pass is spent on them (default: ``lm.model``);
     ``precision``: 'fp32' or 'bf16' (cnnviz.device) of the feature maps' forward passes (maximize
     has its own, ``maximize_precision``; the CAMs are Grad-CAMs, always fp32);
+    ``comparison``: a cnnviz.report.comparepage.Comparison (``cnnviz report --with``): a page
+    comparing this model with another, linked from the model page, whose channel links are added
+    to ``compare_links``.
     ``compare_links``: {(layer index, channel): [(label, report-relative href)]} for the channel
     pages' comparison slot (cnnviz compare's pages). Channel pages also show the results of
     ``cnnviz ablate --index`` kept beside ``index`` (cnnviz.ablatestore), when there are any.
@@ -183,7 +187,15 @@ def build_report(
             prog.describe("included pictures")
             _include(site, cache, out, stats)
         prog.describe("pages")
-        n_pages = pages.write_site(site, out, step=prog.update)
+        if comparison is not None:
+            from .comparepage import write_compare_page
+
+            from .comparepage import channel_links
+
+            site.compare_page = write_compare_page(site, out, comparison, cache=cache, cmap=cmap)
+            for k, v in channel_links(site, comparison, out=out).items():
+                site.compare_links.setdefault(k, []).extend(v)
+        n_pages = pages.write_site(site, out, step=prog.update) + int(comparison is not None)
         if prune:
             stats.add("pruned files", True, cache.prune())
         cache.save()

@@ -217,7 +217,9 @@ def model_page(site: Site) -> str:
     body = (f'<h1>{esc(lm.name)} <small>{esc(lm.weights)}</small></h1><dl class=facts>{dl}</dl>'
             f'<p class=start>Start with the first layer: <a href="{esc(layer_page(start.index))}">{esc(_layer_title(start))}</a>, '
             'then use \u2190 \u2192 to move between layers.</p>'
-            f"{images}{glance}{table}{prof}{other}")
+            + (f'<p class=start>Compared with another model: <a href="{esc(site.compare_page)}">what changed, layer by '
+               'layer and channel by channel</a>.</p>' if site.compare_page else "")
+            + f"{images}{glance}{table}{prof}{other}")
     return _skeleton(title=f"{lm.name} \u00b7 cnnviz report", body=body, crumbs=[(None, f"{lm.name} report")], page="index",
                      nav={"next": layer_page(start.index)})
 

@@ -63,6 +63,7 @@ class Site:
     index_info: dict[str, Any] | None = None  # the `cnnviz top` index the examples come from
     atlas: dict[int, dict[str, Any]] = field(default_factory=dict)  # layer -> its row on the model page (atlas.py)
     precision: str = "fp32"  # of the feature maps' forward passes ('fp32' or 'bf16', resolved)
+    compare_page: str | None = None  # the comparison page with another model (report --with), if any
 
     def field_of(self, hw: tuple[int, ...], layer: ConvLayer) -> Any:
         if hw not in self.fields:

@@ -558,6 +558,10 @@ def _plan_drift(req: CompareRequest, arch_a: LoadedModel, arch_b: LoadedModel) -
     from ..optimize import resolve_classes
     from .cam import _class_count
 
+    for arch, side in ((arch_a, "A"), (arch_b, "B")):
+        if arch.task != "classification":  # drift is measured on one class's map of a classifier
+            raise UsageError(f"--cam compares both sides' maps of one class of a classifier; {side} ({arch.name}) is a "
+                             f"{arch.task} model: explain it with 'cnnviz cam' instead")
     methods = resolve_methods(req.cam)
     if len(methods) != 1:
         raise UsageError(f"--cam takes one method, not {len(methods)} ({', '.join(methods)})")

@@ -159,7 +159,11 @@ def _plan(req: ReportRequest, spec: ModelSpec) -> tuple[Any, list[ConvLayer], di
     """Check the layers, stage and maximize selections on the architecture alone (parameters on
     'meta', no weights read). Returns that network, the chosen layers and the channels to
     maximize per layer index."""
-    net = architecture(spec).model
+    arch = architecture(spec)
+    if req.cam and arch.task == "detection":  # its cam explains boxes, not a top-1 class
+        raise UsageError(f"report --cam shows each image's top-1 class map; {spec.source} is a detection model: explain "
+                         f"its boxes with 'cnnviz cam IMAGE -m {spec.source} --box K' instead")
+    net = arch.model
     every = conv_layers(net)
     chosen = select_layers(every, req.layers, model_name=spec.source)
     hook_points(net, chosen, req.stage)  # --stage act not available -> usage error now

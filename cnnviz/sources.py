@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .detect import is_detector
+from .detect import is_detector, original_transform
 from .detect import prepare as prepare_detector
 from .errors import ModelError, UsageError, WeightsError
 from .graph import Kind, as_modules, op_kind
@@ -214,6 +214,9 @@ def _finish(lm: LoadedModel, spec: ModelSpec, device: str | torch.device | None)
             if what == "std" and any(v <= 0 for v in value):
                 raise UsageError("--std values must be > 0")
             setattr(lm, what, tuple(float(v) for v in value))
+    if (spec.mean is not None or spec.std is not None) and is_detector(lm.model):
+        t = original_transform(lm.model)  # a detector normalises inside its forward: the override goes there
+        t.image_mean, t.image_std = list(lm.mean), list(lm.std)
     if len(lm.mean) != n:  # metadata for RGB, model fed grayscale (or the reverse)
         lm.mean, lm.std = (_avg(lm.mean),) * n, (_avg(lm.std),) * n
     if spec.size is not None:

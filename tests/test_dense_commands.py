@@ -98,3 +98,29 @@ def test_every_command_works_or_refuses_in_one_line(cli, photos, tmp_path, comma
         assert len(lines) == 1, (command, model, r.stderr)
         assert lines[0].startswith("cnnviz: error: ") and reason in lines[0], lines[0]
         assert not out.exists() or _files(out) == [], (command, model, _files(out))
+
+
+def test_mean_and_std_reach_a_detectors_own_transform(cli, photos, tmp_path):
+    """--mean/--std on a detector normalise inside its transform (they were silently ignored):
+    the first conv's maps equal that conv on the image through torchvision's own
+    GeneralizedRCNNTransform built with those values."""
+    import json
+
+    import torch
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    from cnnviz.models import build_model
+
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.3, 0.25)
+    r = cli("maps", str(photos / "coffee.jpg"), "-m", DET, "--weights", "none", "-l", "0", "--stage", "conv", "-s", "96",
+            "--mean", ",".join(map(str, mean)), "--std", ",".join(map(str, std)), "--npy", "--json", "-o", str(tmp_path))
+    assert r.exit_code == 0, r.stderr
+    got = np.load(json.loads(r.stdout.splitlines()[0])["npy"])
+    net = build_model(DET)  # --weights none: the same seeded random weights
+    t = GeneralizedRCNNTransform(min_size=96, max_size=160, image_mean=list(mean), image_std=list(std)).eval()
+    img = torch.from_numpy(np.asarray(Image.open(photos / "coffee.jpg").convert("RGB")).copy()).permute(2, 0, 1).float() / 255
+    with torch.no_grad():
+        batch, _ = t([img])
+        ref = net.backbone.body["0"][0](batch.tensors)[0].numpy()
+    assert got.shape == ref.shape
+    assert np.abs(got - ref).max() <= 1e-4

@@ -89,7 +89,9 @@ def test_every_command_works_or_refuses_in_one_line(cli, photos, tmp_path, comma
         if command not in ("layers",):  # layers prints its table; everything else writes pictures
             assert written, (command, model, r.stderr)
         else:
-            assert LAYER[model] in r.stdout
+            assert LAYER[model] in r.stdout and f"input {SIZE[model]}x{SIZE[model]}" in r.stdout + r.stderr
+            if model == SEG:  # the note about the table's size names --size, not the weights' 520
+                assert f"the table's shapes are for a {SIZE[model]}x{SIZE[model]} image" in r.stdout + r.stderr
         for f in written:
             assert os.path.getsize(out / f) > 0, f
             assert not f.endswith((".tmp", ".part")), f

@@ -66,11 +66,12 @@ def run_layers(req: LayersRequest) -> LayerTable:
         line = (f"note: {len(shared)} head conv(s) run on every pyramid level ({levels}) with shared weights: each row "
                 f"shows the first level; --json gives each level's output_shape and field under 'levels'")
         note = f"{note}\n{line}" if note else line
-    return LayerTable(arch, hw, rows, note, preprocessing_line(arch, spec))
+    return LayerTable(arch, hw, rows, note, preprocessing_line(arch, spec, table_hw=hw))
 
 
-def preprocessing_line(lm: LoadedModel, spec: ModelSpec) -> str:
-    """What the image commands feed this model, and where each number comes from."""
+def preprocessing_line(lm: LoadedModel, spec: ModelSpec, *, table_hw: tuple[int, int] | None = None) -> str:
+    """What the image commands feed this model, and where each number comes from (``table_hw``:
+    the size the layer table's shapes are for, when it differs from that)."""
     origin = {"torchvision": "torchvision weights", "timm": "timm pretrained_cfg"}.get(lm.kind, "")
     fmt = lambda v: ",".join(f"{x:g}" for x in v)  # noqa: E731
     mean_from = "--mean" if spec.mean is not None else (origin or "default")
@@ -81,7 +82,7 @@ def preprocessing_line(lm: LoadedModel, spec: ModelSpec) -> str:
         origin = "the model's transform"
     if lm.task == "segmentation" and not lm.input_hw:
         size = (f"{lm.crop_size} (the shorter side, aspect kept, no crop: the weights' segmentation transform; "
-                f"the table's shapes are for a {lm.crop_size}x{lm.crop_size} image)")
+                f"the table's shapes are for a {'x'.join(map(str, table_hw or (lm.crop_size,) * 2))} image)")
     labels = f"{len(lm.categories)} class names" + (" from --labels" if spec.labels else "") if lm.categories else "no class names"
     line = (f"input: {lm.channels_in} channel{'s' if lm.channels_in != 1 else ''}"
             f"{' (grayscale)' if lm.channels_in == 1 else ' (RGB)'}, size {size}, mean {fmt(lm.mean)} ({mean_from}), "

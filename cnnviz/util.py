@@ -66,3 +66,8 @@ def pair(v: Any) -> tuple[int, int]:
 def layer_names(layers: Iterable[Any]) -> list[str]:
     """Layer names from ConvLayer records (anything with ``.name``) or names."""
     return [str(getattr(layer, "name", layer)) for layer in layers]
+
+
+def class_name(names: Sequence[str], index: int) -> str:
+    """The name of class ``index``, or 'class N' when the model names no such class."""
+    return names[index] if 0 <= index < len(names) else f"class {index}"

@@ -363,9 +363,14 @@ class Net(nn.Module):
 
 @pytest.fixture
 def setup(tmp_path):
+    return make_setup(tmp_path, NET_PY)
+
+
+def make_setup(tmp_path, net_py: str):
+    """A folder with net.py (``net_py``), classes.txt and val/<class>/ of 3 small photos each."""
     from PIL import Image
 
-    (tmp_path / "net.py").write_text(NET_PY)
+    (tmp_path / "net.py").write_text(net_py)
     (tmp_path / "classes.txt").write_text("cat\ndog\nsea lion\nwater_ouzel\n")
     rng = np.random.default_rng(0)
     for folder in ("cat", "dog", "sea_lion"):

@@ -19,7 +19,7 @@ import torch
 
 from cnnviz import ablatestore as store
 
-from test_ablate import NET_PY as _BASE_NET  # tests/ is on sys.path (pytest's rootdir-less test modules)
+from test_ablate import NET_PY as _BASE_NET, make_setup  # tests/ is on sys.path (pytest's rootdir-less test modules)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,16 +35,7 @@ OUTPUTS = ["net-Net-features.3-ablate-curves.csv", "net-Net-features.3-ablate-cu
 
 @pytest.fixture
 def setup(tmp_path):
-    from PIL import Image
-
-    (tmp_path / "net.py").write_text(NET_PY)
-    (tmp_path / "classes.txt").write_text("cat\ndog\nsea lion\nwater_ouzel\n")
-    rng = np.random.default_rng(0)
-    for folder in ("cat", "dog", "sea_lion"):
-        (tmp_path / "val" / folder).mkdir(parents=True)
-        for i in range(3):
-            Image.fromarray((rng.random((40, 48, 3)) * 255).astype(np.uint8)).save(tmp_path / "val" / folder / f"{i}.png")
-    return tmp_path
+    return make_setup(tmp_path, NET_PY)
 
 
 def _args(t, *extra, out="out"):

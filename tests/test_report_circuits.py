@@ -201,32 +201,13 @@ def test_built_from_and_feeds_into_match_norms_computed_from_the_weights(tiny_re
 
 
 def test_the_ablation_slot_shows_what_the_reader_returns(tmp_path, monkeypatch):
-    """Until cnnviz.ablatestore exists the reader is stood in for: the layer's results go into
-    its data (per channel: points, class hurt most) and its curves PNG into the report."""
-    from dataclasses import dataclass
-
+    """The reader is stood in for (the store's own records, made up values): the layer's results
+    go into its data (per channel: points, class hurt most) and its curves PNG into the report."""
     from test_report import images, tiny_model, top_index
 
+    from cnnviz.ablatestore import ChannelAblation, LayerAblation
     from cnnviz.jobs.report import index_query
     from cnnviz.report import build_report, channelpage
-
-    @dataclass(frozen=True)
-    class ChannelAblation:
-        channel: int
-        points: float
-        prob_drop: float
-        logit_drop: float
-        hurts: str | None
-        hurts_points: float | None
-        metric: str
-        images: int
-
-    @dataclass(frozen=True)
-    class LayerAblation:
-        layer: str
-        ablation: str
-        channels: dict
-        curves_png: str | None
 
     from PIL import Image
 

@@ -22,7 +22,7 @@ from ..progress import Progress
 from ..segment import backbone_layer
 from ..render import check_cmap
 from ..sources import ModelSpec, architecture, as_spec, load
-from ..util import device_of, eval_mode
+from ..util import class_name, device_of, eval_mode
 from . import camseg
 from .inputs import ImageInputs, InputImage, size_tags
 from .output import Output, Record, Say, quiet, request_tags
@@ -307,17 +307,13 @@ def _tags(req: CamRequest, arch: LoadedModel, layers: list[CamLayer] | None, met
     return [*where, *request_tags(req, options), *size_tags(req.inputs.size, arch, crop=req.inputs.crop)]
 
 
-def _class_name(names: list[str], t: int) -> str:
-    return names[t] if 0 <= t < len(names) else f"class {t}"
-
-
 def _record(pair: _Pair, method: str, layers: list[CamLayer], norm: np.ndarray, names: list[str]) -> Record:
     y, x = peak(norm)
     y0, x0, y1, x1 = mass_box(norm, mass=0.2)
     rec: Record = {
         "image": pair.im.source, "method": method,
         "layers": [layer.name for layer in layers] if _uses_layers(method) else [],
-        "class": pair.target, "class_name": _class_name(names, pair.target), "probability": round(pair.prob, 6),
+        "class": pair.target, "class_name": class_name(names, pair.target), "probability": round(pair.prob, 6),
         "logit": round(pair.logit, 6), "size": [int(norm.shape[0]), int(norm.shape[1])], "peak": [y, x],
         "box20": [y0, x0, y1, x1],
     }
@@ -330,7 +326,7 @@ def _record(pair: _Pair, method: str, layers: list[CamLayer], norm: np.ndarray, 
 def _title(pair: _Pair, lm: LoadedModel, method: str, layers: list[CamLayer], names: list[str], req: CamRequest) -> list[str]:
     where = f" at {', '.join(layer.name for layer in layers)}" if _uses_layers(method) else ""
     smooth = f", SmoothGrad {req.smooth}x noise {req.noise:g}" if req.smooth else ""
-    head = (f"{_class_name(names, pair.target)} ({pair.target}) p={pair.prob:.3g}" if pair.dense is None
+    head = (f"{class_name(names, pair.target)} ({pair.target}) p={pair.prob:.3g}" if pair.dense is None
             else camseg.title_line(pair.dense, names))
     note = "" if lm.categories or not lm.pretrained else " [no category names]"
     return [head + note, f"{method}{where}{smooth} \u00b7 {lm.name} {lm.weights} \u00b7 {pair.im.label}"]
@@ -372,7 +368,7 @@ def _sanity(net: Any, x1: torch.Tensor, pair: _Pair, method: str, layers: list[C
     labels = ["original", *(f"+{s.label}" for s in steps)]
     scores = ["", *(f"r={_fmt(s.spearman[0])} ssim={_fmt(s.ssim[0])}" for s in steps)]
     title = [] if req.bare else [
-        f"sanity check (Adebayo et al. 2018): {method} for {_class_name(names, pair.target)} ({pair.target}), "
+        f"sanity check (Adebayo et al. 2018): {method} for {class_name(names, pair.target)} ({pair.target}), "
         f"{lm.name} {lm.weights}, {pair.im.label}",
         "layers re-initialised cumulatively from the top; r = Spearman rank correlation, ssim = SSIM to the original"]
     picture = sanity_strip(pair.im.display, [_shown(method, m)[0] for m in [original[0], *(s.maps[0] for s in steps)]],
@@ -400,7 +396,7 @@ def _write_sheet(cells: list[tuple[_Pair, dict[str, np.ndarray], dict[str, Recor
                  names: list[str], req: CamRequest, output: Output, tags: list[str | None]) -> None:
     grid = [[SheetCell(p.im.display, _shown(m, norms[m])[0], gamma=_gamma(m), alone=METHODS[m].kind == "input")
              for m in methods] for p, norms, _ in cells]
-    row_labels = [f"{p.im.label}: {_class_name(names, p.target)[:24]} {p.prob:.3g}" for p, _, _ in cells]
+    row_labels = [f"{p.im.label}: {class_name(names, p.target)[:24]} {p.prob:.3g}" for p, _, _ in cells]
     title = [] if req.bare else [
         f"{lm.name} {lm.weights} \u00b7 layer {', '.join(layer.name for layer in layers)}"
         + (f" \u00b7 SmoothGrad {req.smooth}x noise {req.noise:g}" if req.smooth else ""),

@@ -25,12 +25,8 @@ from ..layers import conv_layers
 from ..models import LoadedModel
 from ..progress import Progress
 from ..sources import ModelSpec, load
-from ..util import device_of
+from ..util import class_name, device_of
 from .output import Output, Record, Say
-
-#: methods that do not fit a box score, with the reason (none so far: every method explains a scalar)
-_REFUSED: dict[str, str] = {}
-
 
 @dataclass(frozen=True)
 class CamHelpers:
@@ -65,9 +61,6 @@ def _check(req: Any, methods: list[str]) -> None:
                          "--score-threshold P")
     if req.sanity:
         raise UsageError("--sanity is not available for detectors yet (its layer re-initialisation targets classifiers)")
-    for m in methods:
-        if m in _REFUSED:
-            raise UsageError(f"{m} does not fit a detector: {_REFUSED[m]}")
 
 
 def run_detection_cam(req: Any, *, spec: ModelSpec, arch: LoadedModel, methods: list[str], where: Placement,
@@ -133,10 +126,6 @@ def _size(req: Any) -> int | None:
     return int(s) if s is not None and str(s).strip().isdigit() else None
 
 
-def _name(names: list[str], label: int) -> str:
-    return names[label] if 0 <= label < len(names) else f"class {label}"
-
-
 def _write(req: Any, lm: LoadedModel, im: Any, method: str, layers: list[CamLayer], k: int, d: Any, target: float,
            raw: np.ndarray, norm: np.ndarray, scorer: DetectionScores, x1: torch.Tensor, names: list[str],
            output: Output, *, col: int, helpers: CamHelpers) -> None:
@@ -145,7 +134,7 @@ def _write(req: Any, lm: LoadedModel, im: Any, method: str, layers: list[CamLaye
     y0, x0, y1, x1 = mass_box(norm, mass=0.2)
     record: Record = {
         "image": im.source, "method": method, "layers": [layer.name for layer in layers] if uses else [],
-        "box_index": k, "box": [round(v, 2) for v in d.box], "label": d.label, "class_name": _name(names, d.label),
+        "box_index": k, "box": [round(v, 2) for v in d.box], "label": d.label, "class_name": class_name(names, d.label),
         "score": round(d.score, 6), "target": round(target, 6), "size": [int(norm.shape[0]), int(norm.shape[1])],
         "input": [int(v) for v in im.x.shape[-2:]], "valid": list(im.valid or im.x.shape[-2:]),
         "peak": [y, xp], "box20": [y0, x0, y1, x1],
@@ -158,10 +147,10 @@ def _write(req: Any, lm: LoadedModel, im: Any, method: str, layers: list[CamLaye
         record["npy"] = output.npy(stem[:-len(".png")] + ".npy", np.stack([raw, norm]).astype(np.float32))
     where = f" at {', '.join(layer.name for layer in layers)}" if uses else ""
     title = [] if req.bare else [
-        f"box {k}: {_name(names, d.label)} score {d.score:.3g} \u00b7 explained: score + IoU with this box",
+        f"box {k}: {class_name(names, d.label)} score {d.score:.3g} \u00b7 explained: score + IoU with this box",
         f"{method}{where} \u00b7 {lm.name} {lm.weights} \u00b7 {im.label}", im.fed]
     shown, top = helpers.shown(method, norm)
-    picture = box_picture(im.display, shown, d.box, f"{k}: {_name(names, d.label)} {d.score:.2f}", title=title,
+    picture = box_picture(im.display, shown, d.box, f"{k}: {class_name(names, d.label)} {d.score:.2f}", title=title,
                           cmap=req.cmap, alpha=req.alpha, legend=not req.bare,
                           value_max=float(raw.min() + top * (raw.max() - raw.min())), gamma=helpers.gamma(method))
     meta = {"Software": "cnnviz", **{key: v for key, v in record.items() if key != "path"}}

@@ -14,7 +14,7 @@ from ..cam import CamLayer, METHODS
 from ..capture import HookPoint
 from ..errors import ModelError, SelectionError, UsageError
 from ..segment import SegmentationScores, class_pixels, dense_logits, load_region, ranked_classes, resize_mask, scorer_layer_name
-from ..util import eval_mode
+from ..util import class_name, eval_mode
 from .inputs import InputImage
 
 
@@ -107,9 +107,9 @@ def segmentation_batch(net: nn.Module, logits: torch.Tensor, batch: list[InputIm
             mask = user if user is not None else predicted
             if not mask.any():
                 counts = class_pixels(pred[i], n_cls)
-                seen = ", ".join(f"{_name(names, k)} {100 * counts[k] / counts.sum():.0f}%"
+                seen = ", ".join(f"{class_name(names, k)} {100 * counts[k] / counts.sum():.0f}%"
                                  for k in ranked_classes(pred[i], n_cls, background=None)[:4])
-                raise SelectionError(f"{_name(names, c)} ({c}) is predicted at no pixel of {im.label} (predicted: {seen}); "
+                raise SelectionError(f"{class_name(names, c)} ({c}) is predicted at no pixel of {im.label} (predicted: {seen}); "
                                      "explain a predicted class, or give --region MASK to explain its logits over a region")
             m = torch.from_numpy(mask).to(logits.device)
             targets.append(DenseTarget(
@@ -141,10 +141,6 @@ def _image_size(im: InputImage) -> tuple[int, int] | None:
         return f.size
 
 
-def _name(names: list[str], c: int) -> str:
-    return names[c] if 0 <= c < len(names) else f"class {c}"
-
-
 def outline_at(t: DenseTarget, size: tuple[int, int]) -> np.ndarray:
     """The predicted mask of ``t`` at the display size (H, W) (bool), for the picture's outline."""
     return resize_mask(t.predicted, size)
@@ -153,7 +149,7 @@ def outline_at(t: DenseTarget, size: tuple[int, int]) -> np.ndarray:
 def title_line(t: DenseTarget, names: list[str]) -> str:
     """The picture's first title line for a dense target."""
     where = "its pixels" if t.region == "predicted" else os.path.basename(t.region)[:24]
-    return f"{_name(names, t.cls)} ({t.cls}) logits over {where} ({100 * t.share:.1f}%), mean p={t.prob:.3g}; outline: predicted"
+    return f"{class_name(names, t.cls)} ({t.cls}) logits over {where} ({100 * t.share:.1f}%), mean p={t.prob:.3g}; outline: predicted"
 
 
 def record_fields(t: DenseTarget) -> dict[str, Any]:

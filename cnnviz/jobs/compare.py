@@ -28,7 +28,7 @@ from ..models import LoadedModel
 from ..render import check_cmap
 from ..scan import Preprocess, expand_images, load_batches
 from ..sources import ModelSpec, architecture, as_spec, load
-from ..util import device_of
+from ..util import class_name, device_of
 from ..progress import Progress, around_bars
 from .output import Output, Record, Say, quiet
 from .top import batch_preprocess, default_workers
@@ -598,7 +598,7 @@ def _write_drift(req: CompareRequest, plan: _Drift, result: CompareResult, paths
     from ..faithfulness import spearman
     from ..io import image_label
     from ..maps import resize_maps
-    from .cam import _class_name, _gamma, _shown
+    from .cam import _gamma, _shown
 
     names = la.categories or lb.categories
     spec = METHODS[plan.method]
@@ -643,13 +643,13 @@ def _write_drift(req: CompareRequest, plan: _Drift, result: CompareResult, paths
                 label = image_label(path)
                 seen[label] = seen.get(label, 0) + 1
                 label = label if seen[label] == 1 else f"{label}_{seen[label]}"
-                cls = _class_name(names, t)
+                cls = class_name(names, t)
                 rho_text = "n/a (a constant map)" if not np.isfinite(rho) else f"{rho:.3f}"
                 top_a, top_b = int(pa[j].argmax()), int(pb[j].argmax())
 
                 def side(which: str, lm: LoadedModel, where: str, p: np.ndarray, top: int) -> list[str]:
                     return [f"{which}: {lm.name} {os.path.basename(lm.weights)}", f"{plan.method} at {where}",
-                            f"p({cls[:20]}) = {p[t]:.3f}" + ("" if top == t else f"; top-1 {_class_name(names, top)[:18]}")]
+                            f"p({cls[:20]}) = {p[t]:.3f}" + ("" if top == t else f"; top-1 {class_name(names, top)[:18]}")]
 
                 title = [f"attribution drift · {plan.method} for class {cls} ({t}), {chosen} · {label}",
                          f"Spearman rank correlation of A's and B's maps over {ma.shape[0]}x{ma.shape[1]} pixels: "
